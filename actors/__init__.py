@@ -1,0 +1,1 @@
+"""Actors: supervisor, producer, stream reader, TTS actors."""

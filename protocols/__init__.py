@@ -1,0 +1,1 @@
+"""Contracts (messages, errors, settings, Protocols) and the adapters behind them."""

@@ -1,0 +1,149 @@
+"""Typed errors. Every error a user can see is a ChorusError with a stable ``code``.
+
+Adapters translate client-library exceptions into these (``raise ... from exc``); actors and the
+web front never import a client library's exceptions. The web front renders them as RFC 9457
+``application/problem+json`` with ``code`` as an extension member.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ChorusError(Exception):
+    """Base of every typed error. ``status`` is the HTTP status the edge answers with."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+    #: a failed job with this error may succeed if tried again later
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+
+# --- input (4xx) -------------------------------------------------------------------------------
+
+
+class InvalidInput(ChorusError):
+    code = "invalid_input"
+    status = 422
+    title = "Invalid input"
+
+
+class MalformedJSON(InvalidInput):
+    code = "malformed_json"
+    status = 400
+    title = "Malformed JSON"
+
+
+class TextEmpty(InvalidInput):
+    code = "text_empty"
+    title = "Text is empty"
+
+
+class TextTooLong(InvalidInput):
+    code = "text_too_long"
+    status = 413
+    title = "Text is too long"
+
+
+class UnsupportedFormat(InvalidInput):
+    code = "unsupported_output_format"
+    title = "Unsupported output format"
+
+
+class UnknownVoice(ChorusError):
+    code = "voice_not_found"
+    status = 404
+    title = "Voice not found"
+
+
+class Unauthorized(ChorusError):
+    code = "unauthorized"
+    status = 401
+    title = "Missing or invalid API key"
+
+
+class Forbidden(ChorusError):
+    code = "forbidden"
+    status = 403
+    title = "Not allowed"
+
+
+class NotFound(ChorusError):
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class IdempotencyConflict(ChorusError):
+    code = "idempotency_key_reused"
+    status = 409
+    title = "Idempotency key reused with a different request"
+
+
+# --- service availability (5xx) ------------------------------------------------------------------
+
+
+class QueueFull(ChorusError):
+    code = "queue_full"
+    status = 503
+    title = "Job queue is full, retry later"
+    retryable = True
+
+
+class QueueUnavailable(ChorusError):
+    """Redis could not be reached or did not answer in time."""
+
+    code = "queue_unavailable"
+    status = 503
+    title = "Job queue unavailable"
+    retryable = True
+
+
+class StoreUnavailable(ChorusError):
+    """Postgres could not be reached or did not answer in time."""
+
+    code = "store_unavailable"
+    status = 503
+    title = "Database unavailable"
+    retryable = True
+
+
+# --- provider (recorded on jobs) -----------------------------------------------------------------
+
+
+class ProviderError(ChorusError):
+    """The speech provider failed for good (the job fails with this error)."""
+
+    code = "provider_error"
+    status = 502
+    title = "Speech provider error"
+
+
+class ProviderUnavailable(ProviderError):
+    """Transient provider failure: the job is retried with backoff."""
+
+    code = "provider_unavailable"
+    title = "Speech provider temporarily unavailable"
+    retryable = True
+
+
+class SynthesisFailed(ProviderError):
+    code = "synthesis_failed"
+    title = "Speech synthesis failed"
+
+
+class DeliveriesExhausted(ChorusError):
+    code = "max_deliveries_exceeded"
+    status = 500
+    title = "Job failed on every delivery and was dead-lettered"
+
+
+class ConfigError(ChorusError):
+    code = "config_error"
+    title = "Invalid configuration"

@@ -1,0 +1,28 @@
+"""Every Redis key and stream name Chorus uses, in one place."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Keys(msgspec.Struct, frozen=True):
+    prefix: str = "chorus"
+
+    @property
+    def jobs(self) -> str:
+        """The job stream."""
+        return f"{self.prefix}:jobs"
+
+    @property
+    def group(self) -> str:
+        """The workers' consumer group on the job stream."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def dead(self) -> str:
+        """The dead-letter stream."""
+        return f"{self.prefix}:jobs:dead"
+
+    def enqueued(self, job_id: str) -> str:
+        """Marker making XADD idempotent by job id."""
+        return f"{self.prefix}:enq:{job_id}"

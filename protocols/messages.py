@@ -1,0 +1,190 @@
+"""Messages and records: frozen msgspec Structs (msgpack on the stream, JSON on HTTP).
+
+Schemas only grow: a new field always has a default, so old stream entries still decode.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+
+import msgspec
+
+DEFAULT_FORMAT = "mp3_44100_128"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    dead = "dead"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.dead)
+
+
+# --- on the job stream -------------------------------------------------------------------------
+
+
+class SpeechJob(msgspec.Struct, frozen=True, kw_only=True, tag="speech"):
+    """What the stream carries for one job (msgpack in the entry's ``m`` field)."""
+
+    job_id: str
+    owner: str
+    text: str
+    voice_id: str
+    language: str | None = None
+    output_format: str = DEFAULT_FORMAT
+    submitted_at: float = 0.0  # unix seconds, for pickup-latency figures
+
+
+StreamMessage = SpeechJob  # grows into a tagged union (e.g. ``SpeechJob | PreviewJob``)
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    """One stream entry handed to a TTSActor."""
+
+    entry_id: str
+    job: SpeechJob
+    deliveries: int  # how many times the group has delivered this entry (1 = first)
+
+
+# --- TTSActor -> StreamReader settlements --------------------------------------------------------
+
+
+class Ack(msgspec.Struct, frozen=True, tag="ack"):
+    """The job's effect is durable: XACK + XDEL the entry."""
+
+    entry_id: str
+
+
+class Release(msgspec.Struct, frozen=True, tag="release"):
+    """Give the entry back for redelivery after ``delay`` seconds (XCLAIM IDLE)."""
+
+    entry_id: str
+    delay: float = 0.0
+
+
+Settlement = Ack | Release
+
+
+# --- Postgres records ----------------------------------------------------------------------------
+
+
+class User(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    role: str  # "admin" | "user"
+    created_at: dt.datetime
+
+
+class NewJob(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    owner: str
+    text: str
+    voice_id: str
+    language: str | None
+    output_format: str
+    idempotency_key: str | None
+    request_hash: str  # detects an idempotency key reused for a different request
+
+    @property
+    def characters(self) -> int:
+        return len(self.text)
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    owner: str
+    status: JobStatus
+    text: str
+    voice_id: str
+    language: str | None
+    output_format: str
+    idempotency_key: str | None
+    request_hash: str
+    attempts: int
+    characters: int
+    error_code: str | None = None
+    error_message: str | None = None
+    audio_id: str | None = None
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+    def to_stream(self, submitted_at: float = 0.0) -> SpeechJob:
+        return SpeechJob(
+            job_id=self.id,
+            owner=self.owner,
+            text=self.text,
+            voice_id=self.voice_id,
+            language=self.language,
+            output_format=self.output_format,
+            submitted_at=submitted_at,
+        )
+
+
+class NewAudio(msgspec.Struct, frozen=True, kw_only=True):
+    owner: str
+    cache_key: str
+    format: str
+    content_type: str
+    duration_s: float
+    size: int  # bytes
+    path: str  # relative to the blob root
+
+
+class Audio(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    owner: str
+    cache_key: str
+    format: str
+    content_type: str
+    duration_s: float
+    size: int
+    path: str
+    created_at: dt.datetime
+
+
+# --- provider ------------------------------------------------------------------------------------
+
+
+class VoiceInfo(msgspec.Struct, frozen=True, kw_only=True):
+    voice_id: str
+    name: str
+    language: str  # BCP-47-ish primary language, e.g. "en", "ko"
+    languages: tuple[str, ...] = ()
+    provider: str = "espeak"
+    category: str = "default"
+    description: str = ""
+
+
+class SynthesisRequest(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    voice_id: str
+    language: str | None = None
+    output_format: str = DEFAULT_FORMAT
+
+
+class SynthesisResult(msgspec.Struct, frozen=True, kw_only=True):
+    audio: bytes
+    content_type: str
+    duration_s: float
+    characters: int
+    request_id: str | None = None
+
+
+# --- dead letters --------------------------------------------------------------------------------
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of the dead-letter stream."""
+
+    dead_id: str  # the entry id in the dead-letter stream
+    job: SpeechJob
+    reason: str
+    deliveries: int
+    original_entry_id: str
+    dead_at: float

@@ -1,0 +1,134 @@
+"""The Protocols actors and the web front depend on. ``run.py`` wires the real adapters in;
+unit tests use in-memory fakes (``tests/fakes.py``)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Callable, Protocol, Sequence
+
+from protocols.messages import (
+    Audio,
+    DeadLetter,
+    Delivery,
+    Job,
+    JobStatus,
+    NewAudio,
+    NewJob,
+    SpeechJob,
+    SynthesisRequest,
+    SynthesisResult,
+    User,
+    VoiceInfo,
+)
+
+
+class JobStore(Protocol):
+    """Postgres: users, jobs, audio. Raises ``StoreUnavailable`` when the database is away."""
+
+    async def ping(self) -> None: ...
+
+    # users
+    async def count_users(self) -> int: ...
+    async def create_user(self, name: str, *, admin: bool = False) -> tuple[User, str]:
+        """Create a user; returns it with its new API key (only the hash is stored)."""
+        ...
+    async def authenticate(self, api_key: str) -> User | None: ...
+    async def list_users(self) -> list[User]: ...
+
+    # jobs
+    async def create_job(self, job: NewJob) -> tuple[Job, bool]:
+        """Insert, or return the owner's existing job with the same idempotency key
+        (``created`` False). Raises ``IdempotencyConflict`` if that job's request differs."""
+        ...
+    async def discard_job(self, job_id: str) -> None:
+        """Delete a job that was never enqueued (status queued, attempts 0)."""
+        ...
+    async def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
+        """``owner`` given: another user's job is None (never leaks existence)."""
+        ...
+    async def start_job(self, job_id: str) -> Job | None:
+        """Compare-and-set queued|running -> running, attempts + 1, started_at set once.
+        Returns the job as it now is (a terminal job is returned unchanged), None if unknown."""
+        ...
+    async def finish_job(self, job_id: str, audio: NewAudio) -> Job:
+        """In one transaction: upsert the audio row (unique per owner and cache key) and
+        compare-and-set the job running -> succeeded pointing at it. Idempotent."""
+        ...
+    async def fail_job(
+        self, job_id: str, code: str, message: str, *, status: JobStatus = JobStatus.failed
+    ) -> Job | None:
+        """Compare-and-set a non-terminal job to failed (or dead) with the typed error."""
+        ...
+    async def note_error(self, job_id: str, code: str, message: str) -> None:
+        """Record the last error of a job that will be retried (status unchanged)."""
+        ...
+    async def requeue_job(self, job_id: str) -> Job | None:
+        """dead|failed -> queued (dead-letter redrive)."""
+        ...
+
+    # audio
+    async def find_audio(self, owner: str, cache_key: str) -> Audio | None: ...
+    async def get_audio(self, audio_id: str, owner: str | None = None) -> Audio | None: ...
+
+
+class BlobStore(Protocol):
+    """Content-addressed audio files under the data dir, written atomically."""
+
+    async def put(self, key: str, ext: str, data: bytes) -> str:
+        """Store ``data`` under ``key`` (idempotent); returns the relative path."""
+        ...
+    async def get(self, path: str) -> bytes: ...
+    async def exists(self, path: str) -> bool: ...
+
+
+class SpeechProvider(Protocol):
+    name: str
+
+    def formats(self) -> frozenset[str]:
+        """Output formats (ElevenLabs names) this provider can produce."""
+        ...
+    async def voices(self) -> Sequence[VoiceInfo]: ...
+    async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
+        """Raises ``UnknownVoice``, ``ProviderUnavailable`` (retryable) or ``ProviderError``."""
+        ...
+
+
+class JobQueue(Protocol):
+    """The Redis Streams side of the job queue (``protocols/streams.py``).
+
+    Every write is idempotent: a cancelled call has an unknown outcome and may be repeated.
+    """
+
+    async def ensure_group(self) -> None: ...
+    async def enqueue(self, jobs: Sequence[SpeechJob]) -> None:
+        """XADD each job once (idempotent by job id)."""
+        ...
+    async def read_new(self, consumer: str, count: int, block_ms: int) -> list[Delivery]: ...
+    async def own_pending(self, consumer: str, count: int) -> list[tuple[str, int]]:
+        """(entry id, deliveries) pending for this consumer, oldest first."""
+        ...
+    async def claim(self, consumer: str, entry_ids: Sequence[str]) -> list[Delivery]:
+        """Take entries (counts a delivery); deleted entries are dropped from the PEL."""
+        ...
+    async def autoclaim(
+        self, consumer: str, min_idle_ms: int, cursor: str, count: int
+    ) -> tuple[str, list[Delivery]]: ...
+    async def renew(self, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Reset idle time of running entries (XCLAIM 0 JUSTID, no delivery counted)."""
+        ...
+    async def release(self, consumer: str, entry_ids: Sequence[str], idle_ms: int) -> None:
+        """Make entries claimable by anyone after (lease - idle) (XCLAIM IDLE)."""
+        ...
+    async def ack(self, entry_ids: Sequence[str]) -> None:
+        """XACK + XDEL in one MULTI."""
+        ...
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """XADD to the dead-letter stream, then XACK + XDEL."""
+        ...
+    async def dead_letters(self, count: int = 100) -> list[DeadLetter]: ...
+    async def remove_dead_letter(self, dead_id: str) -> None: ...
+    async def pending_count(self) -> int: ...
+    async def ping(self) -> None: ...
+
+
+QueueFactory = Callable[[], AbstractAsyncContextManager[JobQueue]]

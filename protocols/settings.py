@@ -1,0 +1,120 @@
+"""Settings: one frozen struct, read from the environment (see README "Configuration")."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Mapping
+
+import msgspec
+
+from protocols.errors import ConfigError
+from protocols.faults import FaultPlan
+
+
+class Secret(str):
+    """A string that never shows itself in reprs, logs or errors."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:  # f-strings and %s formatting print the mask, never the key
+        return "***"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    redis_url: str | None = None  # None -> embedded Valkey under data_dir
+    database_url: Secret | None = None  # None -> embedded Postgres under data_dir
+    elevenlabs_api_key: Secret | None = None
+    data_dir: str = "./var"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    concurrency: int = 3  # TTS actors in this process
+    consumer: str | None = None  # stable consumer name; None -> persisted in data_dir
+    redis_prefix: str = "chorus"
+    lease_s: float = 30.0  # an entry idle this long (no renewal) is reclaimed by others
+    reclaim_interval_s: float = 5.0  # how often XAUTOCLAIM looks for abandoned entries
+    max_deliveries: int = 5  # deliveries before an entry is dead-lettered
+    read_block_ms: int = 1000  # XREADGROUP BLOCK; the stop flag is checked between reads
+    shutdown_grace_s: float = 20.0  # running jobs get this long to finish on SIGTERM
+    submit_timeout_s: float = 2.0  # a full job channel past this answers 503
+    max_text_chars: int = 5000
+    restart_intensity: int = 10  # more than this many restarts ...
+    restart_period_s: float = 60.0  # ... within this many seconds -> give up, exit non-zero
+    redis_timeout_s: float = 2.0
+    db_timeout_s: float = 5.0
+    faults: FaultPlan | None = None  # tests only
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def consumer_name(self) -> str:
+        """The stable consumer name: configured, or created once and kept in the data dir."""
+        if self.consumer:
+            return self.consumer
+        path = self.data_path / "consumer-name"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        name = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(name + "\n")
+        tmp.replace(path)
+        return name
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        raw: dict[str, object] = {}
+
+        def put(field: str, var: str, kind: type = str) -> None:
+            value = env.get(var)
+            if value is None or value == "":
+                return
+            try:
+                raw[field] = kind(value)
+            except ValueError as exc:
+                raise ConfigError(f"{var}={value!r} is not a valid {kind.__name__}") from exc
+
+        put("redis_url", "REDIS_URL")
+        put("database_url", "DATABASE_URL", Secret)
+        put("elevenlabs_api_key", "ELEVENLABS_API_KEY", Secret)
+        put("data_dir", "CHORUS_DATA_DIR")
+        put("host", "CHORUS_HOST")
+        put("port", "CHORUS_PORT", int)
+        put("concurrency", "CHORUS_CONCURRENCY", int)
+        put("consumer", "CHORUS_CONSUMER")
+        put("redis_prefix", "CHORUS_REDIS_PREFIX")
+        put("lease_s", "CHORUS_LEASE_S", float)
+        put("reclaim_interval_s", "CHORUS_RECLAIM_INTERVAL_S", float)
+        put("max_deliveries", "CHORUS_MAX_DELIVERIES", int)
+        put("read_block_ms", "CHORUS_READ_BLOCK_MS", int)
+        put("shutdown_grace_s", "CHORUS_SHUTDOWN_GRACE_S", float)
+        put("submit_timeout_s", "CHORUS_SUBMIT_TIMEOUT_S", float)
+        put("max_text_chars", "CHORUS_MAX_TEXT_CHARS", int)
+        put("restart_intensity", "CHORUS_RESTART_INTENSITY", int)
+        put("restart_period_s", "CHORUS_RESTART_PERIOD_S", float)
+        raw.update(overrides)
+        settings = cls(**raw)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("CHORUS_CONCURRENCY must be at least 1")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("CHORUS_PORT must be between 0 and 65535")
+        if self.max_deliveries < 1:
+            raise ConfigError("CHORUS_MAX_DELIVERIES must be at least 1")
+        if self.lease_s <= 0 or self.reclaim_interval_s <= 0:
+            raise ConfigError("CHORUS_LEASE_S and CHORUS_RECLAIM_INTERVAL_S must be positive")
+        if self.read_block_ms < 1:
+            raise ConfigError("CHORUS_READ_BLOCK_MS must be at least 1")

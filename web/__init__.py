@@ -1,0 +1,1 @@
+"""The HTTP front: a quart-trio app factory."""
