@@ -1,0 +1,90 @@
+"""InFlight: the entries this process has handed to TTSActors and not yet settled.
+
+Owned by the supervisor (not by the StreamReader), so it outlives a StreamReader restart: a new
+reader incarnation knows which of its pending entries are still being worked on, and settlements
+made while no reader was running are not lost. Actors settle synchronously (no await), so even
+an actor that is crashing or being cancelled records what happened to its entry.
+
+This replaces DESIGN.md's "acks over a memory channel": items a crashed reader had received from
+such a channel would be gone, and their entries would stay pending (and lease-renewed) forever.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import trio
+
+from protocols.messages import Ack, Delivery, Release, Settlement
+
+
+class InFlightStatistics(msgspec.Struct, frozen=True):
+    running: int
+    settled: int
+    capacity: int
+
+
+class InFlight:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._running: dict[str, Delivery] = {}
+        self._settled: dict[str, Settlement] = {}
+        self._changed = trio.Event()
+
+    # -- reader side ------------------------------------------------------------------------------
+
+    def add(self, delivery: Delivery) -> None:
+        self._running[delivery.entry_id] = delivery
+
+    def forget(self, entry_id: str) -> None:
+        """Drop an entry that never reached an actor (it stays in the PEL for redelivery)."""
+        self._running.pop(entry_id, None)
+        self._notify()
+
+    def __contains__(self, entry_id: str) -> bool:
+        return entry_id in self._running or entry_id in self._settled
+
+    def __len__(self) -> int:
+        """Entries an actor is working on."""
+        return len(self._running)
+
+    @property
+    def free(self) -> int:
+        """Actors with nothing to do (a settled entry's ack is written in the background)."""
+        return max(0, self.capacity - len(self._running))
+
+    def running_ids(self) -> list[str]:
+        return list(self._running)
+
+    def settled(self) -> dict[str, Settlement]:
+        return dict(self._settled)
+
+    def done(self, entry_ids: list[str]) -> None:
+        """Settlements written to Redis: free their slots."""
+        for entry_id in entry_ids:
+            self._settled.pop(entry_id, None)
+        self._notify()
+
+    async def wait_changed(self) -> None:
+        """Until the next add/settle/done (callers bound it with move_on_after)."""
+        await self._changed.wait()
+
+    # -- actor side -------------------------------------------------------------------------------
+
+    def settle(self, entry_id: str, settlement: Settlement) -> None:
+        if self._running.pop(entry_id, None) is None and entry_id not in self._settled:
+            return  # the reader already gave it up (released at shutdown)
+        self._settled[entry_id] = settlement
+        self._notify()
+
+    def ack(self, entry_id: str) -> None:
+        self.settle(entry_id, Ack(entry_id))
+
+    def release(self, entry_id: str, delay: float = 0.0) -> None:
+        self.settle(entry_id, Release(entry_id, delay))
+
+    def statistics(self) -> InFlightStatistics:
+        return InFlightStatistics(len(self._running), len(self._settled), self.capacity)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()

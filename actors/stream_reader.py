@@ -1,0 +1,227 @@
+"""StreamReader: the bridge from the Redis job stream to the TTSActors.
+
+- Reads only for free actors: COUNT = free slots, over a zero-capacity channel.
+- On start, takes back its own pending entries (stable consumer name) that no actor is running.
+- Renews the lease of running entries every lease/3 (XCLAIM 0 JUSTID: no delivery counted).
+- Every ``reclaim_interval`` reclaims entries idle past the lease (cursor-looped XAUTOCLAIM):
+  those of crashed workers, and those released for redelivery.
+- Dead-letters an entry delivered more than ``max_deliveries`` times, with the reason.
+- Writes settlements: acks (XACK + XDEL in one MULTI, only after the result is durable) and
+  releases (XCLAIM IDLE, so the entry is reclaimed after the asked delay).
+- Graceful stop: no new reads; running jobs get ``shutdown_grace_s`` to finish and be acked;
+  the rest is released for immediate redelivery.
+
+A blocked read is never cancelled on a graceful stop: it blocks ``read_block_ms`` at most and
+the stop flag is checked between reads (coredis leaks a pool slot per cancelled blocking read).
+The queue client is created inside the actor, so a restart discards its pool.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+import msgspec
+import trio
+
+from actors.inflight import InFlight
+from protocols.errors import ChorusError, DeliveriesExhausted
+from protocols.faults import FaultPlan
+from protocols.messages import Ack, Delivery, JobStatus, Release
+from protocols.ports import JobQueue, JobStore
+from protocols.settings import Settings
+
+log = logging.getLogger("chorus.reader")
+
+RECLAIM_BATCH = 32
+
+
+class ReaderStatistics(msgspec.Struct, frozen=True):
+    read: int
+    recovered: int
+    reclaimed: int
+    acked: int
+    released: int
+    dead_lettered: int
+    waiting_dispatch: int
+
+
+class StreamReader:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        consumer: str,
+        open_queue: Callable[[], AbstractAsyncContextManager[JobQueue]],
+        store: JobStore,
+        inflight: InFlight,
+        deliveries: trio.MemorySendChannel[Delivery],
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self._open_queue = open_queue
+        self._store = store
+        self._inflight = inflight
+        self._deliveries = deliveries
+        self._faults = settings.faults or FaultPlan()
+        self._waiting: collections.deque[Delivery] = collections.deque()
+        self._counts = collections.Counter[str]()
+
+    def statistics(self) -> ReaderStatistics:
+        c = self._counts
+        return ReaderStatistics(
+            c["read"], c["recovered"], c["reclaimed"], c["acked"], c["released"],
+            c["dead_lettered"], len(self._waiting),
+        )
+
+    @property
+    def _lease_ms(self) -> int:
+        return int(self.settings.lease_s * 1000)
+
+    async def run(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self._waiting.clear()  # entries taken by a previous incarnation are still in our PEL
+        async with self._open_queue() as queue, self._deliveries.clone() as deliveries:
+            await queue.ensure_group()
+            await self._recover_own(queue)
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._settle_loop, queue)
+                nursery.start_soon(self._renew_loop, queue)
+                nursery.start_soon(self._reclaim_loop, queue)
+                await self._read_loop(queue, deliveries, stop)
+                await self._drain(queue)
+                nursery.cancel_scope.cancel()
+
+    # -- reading and dispatch ----------------------------------------------------------------------
+
+    async def _read_loop(
+        self, queue: JobQueue, deliveries: trio.MemorySendChannel[Delivery], stop: trio.Event
+    ) -> None:
+        while not stop.is_set():
+            if self._inflight.free == 0:
+                with trio.move_on_after(self.settings.read_block_ms / 1000):
+                    await self._inflight.wait_changed()
+                continue
+            if self._waiting:
+                await self._dispatch(queue, deliveries, self._waiting.popleft())
+                continue
+            batch = await queue.read_new(
+                self.consumer, self._inflight.free, self.settings.read_block_ms
+            )
+            self._counts["read"] += len(batch)
+            await self._faults.hit("reader.after_read")
+            for i, delivery in enumerate(batch):
+                if stop.is_set():  # read but not started: give back for immediate redelivery
+                    await queue.release(
+                        self.consumer, [d.entry_id for d in batch[i:]], self._lease_ms
+                    )
+                    break
+                await self._dispatch(queue, deliveries, delivery)
+
+    async def _dispatch(
+        self, queue: JobQueue, deliveries: trio.MemorySendChannel[Delivery], delivery: Delivery
+    ) -> None:
+        if delivery.entry_id in self._inflight:
+            return  # already running here (reclaimed while its lease was being renewed)
+        if delivery.deliveries > self.settings.max_deliveries:
+            await self._dead_letter(queue, delivery)
+            return
+        self._inflight.add(delivery)
+        try:
+            await deliveries.send(delivery)
+        except BaseException:
+            # not received by any actor (trio guarantees it on cancel): it stays in our PEL
+            self._inflight.forget(delivery.entry_id)
+            raise
+
+    async def _dead_letter(self, queue: JobQueue, delivery: Delivery) -> None:
+        job = await self._store.get_job(delivery.job.job_id)
+        last = f"{job.error_code}: {job.error_message}" if job and job.error_code else "none"
+        reason = (
+            f"delivered {delivery.deliveries} times (max {self.settings.max_deliveries}); "
+            f"last error {last}"
+        )
+        await self._store.fail_job(
+            delivery.job.job_id, DeliveriesExhausted.code, reason, status=JobStatus.dead
+        )
+        await queue.dead_letter(delivery, reason)
+        self._counts["dead_lettered"] += 1
+        log.warning("job %s dead-lettered: %s", delivery.job.job_id, reason)
+
+    # -- recovery ----------------------------------------------------------------------------------
+
+    async def _recover_own(self, queue: JobQueue) -> None:
+        """Take back our pending entries that no actor of this process is running."""
+        seen: set[str] = set()
+        while True:
+            pending = await queue.own_pending(self.consumer, 1000)
+            ids = [i for i, _ in pending if i not in self._inflight and i not in seen]
+            if not ids:
+                return
+            seen.update(ids)
+            for start in range(0, len(ids), 100):
+                claimed = await queue.claim(self.consumer, ids[start : start + 100])
+                self._waiting.extend(claimed)
+                self._counts["recovered"] += len(claimed)
+
+    async def _reclaim_loop(self, queue: JobQueue) -> None:
+        while True:
+            await trio.sleep(self.settings.reclaim_interval_s)
+            cursor = "0-0"
+            while len(self._waiting) < self._inflight.capacity:
+                cursor, claimed = await queue.autoclaim(
+                    self.consumer, self._lease_ms, cursor, RECLAIM_BATCH
+                )
+                fresh = [d for d in claimed if d.entry_id not in self._inflight]
+                self._waiting.extend(fresh)
+                self._counts["reclaimed"] += len(fresh)
+                if cursor in ("0-0", "0"):
+                    break
+
+    # -- leases and settlements -------------------------------------------------------------------
+
+    async def _renew_loop(self, queue: JobQueue) -> None:
+        while True:
+            await trio.sleep(self.settings.lease_s / 3)
+            await queue.renew(self.consumer, self._inflight.running_ids())
+
+    async def _settle_loop(self, queue: JobQueue) -> None:
+        while True:
+            settled = self._inflight.settled()
+            if not settled:
+                await self._inflight.wait_changed()
+                continue
+            await self._write_settlements(queue, settled)
+
+    async def _write_settlements(self, queue: JobQueue, settled: dict[str, Ack | Release]) -> None:
+        await self._faults.hit("reader.before_ack")
+        acks = [i for i, s in settled.items() if isinstance(s, Ack)]
+        await queue.ack(acks)
+        self._counts["acked"] += len(acks)
+        for entry_id, s in settled.items():
+            if isinstance(s, Release):
+                idle = self._lease_ms - int(s.delay * 1000)
+                await queue.release(self.consumer, [entry_id], idle)
+                self._counts["released"] += 1
+        self._inflight.done(list(settled))
+
+    async def _drain(self, queue: JobQueue) -> None:
+        """Graceful stop: let running jobs finish, then give back what is left."""
+        with trio.move_on_after(self.settings.shutdown_grace_s):
+            while self._inflight.running_ids():
+                await self._inflight.wait_changed()
+        with trio.move_on_after(self.settings.redis_timeout_s * 2, shield=True):
+            try:
+                settled = self._inflight.settled()
+                if settled:
+                    await self._write_settlements(queue, settled)
+                left = self._inflight.running_ids() + [d.entry_id for d in self._waiting]
+                await queue.release(self.consumer, left, self._lease_ms)
+                self._counts["released"] += len(left)
+                for entry_id in left:
+                    self._inflight.forget(entry_id)
+                self._waiting.clear()
+            except ChorusError as exc:  # Redis away: the lease expiry gives them back instead
+                log.warning("could not release in-flight entries at shutdown: %s", exc)
