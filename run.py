@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Chorus command line: serve | api | worker | say | users | dead-letters | doctor | bench.
+
+Unset REDIS_URL / DATABASE_URL start the embedded Valkey / Postgres under CHORUS_DATA_DIR.
+Exit codes: 0 ok, 1 the service gave up (restart intensity exceeded) or a command failed,
+2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import trio
+
+from protocols.errors import ChorusError
+from protocols.settings import Settings
+
+log = logging.getLogger("chorus")
+
+
+# -- infrastructure --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def infrastructure(settings: Settings) -> Iterator[tuple[str, str]]:
+    """(redis_url, database_url): configured ones, or embedded servers under the data dir."""
+    from protocols.embedded import embedded_postgres, embedded_redis
+
+    data = Path(settings.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        redis_url = settings.redis_url or stack.enter_context(embedded_redis(data))
+        db = settings.database_url
+        database_url = db.reveal() if db else stack.enter_context(embedded_postgres(data))
+        yield redis_url, database_url
+
+
+def make_provider(settings: Settings, name: str | None = None):
+    name = name or os.environ.get("CHORUS_PROVIDER") or "espeak"
+    if name == "fake":
+        from protocols.providers.fake import FakeProvider
+
+        return FakeProvider(float(os.environ.get("CHORUS_FAKE_LATENCY_S", "0")))
+    from protocols.providers.espeak import EspeakProvider
+
+    return EspeakProvider()
+
+
+async def ensure_local_admin(store, settings: Settings) -> None:
+    """First start with no users: create a local admin and write its key (mode 0600)."""
+    if await store.count_users() > 0:
+        return
+    user, key = await store.create_user("local-admin", admin=True)
+    path = Path(settings.data_dir) / "local-api-key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+    print(f"Created local admin user; its API key is in {path.resolve()}", flush=True)
+
+
+# -- serve / api / worker --------------------------------------------------------------------------
+
+
+async def _serve(settings: Settings, role: str, redis_url: str, database_url: str) -> None:
+    from actors.service import Role, Service
+    from actors.supervisor import run_with_signals
+    from protocols.store import PgStore
+
+    async with PgStore.open(database_url, timeout=settings.db_timeout_s) as store:
+        await ensure_local_admin(store, settings)
+
+        async def announce(binds: list[str]) -> None:
+            print(f"Chorus {role} listening on {', '.join(binds)}", flush=True)
+
+        service = Service(
+            settings, redis_url=redis_url, store=store, provider=make_provider(settings),
+            role=Role(role), on_http_ready=announce,
+        )
+        if role == "worker":
+            print(f"Chorus worker {service.consumer} started", flush=True)
+        await run_with_signals(service.supervisor)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from actors.supervisor import SupervisorGaveUp
+
+    with infrastructure(settings) as (redis_url, database_url):
+        try:
+            trio.run(_serve, settings, args.command, redis_url, database_url)
+        except SupervisorGaveUp as exc:
+            log.error("giving up: %s", exc)
+            return 1
+    return 0
+
+
+# -- users -----------------------------------------------------------------------------------------
+
+
+def _with_store(settings: Settings, fn) -> int:
+    from protocols.store import PgStore
+
+    async def main() -> int:
+        async with PgStore.open(database_url, timeout=settings.db_timeout_s) as store:
+            return await fn(store)
+
+    with infrastructure(settings) as (_, database_url):
+        return trio.run(main)
+
+
+def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    async def create(store) -> int:
+        user, key = await store.create_user(args.name, admin=args.admin)
+        print(f"created user {user.name} ({user.role}), id {user.id}", file=sys.stderr)
+        print(key)
+        return 0
+
+    async def listing(store) -> int:
+        for u in await store.list_users():
+            print(f"{u.id}\t{u.name}\t{u.role}\t{u.created_at.isoformat()}")
+        return 0
+
+    return _with_store(settings, create if args.users_command == "create" else listing)
+
+
+# -- dead letters ----------------------------------------------------------------------------------
+
+
+def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from protocols.keys import Keys
+    from protocols.store import PgStore
+    from protocols.streams import open_queue
+
+    async def main(redis_url: str, database_url: str) -> int:
+        async with (
+            open_queue(redis_url, Keys(settings.redis_prefix),
+                       stream_timeout=settings.redis_timeout_s) as queue,
+            PgStore.open(database_url, timeout=settings.db_timeout_s) as store,
+        ):
+            letters = await queue.dead_letters(count=10_000)
+            if args.dl_command == "list":
+                for d in letters:
+                    print(f"{d.dead_id}\t{d.job.job_id}\t{d.deliveries}\t{d.reason}")
+                print(f"{len(letters)} dead letter(s)", file=sys.stderr)
+                return 0
+            wanted = set(args.ids)
+            chosen = [d for d in letters if args.all or d.dead_id in wanted or
+                      d.job.job_id in wanted]
+            if not args.all and not chosen:
+                print("no dead letter matches; give ids or --all", file=sys.stderr)
+                return 2
+            for d in chosen:
+                # job row first (dead -> queued), then a fresh entry, then drop the dead letter:
+                # a crash in between re-runs a redrive, never loses the job
+                await store.requeue_job(d.job.job_id)
+                await queue.add_raw(d.job)
+                await queue.remove_dead_letter(d.dead_id)
+                print(f"redriven {d.job.job_id}")
+            return 0
+
+    with infrastructure(settings) as (redis_url, database_url):
+        return trio.run(main, redis_url, database_url)
+
+
+# -- doctor ----------------------------------------------------------------------------------------
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from protocols.keys import Keys
+    from protocols.store import PgStore
+    from protocols.streams import open_queue
+
+    print(f"data dir      {Path(settings.data_dir).resolve()}")
+    print(f"redis         {settings.redis_url or 'embedded Valkey'}")
+    print(f"postgres      {'configured (DATABASE_URL)' if settings.database_url else 'embedded'}")
+    print(f"elevenlabs    {'key set' if settings.elevenlabs_api_key else 'no key: offline espeak'}")
+    print(f"http          {settings.host}:{settings.port}")
+    print(f"concurrency   {settings.concurrency}   consumer {settings.consumer_name()}")
+
+    async def main(redis_url: str, database_url: str) -> int:
+        ok = True
+        try:
+            with trio.fail_after(10):
+                async with open_queue(redis_url, Keys(settings.redis_prefix),
+                                      stream_timeout=settings.redis_timeout_s) as q:
+                    await q.ping()
+                    print(f"redis ok      backlog {await q.backlog()}, "
+                          f"dead letters {len(await q.dead_letters(10_000))}")
+        except (ChorusError, trio.TooSlowError) as exc:
+            ok = False
+            print(f"redis FAILED  {exc}")
+        try:
+            with trio.fail_after(15):
+                async with PgStore.open(database_url, timeout=settings.db_timeout_s) as store:
+                    await store.ping()
+                    print(f"postgres ok   {await store.count_users()} user(s)")
+        except (ChorusError, trio.TooSlowError) as exc:
+            ok = False
+            print(f"postgres FAILED {exc}")
+        provider = make_provider(settings)
+        voices = await provider.voices()
+        print(f"provider ok   {provider.name}, {len(voices)} voices")
+        return 0 if ok else 1
+
+    with infrastructure(settings) as (redis_url, database_url):
+        return trio.run(main, redis_url, database_url)
+
+
+# -- say -------------------------------------------------------------------------------------------
+
+
+def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
+    from web.client import say
+
+    return trio.run(say, args, settings)
+
+
+# -- bench -----------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from actors.bench import run_bench
+
+    return run_bench(args)
+
+
+# -- argument parsing ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command")
+    for role, text in (("serve", "everything in one process (default)"),
+                       ("api", "HTTP front and Producer only"),
+                       ("worker", "StreamReader and TTS actors only")):
+        sub.add_parser(role, help=text)
+
+    say = sub.add_parser("say", help="submit text over HTTP and write the audio to a file")
+    say.add_argument("text")
+    say.add_argument("--voice")
+    say.add_argument("--language")
+    say.add_argument("--format", default="mp3_44100_128")
+    say.add_argument("-o", "--output", required=True)
+    say.add_argument("--url", default=None, help="default http://CHORUS_HOST:CHORUS_PORT")
+    say.add_argument("--key", default=None,
+                     help="API key (default: CHORUS_API_KEY or DATA_DIR/local-api-key)")
+    say.add_argument("--timeout", type=float, default=120.0)
+
+    users = sub.add_parser("users", help="manage users and API keys")
+    usub = users.add_subparsers(dest="users_command", required=True)
+    create = usub.add_parser("create", help="create a user and print its new API key")
+    create.add_argument("name")
+    create.add_argument("--admin", action="store_true")
+    usub.add_parser("list")
+
+    dl = sub.add_parser("dead-letters", help="list or redrive dead-lettered jobs")
+    dsub = dl.add_subparsers(dest="dl_command", required=True)
+    dsub.add_parser("list")
+    redrive = dsub.add_parser("redrive", help="put dead-lettered jobs back on the queue")
+    redrive.add_argument("ids", nargs="*", help="dead-letter ids or job ids")
+    redrive.add_argument("--all", action="store_true")
+
+    sub.add_parser("doctor", help="show configuration and check connectivity")
+
+    bench = sub.add_parser("bench", help="measure the pipeline (prints a table, writes JSON)")
+    bench.add_argument("--quick", action="store_true", help="smaller workloads")
+    bench.add_argument("--json", default="bench-results.json")
+    return p
+
+
+COMMANDS = {
+    "serve": cmd_serve, "api": cmd_serve, "worker": cmd_serve, "say": cmd_say,
+    "users": cmd_users, "dead-letters": cmd_dead_letters, "doctor": cmd_doctor,
+    "bench": cmd_bench,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.command = args.command or "serve"
+    logging.basicConfig(
+        level=os.environ.get("CHORUS_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings.from_env()
+    except ChorusError as exc:
+        print(f"configuration error: {exc.detail}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[args.command](args, settings)
+    except ChorusError as exc:
+        print(f"error ({exc.code}): {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
