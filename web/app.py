@@ -1,0 +1,90 @@
+"""The HTTP front: ``create_app`` builds a new quart-trio app per call; ``serve`` runs one.
+
+The supervisor starts ``serve`` as one child per incarnation (``await nursery.start(...)``):
+the app holds no actors, no background tasks and no ``while_serving`` hooks, so a restarted
+child simply builds a fresh app. Everything the routes need comes in through ``WebContext``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+
+import hypercorn.trio
+import trio
+from hypercorn.config import Config
+from quart_trio import QuartTrio
+
+from protocols.messages import SpeechJob
+from protocols.ports import BlobStore, JobStore, SpeechProvider
+from protocols.settings import Settings
+from web import problems
+from web.routes import audio, health, jobs, voices
+
+#: room in the request body for JSON syntax and escapes around ``text`` (``\uXXXX`` = 6 bytes)
+BODY_BYTES_PER_CHAR = 6
+BODY_OVERHEAD = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class WebContext:
+    settings: Settings
+    store: JobStore
+    blobs: BlobStore
+    provider: SpeechProvider
+    #: hand the job to the Producer; returns once it is durable in Redis.
+    #: Raises ``QueueFull`` (channel full past the deadline) or ``QueueUnavailable``.
+    submit: Callable[[SpeechJob], Awaitable[None]]
+    #: per-dependency readiness, e.g. ``{"redis": True, "postgres": False}``
+    readiness: Callable[[], Awaitable[dict[str, bool]]]
+
+
+def create_app(ctx: WebContext) -> QuartTrio:
+    """A new app object on every call (an app must not be served twice)."""
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = (
+        ctx.settings.max_text_chars * BODY_BYTES_PER_CHAR + BODY_OVERHEAD
+    )
+    app.config["BODY_TIMEOUT"] = 30
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    problems.install(app)
+    for module in (jobs, audio, voices, health):
+        app.register_blueprint(module.blueprint(ctx))
+    return app
+
+
+def hypercorn_config(settings: Settings, host: str, port: int) -> Config:
+    config = Config()
+    bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    config.bind = [f"{bind_host}:{port}"]
+    config.accesslog = None  # quiet: no line per request
+    config.errorlog = logging.getLogger("chorus.web.server")
+    config.graceful_timeout = settings.shutdown_grace_s
+    config.include_server_header = False
+    return config
+
+
+async def serve(
+    ctx: WebContext,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Build a fresh app and serve it until ``shutdown_trigger`` returns.
+
+    ``task_status.started`` reports the bound addresses (e.g. ``['http://127.0.0.1:41234']``)
+    once the sockets listen, so ``port=0`` works. On shutdown, in-flight requests get
+    ``settings.shutdown_grace_s`` to finish.
+    """
+    app = create_app(ctx)
+    config = hypercorn_config(
+        ctx.settings,
+        ctx.settings.host if host is None else host,
+        ctx.settings.port if port is None else port,
+    )
+    await hypercorn.trio.serve(
+        app, config, shutdown_trigger=shutdown_trigger, task_status=task_status
+    )

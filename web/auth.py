@@ -1,0 +1,45 @@
+"""API-key authentication: ``Authorization: Bearer <key>`` or ``xi-api-key: <key>``.
+
+The key is looked up with ``JobStore.authenticate``; it is never logged or echoed back.
+"""
+
+from __future__ import annotations
+
+from quart import request
+
+from protocols.errors import Unauthorized
+from protocols.messages import User
+from protocols.ports import JobStore
+
+MAX_KEY_LENGTH = 512
+
+
+def presented_key() -> str | None:
+    """The API key the current request carries, or None. Raises ``Unauthorized`` if the
+    request carries two different keys or an Authorization header of another scheme."""
+    keys: set[str] = set()
+    authorization = request.headers.get("Authorization")
+    if authorization is not None:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("Use 'Authorization: Bearer <key>' or the 'xi-api-key' header.")
+        keys.add(value.strip())
+    xi_key = request.headers.get("xi-api-key")
+    if xi_key is not None and xi_key.strip():
+        keys.add(xi_key.strip())
+    if len(keys) > 1:
+        raise Unauthorized("The request carries two different API keys.")
+    return keys.pop() if keys else None
+
+
+async def current_user(store: JobStore) -> User:
+    """The authenticated caller. Raises ``Unauthorized`` (401) or ``StoreUnavailable`` (503)."""
+    key = presented_key()
+    if key is None:
+        raise Unauthorized("An API key is required.")
+    if len(key) > MAX_KEY_LENGTH:
+        raise Unauthorized("The API key is not valid.")
+    user = await store.authenticate(key)
+    if user is None:
+        raise Unauthorized("The API key is not valid.")
+    return user

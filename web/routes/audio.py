@@ -1,0 +1,62 @@
+"""``GET|HEAD /v1/audio/<id>``: the caller's own audio bytes (another user's audio is a 404).
+
+The ETag is the audio's cache key (content-addressed, so it never changes), which makes
+``If-None-Match`` answer 304 and ``Range`` requests work.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from quart import Blueprint, Response, request
+
+from protocols.errors import NotFound
+from web.auth import current_user
+from web.problems import AudioMissing
+
+if TYPE_CHECKING:
+    from web.app import WebContext
+
+log = logging.getLogger("chorus.web")
+
+
+def file_extension(output_format: str) -> str:
+    """``mp3_44100_128`` -> ``mp3``."""
+    return output_format.split("_", 1)[0] or "bin"
+
+
+def blueprint(ctx: WebContext) -> Blueprint:
+    bp = Blueprint("audio", __name__)
+
+    @bp.route("/v1/audio/<audio_id>", methods=["GET", "HEAD"])
+    async def get_audio(audio_id: str) -> Response:
+        user = await current_user(ctx.store)
+        audio = await ctx.store.get_audio(audio_id, owner=user.id)
+        if audio is None:
+            raise NotFound(f"No audio {audio_id!r}.")
+        headers = {
+            "ETag": f'"{audio.cache_key}"',
+            "Cache-Control": "private, max-age=31536000, immutable",
+            "Content-Disposition": f'inline; filename="{audio.id}.{file_extension(audio.format)}"',
+        }
+        if request.method == "HEAD":
+            if not await ctx.blobs.exists(audio.path):
+                raise AudioMissing(f"audio {audio.id} has no file at {audio.path}")
+            response = Response(b"", 200, headers, content_type=audio.content_type)
+            response = await response.make_conditional(request)
+            if response.status_code == 200:
+                response.headers["Content-Length"] = str(audio.size)
+                response.headers["Accept-Ranges"] = "bytes"
+            return response
+        try:
+            data = await ctx.blobs.get(audio.path)
+        except FileNotFoundError as exc:
+            raise AudioMissing(f"audio {audio.id} has no file at {audio.path}") from exc
+        response = Response(data, 200, headers, content_type=audio.content_type)
+        response.headers["Accept-Ranges"] = "bytes"
+        return await response.make_conditional(
+            request, accept_ranges=True, complete_length=len(data)
+        )
+
+    return bp
