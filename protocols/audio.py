@@ -1,0 +1,186 @@
+"""Output formats by their ElevenLabs names, encoded with PyAV from 16-bit mono PCM.
+
+Every provider hands us (or we produce) signed 16-bit little-endian mono PCM; ``encode_pcm``
+resamples it with ``av.AudioResampler`` and muxes it once into the requested format. Stitch
+clips in PCM (``concat_pcm``) and encode once: concatenating encoded mp3/opus files leaves
+glitches and padding at the seams.
+
+Content types:
+
+- ``mp3_*`` → ``audio/mpeg``; ``opus_*`` → ``audio/ogg`` (libopus in an Ogg container, ``.opus``);
+  ``wav_*`` → ``audio/wav`` (RIFF, pcm_s16le).
+- ``pcm_*`` → ``application/octet-stream``: raw s16le without a header, exactly what ElevenLabs
+  returns. Not ``audio/L16``: RFC 2586 defines L16 as *big-endian* (network order), so labelling
+  little-endian bytes with it would be wrong.
+- ``ulaw_8000`` → ``audio/basic`` (raw G.711 mu-law, 8 kHz mono); ``alaw_8000`` → ``audio/PCMA``
+  (IANA-registered name for raw G.711 A-law, RFC 4856).
+
+``encode_pcm`` is synchronous and CPU-bound (~10-300 ms for a 20 s clip): run it in
+``trio.to_thread.run_sync``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+import av
+import msgspec
+
+from protocols.errors import UnsupportedFormat
+from protocols.messages import DEFAULT_FORMAT
+
+SAMPLE_WIDTH = 2  # bytes per sample: s16 mono
+
+
+class AudioFormat(msgspec.Struct, frozen=True, kw_only=True):
+    """One output format. ``bitrate`` is bits per second (None for PCM-like codecs)."""
+
+    name: str  # ElevenLabs name, e.g. "mp3_44100_128"
+    family: str  # "mp3" | "opus" | "wav" | "pcm" | "ulaw" | "alaw"
+    container: str  # FFmpeg muxer name
+    codec: str  # FFmpeg encoder name
+    sample_rate: int
+    bitrate: int | None
+    content_type: str
+    extension: str  # file extension without the dot
+
+    @property
+    def raw(self) -> bool:
+        """True for headerless sample streams (pcm, ulaw, alaw)."""
+        return self.family in ("pcm", "ulaw", "alaw")
+
+
+_MP3 = (
+    (22050, 32),
+    (24000, 48),
+    (44100, 32),
+    (44100, 64),
+    (44100, 96),
+    (44100, 128),
+    (44100, 192),
+)
+_OPUS_KBPS = (32, 64, 96, 128, 192)
+_PCM_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+def _build_formats() -> dict[str, AudioFormat]:
+    out: list[AudioFormat] = []
+    for rate, kbps in _MP3:
+        out.append(
+            AudioFormat(
+                name=f"mp3_{rate}_{kbps}", family="mp3", container="mp3", codec="libmp3lame",
+                sample_rate=rate, bitrate=kbps * 1000, content_type="audio/mpeg",
+                extension="mp3",
+            )
+        )
+    for kbps in _OPUS_KBPS:
+        out.append(
+            AudioFormat(
+                name=f"opus_48000_{kbps}", family="opus", container="ogg", codec="libopus",
+                sample_rate=48000, bitrate=kbps * 1000, content_type="audio/ogg",
+                extension="opus",
+            )
+        )
+    for rate in _PCM_RATES:
+        out.append(
+            AudioFormat(
+                name=f"wav_{rate}", family="wav", container="wav", codec="pcm_s16le",
+                sample_rate=rate, bitrate=None, content_type="audio/wav", extension="wav",
+            )
+        )
+        out.append(
+            AudioFormat(
+                name=f"pcm_{rate}", family="pcm", container="s16le", codec="pcm_s16le",
+                sample_rate=rate, bitrate=None, content_type="application/octet-stream",
+                extension="pcm",
+            )
+        )
+    out.append(
+        AudioFormat(
+            name="ulaw_8000", family="ulaw", container="mulaw", codec="pcm_mulaw",
+            sample_rate=8000, bitrate=None, content_type="audio/basic", extension="ulaw",
+        )
+    )
+    out.append(
+        AudioFormat(
+            name="alaw_8000", family="alaw", container="alaw", codec="pcm_alaw",
+            sample_rate=8000, bitrate=None, content_type="audio/PCMA", extension="alaw",
+        )
+    )
+    return {f.name: f for f in out}
+
+
+#: Every supported format by ElevenLabs name.
+FORMATS: Mapping[str, AudioFormat] = MappingProxyType(_build_formats())
+FORMAT_NAMES: frozenset[str] = frozenset(FORMATS)
+
+
+def parse_format(name: str | None) -> AudioFormat:
+    """The format called ``name`` (None or "" → the default). Raises ``UnsupportedFormat``."""
+    key = (name or DEFAULT_FORMAT).strip().lower()
+    try:
+        return FORMATS[key]
+    except KeyError:
+        supported = sorted(FORMATS)
+        raise UnsupportedFormat(
+            f"unsupported output_format {name!r}; supported: {', '.join(supported)}",
+            supported=supported,
+        ) from None
+
+
+def pcm_duration(pcm: bytes | int, sample_rate: int) -> float:
+    """Seconds of s16 mono PCM (``pcm`` is the bytes or their length)."""
+    size = pcm if isinstance(pcm, int) else len(pcm)
+    return size / SAMPLE_WIDTH / sample_rate
+
+
+def silence(seconds: float, sample_rate: int) -> bytes:
+    """``seconds`` of s16 mono digital silence."""
+    return b"\0\0" * round(seconds * sample_rate)
+
+
+def concat_pcm(clips: Iterable[bytes], sample_rate: int, gap_s: float = 0.0) -> bytes:
+    """Join s16 mono clips (all at ``sample_rate``) with ``gap_s`` of silence between them."""
+    gap = silence(gap_s, sample_rate) if gap_s > 0 else b""
+    parts = list(clips)
+    for clip in parts:
+        if len(clip) % SAMPLE_WIDTH:
+            raise ValueError("PCM clip has an odd number of bytes")
+    return gap.join(parts)
+
+
+def encode_pcm(pcm: bytes, sample_rate: int, fmt: AudioFormat) -> bytes:
+    """Encode s16le mono ``pcm`` at ``sample_rate`` into ``fmt`` (resampling as needed).
+
+    Synchronous and CPU-bound; call it from a worker thread.
+    """
+    if len(pcm) % SAMPLE_WIDTH:
+        raise ValueError("PCM has an odd number of bytes")
+    if sample_rate <= 0:
+        raise ValueError("sample_rate must be positive")
+    sink = io.BytesIO()
+    with av.open(sink, mode="w", format=fmt.container) as out:
+        stream = out.add_stream(fmt.codec, rate=fmt.sample_rate, layout="mono")
+        if fmt.bitrate:
+            stream.bit_rate = fmt.bitrate
+        resampler = av.AudioResampler(
+            format=stream.codec_context.format.name, layout="mono", rate=fmt.sample_rate
+        )
+        step = sample_rate * SAMPLE_WIDTH  # feed one second at a time: bounded memory
+        for start in range(0, len(pcm), step):
+            piece = pcm[start : start + step]
+            frame = av.AudioFrame(format="s16", layout="mono", samples=len(piece) // SAMPLE_WIDTH)
+            frame.planes[0].update(piece)
+            frame.sample_rate = sample_rate
+            frame.pts = start // SAMPLE_WIDTH
+            for resampled in resampler.resample(frame):
+                for packet in stream.encode(resampled):
+                    out.mux(packet)
+        for resampled in resampler.resample(None):
+            for packet in stream.encode(resampled):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return sink.getvalue()

@@ -1,0 +1,151 @@
+"""Content-addressed audio files on local disk: the ``BlobStore`` adapter.
+
+Layout: ``<root>/<key[:2]>/<key>.<ext>``; the path handed back (and stored in Postgres) is
+relative to the root. A write goes to a temp file in the target directory, is fsynced, then
+``os.replace``d over the final name and the directory is fsynced: a reader sees the old file or
+the new one, never a torn one, and a crash leaves at most a stray ``.tmp`` file
+(``sweep_temp`` removes old ones).
+
+``put`` is idempotent: a file with the same bytes is left alone. A file with *different* bytes
+is atomically replaced, because the key addresses the request, not the audio (espeak output is
+not bit-identical between runs): the newest write is the one its caller is about to record.
+
+All file I/O runs in worker threads, off the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import time
+from pathlib import Path, PurePosixPath
+
+import trio
+
+from protocols.errors import ChorusError, InvalidInput, NotFound
+
+_KEY = re.compile(r"[A-Za-z0-9_-]{2,128}")
+_EXT = re.compile(r"[A-Za-z0-9]{1,16}")
+_TMP_SUFFIX = ".tmp"
+
+
+class BlobStoreError(ChorusError):
+    """The blob directory could not be read or written (disk full, permissions...)."""
+
+    code = "blob_store_error"
+    title = "Audio storage error"
+
+
+class FileBlobStore:
+    """``BlobStore`` on a local directory (created on first write)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(os.path.abspath(root))
+
+    @staticmethod
+    def relative_path(key: str, ext: str) -> str:
+        """The relative path ``put(key, ext, ...)`` writes to. Rejects unsafe keys/extensions."""
+        if not _KEY.fullmatch(key):
+            raise InvalidInput(f"invalid blob key {key!r}")
+        if not _EXT.fullmatch(ext):
+            raise InvalidInput(f"invalid blob extension {ext!r}")
+        return f"{key[:2]}/{key}.{ext}"
+
+    def resolve(self, path: str) -> Path:
+        """Absolute path of a relative blob path; anything escaping the root is rejected.
+
+        Purely lexical (no filesystem access), so it is safe to call on the event loop.
+        """
+        rel = PurePosixPath(path)
+        if (
+            not path
+            or "\0" in path
+            or "\\" in path
+            or rel.is_absolute()
+            or ".." in rel.parts
+            or not rel.parts
+        ):
+            raise InvalidInput(f"invalid blob path {path!r}")
+        return self.root.joinpath(*rel.parts)
+
+    async def put(self, key: str, ext: str, data: bytes) -> str:
+        rel = self.relative_path(key, ext)
+        target = self.resolve(rel)
+        await trio.to_thread.run_sync(self._put_sync, target, bytes(data))
+        return rel
+
+    async def get(self, path: str) -> bytes:
+        target = self.resolve(path)
+        try:
+            return await trio.to_thread.run_sync(target.read_bytes)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise NotFound(f"no blob at {path!r}") from exc
+        except OSError as exc:
+            raise BlobStoreError(f"cannot read blob {path!r}: {exc}") from exc
+
+    async def exists(self, path: str) -> bool:
+        target = self.resolve(path)
+        return await trio.to_thread.run_sync(target.is_file)
+
+    async def sweep_temp(self, older_than_s: float = 3600.0) -> int:
+        """Delete temp files left by crashed writes; returns how many were removed."""
+        return await trio.to_thread.run_sync(self._sweep_sync, older_than_s)
+
+    # --- blocking helpers (worker threads) -------------------------------------------------
+
+    def _put_sync(self, target: Path, data: bytes) -> None:
+        try:
+            if self._same_content(target, data):
+                return
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name}.", suffix=_TMP_SUFFIX
+            )
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            raise BlobStoreError(f"cannot write blob {target.name}: {exc}") from exc
+
+    @staticmethod
+    def _same_content(target: Path, data: bytes) -> bool:
+        try:
+            if target.stat().st_size != len(data):
+                return False
+            return target.read_bytes() == data
+        except FileNotFoundError:
+            return False
+
+    def _sweep_sync(self, older_than_s: float) -> int:
+        if not self.root.is_dir():
+            return 0
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for tmp in self.root.glob(f"*/.*{_TMP_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+                    removed += 1
+        return removed
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,303 @@
+"""Embedded offline speech: libespeak-ng (from ``espeakng_loader``) through a small ctypes binding.
+
+espeak-ng keeps its whole state (voice, parameters, output buffers, the synth callback) in C
+globals; concurrent calls corrupt each other's audio (without the lock, five concurrent calls
+segfaulted the test process). So this module holds the one piece of process-global state the
+design allows: ``_LIB_LOCK`` plus the lazily created ``_Engine`` it guards. Every call into the
+library happens in a worker thread holding that lock; each ``EspeakProvider`` additionally
+funnels its calls through a ``trio.CapacityLimiter(1)`` so that waiting callers park in trio,
+not in blocked threads. Scale out with processes.
+
+Audio is 22,050 Hz s16 mono. Output is not bit-identical between calls: libespeak-ng's pitch
+"flutter" index is a C static that carries over from one utterance to the next.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple, TypeVar
+
+import av
+import espeakng_loader
+import trio
+
+from protocols.audio import FORMAT_NAMES, encode_pcm, parse_format, pcm_duration
+from protocols.errors import InvalidInput, SynthesisFailed, TextEmpty, UnknownVoice
+from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
+from protocols.text import normalize_text, split_text
+
+SAMPLE_RATE = 22050
+DEFAULT_VOICE = "en-us"
+DEFAULT_VARIANTS = ("f1", "f2", "f3", "f4", "f5", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8")
+DEFAULT_VARIANT_BASES = ("en-us", "en-gb", "ko")
+#: language → voice where espeak's own priorities pick another (it ranks en-gb first for "en")
+_PREFERRED = {"en": "en-us", "zh": "cmn"}
+_HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_DONT_EXIT = 0x8000
+_CHARS_UTF8 = 1
+_ENDPAUSE = 0x1000
+_POS_CHARACTER = 1
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+
+class _VoiceStruct(ctypes.Structure):  # espeak_VOICE
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_void_p),  # (priority byte, NUL-terminated code)*, then a 0 byte
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
+class _Voice(NamedTuple):
+    name: str
+    identifier: str  # file path under espeak-ng-data/voices, e.g. "gmw/en-US" or "!v/f3"
+    languages: tuple[tuple[int, str], ...]  # (priority, code), lower priority = better
+    gender: int
+
+
+class _Engine:
+    """libespeak-ng, initialised once. Use only while holding ``_LIB_LOCK``."""
+
+    def __init__(self) -> None:
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        lib.espeak_ListVoices.argtypes = [ctypes.POINTER(_VoiceStruct)]
+        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_VoiceStruct))
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]
+        lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_Synchronize.restype = ctypes.c_int
+        data = espeakng_loader.get_data_path().encode()
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 500, data, _INITIALIZE_DONT_EXIT)
+        if rate != SAMPLE_RATE:
+            raise SynthesisFailed(f"espeak-ng failed to initialise (returned {rate})")
+        self._lib = lib
+        self._pcm = bytearray()
+        self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference: C holds the pointer
+        lib.espeak_SetSynthCallback(self._callback)
+        self.voices = self._list(None)
+        spec = _VoiceStruct()
+        self._variant_filter = ctypes.create_string_buffer(b"variant")
+        spec.languages = ctypes.cast(self._variant_filter, ctypes.c_void_p).value
+        self.variants = self._list(spec)
+
+    def _collect(self, wav: ctypes.Array, samples: int, _events: int) -> int:
+        if samples > 0 and wav:
+            self._pcm += ctypes.string_at(wav, samples * 2)
+        return 0  # 0 = continue synthesis
+
+    def _list(self, spec: _VoiceStruct | None) -> list[_Voice]:
+        array = self._lib.espeak_ListVoices(ctypes.byref(spec) if spec is not None else None)
+        out = []
+        i = 0
+        while array[i]:
+            v = array[i].contents
+            out.append(
+                _Voice(v.name.decode(), v.identifier.decode(), _languages(v.languages), v.gender)
+            )
+            i += 1
+        return out
+
+    def synth(self, voice_name: str, text: str) -> bytes:
+        if self._lib.espeak_SetVoiceByName(voice_name.encode()) != 0:
+            raise SynthesisFailed(f"espeak-ng could not load voice {voice_name!r}")
+        data = text.replace("\0", " ").encode() + b"\0"
+        self._pcm = bytearray()
+        status = self._lib.espeak_Synth(
+            data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
+        )
+        if status != 0 or self._lib.espeak_Synchronize() != 0:
+            raise SynthesisFailed(f"espeak-ng synthesis failed (status {status})")
+        pcm, self._pcm = bytes(self._pcm), bytearray()  # don't hold the last clip
+        return pcm
+
+
+def _languages(ptr: int | None) -> tuple[tuple[int, str], ...]:
+    out = []
+    offset = 0
+    while ptr:
+        priority = ctypes.string_at(ptr + offset, 1)[0]
+        if priority == 0:
+            break
+        code = ctypes.string_at(ptr + offset + 1)
+        out.append((priority, code.decode().lower()))
+        offset += len(code) + 2
+    return tuple(out)
+
+
+_LIB_LOCK = threading.Lock()  # serializes every call into libespeak-ng in this process
+_engine: _Engine | None = None
+
+
+T = TypeVar("T")
+
+
+def _with_engine(fn: Callable[..., T], *args: object) -> T:
+    """Run ``fn(engine, *args)`` in this thread holding the library lock (create it once)."""
+    global _engine
+    with _LIB_LOCK:
+        if _engine is None:
+            try:
+                _engine = _Engine()
+            except OSError as exc:
+                raise SynthesisFailed(f"cannot load libespeak-ng: {exc}") from exc
+        return fn(_engine, *args)
+
+
+class _Catalog:
+    """Voice ids → espeak voice names, built once from the engine's lists."""
+
+    def __init__(self, engine: _Engine, variants: Iterable[str], bases: Iterable[str]) -> None:
+        codes = [v.languages[0][1] for v in engine.voices if v.languages]
+        self.base: dict[str, tuple[_Voice, VoiceInfo]] = {}
+        for voice in engine.voices:
+            if not voice.languages:
+                continue
+            code = voice.languages[0][1]
+            vid = code if codes.count(code) == 1 else voice.identifier.rsplit("/", 1)[-1].lower()
+            info = VoiceInfo(
+                voice_id=vid, name=voice.name, language=code.split("-")[0],
+                languages=tuple(c for _, c in voice.languages), provider="espeak",
+                category="default", description=f"espeak-ng voice {voice.identifier}",
+            )
+            self.base[vid] = (voice, info)
+        self.variant: dict[str, tuple[str, str]] = {}  # lower id → (file id, display name)
+        for var in engine.variants:
+            file_id = var.identifier.rsplit("/", 1)[-1]
+            if re.fullmatch(r"[A-Za-z0-9_-]+", file_id):
+                self.variant[file_id.lower()] = (file_id, var.name)
+        self.listed = [info for _, info in self.base.values()]
+        for base in bases:
+            self.listed.extend(self.lookup(f"{base}+{v}")[1] for v in variants)
+
+    def lookup(self, voice_id: str) -> tuple[str, VoiceInfo]:
+        """(espeak voice name, VoiceInfo) for ``base`` or ``base+variant``; raises UnknownVoice."""
+        base_id, _, variant_id = voice_id.strip().lower().partition("+")
+        found = self.base.get(base_id)
+        variant = self.variant.get(variant_id) if variant_id else None
+        if found is None or (variant_id and variant is None):
+            raise UnknownVoice(f"unknown espeak voice {voice_id!r}", voice_id=voice_id)
+        voice, info = found
+        if variant is None:
+            return voice.identifier, info
+        file_id, display = variant
+        return f"{voice.identifier}+{file_id}", VoiceInfo(
+            voice_id=f"{info.voice_id}+{file_id}", name=f"{info.name} ({display})",
+            language=info.language, languages=info.languages, provider="espeak",
+            category="default",
+            description=f"espeak-ng voice {voice.identifier}, variant {file_id}",
+        )
+
+    def for_language(self, language: str) -> str | None:
+        code = language.strip().lower().replace("_", "-")
+        for candidate in dict.fromkeys((code, code.split("-")[0])):
+            if candidate in _PREFERRED:
+                return _PREFERRED[candidate]
+            if candidate in self.base:
+                return candidate
+            ranked = [
+                (prio, vid)
+                for vid, (voice, _) in self.base.items()
+                for prio, c in voice.languages
+                if c == candidate
+            ]
+            if ranked:
+                return min(ranked)[1]
+        return None
+
+
+class EspeakProvider:
+    """``SpeechProvider`` on the embedded espeak-ng engine (offline, ~1000x real time)."""
+
+    name = "espeak"
+
+    def __init__(
+        self,
+        *,
+        chunk_chars: int = 1000,
+        listed_variants: Sequence[str] = DEFAULT_VARIANTS,
+        variant_bases: Sequence[str] = DEFAULT_VARIANT_BASES,
+    ) -> None:
+        self._chunk_chars = chunk_chars
+        self._listed_variants = tuple(listed_variants)
+        self._variant_bases = tuple(variant_bases)
+        self._limiter = trio.CapacityLimiter(1)
+        self._catalog: _Catalog | None = None
+
+    def formats(self) -> frozenset[str]:
+        return FORMAT_NAMES
+
+    async def _engine_call(self, fn: Callable[..., T], *args: object) -> T:
+        return await trio.to_thread.run_sync(_with_engine, fn, *args, limiter=self._limiter)
+
+    async def _get_catalog(self) -> _Catalog:
+        if self._catalog is None:
+            self._catalog = await self._engine_call(
+                _Catalog, self._listed_variants, self._variant_bases
+            )
+        return self._catalog
+
+    async def voices(self) -> Sequence[VoiceInfo]:
+        return list((await self._get_catalog()).listed)
+
+    async def resolve_voice(self, voice_id: str | None, language: str | None) -> VoiceInfo:
+        return (await self._resolve(voice_id, language))[1]
+
+    async def _resolve(self, voice_id: str | None, language: str | None) -> tuple[str, VoiceInfo]:
+        catalog = await self._get_catalog()
+        if voice_id:
+            return catalog.lookup(voice_id)
+        if language and language.strip():
+            found = catalog.for_language(language)
+            if found is None:
+                raise InvalidInput(
+                    f"no espeak voice for language {language!r}", language=language
+                )
+            return catalog.lookup(found)
+        return catalog.lookup(DEFAULT_VOICE)
+
+    async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
+        text = normalize_text(request.text)
+        if not text:
+            raise TextEmpty("text is empty")
+        fmt = parse_format(request.output_format)
+        language = request.language
+        if not request.voice_id and not language and _HANGUL.search(text):
+            language = "ko"  # no voice or language given: Hangul text gets the Korean voice
+        espeak_name, _ = await self._resolve(request.voice_id, language)
+        parts = []
+        for chunk in split_text(text, self._chunk_chars):
+            # One engine call per chunk: concurrent requests interleave between chunks.
+            parts.append(await self._engine_call(_Engine.synth, espeak_name, chunk))
+        pcm = b"".join(parts)
+        if not pcm:
+            raise SynthesisFailed("espeak-ng produced no audio")
+        try:
+            audio = await trio.to_thread.run_sync(encode_pcm, pcm, SAMPLE_RATE, fmt)
+        except (av.FFmpegError, ValueError) as exc:
+            raise SynthesisFailed(f"encoding to {fmt.name} failed: {exc}") from exc
+        return SynthesisResult(
+            audio=audio,
+            content_type=fmt.content_type,
+            duration_s=pcm_duration(pcm, SAMPLE_RATE),
+            characters=len(request.text),
+        )
