@@ -133,6 +133,7 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from actors.dead_letters import redrive
     from protocols.keys import Keys
     from protocols.store import PgStore
     from protocols.streams import open_queue
@@ -149,19 +150,15 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"{d.dead_id}\t{d.job.job_id}\t{d.deliveries}\t{d.reason}")
                 print(f"{len(letters)} dead letter(s)", file=sys.stderr)
                 return 0
-            wanted = set(args.ids)
-            chosen = [d for d in letters if args.all or d.dead_id in wanted or
-                      d.job.job_id in wanted]
-            if not args.all and not chosen:
-                print("no dead letter matches; give ids or --all", file=sys.stderr)
+            if not args.all and not args.ids:
+                print("name dead-letter ids or job ids, or pass --all", file=sys.stderr)
                 return 2
-            for d in chosen:
-                # job row first (dead -> queued), then a fresh entry, then drop the dead letter:
-                # a crash in between re-runs a redrive, never loses the job
-                await store.requeue_job(d.job.job_id)
-                await queue.add_raw(d.job)
-                await queue.remove_dead_letter(d.dead_id)
+            done = await redrive(queue, store, set(args.ids), everything=args.all)
+            for d in done:
                 print(f"redriven {d.job.job_id}")
+            if not done:
+                print("no dead letter matched", file=sys.stderr)
+                return 1
             return 0
 
     with infrastructure(settings) as (redis_url, database_url):
