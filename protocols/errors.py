@@ -80,6 +80,12 @@ class NotFound(ChorusError):
     title = "Not found"
 
 
+class AlreadyExists(ChorusError):
+    code = "already_exists"
+    status = 409
+    title = "Already exists"
+
+
 class IdempotencyConflict(ChorusError):
     code = "idempotency_key_reused"
     status = 409

@@ -3,8 +3,9 @@ unit tests use in-memory fakes (``tests/fakes.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from protocols.messages import (
     Audio,
