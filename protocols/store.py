@@ -38,6 +38,15 @@ _UNAVAILABLE = (
     asyncpg.exceptions.OperatorInterventionError,  # shutdown, starting up, query cancelled
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
+    asyncpg.exceptions.InternalClientError,  # protocol state broken by a dropped connection
+)
+#: the connection died under us (server restart, pg_terminate_backend): every store operation
+#: is idempotent, so it is tried once more on a fresh connection
+_RECONNECT = (
+    ConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.AdminShutdownError,
 )
 _BAD_CONFIG = (
     asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # bad user or password
@@ -84,8 +93,12 @@ def _dsn(url: object) -> str:
 
 
 async def _with_conn(pool: asyncpg.Pool, fn: Callable[..., Awaitable[T]], args: tuple) -> T:
-    async with pool.acquire() as conn:
-        return await fn(conn, *args)
+    try:
+        async with pool.acquire() as conn:
+            return await fn(conn, *args)
+    except _RECONNECT:
+        async with pool.acquire() as conn:
+            return await fn(conn, *args)
 
 
 async def _create_pool(dsn: str, limit_s: float, max_size: int) -> asyncpg.Pool:

@@ -9,6 +9,7 @@ import trio
 
 from protocols.embedded import run_psql
 from protocols.errors import (
+    AlreadyExists,
     ConfigError,
     IdempotencyConflict,
     InvalidInput,
@@ -81,7 +82,7 @@ async def test_users_and_api_keys(store: PgStore, database_url: str) -> None:
         assert await store.authenticate("") is None
         assert await store.count_users() == 2
         assert [u.name for u in await store.list_users()] == ["root", "alice"]
-        with pytest.raises(InvalidInput):
+        with pytest.raises(AlreadyExists):
             await store.create_user("alice")
         with pytest.raises(InvalidInput):
             await store.create_user("  ")
