@@ -178,12 +178,19 @@ class RedisQueue:
         if not entry_ids:
             return
         ids = list(entry_ids)
-        try:
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.xack(self.keys.jobs, self.keys.group, ids)
-                pipe.xdel(self.keys.jobs, ids)
-        except _REDIS_ERRORS as exc:
-            raise QueueUnavailable(f"ack failed: {type(exc).__name__}") from exc
+        for attempt in (1, 2):
+            try:
+                async with self._r.pipeline(transaction=True) as pipe:
+                    pipe.xack(self.keys.jobs, self.keys.group, ids)
+                    pipe.xdel(self.keys.jobs, ids)
+                return
+            except coredis.exceptions.ConnectionError as exc:
+                # coredis retries single commands on a dead pooled connection, not pipelines;
+                # XACK + XDEL is idempotent, so one retry (on a fresh connection) is safe
+                if attempt == 2:
+                    raise QueueUnavailable(f"ack failed: {type(exc).__name__}") from exc
+            except _REDIS_ERRORS as exc:
+                raise QueueUnavailable(f"ack failed: {type(exc).__name__}") from exc
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         await self._dead_letter_raw(
@@ -287,6 +294,19 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+class _SlotKeepingPool(coredis.ConnectionPool):
+    """coredis 6.9 loses a pool slot whenever a connection dies while leased (a blocking read
+    killed by CLIENT KILL, a proxy reset, a timeout): ``release()`` re-queues only usable
+    connections. Give the slot back, so dead connections cannot exhaust the pool."""
+
+    def release(self, connection: Any) -> None:
+        usable = connection.usable
+        super().release(connection)
+        slots = self._available_connections
+        if not usable and not slots.full():
+            slots.append_nowait(None)  # as coredis does for a connection that dies idle
+
+
 @asynccontextmanager
 async def open_queue(
     url: str,
@@ -296,16 +316,18 @@ async def open_queue(
     max_connections: int = 8,
     pool_timeout: float = 5.0,
 ) -> AsyncIterator[RedisQueue]:
-    """A client of its own (coredis leaks a pool slot per dead blocking connection: a fresh
-    client per actor incarnation bounds that leak). ``stream_timeout`` must exceed any BLOCK."""
-    client: coredis.Redis[bytes] = coredis.Redis.from_url(
+    """A client of its own (coredis leaks a pool slot per dead blocking connection: the pool here
+    gives it back, and a fresh client per actor incarnation bounds whatever else might leak).
+    ``stream_timeout`` must exceed any BLOCK."""
+    pool = _SlotKeepingPool.from_url(
         url,
         decode_responses=False,
         stream_timeout=stream_timeout,
         connect_timeout=min(stream_timeout, 5.0),
         max_connections=max_connections,
-        pool_timeout=pool_timeout,
+        timeout=pool_timeout,
     )
+    client: coredis.Redis[bytes] = coredis.Redis(connection_pool=pool, decode_responses=False)
     try:
         async with client:
             yield RedisQueue(client, keys)
