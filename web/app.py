@@ -25,6 +25,10 @@ from web.routes import audio, health, jobs, voices
 #: room in the request body for JSON syntax and escapes around ``text`` (``\uXXXX`` = 6 bytes)
 BODY_BYTES_PER_CHAR = 6
 BODY_OVERHEAD = 4096
+#: hypercorn does not close idle keep-alive connections at shutdown: it waits for them up to the
+#: graceful timeout. Requests here are short, so stopping HTTP is bounded by a few seconds.
+HTTP_GRACE_S = 5.0
+KEEP_ALIVE_S = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +64,8 @@ def hypercorn_config(settings: Settings, host: str, port: int) -> Config:
     config.bind = [f"{bind_host}:{port}"]
     config.accesslog = None  # quiet: no line per request
     config.errorlog = logging.getLogger("chorus.web.server")
-    config.graceful_timeout = settings.shutdown_grace_s
+    config.graceful_timeout = min(settings.shutdown_grace_s, HTTP_GRACE_S)
+    config.keep_alive_timeout = KEEP_ALIVE_S
     config.include_server_header = False
     return config
 
