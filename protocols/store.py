@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import secrets
 import uuid
@@ -30,6 +31,8 @@ from protocols.errors import ChorusError, ConfigError, InvalidInput, NotFound, S
 from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, User
 
 T = TypeVar("T")
+
+log = logging.getLogger("chorus.store")
 
 _UNAVAILABLE = (
     OSError,  # includes TimeoutError (asyncpg command_timeout) and ConnectionError
@@ -103,8 +106,22 @@ async def _with_conn(pool: asyncpg.Pool, fn: Callable[..., Awaitable[T]], args: 
 
 async def _create_pool(dsn: str, limit_s: float, max_size: int) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        dsn, min_size=1, max_size=max_size, timeout=limit_s, command_timeout=limit_s
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        timeout=limit_s,
+        command_timeout=limit_s,
+        # the store keeps no session state (no LISTEN, advisory locks are transaction-scoped,
+        # SET is never used): skip the reset round trip on every release; asyncpg still rolls
+        # back a transaction left open
+        # TMPMUT reset=_no_reset,
+        # an idle-connection timer per release would pile up cancelled timers in trio-asyncio
+        max_inactive_connection_lifetime=0,
     )
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    return None
 
 
 async def _close_pool(pool: asyncpg.Pool, limit_s: float) -> None:
@@ -131,6 +148,7 @@ async def _open_loop() -> AsyncIterator[Any]:
     around whatever leaves the body: callers see the plain exception (their own groups intact)."""
     try:
         async with trio_asyncio.open_loop() as loop:
+            loop.set_exception_handler(_log_loop_error)
             yield loop
     except BaseExceptionGroup as group:
         inner: BaseException = group
@@ -140,6 +158,16 @@ async def _open_loop() -> AsyncIterator[Any]:
         if inner is group:
             raise
         raise inner from inner.__cause__
+
+
+def _log_loop_error(loop: Any, context: dict[str, Any]) -> None:
+    """Errors of asyncio tasks nobody awaits: log them, as plain asyncio does. trio-asyncio's
+    default handler raises them into the loop's nursery, which would end the store: asyncpg's
+    pool releases a connection in a shielded task, and when the call was cancelled (our
+    timeout) and the release's reset then times out too, that task's error is orphaned; the
+    pool has already terminated the connection by then."""
+    message = context.get("message") or "unhandled error"
+    log.warning("asyncio: %s", message, exc_info=context.get("exception"))
 
 
 async def _on_loop(loop: Any, limit_s: float, fn: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -20,6 +20,7 @@ _JOB = (
     " attempts, characters, error_code, error_message, audio_id, created_at, started_at,"
     " finished_at"
 )
+_JOB_Q = ", ".join(f"jobs.{c.strip()}" for c in _JOB.split(","))  # qualified, for joins
 _AUDIO = "id, owner, cache_key, format, content_type, duration_s, size, path, created_at"
 _ACTIVE = "status IN ('queued', 'running')"
 
@@ -161,33 +162,28 @@ async def start_job(conn: Any, job_id: str) -> Job | None:
 
 
 async def finish_job(conn: Any, job_id: str, audio_id: str, audio: NewAudio) -> Job | None:
-    async with conn.transaction():
-        row = await conn.fetchrow(f"SELECT {_JOB} FROM jobs WHERE id = $1 FOR UPDATE", job_id)
-        if row is None or row["status"] != "running":
-            return _job(row)  # unknown, or already settled: nothing to do (idempotent)
-        audio_id = await conn.fetchval(
-            "INSERT INTO audio (id, owner, cache_key, format, content_type, duration_s, size, path)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (owner, cache_key) DO UPDATE"
-            " SET format = EXCLUDED.format, content_type = EXCLUDED.content_type,"
-            " duration_s = EXCLUDED.duration_s, size = EXCLUDED.size, path = EXCLUDED.path"
-            " RETURNING id",
-            audio_id,
-            audio.owner,
-            audio.cache_key,
-            audio.format,
-            audio.content_type,
-            audio.duration_s,
-            audio.size,
-            audio.path,
-        )
-        return _job(
-            await conn.fetchrow(
-                "UPDATE jobs SET status = 'succeeded', audio_id = $2, finished_at = now(),"
-                f" error_code = NULL, error_message = NULL WHERE id = $1 RETURNING {_JOB}",
-                job_id,
-                audio_id,
-            )
-        )
+    """One statement: lock the job if it is running, upsert its audio row, mark it succeeded.
+    A job that is unknown or already settled is returned as it is (idempotent)."""
+    row = await conn.fetchrow(
+        "WITH j AS (SELECT id FROM jobs WHERE id = $1 AND status = 'running' FOR UPDATE),"
+        " a AS (INSERT INTO audio (id, owner, cache_key, format, content_type, duration_s,"
+        " size, path) SELECT $2, $3, $4, $5, $6, $7, $8, $9 FROM j"
+        " ON CONFLICT (owner, cache_key) DO UPDATE SET format = EXCLUDED.format,"
+        " content_type = EXCLUDED.content_type, duration_s = EXCLUDED.duration_s,"
+        " size = EXCLUDED.size, path = EXCLUDED.path RETURNING id)"
+        " UPDATE jobs SET status = 'succeeded', audio_id = a.id, finished_at = now(),"
+        f" error_code = NULL, error_message = NULL FROM a WHERE jobs.id = $1 RETURNING {_JOB_Q}",
+        job_id,
+        audio_id,
+        audio.owner,
+        audio.cache_key,
+        audio.format,
+        audio.content_type,
+        audio.duration_s,
+        audio.size,
+        audio.path,
+    )
+    return _job(row) if row is not None else await get_job(conn, job_id, None)
 
 
 async def fail_job(conn: Any, job_id: str, status: str, code: str, message: str) -> Job | None:
