@@ -1,0 +1,350 @@
+"""``run.py bench``: drive the real pipeline in one process and compare it with the targets.
+
+Embedded Valkey and Postgres start in a temporary data dir (removed afterwards). Each workload
+runs a real ``Service`` (supervisor, Producer, StreamReader, three TTSActors, HTTP on 127.0.0.1)
+with a warmed-up FakeProvider, on its own stream prefix and user. Submitting does what
+``POST /v1/jobs`` does after validation: ``store.create_job``, then ``Submitter.submit``, from 32
+concurrent tasks. Times are read back with the bundled psql: ``started_at`` / ``finished_at`` are
+Postgres ``now()`` of ``start_job`` / of the ``finish_job`` transaction, on the same host clock as
+``time.time()``. Each figure is defined in ``NOTES`` (printed under the table). ``--quick``
+shrinks every workload ~10x. Exit status 0 when every target is met, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import ExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import trio
+
+from actors.service import Role, Service
+from protocols.embedded import embedded_postgres, embedded_redis, run_psql
+from protocols.messages import DEFAULT_FORMAT, NewJob, SynthesisRequest
+from protocols.providers.fake import FakeProvider
+from protocols.settings import Settings
+from protocols.store import PgStore
+from web.routes.jobs import new_job_id, request_hash
+
+SLOTS, SUBMITTERS, HTTP_CONCURRENCY, LATENCY_S = 3, 32, 32, 0.2
+VOICE, MB = "fake-en", 1024 * 1024
+FULL = {"throughput": 5000, "utilization": 300, "pickup": 200, "http": 2000, "memory": 100_000}
+Figure = tuple[str, float, str, str, bool | None]  # name, value, unit, target, pass (None: info)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linear interpolation between closest ranks; NaN if empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def refill_gaps(starts: Sequence[float], finishes: Sequence[float], slots: int) -> list[float]:
+    """With a backlog, the (k+slots)-th start took the slot the k-th finish freed (both sorted):
+    how long each freed slot stayed empty (never negative: at most ``slots`` jobs run at once)."""
+    s, f = sorted(starts), sorted(finishes)
+    return [s[k + slots] - f[k] for k in range(len(s) - slots)]
+
+
+class Bench:
+    def __init__(self, store: PgStore, redis_url: str, database_url: str, data_dir: Path) -> None:
+        self.store, self.redis_url, self.database_url = store, redis_url, database_url
+        self.data_dir, self.run_id = data_dir, uuid.uuid4().hex[:6]
+
+    async def user(self, name: str) -> tuple[str, str]:
+        user, key = await self.store.create_user(f"bench-{name}-{self.run_id}")
+        return user.id, key
+
+    async def times(self, owner: str) -> dict[str, tuple[str, float | None, float | None]]:
+        """job id -> (status, started_at, finished_at) in unix seconds, read with psql."""
+        query = ("SELECT id, status, extract(epoch FROM started_at), extract(epoch FROM"
+                 f" finished_at) FROM jobs WHERE owner = '{owner}'")
+        out = await trio.to_thread.run_sync(lambda: run_psql(self.database_url, query, timeout=300))
+        rows = [line.split("|") for line in out.splitlines() if line]
+        return {r[0]: (r[1], float(r[2]) if r[2] else None, float(r[3]) if r[3] else None)
+                for r in rows}
+
+    @asynccontextmanager
+    async def serving(self, prefix: str, role: Role, latency_s: float = 0.0
+                      ) -> AsyncIterator[Service]:
+        provider = FakeProvider(0.0)  # warm up: the first call per format encodes with PyAV
+        await provider.synthesize(SynthesisRequest(text="warm-up", voice_id=VOICE))
+        provider.latency_s = latency_s
+        settings = Settings(
+            data_dir=str(self.data_dir), port=0, redis_prefix=f"bench-{prefix}-{self.run_id}",
+            consumer="bench-worker", concurrency=SLOTS, shutdown_grace_s=5.0,
+            submit_timeout_s=10.0,
+        )
+        service = Service(settings, redis_url=self.redis_url, store=self.store,
+                          provider=provider, role=role)
+        done = trio.Event()
+
+        async def run(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await service.run(task_status=task_status)
+            finally:
+                done.set()
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run)
+            try:
+                yield service
+            finally:
+                service.request_shutdown()
+                with trio.move_on_after(30, shield=True):
+                    await done.wait()
+                nursery.cancel_scope.cancel()
+
+    async def submit(self, service: Service, owner: str, text: str) -> tuple[str, float, float]:
+        """(job id, wall clock when the submit call began, and when it returned)."""
+        new = NewJob(
+            id=new_job_id(), owner=owner, text=text, voice_id=VOICE, language=None,
+            output_format=DEFAULT_FORMAT, idempotency_key=None,
+            request_hash=request_hash(text, VOICE, None, DEFAULT_FORMAT),
+        )
+        job, _ = await self.store.create_job(new)
+        called = time.time()
+        await service.submitter.submit(job.to_stream(called))
+        return job.id, called, time.time()
+
+    async def submit_many(self, service: Service, owner: str, n: int, tasks: int = SUBMITTERS
+                          ) -> None:
+        numbers = iter(range(n))
+
+        async def submitter() -> None:
+            for i in numbers:  # shared iterator: each number is taken once
+                await self.submit(service, owner, f"bench {self.run_id} {owner} line {i}")
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(tasks, n)):
+                nursery.start_soon(submitter)
+
+
+async def _settled(service: Service, n: int, limit_s: float) -> None:
+    """Until n jobs are finished by the actors and their stream entries acked."""
+    assert service.reader is not None
+    with trio.fail_after(limit_s):
+        while (sum(a.statistics().succeeded + a.statistics().failed for a in service.actors) < n
+               or service.reader.statistics().acked < n):
+            with trio.move_on_after(0.05):  # actors settle and acks land through InFlight
+                await service.inflight.wait_changed()
+
+
+async def throughput(b: Bench, n: int) -> dict[str, Any]:
+    owner, _ = await b.user("throughput")
+    async with b.serving("throughput", Role.serve) as svc:
+        t0 = time.time()
+        await b.submit_many(svc, owner, n)
+        submitted = time.time()
+        await _settled(svc, n, 60 + n / 20)
+    times = await b.times(owner)
+    ok = sum(1 for st, _, _ in times.values() if st == "succeeded")
+    seconds = max(f for _, _, f in times.values() if f is not None) - t0
+    return {"jobs": n, "succeeded": ok, "submitters": SUBMITTERS, "seconds": seconds,
+            "submit_phase_s": submitted - t0, "jobs_per_s": ok / seconds}
+
+
+async def utilization(b: Bench, n: int) -> dict[str, Any]:
+    owner, _ = await b.user("utilization")
+    async with b.serving("utilization", Role.api) as api:
+        await b.submit_many(api, owner, n)
+    async with b.serving("utilization", Role.worker, LATENCY_S) as worker:
+        await _settled(worker, n, 60 + n * LATENCY_S)
+        peak = worker.provider.peak  # type: ignore[attr-defined]
+    runs = [(s, f) for _, s, f in (await b.times(owner)).values() if s and f]
+    starts, finishes = [s for s, _ in runs], [f for _, f in runs]
+    actual, ideal = max(finishes) - min(starts), n * LATENCY_S / SLOTS
+    gaps = refill_gaps(starts, finishes, SLOTS)
+    return {"jobs": n, "latency_s": LATENCY_S, "slots": SLOTS, "ideal_s": ideal,
+            "actual_s": actual, "utilization": ideal / actual, "provider_peak": peak,
+            "in_job_overhead_ms": (sum(f - s for s, f in runs) / len(runs) - LATENCY_S) * 1000,
+            "refill_gap_p50_ms": percentile(gaps, 50) * 1000,
+            "refill_gap_p99_ms": percentile(gaps, 99) * 1000}
+
+
+async def pickup(b: Bench, n: int) -> dict[str, Any]:
+    owner, _ = await b.user("pickup")
+    marks: dict[str, tuple[float, float]] = {}
+    async with b.serving("pickup", Role.serve) as svc:
+        await trio.sleep(0.2)  # the reader is blocked in XREADGROUP
+        for i in range(n):
+            job_id, called, returned = await b.submit(svc, owner, f"pickup {b.run_id} {i}")
+            marks[job_id] = (called, returned)
+            await _settled(svc, i + 1, 30)
+            await trio.sleep(0.005)  # idle again: the next read is blocked before we submit
+    times = await b.times(owner)
+    upper = [times[j][1] - c for j, (c, _) in marks.items()]  # type: ignore[operator]
+    lower = [times[j][1] - r for j, (_, r) in marks.items()]  # type: ignore[operator]
+    return {"jobs": n, "p50_ms": percentile(upper, 50) * 1000,
+            "p99_ms": percentile(upper, 99) * 1000,
+            "from_return_p50_ms": percentile(lower, 50) * 1000,
+            "from_return_p99_ms": percentile(lower, 99) * 1000}
+
+
+async def http(b: Bench, n: int) -> dict[str, Any]:
+    _, key = await b.user("http")
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    async with (
+        b.serving("http", Role.api) as svc,
+        httpx.AsyncClient(
+            base_url=svc.http_binds[0], timeout=30, headers={"Authorization": f"Bearer {key}"},
+            limits=httpx.Limits(max_connections=HTTP_CONCURRENCY,
+                                max_keepalive_connections=HTTP_CONCURRENCY),
+        ) as client,
+    ):
+        async def post_all(numbers: range, record: bool) -> float:
+            todo = iter(numbers)
+
+            async def poster() -> None:
+                for i in todo:
+                    t = time.perf_counter()
+                    r = await client.post("/v1/jobs", json={"text": f"http {b.run_id} {i}"})
+                    if record:
+                        latencies.append(time.perf_counter() - t)
+                        statuses[r.status_code] += 1
+
+            t0 = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(HTTP_CONCURRENCY):
+                    nursery.start_soon(poster)
+            return time.perf_counter() - t0
+
+        await post_all(range(n, n + 2 * HTTP_CONCURRENCY), False)  # warm-up: open connections
+        elapsed = await post_all(range(n), True)
+    return {"requests": n, "concurrency": HTTP_CONCURRENCY, "role": "api",
+            "statuses": {str(k): v for k, v in statuses.items()}, "seconds": elapsed,
+            "requests_per_s": n / elapsed, "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000}
+
+
+def _maxrss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+async def memory(b: Bench, n: int) -> dict[str, Any]:
+    owner, _ = await b.user("backlog")
+    me = psutil.Process()
+    before_rss, before_max = me.memory_info().rss, _maxrss()
+    async with b.serving("backlog", Role.api) as svc:
+        t0 = time.perf_counter()
+        await b.submit_many(svc, owner, n, tasks=64)
+        enqueue_s = time.perf_counter() - t0
+        async with svc.open_queue() as queue:
+            backlog = await queue.backlog()
+        rss = me.memory_info().rss
+        valkey = sum(p.memory_info().rss for p in me.children(recursive=True)
+                     if p.name() == "valkey-server")
+    return {"jobs": n, "backlog": backlog, "enqueue_s": enqueue_s, "enqueue_per_s": n / enqueue_s,
+            "path": "PgStore.create_job (one INSERT per job) + Submitter.submit (batched XADD)",
+            "rss_before_mb": before_rss / MB, "maxrss_before_mb": before_max / MB,
+            "rss_mb": rss / MB, "maxrss_mb": _maxrss() / MB, "valkey_rss_mb": valkey / MB}
+
+
+WORKLOADS = {"throughput": throughput, "utilization": utilization, "pickup": pickup,
+             "http": http, "memory": memory}
+
+
+async def _all(database_url: str, redis_url: str, data_dir: Path, sizes: dict[str, int]
+               ) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    async with PgStore.open(database_url, timeout=Settings().db_timeout_s) as store:
+        b = Bench(store, redis_url, database_url, data_dir)
+        for name, workload in WORKLOADS.items():
+            print(f"bench: {name} ({sizes[name]}) ...", flush=True)
+            started = time.perf_counter()
+            results[name] = await workload(b, sizes[name])
+            results[name]["wall_s"] = time.perf_counter() - started
+    return results
+
+
+def _figures(r: dict[str, Any]) -> list[Figure]:
+    t, u, p, h, m = (r[k] for k in WORKLOADS)
+    return [
+        (f"throughput, {t['jobs']} zero-latency jobs e2e", t["jobs_per_s"], "jobs/s", ">= 1000",
+         t["jobs_per_s"] >= 1000 and t["succeeded"] == t["jobs"]),
+        (f"utilization, {u['jobs']} x 200 ms, 3 slots", u["utilization"] * 100, "%", ">= 98",
+         u["utilization"] >= 0.98),
+        ("pickup p50, idle (submit call -> started)", p["p50_ms"], "ms", "<= 3", p["p50_ms"] <= 3),
+        ("pickup p99, idle (submit call -> started)", p["p99_ms"], "ms", "<= 20",
+         p["p99_ms"] <= 20),
+        ("pickup p50, idle (submit returned -> started)", p["from_return_p50_ms"], "ms", "-", None),
+        ("pickup p99, idle (submit returned -> started)", p["from_return_p99_ms"], "ms", "-", None),
+        ("refill gap p50 under load (2)", u["refill_gap_p50_ms"], "ms", "-", None),
+        ("refill gap p99 under load (2)", u["refill_gap_p99_ms"], "ms", "-", None),
+        (f"HTTP POST /v1/jobs, {h['concurrency']} concurrent", h["requests_per_s"], "req/s", "-",
+         None),
+        ("HTTP latency p50", h["p50_ms"], "ms", "-", None),
+        ("HTTP latency p99", h["p99_ms"], "ms", "-", None),
+        (f"enqueue {m['jobs']} via store + Producer", m["enqueue_per_s"], "jobs/s", "-", None),
+        ("peak RSS (maxrss, whole bench process)", m["maxrss_mb"], "MB", "<= 200",
+         m["maxrss_mb"] <= 200),
+        (f"current RSS, {m['backlog']} queued", m["rss_mb"], "MB", "<= 200", m["rss_mb"] <= 200),
+    ]
+
+
+NOTES = """\
+throughput: jobs / (last finished_at - first submit call); submitters and workers share the process.
+utilization: jobs x 0.2 s / 3 slots / (last finished_at - first started_at); all jobs were enqueued
+  first by an api-role Service, then run by a worker-role one.
+pickup: Postgres started_at - wall clock when Submitter.submit was called (upper bound: includes
+  the hand-off to the Producer and the XADD round trip) or returned (lower bound).
+refill gap: sorted start[k+3] - sorted finish[k] in workload 2.
+HTTP: api role (no workers running); the httpx client runs in the same process.
+memory: backlog enqueued through PgStore.create_job + Producer (no raw SQL); nothing consumes it."""
+
+
+def run_bench(args: Any) -> int:
+    quick = bool(getattr(args, "quick", False))
+    sizes = {k: max(50, v // 10) for k, v in FULL.items()} if quick else dict(FULL)
+    chorus_log = logging.getLogger("chorus")
+    chorus_log.setLevel(max(logging.WARNING, chorus_log.getEffectiveLevel()))  # no start events
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    with (
+        tempfile.TemporaryDirectory(prefix="chorus-bench-", ignore_cleanup_errors=True) as tmp,
+        ExitStack() as servers,
+    ):
+        redis_url = servers.enter_context(embedded_redis(Path(tmp) / "servers"))
+        database_url = servers.enter_context(embedded_postgres(Path(tmp) / "servers"))
+        results = trio.run(_all, database_url, redis_url, Path(tmp) / "service", sizes)
+    runtime, load_after = time.perf_counter() - started, os.getloadavg()[0]
+    figures = _figures(results)
+    print(f"\n{'figure':<46} {'measured':>16} {'target':>8}  result\n{'-' * 80}")
+    for name, value, unit, target, ok in figures:
+        verdict = "info" if ok is None else ("PASS" if ok else "FAIL")
+        print(f"{name:<46} {value:>9.1f} {unit:<6} {target:>8}  {verdict}")
+    print(f"\n{'quick' if quick else 'full'} run, {runtime:.1f} s; {os.cpu_count()} CPUs; one"
+          f" process, {SLOTS} slots; FakeProvider; embedded Valkey + Postgres.\n1-min load"
+          f" average {load_before:.1f} before, {load_after:.1f} after (other processes on the"
+          f" CPUs lower every figure).\n{NOTES}"
+          f"\nenqueueing the {results['memory']['jobs']} backlog jobs took"
+          f" {results['memory']['enqueue_s']:.1f} s.")
+    report = {
+        "quick": quick, "runtime_s": runtime, "sizes": sizes,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "loadavg_before": load_before,
+                    "loadavg_after": load_after},
+        "figures": [dict(zip(("figure", "measured", "unit", "target", "pass"), f, strict=True))
+                    for f in figures],
+        "workloads": results,
+    }
+    if getattr(args, "json", None):
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    return 0 if all(ok is not False for *_, ok in figures) else 1
