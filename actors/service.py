@@ -79,6 +79,7 @@ class Service:
         self.producer: Producer | None = None
         self.http_binds: list[str] = []
         self._on_http_ready = on_http_ready
+        self._on_event = on_event or _log_event  # both supervisors report here
         self.supervisor = Supervisor(
             self._children(),
             SupervisorPolicy(
@@ -87,7 +88,7 @@ class Service:
                 period=settings.restart_period_s,
             ),
             name="root",
-            on_event=on_event or _log_event,
+            on_event=self._on_event,
         )
 
     def open_queue(self, *, block_ms: int = 0):
@@ -124,7 +125,7 @@ class Service:
                     period=s.restart_period_s,
                 ),
                 name="tts-pool",
-                on_event=_log_event,
+                on_event=self._on_event,
             )
             children.append(supervisor_child("tts-pool", pool, shutdown=10.0))
             self.reader = StreamReader(

@@ -105,7 +105,7 @@ class StreamReader:
                     await self._inflight.wait_changed()
                 continue
             if self._waiting:
-                await self._dispatch(queue, deliveries, self._waiting.popleft())
+                await self._dispatch(queue, deliveries, self._waiting.popleft(), stop)
                 continue
             batch = await queue.read_new(
                 self.consumer, self._inflight.free, self.settings.read_block_ms
@@ -118,10 +118,14 @@ class StreamReader:
                         self.consumer, [d.entry_id for d in batch[i:]], self._lease_ms
                     )
                     break
-                await self._dispatch(queue, deliveries, delivery)
+                await self._dispatch(queue, deliveries, delivery, stop)
 
     async def _dispatch(
-        self, queue: JobQueue, deliveries: trio.MemorySendChannel[Delivery], delivery: Delivery
+        self,
+        queue: JobQueue,
+        deliveries: trio.MemorySendChannel[Delivery],
+        delivery: Delivery,
+        stop: trio.Event,
     ) -> None:
         if delivery.entry_id in self._inflight:
             return  # already running here (reclaimed while its lease was being renewed)
@@ -130,7 +134,16 @@ class StreamReader:
             return
         self._inflight.add(delivery)
         try:
-            await deliveries.send(delivery)
+            # no actor may be receiving (pool restarting or gone): look at the stop flag every
+            # read_block_ms; a send that timed out delivered nothing (trio guarantees it)
+            while True:
+                with trio.move_on_after(self.settings.read_block_ms / 1000):
+                    await deliveries.send(delivery)
+                    return
+                if stop.is_set():
+                    self._inflight.forget(delivery.entry_id)
+                    self._waiting.appendleft(delivery)  # _drain releases it
+                    return
         except BaseException:
             # not received by any actor (trio guarantees it on cancel): it stays in our PEL
             self._inflight.forget(delivery.entry_id)

@@ -110,7 +110,6 @@ class TTSActor:
 
     async def _handle(self, delivery: Delivery) -> Settlement:
         job_id = delivery.job.job_id
-        await self._faults.hit("tts.before_synth")
         try:
             job = await self._store.start_job(job_id)
             if job is None:
@@ -118,6 +117,7 @@ class TTSActor:
                 return Ack(delivery.entry_id)
             if job.status.terminal:
                 return Ack(delivery.entry_id)  # a redelivery of a finished job
+            await self._faults.hit("tts.before_synth")  # mid-job: started, nothing produced
             await self._produce(job)
         except ChorusError as exc:
             if exc.retryable:

@@ -114,7 +114,7 @@ async def _create_pool(dsn: str, limit_s: float, max_size: int) -> asyncpg.Pool:
         # the store keeps no session state (no LISTEN, advisory locks are transaction-scoped,
         # SET is never used): skip the reset round trip on every release; asyncpg still rolls
         # back a transaction left open
-        # TMPMUT reset=_no_reset,
+        reset=_no_reset,
         # an idle-connection timer per release would pile up cancelled timers in trio-asyncio
         max_inactive_connection_lifetime=0,
     )
