@@ -21,6 +21,7 @@ class InFlightStatistics(msgspec.Struct, frozen=True):
     running: int
     settled: int
     capacity: int
+    idle_actors: int
 
 
 class InFlight:
@@ -29,6 +30,7 @@ class InFlight:
         self._running: dict[str, Delivery] = {}
         self._settled: dict[str, Settlement] = {}
         self._changed = trio.Event()
+        self._idle_actors = 0
 
     # -- reader side ------------------------------------------------------------------------------
 
@@ -49,8 +51,12 @@ class InFlight:
 
     @property
     def free(self) -> int:
-        """Actors with nothing to do (a settled entry's ack is written in the background)."""
-        return max(0, self.capacity - len(self._running))
+        """Actors waiting for a delivery right now: what the reader may read for."""
+        return self._idle_actors
+
+    def handed_off(self) -> None:
+        """A delivery was received by one of the waiting actors."""
+        self._idle_actors -= 1
 
     def running_ids(self) -> list[str]:
         return list(self._running)
@@ -70,6 +76,15 @@ class InFlight:
 
     # -- actor side -------------------------------------------------------------------------------
 
+    def actor_waiting(self) -> None:
+        """An actor is about to wait for a delivery (the reader may read one for it)."""
+        self._idle_actors += 1
+        self._notify()
+
+    def actor_not_waiting(self) -> None:
+        """An actor stopped waiting without receiving anything (stopped or cancelled)."""
+        self._idle_actors -= 1
+
     def settle(self, entry_id: str, settlement: Settlement) -> None:
         if self._running.pop(entry_id, None) is None and entry_id not in self._settled:
             return  # the reader already gave it up (released at shutdown)
@@ -83,7 +98,9 @@ class InFlight:
         self.settle(entry_id, Release(entry_id, delay))
 
     def statistics(self) -> InFlightStatistics:
-        return InFlightStatistics(len(self._running), len(self._settled), self.capacity)
+        return InFlightStatistics(
+            len(self._running), len(self._settled), self.capacity, self._idle_actors
+        )
 
     def _notify(self) -> None:
         self._changed.set()

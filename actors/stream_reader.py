@@ -139,6 +139,7 @@ class StreamReader:
             while True:
                 with trio.move_on_after(self.settings.read_block_ms / 1000):
                     await deliveries.send(delivery)
+                    self._inflight.handed_off()
                     return
                 if stop.is_set():
                     self._inflight.forget(delivery.entry_id)

@@ -1,8 +1,9 @@
 """TTSActor: turns one delivered job into stored audio, exactly once in effect.
 
-cache -> provider -> blob store -> Postgres -> settle. The job row is the truth: starting is a
-compare-and-set (a terminal job is only acked), the audio file is content-addressed by the cache
-key, and finishing is a compare-and-set too, so a redelivered job never doubles its effect.
+cache -> provider -> (second stage) blob store -> Postgres -> settle. The job row is the truth:
+starting is a compare-and-set (a terminal job is only acked), the audio file is content-addressed
+by the cache key, and finishing is a compare-and-set too, so a redelivered job never doubles its
+effect.
 
 Failures: a permanent typed error fails the job (the entry is acked); a retryable one is noted on
 the job and the entry released for redelivery after a backoff; anything else is recorded on the
@@ -21,7 +22,17 @@ from actors.inflight import InFlight
 from protocols.audio import parse_format
 from protocols.errors import ChorusError
 from protocols.faults import FaultPlan
-from protocols.messages import Ack, Delivery, Job, NewAudio, Release, Settlement, SynthesisRequest
+from protocols.messages import (
+    Ack,
+    Audio,
+    Delivery,
+    Job,
+    NewAudio,
+    Release,
+    Settlement,
+    SpeechJob,
+    SynthesisRequest,
+)
 from protocols.ports import BlobStore, JobStore, SpeechProvider
 from protocols.settings import Settings
 from protocols.text import normalize_text
@@ -31,7 +42,7 @@ log = logging.getLogger("chorus.tts")
 BACKOFF_MAX_S = 30.0
 
 
-def cache_key(job: Job, provider: str) -> str:
+def cache_key(job: Job | SpeechJob, provider: str) -> str:
     """Identical requests share audio: hash of everything that shapes the bytes."""
     text = normalize_text(job.text)
     parts = [provider, job.voice_id, job.language or "", job.output_format, text]
@@ -46,7 +57,21 @@ class ActorStatistics(msgspec.Struct, frozen=True):
     busy: bool
 
 
+class _Produced(msgspec.Struct, frozen=True):
+    """Audio ready to be stored: new bytes to write, or an existing file to point at."""
+
+    job: Job
+    audio: NewAudio
+    data: bytes | None = None
+    extension: str = ""
+
+
 class TTSActor:
+    """One provider slot. Two stages per job: the actor itself starts the job and synthesizes;
+    storing (blob + Postgres) runs in a task of the actor's own nursery while it already waits
+    for its next job, so the provider slot is not left idle during the writes. At most one job
+    per actor is in the storing stage."""
+
     def __init__(
         self,
         *,
@@ -73,6 +98,7 @@ class TTSActor:
         return ActorStatistics(self.name, self._succeeded, self._failed, self._retried, self._busy)
 
     async def run(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        storing = trio.Semaphore(1)  # released by the storing task
         async with self._deliveries.clone() as deliveries, trio.open_nursery() as nursery:
             idle = trio.CancelScope()
 
@@ -84,78 +110,122 @@ class TTSActor:
             nursery.start_soon(stop_when_idle)
             task_status.started()
             while not stop.is_set():
-                with idle:
-                    delivery = await deliveries.receive()
+                self._inflight.actor_waiting()
+                try:
+                    with idle:
+                        delivery = await deliveries.receive()
+                except BaseException:
+                    self._inflight.actor_not_waiting()
+                    raise
                 if idle.cancelled_caught:
+                    self._inflight.actor_not_waiting()
                     break
                 idle = trio.CancelScope()
-                await self._work(delivery)
+                await self._work(delivery, nursery, storing)
+            await storing.acquire()  # the last job is stored before the actor stops
             nursery.cancel_scope.cancel()
 
-    async def _work(self, delivery: Delivery) -> None:
+    async def _work(
+        self, delivery: Delivery, nursery: trio.Nursery, storing: trio.Semaphore
+    ) -> None:
         self._busy = True
-        entry_id = delivery.entry_id
         try:
-            settlement = await self._handle(delivery)
+            outcome = await self._handle(delivery)
+            if isinstance(outcome, _Produced):
+                await storing.acquire()
+                nursery.start_soon(self._store_stage, delivery, outcome, storing)
+                return
         except BaseException as exc:
-            # crashing, or cancelled at shutdown: give the entry back before anything else
-            delay = self._backoff(delivery) if isinstance(exc, Exception) else 0.0
-            self._inflight.release(entry_id, delay)
-            if isinstance(exc, Exception):
-                await self._note(delivery, "crash", f"{type(exc).__name__}: {exc}")
+            await self._give_back(delivery, exc)
             raise
         finally:
             self._busy = False
-        self._inflight.settle(entry_id, settlement)
+        self._inflight.settle(delivery.entry_id, outcome)
 
-    async def _handle(self, delivery: Delivery) -> Settlement:
-        job_id = delivery.job.job_id
+    async def _store_stage(
+        self, delivery: Delivery, produced: _Produced, storing: trio.Semaphore
+    ) -> None:
         try:
-            job = await self._store.start_job(job_id)
+            settlement = await self._persist(delivery, produced)
+        except BaseException as exc:
+            await self._give_back(delivery, exc)
+            raise
+        finally:
+            storing.release()
+        self._inflight.settle(delivery.entry_id, settlement)
+
+    async def _give_back(self, delivery: Delivery, exc: BaseException) -> None:
+        """Crashing, or cancelled at shutdown: release the entry before anything else."""
+        delay = self._backoff(delivery) if isinstance(exc, Exception) else 0.0
+        self._inflight.release(delivery.entry_id, delay)
+        if isinstance(exc, Exception):
+            await self._note(delivery, "crash", f"{type(exc).__name__}: {exc}")
+
+    async def _handle(self, delivery: Delivery) -> Settlement | _Produced:
+        job_id = delivery.job.job_id
+        key = cache_key(delivery.job, self._provider.name)
+        try:
+            job, cached = await self._store.start_job_cached(job_id, key)
             if job is None:
                 log.warning("entry %s names unknown job %s: dropped", delivery.entry_id, job_id)
                 return Ack(delivery.entry_id)
             if job.status.terminal:
                 return Ack(delivery.entry_id)  # a redelivery of a finished job
             await self._faults.hit("tts.before_synth")  # mid-job: started, nothing produced
-            await self._produce(job)
+            return await self._produce(job, key, cached)
         except ChorusError as exc:
-            if exc.retryable:
-                self._retried += 1
-                await self._note(delivery, exc.code, exc.detail)
-                return Release(delivery.entry_id, self._backoff(delivery))
-            self._failed += 1
-            await self._store.fail_job(job_id, exc.code, exc.detail)
-            return Ack(delivery.entry_id)
+            return await self._job_error(delivery, exc)
+
+    async def _persist(self, delivery: Delivery, produced: _Produced) -> Settlement:
+        audio = produced.audio
+        try:
+            if produced.data is not None:
+                path = await self._blobs.put(audio.cache_key, produced.extension, produced.data)
+                audio = msgspec.structs.replace(audio, path=path)
+            await self._store.finish_job(produced.job.id, audio)
+        except ChorusError as exc:
+            return await self._job_error(delivery, exc)
         await self._faults.hit("tts.after_store_before_ack")
         self._succeeded += 1
         return Ack(delivery.entry_id)
 
-    async def _produce(self, job: Job) -> None:
+    async def _job_error(self, delivery: Delivery, exc: ChorusError) -> Settlement:
+        if exc.retryable:
+            self._retried += 1
+            await self._note(delivery, exc.code, exc.detail)
+            return Release(delivery.entry_id, self._backoff(delivery))
+        self._failed += 1
+        await self._store.fail_job(delivery.job.job_id, exc.code, exc.detail)
+        return Ack(delivery.entry_id)
+
+    async def _produce(self, job: Job, key: str, audio: Audio | None) -> _Produced:
         fmt = parse_format(job.output_format)
-        key = cache_key(job, self._provider.name)
-        audio = await self._store.find_audio(job.owner, key)
         if audio is not None and await self._blobs.exists(audio.path):
-            new = NewAudio(
-                owner=job.owner, cache_key=key, format=audio.format,
-                content_type=audio.content_type, duration_s=audio.duration_s, size=audio.size,
-                path=audio.path,
+            return _Produced(
+                job=job,
+                audio=NewAudio(
+                    owner=job.owner, cache_key=key, format=audio.format,
+                    content_type=audio.content_type, duration_s=audio.duration_s,
+                    size=audio.size, path=audio.path,
+                ),
             )
-        else:
-            result = await self._provider.synthesize(
-                SynthesisRequest(
-                    text=job.text, voice_id=job.voice_id, language=job.language,
-                    output_format=job.output_format,
-                )
+        result = await self._provider.synthesize(
+            SynthesisRequest(
+                text=job.text, voice_id=job.voice_id, language=job.language,
+                output_format=job.output_format,
             )
-            await self._faults.hit("tts.after_synth")
-            path = await self._blobs.put(key, fmt.extension, result.audio)
-            new = NewAudio(
+        )
+        await self._faults.hit("tts.after_synth")
+        return _Produced(
+            job=job,
+            audio=NewAudio(
                 owner=job.owner, cache_key=key, format=fmt.name,
                 content_type=result.content_type, duration_s=result.duration_s,
-                size=len(result.audio), path=path,
-            )
-        await self._store.finish_job(job.id, new)
+                size=len(result.audio), path="",
+            ),
+            data=result.audio,
+            extension=fmt.extension,
+        )
 
     async def _note(self, delivery: Delivery, code: str, message: str) -> None:
         """Record a failure on the job; best effort (the store may be what failed)."""

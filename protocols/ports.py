@@ -51,6 +51,12 @@ class JobStore(Protocol):
         """Compare-and-set queued|running -> running, attempts + 1, started_at set once.
         Returns the job as it now is (a terminal job is returned unchanged), None if unknown."""
         ...
+    async def start_job_cached(
+        self, job_id: str, cache_key: str
+    ) -> tuple[Job | None, Audio | None]:
+        """``start_job`` and, in the same round trip, the owner's audio with ``cache_key``
+        (only looked up when the job was started)."""
+        ...
     async def finish_job(self, job_id: str, audio: NewAudio) -> Job:
         """In one transaction: upsert the audio row (unique per owner and cache key) and
         compare-and-set the job running -> succeeded pointing at it. Idempotent."""

@@ -263,6 +263,11 @@ class PgStore:
     async def start_job(self, job_id: str) -> Job | None:
         return await self._call(q.start_job, job_id)
 
+    async def start_job_cached(
+        self, job_id: str, cache_key: str
+    ) -> tuple[Job | None, Audio | None]:
+        return await self._call(q.start_job_cached, job_id, cache_key)
+
     async def finish_job(self, job_id: str, audio: NewAudio) -> Job:
         job = await self._call(q.finish_job, job_id, "aud_" + uuid.uuid4().hex, audio)
         if job is None:

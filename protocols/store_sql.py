@@ -161,6 +161,30 @@ async def start_job(conn: Any, job_id: str) -> Job | None:
     return _job(row) if row is not None else await get_job(conn, job_id, None)
 
 
+_AUDIO_COLS = [c.strip() for c in _AUDIO.split(",")]
+
+
+async def start_job_cached(
+    conn: Any, job_id: str, cache_key: str
+) -> tuple[Job | None, Audio | None]:
+    """``start_job`` plus the owner's audio for ``cache_key``, in one round trip."""
+    audio_cols = ", ".join(f"a.{c} AS audio_{c}" for c in _AUDIO_COLS)
+    row = await conn.fetchrow(
+        "WITH s AS (UPDATE jobs SET status = 'running', attempts = attempts + 1,"
+        f" started_at = coalesce(started_at, now()) WHERE id = $1 AND {_ACTIVE} RETURNING {_JOB})"
+        f" SELECT s.*, {audio_cols} FROM s"
+        " LEFT JOIN audio a ON a.owner = s.owner AND a.cache_key = $2",
+        job_id,
+        cache_key,
+    )
+    if row is None:
+        return await get_job(conn, job_id, None), None
+    fields = dict(row)
+    audio = {c: fields.pop(f"audio_{c}") for c in _AUDIO_COLS}
+    job = Job(**{**fields, "status": JobStatus(fields["status"])})
+    return job, (Audio(**audio) if audio["id"] is not None else None)
+
+
 async def finish_job(conn: Any, job_id: str, audio_id: str, audio: NewAudio) -> Job | None:
     """One statement: lock the job if it is running, upsert its audio row, mark it succeeded.
     A job that is unknown or already settled is returned as it is (idempotent)."""

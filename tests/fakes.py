@@ -169,6 +169,15 @@ class FakeJobStore:
         self.jobs[job_id] = job
         return job
 
+    async def start_job_cached(
+        self, job_id: str, cache_key: str
+    ) -> tuple[Job | None, Audio | None]:
+        job = await self.start_job(job_id)
+        if job is None or job.status is not JobStatus.running:
+            return job, None
+        audio_id = self.audio_by_cache_key.get((job.owner, cache_key))
+        return job, None if audio_id is None else self.audio[audio_id]
+
     async def finish_job(self, job_id: str, audio: NewAudio) -> Job:
         await self._enter("finish_job")
         job = self.jobs.get(job_id)
