@@ -196,6 +196,10 @@ def log_event(event: SupervisorEvent) -> None:
 
 
 def _describe(error: BaseException) -> str:
+    """The error as people want to read it: a group of one (a crash inside a child's own
+    nursery) is described by the error inside it."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
     return f"{type(error).__name__}: {error}"
 
 

@@ -41,8 +41,9 @@ class JobStore(Protocol):
         """Insert, or return the owner's existing job with the same idempotency key
         (``created`` False). Raises ``IdempotencyConflict`` if that job's request differs."""
         ...
-    async def discard_job(self, job_id: str) -> None:
-        """Delete a job that was never enqueued (status queued, attempts 0)."""
+    async def discard_job(self, job_id: str) -> bool:
+        """Delete a job whose enqueue failed, unless a worker already started it (its XADD did
+        land after all): True if it is gone, False if it exists and will run."""
         ...
     async def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
         """``owner`` given: another user's job is None (never leaks existence)."""

@@ -254,8 +254,8 @@ class PgStore:
     async def create_job(self, job: NewJob) -> tuple[Job, bool]:
         return await self._call(q.create_job, job)
 
-    async def discard_job(self, job_id: str) -> None:
-        await self._call(q.discard_job, job_id)
+    async def discard_job(self, job_id: str) -> bool:
+        return await self._call(q.discard_job, job_id)
 
     async def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
         return await self._call(q.get_job, job_id, owner)

@@ -136,10 +136,13 @@ async def create_job(conn: Any, job: NewJob) -> tuple[Job, bool]:
     raise StoreUnavailable("job creation kept racing with a deletion; retry")
 
 
-async def discard_job(conn: Any, job_id: str) -> None:
-    await conn.execute(
+async def discard_job(conn: Any, job_id: str) -> bool:
+    status = await conn.execute(
         "DELETE FROM jobs WHERE id = $1 AND status = 'queued' AND attempts = 0", job_id
     )
+    if status != "DELETE 0":
+        return True
+    return await conn.fetchval("SELECT 1 FROM jobs WHERE id = $1", job_id) is None
 
 
 async def get_job(conn: Any, job_id: str, owner: str | None) -> Job | None:

@@ -139,14 +139,17 @@ class FakeJobStore:
             self.by_idempotency_key[(job.owner, job.idempotency_key)] = job.id
         return created, True
 
-    async def discard_job(self, job_id: str) -> None:
+    async def discard_job(self, job_id: str) -> bool:
         await self._enter("discard_job")
         job = self.jobs.get(job_id)
-        if job is None or job.status is not JobStatus.queued or job.attempts != 0:
-            return
+        if job is None:
+            return True
+        if job.status is not JobStatus.queued or job.attempts != 0:
+            return False
         del self.jobs[job_id]
         if job.idempotency_key is not None:
             self.by_idempotency_key.pop((job.owner, job.idempotency_key), None)
+        return True
 
     async def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
         await self._enter("get_job")

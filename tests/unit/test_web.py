@@ -344,6 +344,25 @@ async def test_queue_full_is_503_and_leaves_no_job(env: Env) -> None:
 
 
 @capped
+async def test_enqueue_error_after_a_worker_started_the_job_is_still_accepted(env: Env) -> None:
+    """The XADD landed but its reply was lost, and a worker started the job before the front
+    could undo it: the job will run, so the client must hear 202, not 503 (a retry without an
+    idempotency key would otherwise make a second job)."""
+    original = env.ctx.submit
+
+    async def landed_then_lost(job: SpeechJob) -> None:
+        await original(job)
+        await env.store.start_job(job.job_id)  # a worker picked it up meanwhile
+        raise QueueUnavailable("reply lost")
+
+    env.ctx = dataclasses.replace(env.ctx, submit=landed_then_lost)
+    response = await post_job(env, {"text": "hi"})
+    assert response.status_code == 202
+    body = await response.get_json()
+    assert body["status"] == "running" and body["id"] in env.store.jobs
+
+
+@capped
 async def test_submit_bug_is_500_and_leaves_no_job(env: Env) -> None:
     env.submit_errors.append(RuntimeError("producer exploded"))
     body = await problem_of(await post_job(env, {"text": "hi"}), 500, "internal_error")

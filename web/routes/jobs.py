@@ -171,14 +171,17 @@ def blueprint(ctx: WebContext) -> Blueprint:
             request_hash=request_hash(text, req.voice_id, language, fmt),
         )
 
-    async def discard(job_id: str) -> None:
+    async def discard(job_id: str) -> bool:
+        """Undo a job whose enqueue failed. False: a worker already started it (the XADD did
+        land), so it is accepted after all; an undo that fails is logged and counts as done."""
         with trio.move_on_after(settings.db_timeout_s, shield=True) as scope:
             try:
-                await ctx.store.discard_job(job_id)
+                return await ctx.store.discard_job(job_id)
             except Exception:
                 log.exception("could not discard job %s after a failed submit", job_id)
         if scope.cancelled_caught:
             log.error("discarding job %s timed out after a failed submit", job_id)
+        return True
 
     # create_job + submit, each with its own deadline inside; this bounds the whole
     bound = 2 * settings.db_timeout_s + settings.submit_timeout_s + settings.redis_timeout_s
@@ -193,12 +196,15 @@ def blueprint(ctx: WebContext) -> Blueprint:
             try:
                 await ctx.submit(job.to_stream(time.time()))
             except Exception:  # QueueFull / QueueUnavailable -> 503; anything else -> 500
-                if created:
-                    await discard(job.id)
+                if created and not await discard(job.id):
+                    started = await ctx.store.get_job(job.id)
+                    if started is not None:
+                        return started, created  # it is running: accepted, not a 503
                 raise
             return job, created
         # only reached when the bound expired: outcome unknown, undo what may have been done
-        await discard(new.id)
+        if not await discard(new.id) and (started := await ctx.store.get_job(new.id)):
+            return started, True
         raise QueueUnavailable("Submitting the job did not finish in time.")
 
     @bp.post("/v1/jobs")
