@@ -40,6 +40,9 @@ from protocols.text import normalize_text
 log = logging.getLogger("chorus.tts")
 
 BACKOFF_MAX_S = 30.0
+#: the storing stage first waits (at most this long) for the actor to have started its next job,
+#: so that its writes do not compete with the slot's refill for the event loop
+STORE_DEFER_S = 0.01
 
 
 def cache_key(job: Job | SpeechJob, provider: str) -> str:
@@ -93,6 +96,7 @@ class TTSActor:
         self._faults = settings.faults or FaultPlan()
         self._succeeded = self._failed = self._retried = 0
         self._busy = False
+        self._next_started = trio.Event()
 
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(self.name, self._succeeded, self._failed, self._retried, self._busy)
@@ -133,7 +137,10 @@ class TTSActor:
             outcome = await self._handle(delivery)
             if isinstance(outcome, _Produced):
                 await storing.acquire()
-                nursery.start_soon(self._store_stage, delivery, outcome, storing)
+                self._next_started = trio.Event()
+                nursery.start_soon(
+                    self._store_stage, delivery, outcome, storing, self._next_started
+                )
                 return
         except BaseException as exc:
             await self._give_back(delivery, exc)
@@ -143,9 +150,15 @@ class TTSActor:
         self._inflight.settle(delivery.entry_id, outcome)
 
     async def _store_stage(
-        self, delivery: Delivery, produced: _Produced, storing: trio.Semaphore
+        self,
+        delivery: Delivery,
+        produced: _Produced,
+        storing: trio.Semaphore,
+        next_started: trio.Event,
     ) -> None:
         try:
+            with trio.move_on_after(STORE_DEFER_S):
+                await next_started.wait()
             settlement = await self._persist(delivery, produced)
         except BaseException as exc:
             await self._give_back(delivery, exc)
@@ -166,6 +179,7 @@ class TTSActor:
         key = cache_key(delivery.job, self._provider.name)
         try:
             job, cached = await self._store.start_job_cached(job_id, key)
+            self._next_started.set()
             if job is None:
                 log.warning("entry %s names unknown job %s: dropped", delivery.entry_id, job_id)
                 return Ack(delivery.entry_id)
