@@ -305,7 +305,8 @@ utilization: jobs x 0.2 s / 3 slots / (last finished_at - first started_at); all
   first by an api-role Service, then run by a worker-role one.
 pickup: Postgres started_at - wall clock when Submitter.submit was called (upper bound: includes
   the hand-off to the Producer and the XADD round trip) or returned (lower bound).
-refill gap: sorted start[k+3] - sorted finish[k] in workload 2.
+refill gap: sorted start[k+3] - sorted finish[k] in workload 2; negative when a slot's next job
+  starts before the previous one is stored (storing overlaps the next provider call).
 HTTP: api role (no workers running); the httpx client runs in the same process.
 memory: backlog enqueued through PgStore.create_job + Producer (no raw SQL); nothing consumes it."""
 
