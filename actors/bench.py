@@ -93,23 +93,8 @@ class Bench:
         )
         service = Service(settings, redis_url=self.redis_url, store=self.store,
                           provider=provider, role=role)
-        done = trio.Event()
-
-        async def run(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                await service.run(task_status=task_status)
-            finally:
-                done.set()
-
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run)
-            try:
-                yield service
-            finally:
-                service.request_shutdown()
-                with trio.move_on_after(30, shield=True):
-                    await done.wait()
-                nursery.cancel_scope.cancel()
+        async with service.running():
+            yield service
 
     async def submit(self, service: Service, owner: str, text: str) -> tuple[str, float, float]:
         """(job id, wall clock when the submit call began, and when it returned)."""

@@ -8,7 +8,8 @@ The supervisor owns the channels and the in-flight registry; every child incarna
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -177,6 +178,28 @@ class Service:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         await self.supervisor.run(task_status=task_status)
+
+    @asynccontextmanager
+    async def running(self, stop_limit_s: float = 30.0) -> AsyncIterator[Service]:
+        """Run in the background for the body of the block (embedding, tests, benchmarks);
+        on exit an ordered shutdown, cut short after ``stop_limit_s``."""
+        done = trio.Event()
+
+        async def run(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await self.run(task_status=task_status)
+            finally:
+                done.set()
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run)
+            try:
+                yield self
+            finally:
+                self.request_shutdown()
+                with trio.move_on_after(stop_limit_s, shield=True):
+                    await done.wait()
+                nursery.cancel_scope.cancel()
 
     def request_shutdown(self) -> None:
         self.supervisor.request_shutdown()

@@ -97,37 +97,52 @@ class TTSActor:
         self._succeeded = self._failed = self._retried = 0
         self._busy = False
         self._next_started = trio.Event()
+        self._idle = trio.CancelScope()
+        self._crash: Exception | None = None
 
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(self.name, self._succeeded, self._failed, self._retried, self._busy)
 
     async def run(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         storing = trio.Semaphore(1)  # released by the storing task
+        self._crash = None
         async with self._deliveries.clone() as deliveries, trio.open_nursery() as nursery:
-            idle = trio.CancelScope()
 
             async def stop_when_idle() -> None:
                 await stop.wait()
-                if not self._busy:
-                    idle.cancel()
+                self._interrupt()
 
             nursery.start_soon(stop_when_idle)
             task_status.started()
-            while not stop.is_set():
-                self._inflight.actor_waiting()
-                try:
-                    with idle:
-                        delivery = await deliveries.receive()
-                except BaseException:
-                    self._inflight.actor_not_waiting()
-                    raise
-                if idle.cancelled_caught:
-                    self._inflight.actor_not_waiting()
-                    break
-                idle = trio.CancelScope()
-                await self._work(delivery, nursery, storing)
+            try:
+                while not stop.is_set() and self._crash is None:
+                    self._inflight.actor_waiting()
+                    self._idle = trio.CancelScope()
+                    try:
+                        with self._idle:
+                            delivery = await deliveries.receive()
+                    except BaseException:
+                        self._inflight.actor_not_waiting()
+                        raise
+                    if self._idle.cancelled_caught:
+                        self._inflight.actor_not_waiting()
+                        break
+                    await self._work(delivery, nursery, storing)
+            except Exception:
+                # the first stage crashed: the job in the storing stage is paid for, so it is
+                # stored (bounded) before the crash cancels it
+                with trio.move_on_after(2 * self.settings.db_timeout_s, shield=True):
+                    await storing.acquire()
+                raise
             await storing.acquire()  # the last job is stored before the actor stops
             nursery.cancel_scope.cancel()
+        if self._crash is not None:
+            raise self._crash  # the storing stage crashed; raised here so no synthesis was cut
+
+    def _interrupt(self) -> None:
+        """End an idle wait for a delivery (stop requested, or the storing stage crashed)."""
+        if not self._busy:
+            self._idle.cancel()
 
     async def _work(
         self, delivery: Delivery, nursery: trio.Nursery, storing: trio.Semaphore
@@ -156,10 +171,17 @@ class TTSActor:
         storing: trio.Semaphore,
         next_started: trio.Event,
     ) -> None:
+        """A crash here does not cancel the first stage (a provider call may be in flight and
+        paid for): it is handed to the actor's main task, which raises it between jobs."""
         try:
             with trio.move_on_after(STORE_DEFER_S):
                 await next_started.wait()
             settlement = await self._persist(delivery, produced)
+        except Exception as exc:
+            await self._give_back(delivery, exc)
+            self._crash = exc
+            self._interrupt()
+            return
         except BaseException as exc:
             await self._give_back(delivery, exc)
             raise

@@ -81,28 +81,12 @@ async def running_service(
         role=role, on_event=events.append,
     )
     _, key = await store.create_user(f"user-{uuid.uuid4().hex[:6]}")
-    done = trio.Event()
-
-    async def run(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            await service.run(task_status=task_status)
-        finally:
-            done.set()
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(run)
+    async with service.running(stop_limit_s=15):
         base = service.http_binds[0] if service.http_binds else "http://127.0.0.1:9"
         async with httpx.AsyncClient(
             base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10
         ) as client:
-            running = Running(service, client, key, events)
-            try:
-                yield running
-            finally:
-                service.request_shutdown()
-                with trio.move_on_after(15, shield=True):
-                    await done.wait()
-                nursery.cancel_scope.cancel()
+            yield Running(service, client, key, events)
 
 
 async def total_queue_check(
