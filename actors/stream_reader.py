@@ -1,6 +1,6 @@
 """StreamReader: the bridge from the Redis job stream to the TTSActors.
 
-- Reads only for free actors: COUNT = free slots, over a zero-capacity channel.
+- Reads only for free actors: COUNT = actors waiting for a delivery (zero-capacity channel).
 - On start, takes back its own pending entries (stable consumer name) that no actor is running.
 - Renews the lease of running entries every lease/3 (XCLAIM 0 JUSTID: no delivery counted).
 - Every ``reclaim_interval`` reclaims entries idle past the lease (cursor-looped XAUTOCLAIM):
@@ -184,9 +184,10 @@ class StreamReader:
         while True:
             await trio.sleep(self.settings.reclaim_interval_s)
             cursor = "0-0"
-            while len(self._waiting) < self._inflight.capacity:
+            while (room := self._inflight.capacity - len(self._waiting)) > 0:
+                # claim no more than can start soon: claimed entries wait in our hands
                 cursor, claimed = await queue.autoclaim(
-                    self.consumer, self._lease_ms, cursor, RECLAIM_BATCH
+                    self.consumer, self._lease_ms, cursor, min(room, RECLAIM_BATCH)
                 )
                 fresh = [d for d in claimed if d.entry_id not in self._inflight]
                 self._waiting.extend(fresh)
@@ -199,7 +200,9 @@ class StreamReader:
     async def _renew_loop(self, queue: JobQueue) -> None:
         while True:
             await trio.sleep(self.settings.lease_s / 3)
-            await queue.renew(self.consumer, self._inflight.running_ids())
+            # running entries, and those taken back but not yet started
+            held = self._inflight.running_ids() + [d.entry_id for d in self._waiting]
+            await queue.renew(self.consumer, held)
 
     async def _settle_loop(self, queue: JobQueue) -> None:
         while True:
