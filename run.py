@@ -49,6 +49,9 @@ def make_provider(settings: Settings, name: str | None = None):
         return FakeProvider(float(os.environ.get("CHORUS_FAKE_LATENCY_S", "0")))
     from protocols.providers.espeak import EspeakProvider
 
+    if settings.elevenlabs_api_key:
+        log.warning("ELEVENLABS_API_KEY is set, but the ElevenLabs provider is not part of this "
+                    "build yet: speaking with the embedded espeak-ng engine")
     return EspeakProvider()
 
 
@@ -176,7 +179,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     print(f"data dir      {Path(settings.data_dir).resolve()}")
     print(f"redis         {settings.redis_url or 'embedded Valkey'}")
     print(f"postgres      {'configured (DATABASE_URL)' if settings.database_url else 'embedded'}")
-    print(f"elevenlabs    {'key set' if settings.elevenlabs_api_key else 'no key: offline espeak'}")
+    print(f"elevenlabs    {'key set (not used yet)' if settings.elevenlabs_api_key else 'no key'};"
+          " speaking with offline espeak-ng")
     print(f"http          {settings.host}:{settings.port}")
     print(f"concurrency   {settings.concurrency}   consumer {settings.consumer_name()}")
 
