@@ -81,13 +81,14 @@ class Service:
         self.http_binds: list[str] = []
         self._on_http_ready = on_http_ready
         self._on_event = on_event or _log_event  # both supervisors report here
+        self._policy = SupervisorPolicy(
+            strategy=Strategy.one_for_one,
+            intensity=settings.restart_intensity,
+            period=settings.restart_period_s,
+        )
         self.supervisor = Supervisor(
             self._children(),
-            SupervisorPolicy(
-                strategy=Strategy.one_for_one,
-                intensity=settings.restart_intensity,
-                period=settings.restart_period_s,
-            ),
+            self._policy,
             name="root",
             on_event=self._on_event,
         )
@@ -120,11 +121,7 @@ class Service:
                     ChildSpec(id=a.name, start=a.run, restart=Restart.permanent, shutdown=5.0)
                     for a in self.actors
                 ],
-                SupervisorPolicy(
-                    strategy=Strategy.one_for_one,
-                    intensity=s.restart_intensity,
-                    period=s.restart_period_s,
-                ),
+                self._policy,
                 name="tts-pool",
                 on_event=self._on_event,
             )
