@@ -45,10 +45,6 @@ class InFlight:
     def __contains__(self, entry_id: str) -> bool:
         return entry_id in self._running or entry_id in self._settled
 
-    def __len__(self) -> int:
-        """Entries an actor is working on."""
-        return len(self._running)
-
     @property
     def free(self) -> int:
         """Actors waiting for a delivery right now: what the reader may read for."""

@@ -85,13 +85,11 @@ class Producer:
         async with self._open_queue() as queue, self._tickets.clone() as tickets:
             task_status.started()
             while not stop.is_set():
-                batch = await self._next_batch(tickets, stop)
+                batch = await self._next_batch(tickets)
                 if batch:
                     await self._enqueue(queue, batch)
 
-    async def _next_batch(
-        self, tickets: trio.MemoryReceiveChannel[Ticket], stop: trio.Event
-    ) -> list[Ticket]:
+    async def _next_batch(self, tickets: trio.MemoryReceiveChannel[Ticket]) -> list[Ticket]:
         batch: list[Ticket] = []
         with trio.move_on_after(0.25):  # wake to look at the stop flag
             batch.append(await tickets.receive())

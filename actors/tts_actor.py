@@ -273,5 +273,4 @@ class TTSActor:
 
     def _backoff(self, delivery: Delivery) -> float:
         base = min(BACKOFF_MAX_S, 0.5 * 2 ** max(0, delivery.deliveries - 1))
-        rand = (self.settings.faults or FaultPlan()).random
-        return base * (0.5 + rand.random() / 2)
+        return base * (0.5 + self._faults.random.random() / 2)

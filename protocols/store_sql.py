@@ -155,31 +155,28 @@ async def get_job(conn: Any, job_id: str, owner: str | None) -> Job | None:
     )
 
 
-async def start_job(conn: Any, job_id: str) -> Job | None:
-    row = await conn.fetchrow(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
-        f" started_at = coalesce(started_at, now()) WHERE id = $1 AND {_ACTIVE} RETURNING {_JOB}",
-        job_id,
-    )
-    return _job(row) if row is not None else await get_job(conn, job_id, None)
-
-
+_START = (
+    "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
+    f" started_at = coalesce(started_at, now()) WHERE id = $1 AND {_ACTIVE} RETURNING {_JOB}"
+)
 _AUDIO_COLS = [c.strip() for c in _AUDIO.split(",")]
+_START_CACHED = (
+    f"WITH s AS ({_START}) SELECT s.*, "
+    + ", ".join(f"a.{c} AS audio_{c}" for c in _AUDIO_COLS)
+    + " FROM s LEFT JOIN audio a ON a.owner = s.owner AND a.cache_key = $2"
+)
+
+
+async def start_job(conn: Any, job_id: str) -> Job | None:
+    row = await conn.fetchrow(_START, job_id)
+    return _job(row) if row is not None else await get_job(conn, job_id, None)
 
 
 async def start_job_cached(
     conn: Any, job_id: str, cache_key: str
 ) -> tuple[Job | None, Audio | None]:
     """``start_job`` plus the owner's audio for ``cache_key``, in one round trip."""
-    audio_cols = ", ".join(f"a.{c} AS audio_{c}" for c in _AUDIO_COLS)
-    row = await conn.fetchrow(
-        "WITH s AS (UPDATE jobs SET status = 'running', attempts = attempts + 1,"
-        f" started_at = coalesce(started_at, now()) WHERE id = $1 AND {_ACTIVE} RETURNING {_JOB})"
-        f" SELECT s.*, {audio_cols} FROM s"
-        " LEFT JOIN audio a ON a.owner = s.owner AND a.cache_key = $2",
-        job_id,
-        cache_key,
-    )
+    row = await conn.fetchrow(_START_CACHED, job_id, cache_key)
     if row is None:
         return await get_job(conn, job_id, None), None
     fields = dict(row)
