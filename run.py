@@ -13,12 +13,13 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from protocols.errors import ChorusError
+from protocols.errors import ChorusError, ConfigError
 from protocols.settings import Settings
 
 log = logging.getLogger("chorus")
@@ -41,18 +42,27 @@ def infrastructure(settings: Settings) -> Iterator[tuple[str, str]]:
         yield redis_url, database_url
 
 
-def make_provider(settings: Settings, name: str | None = None):
-    name = name or os.environ.get("CHORUS_PROVIDER") or "espeak"
+@contextlib.asynccontextmanager
+async def open_provider(settings: Settings, name: str | None = None) -> AsyncIterator[Any]:
+    """ElevenLabs when ELEVENLABS_API_KEY is set, else the embedded espeak-ng engine
+    (CHORUS_PROVIDER=espeak|elevenlabs|fake overrides; fake is for benchmarks and tests)."""
+    default = "elevenlabs" if settings.elevenlabs_api_key else "espeak"
+    name = name or os.environ.get("CHORUS_PROVIDER") or default
     if name == "fake":
         from protocols.providers.fake import FakeProvider
 
-        return FakeProvider(float(os.environ.get("CHORUS_FAKE_LATENCY_S", "0")))
-    from protocols.providers.espeak import EspeakProvider
+        yield FakeProvider(float(os.environ.get("CHORUS_FAKE_LATENCY_S", "0")))
+    elif name == "elevenlabs":
+        from protocols.providers.elevenlabs import ElevenLabsProvider
 
-    if settings.elevenlabs_api_key:
-        log.warning("ELEVENLABS_API_KEY is set, but the ElevenLabs provider is not part of this "
-                    "build yet: speaking with the embedded espeak-ng engine")
-    return EspeakProvider()
+        async with ElevenLabsProvider.open(settings) as provider:
+            yield provider
+    elif name == "espeak":
+        from protocols.providers.espeak import EspeakProvider
+
+        yield EspeakProvider()
+    else:
+        raise ConfigError(f"CHORUS_PROVIDER={name!r}: use espeak, elevenlabs or fake")
 
 
 async def ensure_local_admin(store, settings: Settings) -> None:
@@ -76,19 +86,24 @@ async def _serve(settings: Settings, role: str, redis_url: str, database_url: st
     from actors.supervisor import run_with_signals
     from protocols.store import PgStore
 
-    async with PgStore.open(database_url, timeout=settings.db_timeout_s) as store:
+    async with (
+        PgStore.open(database_url, timeout=settings.db_timeout_s) as store,
+        open_provider(settings) as provider,
+    ):
         await ensure_local_admin(store, settings)
 
         async def announce(binds: list[str]) -> None:
-            print(f"Chorus {role} listening on {', '.join(binds)}", flush=True)
+            print(f"Chorus {role} listening on {', '.join(binds)} (provider {provider.name})",
+                  flush=True)
 
         service = Service(
-            settings, redis_url=redis_url, store=store, provider=make_provider(settings),
+            settings, redis_url=redis_url, store=store, provider=provider,
             role=Role(role), on_http_ready=announce,
         )
         if role == "worker":
             print(f"Chorus worker {service.consumer} started", flush=True)
-        await run_with_signals(service.supervisor)
+        async with service.coordination():
+            await run_with_signals(service.supervisor)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -120,16 +135,45 @@ def _with_store(settings: Settings, fn) -> int:
 def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
     async def create(store) -> int:
         user, key = await store.create_user(args.name, admin=args.admin)
-        print(f"created user {user.name} ({user.role}), id {user.id}", file=sys.stderr)
+        if args.quota is not None:
+            user = await store.set_quota(user.name, args.quota)
+        print(f"created user {user.name} ({user.role}), id {user.id}, monthly quota "
+              f"{_quota_text(user.monthly_quota)}", file=sys.stderr)
         print(key)
         return 0
 
     async def listing(store) -> int:
         for u in await store.list_users():
-            print(f"{u.id}\t{u.name}\t{u.role}\t{u.created_at.isoformat()}")
+            print(f"{u.id}\t{u.name}\t{u.role}\t{_quota_text(u.monthly_quota)}\t"
+                  f"{u.created_at.isoformat()}")
         return 0
 
-    return _with_store(settings, create if args.users_command == "create" else listing)
+    async def set_quota(store) -> int:
+        user = await store.set_quota(args.name, args.quota)
+        print(f"user {user.name}: monthly quota {_quota_text(user.monthly_quota)}")
+        return 0
+
+    commands = {"create": create, "list": listing, "set-quota": set_quota}
+    return _with_store(settings, commands[args.users_command])
+
+
+def _quota_text(quota: int | None) -> str:
+    return "unlimited" if quota is None else f"{quota} characters"
+
+
+def quota_arg(text: str) -> int | None:
+    """A monthly character quota: a non-negative integer, or 'unlimited'."""
+    if text.strip().lower() in ("unlimited", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of characters or 'unlimited'"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a quota cannot be negative")
+    return value
 
 
 # -- dead letters ----------------------------------------------------------------------------------
@@ -204,9 +248,17 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
         except (ChorusError, trio.TooSlowError) as exc:
             ok = False
             print(f"postgres FAILED {exc}")
-        provider = make_provider(settings)
-        voices = await provider.voices()
-        print(f"provider ok   {provider.name}, {len(voices)} voices")
+        try:
+            with trio.fail_after(30):
+                async with open_provider(settings) as provider:
+                    voices = await provider.voices()
+                    left = await provider.remaining_characters()
+                    print(f"provider ok   {provider.name}, {len(voices)} voices"
+                          + (f", {left} characters left on the account" if left is not None
+                             else ""))
+        except (ChorusError, trio.TooSlowError) as exc:
+            ok = False
+            print(f"provider FAILED {exc}")
         return 0 if ok else 1
 
     with infrastructure(settings) as (redis_url, database_url):
@@ -258,7 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     create = usub.add_parser("create", help="create a user and print its new API key")
     create.add_argument("name")
     create.add_argument("--admin", action="store_true")
+    create.add_argument("--quota", type=quota_arg, default=None,
+                        help="monthly character quota (default: unlimited)")
     usub.add_parser("list")
+    sq = usub.add_parser("set-quota", help="set a user's monthly character quota")
+    sq.add_argument("name")
+    sq.add_argument("quota", type=quota_arg, help="characters per month, or 'unlimited'")
 
     dl = sub.add_parser("dead-letters", help="list or redrive dead-lettered jobs")
     dsub = dl.add_subparsers(dest="dl_command", required=True)

@@ -7,6 +7,7 @@ The supervisor owns the channels and the in-flight registry; every child incarna
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from actors.supervisor import (
 )
 from actors.tts_actor import TTSActor
 from protocols.blobs import FileBlobStore
+from protocols.coordination import Coordinator
 from protocols.errors import ChorusError
 from protocols.keys import Keys
 from protocols.messages import Delivery
@@ -79,6 +81,7 @@ class Service:
         self.reader: StreamReader | None = None
         self.producer: Producer | None = None
         self.http_binds: list[str] = []
+        self._shared_coordinator: Coordinator | None = None
         self._on_http_ready = on_http_ready
         self._on_event = on_event or _log_event  # both supervisors report here
         self._policy = SupervisorPolicy(
@@ -92,6 +95,46 @@ class Service:
             name="root",
             on_event=self._on_event,
         )
+
+    @property
+    def account(self) -> str:
+        """Names the provider account whose slots the global semaphore counts (a hash of the
+        API key: two deployments on one Redis with different keys do not share slots)."""
+        key = self.settings.elevenlabs_api_key
+        secret = key.reveal() if key is not None and self.provider.name == "elevenlabs" else ""
+        return f"{self.provider.name}-{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
+
+    def coordinator(self, client) -> Coordinator:
+        s = self.settings
+        return Coordinator(
+            client, self.keys, account=self.account, limit=s.provider_concurrency,
+            lease_s=s.provider_lease, timeout_s=s.redis_timeout_s, holder=self.consumer,
+        )
+
+    @asynccontextmanager
+    async def coordination(self) -> AsyncIterator[None]:
+        """One Redis client for coordination, outside the supervision tree: a TTSActor cancelled
+        at shutdown still releases its lock and provider slot through it (a client inside the
+        actor would be cancelled with it)."""
+        async with self.open_queue() as queue:
+            self._shared_coordinator = self.coordinator(queue.client)
+            try:
+                with trio.move_on_after(self.settings.redis_timeout_s):
+                    try:
+                        await self._shared_coordinator.reclaim_own_slots()
+                    except ChorusError as exc:  # Redis away: the slots expire anyway
+                        log.warning("could not take back provider slots: %s", exc)
+                yield
+            finally:
+                self._shared_coordinator = None
+
+    @asynccontextmanager
+    async def open_coordinator(self) -> AsyncIterator[Coordinator]:
+        if self._shared_coordinator is not None:
+            yield self._shared_coordinator
+            return
+        async with self.open_queue() as queue:
+            yield self.coordinator(queue.client)
 
     def open_queue(self, *, block_ms: int = 0):
         return open_queue(
@@ -112,7 +155,7 @@ class Service:
                 TTSActor(
                     name=f"tts-{i}", settings=s, deliveries=self._deliveries_recv,
                     inflight=self.inflight, store=self.store, blobs=self.blobs,
-                    provider=self.provider,
+                    provider=self.provider, open_coordinator=self.open_coordinator,
                 )
                 for i in range(s.concurrency)
             ]
@@ -158,6 +201,7 @@ class Service:
             ctx = WebContext(
                 settings=self.settings, store=self.store, blobs=self.blobs,
                 provider=self.provider, submit=self.submitter.submit, readiness=readiness,
+                count=self.coordinator(queue.client).count,
             )
             async with trio.open_nursery() as nursery:
                 binds = await nursery.start(
@@ -174,7 +218,8 @@ class Service:
                 task_status.started(self.http_binds)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        await self.supervisor.run(task_status=task_status)
+        async with self.coordination():
+            await self.supervisor.run(task_status=task_status)
 
     @asynccontextmanager
     async def running(self, stop_limit_s: float = 30.0) -> AsyncIterator[Service]:

@@ -1,6 +1,7 @@
 """TTSActor: turns one delivered job into stored audio, exactly once in effect.
 
-cache -> provider -> (second stage) blob store -> Postgres -> settle. The job row is the truth:
+cache -> single-flight lock -> global provider slot -> provider -> (second stage) blob store ->
+Postgres -> release the lock -> settle. The job row is the truth:
 starting is a compare-and-set (a terminal job is only acked), the audio file is content-addressed
 by the cache key, and finishing is a compare-and-set too, so a redelivered job never doubles its
 effect.
@@ -8,19 +9,27 @@ effect.
 Failures: a permanent typed error fails the job (the entry is acked); a retryable one is noted on
 the job and the entry released for redelivery after a backoff; anything else is recorded on the
 job, the entry released, and the actor crashes (its supervisor restarts it).
+
+Single flight: before generating, the actor takes the cache key's Redis lock. Another worker
+holding it is generating the same audio: this actor waits for the lock to go, then finds the
+audio in the cache. The lock is released only once the audio row is committed, so a waiter never
+misses it; a holder that dies releases by expiry, and its job comes back through the stream.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import msgspec
 import trio
 
 from actors.inflight import InFlight
 from protocols.audio import parse_format
-from protocols.errors import ChorusError
+from protocols.cachekey import cache_key as make_cache_key
+from protocols.coordination import Coordinator, Lock
+from protocols.errors import ChorusError, ProviderUnavailable
 from protocols.faults import FaultPlan
 from protocols.messages import (
     Ack,
@@ -35,7 +44,6 @@ from protocols.messages import (
 )
 from protocols.ports import BlobStore, JobStore, SpeechProvider
 from protocols.settings import Settings
-from protocols.text import normalize_text
 
 log = logging.getLogger("chorus.tts")
 
@@ -45,11 +53,19 @@ BACKOFF_MAX_S = 30.0
 STORE_DEFER_S = 0.01
 
 
-def cache_key(job: Job | SpeechJob, provider: str) -> str:
-    """Identical requests share audio: hash of everything that shapes the bytes."""
-    text = normalize_text(job.text)
-    parts = [provider, job.voice_id, job.language or "", job.output_format, text]
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+def cache_key(job: Job | SpeechJob, provider: str, scope: str = "global") -> str:
+    """The job's cache key: the one settled at submit, else (entries from before it was
+    carried) computed the same way."""
+    if job.cache_key:
+        return job.cache_key
+    return make_cache_key(
+        provider=provider, text=job.text, voice_id=job.voice_id, language=job.language,
+        output_format=job.output_format, params=job.params,
+        owner=job.owner if scope == "owner" else None,
+    )
+
+
+OpenCoordinator = Callable[[], AbstractAsyncContextManager[Coordinator]]
 
 
 class ActorStatistics(msgspec.Struct, frozen=True):
@@ -67,6 +83,7 @@ class _Produced(msgspec.Struct, frozen=True):
     audio: NewAudio
     data: bytes | None = None
     extension: str = ""
+    lock: Lock | None = None  # the single-flight lock, released once the audio is stored
 
 
 class TTSActor:
@@ -85,6 +102,7 @@ class TTSActor:
         store: JobStore,
         blobs: BlobStore,
         provider: SpeechProvider,
+        open_coordinator: OpenCoordinator | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -93,6 +111,10 @@ class TTSActor:
         self._store = store
         self._blobs = blobs
         self._provider = provider
+        self._open_coordinator = open_coordinator
+        self._coord: Coordinator | None = None
+        self._held: Lock | None = None  # the single-flight lock of the job in the first stage
+        self._nursery: trio.Nursery | None = None
         self._faults = settings.faults or FaultPlan()
         self._succeeded = self._failed = self._retried = 0
         self._busy = False
@@ -104,9 +126,21 @@ class TTSActor:
         return ActorStatistics(self.name, self._succeeded, self._failed, self._retried, self._busy)
 
     async def run(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        if self._open_coordinator is None:
+            await self._run(stop, task_status)
+            return
+        async with self._open_coordinator() as coord:
+            self._coord = coord
+            try:
+                await self._run(stop, task_status)
+            finally:
+                self._coord = None
+
+    async def _run(self, stop: trio.Event, task_status: trio.TaskStatus[None]) -> None:
         storing = trio.Semaphore(1)  # released by the storing task
         self._crash = None
         async with self._deliveries.clone() as deliveries, trio.open_nursery() as nursery:
+            self._nursery = nursery
 
             async def stop_when_idle() -> None:
                 await stop.wait()
@@ -148,11 +182,14 @@ class TTSActor:
         self, delivery: Delivery, nursery: trio.Nursery, storing: trio.Semaphore
     ) -> None:
         self._busy = True
+        self._held = None
         try:
             outcome = await self._handle(delivery)
             if isinstance(outcome, _Produced):
                 await storing.acquire()
                 self._next_started = trio.Event()
+                outcome = msgspec.structs.replace(outcome, lock=self._held)
+                self._held = None  # the storing stage releases it
                 nursery.start_soon(
                     self._store_stage, delivery, outcome, storing, self._next_started
                 )
@@ -162,6 +199,9 @@ class TTSActor:
             raise
         finally:
             self._busy = False
+            if self._held is not None:
+                await self._held.release()
+                self._held = None
         self._inflight.settle(delivery.entry_id, outcome)
 
     async def _store_stage(
@@ -186,6 +226,8 @@ class TTSActor:
             await self._give_back(delivery, exc)
             raise
         finally:
+            if produced.lock is not None:
+                await produced.lock.release()  # after the audio row is committed (or not)
             storing.release()
         self._inflight.settle(delivery.entry_id, settlement)
 
@@ -198,7 +240,7 @@ class TTSActor:
 
     async def _handle(self, delivery: Delivery) -> Settlement | _Produced:
         job_id = delivery.job.job_id
-        key = cache_key(delivery.job, self._provider.name)
+        key = cache_key(delivery.job, self._provider.name, self.settings.cache_scope)
         try:
             job, cached = await self._store.start_job_cached(job_id, key)
             self._next_started.set()
@@ -234,30 +276,71 @@ class TTSActor:
         await self._store.fail_job(delivery.job.job_id, exc.code, exc.detail)
         return Ack(delivery.entry_id)
 
+    async def _reuse(self, job: Job, key: str, audio: Audio | None) -> _Produced | None:
+        """Point the job at existing audio with its key, if its file is there."""
+        if audio is None or not await self._blobs.exists(audio.path):
+            return None
+        return _Produced(
+            job=job,
+            audio=NewAudio(
+                owner=job.owner, cache_key=key, format=audio.format,
+                content_type=audio.content_type, duration_s=audio.duration_s,
+                size=audio.size, path=audio.path,
+            ),
+        )
+
+    async def _single_flight(self, job: Job, key: str) -> _Produced | None:
+        """Hold the key's lock (kept in ``self._held``), or wait for the worker generating the
+        same audio and reuse its result. None: this actor generates."""
+        coord = self._coord
+        assert coord is not None and self._nursery is not None
+        lock = coord.lock(key, job.id)
+        waited = False
+        deadline = trio.current_time() + self.settings.provider_wait_s
+        while not await lock.acquire():
+            if not waited:
+                waited = True
+                await coord.count("flight_waits")
+            await lock.wait_released(max(0.0, deadline - trio.current_time()))
+            if (reused := await self._reuse(job, key, await self._store.find_audio(
+                    job.owner, key))) is not None:
+                return reused
+            if trio.current_time() >= deadline:
+                raise ProviderUnavailable(
+                    "an identical job is still being generated elsewhere; retrying later"
+                )
+        self._held = lock
+        await self._nursery.start(lock.keep_alive)
+        # double check: a holder may have stored it between our cache look-up and the lock
+        found = await self._store.find_audio(job.owner, key)
+        return await self._reuse(job, key, found)
+
     async def _produce(self, job: Job, key: str, audio: Audio | None) -> _Produced:
         fmt = parse_format(job.output_format)
-        if audio is not None and await self._blobs.exists(audio.path):
-            return _Produced(
-                job=job,
-                audio=NewAudio(
-                    owner=job.owner, cache_key=key, format=audio.format,
-                    content_type=audio.content_type, duration_s=audio.duration_s,
-                    size=audio.size, path=audio.path,
-                ),
-            )
-        result = await self._provider.synthesize(
-            SynthesisRequest(
-                text=job.text, voice_id=job.voice_id, language=job.language,
-                output_format=job.output_format,
-            )
+        if (reused := await self._reuse(job, key, audio)) is not None:
+            return reused
+        if self._coord is not None:
+            if (reused := await self._single_flight(job, key)) is not None:
+                return reused
+        request = SynthesisRequest(
+            text=job.text, voice_id=job.voice_id, language=job.language,
+            output_format=job.output_format, params=job.params,
         )
+        if self._coord is not None and self._provider.shared_account:
+            async with self._coord.slot(self.settings.provider_wait_s):
+                result = await self._provider.synthesize(request)
+        else:
+            result = await self._provider.synthesize(request)
+        if self._coord is not None:
+            await self._coord.count("provider_calls")
         await self._faults.hit("tts.after_synth")
         return _Produced(
             job=job,
             audio=NewAudio(
                 owner=job.owner, cache_key=key, format=fmt.name,
                 content_type=result.content_type, duration_s=result.duration_s,
-                size=len(result.audio), path="",
+                size=len(result.audio), path="", request_ids=result.request_ids,
+                character_cost=result.character_cost, charge=job.characters,
             ),
             data=result.audio,
             extension=fmt.extension,

@@ -184,3 +184,42 @@ def encode_pcm(pcm: bytes, sample_rate: int, fmt: AudioFormat) -> bytes:
         for packet in stream.encode(None):
             out.mux(packet)
     return sink.getvalue()
+
+
+_RAW_DEMUXERS = {"pcm": "s16le", "ulaw": "mulaw", "alaw": "alaw"}
+
+
+def decode_to_pcm(data: bytes, fmt: AudioFormat) -> bytes:
+    """Decode ``data`` in ``fmt`` to s16le mono PCM at ``fmt.sample_rate`` (stitching, and the
+    duration of audio a provider returned). Synchronous and CPU-bound: run it in a thread.
+    Raises ``ValueError`` when the bytes are not audio in that format."""
+    if fmt.family == "pcm":
+        if len(data) % SAMPLE_WIDTH:
+            raise ValueError("PCM has an odd number of bytes")
+        return data
+    options = {}
+    container = None
+    if fmt.raw:
+        container = _RAW_DEMUXERS[fmt.family]
+        options = {"sample_rate": str(fmt.sample_rate), "ch_layout": "mono"}
+    out = bytearray()
+    try:
+        with av.open(io.BytesIO(data), mode="r", format=container, options=options) as source:
+            stream = source.streams.audio[0]
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=fmt.sample_rate)
+            for frame in source.decode(stream):
+                for resampled in resampler.resample(frame):
+                    out += bytes(resampled.planes[0])[: resampled.samples * SAMPLE_WIDTH]
+            for resampled in resampler.resample(None):
+                out += bytes(resampled.planes[0])[: resampled.samples * SAMPLE_WIDTH]
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise ValueError(f"not {fmt.name} audio: {exc}") from exc
+    return bytes(out)
+
+
+def audio_duration(data: bytes, fmt: AudioFormat) -> float:
+    """Seconds of audio in ``data`` (decodes it; raw formats are measured directly)."""
+    if fmt.raw:
+        width = SAMPLE_WIDTH if fmt.family == "pcm" else 1
+        return len(data) / width / fmt.sample_rate
+    return pcm_duration(decode_to_pcm(data, fmt), fmt.sample_rate)

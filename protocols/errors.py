@@ -92,6 +92,20 @@ class IdempotencyConflict(ChorusError):
     title = "Idempotency key reused with a different request"
 
 
+class QuotaExceeded(ChorusError):
+    """The user's monthly character quota cannot hold this job (nothing was queued)."""
+
+    code = "quota_exceeded"
+    status = 429
+    title = "Monthly character quota exceeded"
+
+
+class InvalidCursor(InvalidInput):
+    code = "invalid_cursor"
+    status = 400
+    title = "Invalid cursor"
+
+
 # --- service availability (5xx) ------------------------------------------------------------------
 
 
@@ -142,6 +156,51 @@ class ProviderUnavailable(ProviderError):
 class SynthesisFailed(ProviderError):
     code = "synthesis_failed"
     title = "Speech synthesis failed"
+
+
+class ProviderAuthFailed(ProviderError):
+    """The provider rejected the service's API key (the operator must fix it)."""
+
+    code = "provider_auth_failed"
+    title = "The speech provider rejected the service's API key"
+
+
+class ProviderQuotaExhausted(ProviderError):
+    """The provider account has no characters left for this text."""
+
+    code = "provider_quota_exhausted"
+    status = 503
+    title = "The speech provider account is out of characters"
+
+
+class ProviderBlocked(ProviderError):
+    """ElevenLabs' ``detected_unusual_activity``: free tier blocked (e.g. from cloud IPs)."""
+
+    code = "provider_blocked"
+    title = "The speech provider blocked the account (unusual activity); a paid plan is needed"
+
+
+class ProviderForbidden(ProviderError):
+    code = "provider_forbidden"
+    title = "The provider account's plan does not allow this"
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request as invalid (parameters, text too long for the model)."""
+
+    code = "provider_rejected"
+    title = "The speech provider rejected the request"
+
+
+class UnsupportedLanguage(InvalidInput):
+    code = "unsupported_language"
+    title = "No model of this provider speaks that language"
+
+
+class NotSupported(ChorusError):
+    code = "not_supported"
+    status = 501
+    title = "Not supported by this provider"
 
 
 class DeliveriesExhausted(ChorusError):

@@ -26,3 +26,16 @@ class Keys(msgspec.Struct, frozen=True):
     def enqueued(self, job_id: str) -> str:
         """Marker making XADD idempotent by job id."""
         return f"{self.prefix}:enq:{job_id}"
+
+    def flight(self, cache_key: str) -> str:
+        """Single-flight lock: one worker generates this cache key at a time."""
+        return f"{self.prefix}:flight:{cache_key}"
+
+    def semaphore(self, account: str) -> str:
+        """The provider account's slots (a sorted set of tokens scored by expiry)."""
+        return f"{self.prefix}:sem:{account}"
+
+    @property
+    def stats(self) -> str:
+        """Shared counters (cache hits and misses, provider calls, single-flight waits)."""
+        return f"{self.prefix}:stats"

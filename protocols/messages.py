@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
+from typing import Annotated
 
 import msgspec
 
@@ -25,6 +26,44 @@ class JobStatus(StrEnum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.dead)
 
 
+# --- synthesis parameters ----------------------------------------------------------------------
+
+Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class VoiceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+                    omit_defaults=True):
+    """Per-request voice settings (ElevenLabs' names and ranges). Unset fields keep the
+    voice's own settings."""
+
+    stability: Unit | None = None
+    similarity_boost: Unit | None = None
+    style: Unit | None = None
+    use_speaker_boost: bool | None = None
+    speed: Annotated[float, msgspec.Meta(ge=0.7, le=1.2)] | None = None
+
+
+class DictionaryRef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+                    omit_defaults=True):
+    """A pronunciation dictionary, pinned to a version once the job is accepted."""
+
+    pronunciation_dictionary_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    version_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+
+class SpeechParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Everything besides text, voice, language and format that shapes the audio. Settled at
+    submit (model chosen, dictionary versions pinned), so the cache key is known up front."""
+
+    model_id: str = ""
+    voice_settings: VoiceSettings | None = None
+    seed: int | None = None
+    dictionaries: tuple[DictionaryRef, ...] = ()
+
+
+NO_PARAMS = SpeechParams()
+
+
 # --- on the job stream -------------------------------------------------------------------------
 
 
@@ -38,6 +77,8 @@ class SpeechJob(msgspec.Struct, frozen=True, kw_only=True, tag="speech"):
     language: str | None = None
     output_format: str = DEFAULT_FORMAT
     submitted_at: float = 0.0  # unix seconds, for pickup-latency figures
+    params: SpeechParams = NO_PARAMS
+    cache_key: str = ""  # "" in entries written before it existed: the actor computes it
 
 
 StreamMessage = SpeechJob  # grows into a tagged union (e.g. ``SpeechJob | PreviewJob``)
@@ -78,6 +119,24 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     role: str  # "admin" | "user"
     created_at: dt.datetime
+    monthly_quota: int | None = None  # characters per calendar month (UTC); None = unlimited
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """One user's quota month (UTC): characters charged, and reserved by unfinished jobs."""
+
+    period_start: str  # ISO date of the 1st of the month
+    resets_at: str  # ISO timestamp
+    limit: int | None  # None: unlimited
+    used: int
+    reserved: int
+    jobs_charged: int
+
+    @property
+    def remaining(self) -> int | None:
+        if self.limit is None:
+            return None
+        return max(0, self.limit - self.used - self.reserved)
 
 
 class NewJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,6 +148,8 @@ class NewJob(msgspec.Struct, frozen=True, kw_only=True):
     output_format: str
     idempotency_key: str | None
     request_hash: str  # detects an idempotency key reused for a different request
+    params: SpeechParams = NO_PARAMS
+    cache_key: str = ""
 
     @property
     def characters(self) -> int:
@@ -113,6 +174,11 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     created_at: dt.datetime
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    params: SpeechParams = NO_PARAMS
+    cache_key: str = ""
+    cached: bool = False  # answered from existing audio at submit, without a provider call
+    request_ids: tuple[str, ...] = ()  # the provider's request ids (one per text part)
+    character_cost: int | None = None  # what the provider said it charged
 
     def to_stream(self, submitted_at: float = 0.0) -> SpeechJob:
         return SpeechJob(
@@ -123,6 +189,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             language=self.language,
             output_format=self.output_format,
             submitted_at=submitted_at,
+            params=self.params,
+            cache_key=self.cache_key,
         )
 
 
@@ -134,6 +202,9 @@ class NewAudio(msgspec.Struct, frozen=True, kw_only=True):
     duration_s: float
     size: int  # bytes
     path: str  # relative to the blob root
+    request_ids: tuple[str, ...] = ()  # provider request ids, when newly generated
+    character_cost: int | None = None
+    charge: int = 0  # characters charged to the owner's quota (0: reused audio)
 
 
 class Audio(msgspec.Struct, frozen=True, kw_only=True):
@@ -166,6 +237,7 @@ class SynthesisRequest(msgspec.Struct, frozen=True, kw_only=True):
     voice_id: str
     language: str | None = None
     output_format: str = DEFAULT_FORMAT
+    params: SpeechParams = NO_PARAMS
 
 
 class SynthesisResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -173,7 +245,8 @@ class SynthesisResult(msgspec.Struct, frozen=True, kw_only=True):
     content_type: str
     duration_s: float
     characters: int
-    request_id: str | None = None
+    request_ids: tuple[str, ...] = ()
+    character_cost: int | None = None  # credits the provider charged, if it says
 
 
 # --- dead letters --------------------------------------------------------------------------------

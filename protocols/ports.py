@@ -16,8 +16,10 @@ from protocols.messages import (
     NewAudio,
     NewJob,
     SpeechJob,
+    SpeechParams,
     SynthesisRequest,
     SynthesisResult,
+    Usage,
     User,
     VoiceInfo,
 )
@@ -35,11 +37,18 @@ class JobStore(Protocol):
         ...
     async def authenticate(self, api_key: str) -> User | None: ...
     async def list_users(self) -> list[User]: ...
+    async def set_quota(self, name: str, quota: int | None) -> User: ...
+    async def usage(self, owner: str) -> Usage: ...
 
     # jobs
-    async def create_job(self, job: NewJob) -> tuple[Job, bool]:
+    async def create_job(
+        self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None
+    ) -> tuple[Job, bool]:
         """Insert, or return the owner's existing job with the same idempotency key
-        (``created`` False). Raises ``IdempotencyConflict`` if that job's request differs."""
+        (``created`` False). Raises ``IdempotencyConflict`` if that job's request differs.
+        ``cached``: existing audio with the job's cache key; the job is created succeeded
+        pointing at it (nothing charged). Else with a ``quota`` (characters a month) the job
+        must fit: used + reserved by unfinished jobs + its own, or ``QuotaExceeded``."""
         ...
     async def discard_job(self, job_id: str) -> bool:
         """Delete a job whose enqueue failed, unless a worker already started it (its XADD did
@@ -75,7 +84,10 @@ class JobStore(Protocol):
         ...
 
     # audio
-    async def find_audio(self, owner: str, cache_key: str) -> Audio | None: ...
+    async def find_audio(self, owner: str, cache_key: str) -> Audio | None:
+        """Audio with this cache key: the owner's own row first, else another owner's (the
+        file is shared; each owner gets a row of their own when a job links to it)."""
+        ...
     async def get_audio(self, audio_id: str, owner: str | None = None) -> Audio | None: ...
 
 
@@ -91,6 +103,9 @@ class BlobStore(Protocol):
 
 class SpeechProvider(Protocol):
     name: str
+    #: calls draw on one metered account shared by every worker process: they go through the
+    #: global Redis semaphore (``CHORUS_PROVIDER_CONCURRENCY``)
+    shared_account: bool
 
     def formats(self) -> frozenset[str]:
         """Output formats (ElevenLabs names) this provider can produce."""
@@ -99,6 +114,21 @@ class SpeechProvider(Protocol):
     async def resolve_voice(self, voice_id: str | None, language: str | None) -> VoiceInfo:
         """The voice a job will use: ``voice_id`` if this provider has it, else the default
         voice for ``language`` (or the provider default). Raises ``UnknownVoice``."""
+        ...
+    async def prepare(
+        self,
+        text: str,
+        voice: VoiceInfo,
+        language: str | None,
+        params: SpeechParams,
+        preference: str | None = None,
+    ) -> SpeechParams:
+        """Settle a job's parameters at submit, so its cache key is known: the model (an
+        explicit ``model_id`` wins, else chosen by language, length and preference) and
+        dictionaries pinned to a version. Raises ``InvalidInput`` / ``UnsupportedLanguage``."""
+        ...
+    async def remaining_characters(self) -> int | None:
+        """Characters the provider account has left (cached); None: unlimited or unknown."""
         ...
     async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
         """Raises ``UnknownVoice``, ``ProviderUnavailable`` (retryable) or ``ProviderError``."""

@@ -27,6 +27,10 @@ class Secret(str):
         return str.__str__(self)
 
 
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None  # None -> embedded Valkey under data_dir
     database_url: Secret | None = None  # None -> embedded Postgres under data_dir
@@ -48,7 +52,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     restart_period_s: float = 60.0  # ... within this many seconds -> give up, exit non-zero
     redis_timeout_s: float = 2.0
     db_timeout_s: float = 5.0
+    # provider (ElevenLabs when a key is set)
+    elevenlabs_base_url: str | None = None  # None -> https://api.elevenlabs.io
+    elevenlabs_timeout_s: float = 120.0  # per request (connect, read, write)
+    elevenlabs_default_voice_id: str | None = None  # None -> the first premade voice
+    elevenlabs_dictionaries: tuple[str, ...] = ()  # "id" or "id:version", at most 3
+    model_preference: str = "balanced"  # balanced | latency | quality | expressive
+    provider_concurrency: int = 3  # requests in flight per provider account, all processes
+    provider_lease_s: float | None = None  # slot / single-flight lock lease; None: lease_s
+    provider_max_attempts: int = 4  # tries per delivery on transient errors
+    provider_wait_s: float = 120.0  # longest wait for the account inside one delivery
+    cache_scope: str = "global"  # global: identical requests share audio across users | owner
     faults: FaultPlan | None = None  # tests only
+
+    @property
+    def provider_lease(self) -> float:
+        """Lease of a provider slot and of a single-flight lock (renewed every third)."""
+        return self.provider_lease_s if self.provider_lease_s is not None else self.lease_s
 
     @property
     def data_path(self) -> Path:
@@ -102,12 +122,38 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("max_text_chars", "CHORUS_MAX_TEXT_CHARS", int)
         put("restart_intensity", "CHORUS_RESTART_INTENSITY", int)
         put("restart_period_s", "CHORUS_RESTART_PERIOD_S", float)
+        put("elevenlabs_base_url", "ELEVENLABS_BASE_URL")
+        put("elevenlabs_timeout_s", "ELEVENLABS_TIMEOUT_S", float)
+        put("elevenlabs_default_voice_id", "ELEVENLABS_DEFAULT_VOICE_ID")
+        put("elevenlabs_dictionaries", "ELEVENLABS_PRONUNCIATION_DICTIONARIES", _csv)
+        put("model_preference", "CHORUS_MODEL_PREFERENCE")
+        put("provider_concurrency", "CHORUS_PROVIDER_CONCURRENCY", int)
+        put("provider_lease_s", "CHORUS_PROVIDER_LEASE_S", float)
+        put("provider_max_attempts", "CHORUS_PROVIDER_MAX_ATTEMPTS", int)
+        put("provider_wait_s", "CHORUS_PROVIDER_WAIT_S", float)
+        put("cache_scope", "CHORUS_CACHE_SCOPE")
         raw.update(overrides)
         settings = cls(**raw)  # type: ignore[arg-type]
         settings.validate()
         return settings
 
     def validate(self) -> None:
+        if self.model_preference not in ("balanced", "latency", "quality", "expressive"):
+            raise ConfigError(
+                "CHORUS_MODEL_PREFERENCE must be balanced, latency, quality or expressive"
+            )
+        if self.cache_scope not in ("global", "owner"):
+            raise ConfigError("CHORUS_CACHE_SCOPE must be global or owner")
+        if self.provider_concurrency < 1 or self.provider_max_attempts < 1:
+            raise ConfigError(
+                "CHORUS_PROVIDER_CONCURRENCY and CHORUS_PROVIDER_MAX_ATTEMPTS must be at least 1"
+            )
+        if (self.provider_lease_s is not None and self.provider_lease_s <= 0) or (
+            self.elevenlabs_timeout_s <= 0
+        ):
+            raise ConfigError("CHORUS_PROVIDER_LEASE_S and ELEVENLABS_TIMEOUT_S must be positive")
+        if len(self.elevenlabs_dictionaries) > 3:
+            raise ConfigError("ELEVENLABS_PRONUNCIATION_DICTIONARIES takes at most 3 entries")
         if self.concurrency < 1:
             raise ConfigError("CHORUS_CONCURRENCY must be at least 1")
         if not 0 <= self.port <= 65535:

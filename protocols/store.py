@@ -28,7 +28,7 @@ import trio_asyncio
 from protocols import store_sql as q
 from protocols.embedded import with_database
 from protocols.errors import ChorusError, ConfigError, InvalidInput, NotFound, StoreUnavailable
-from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, User
+from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, Usage, User
 
 T = TypeVar("T")
 
@@ -249,10 +249,28 @@ class PgStore:
     async def list_users(self) -> list[User]:
         return await self._call(q.list_users)
 
+    async def set_quota(self, name: str, quota: int | None) -> User:
+        if quota is not None and quota < 0:
+            raise InvalidInput("a quota cannot be negative")
+        return await self._call(q.set_quota, name, quota)
+
+    async def usage(self, owner: str) -> Usage:
+        row = await self._call(q.usage, owner)
+        return Usage(
+            period_start=row["period"].isoformat(),
+            resets_at=q.next_period(row["period"]).isoformat().replace("+00:00", "Z"),
+            limit=row["quota"],
+            used=int(row["used"]),
+            reserved=int(row["reserved"]),
+            jobs_charged=int(row["jobs"]),
+        )
+
     # jobs
 
-    async def create_job(self, job: NewJob) -> tuple[Job, bool]:
-        return await self._call(q.create_job, job)
+    async def create_job(
+        self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None
+    ) -> tuple[Job, bool]:
+        return await self._call(q.create_job, job, quota, cached, "aud_" + uuid.uuid4().hex)
 
     async def discard_job(self, job_id: str) -> bool:
         return await self._call(q.discard_job, job_id)

@@ -5,21 +5,34 @@ neither asyncio nor asyncpg (errors are recognised by SQLSTATE).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from protocols.errors import AlreadyExists, IdempotencyConflict, InvalidInput, StoreUnavailable
-from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, User
+import msgspec
+
+from protocols.errors import (
+    AlreadyExists,
+    IdempotencyConflict,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    StoreUnavailable,
+)
+from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, SpeechParams, User
 
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
 
 _MIGRATION_LOCK = 0x63686F72_7573  # pg_advisory_lock key: "chorus"
-_USER = "id, name, role, created_at"
+_QUOTA_LOCK = 0x71756F74  # pg_advisory_xact_lock(_QUOTA_LOCK, hashtext(owner)): "quot"
+_USER = "id, name, role, created_at, monthly_quota"
 _JOB = (
     "id, owner, status, text, voice_id, language, output_format, idempotency_key, request_hash,"
     " attempts, characters, error_code, error_message, audio_id, created_at, started_at,"
-    " finished_at"
+    " finished_at, params, cache_key, cached, request_ids, character_cost"
 )
+_PERIOD = "date_trunc('month', now() AT TIME ZONE 'UTC')::date"  # the quota month (UTC)
+_params_decoder = msgspec.json.Decoder(SpeechParams)
 _JOB_Q = ", ".join(f"jobs.{c.strip()}" for c in _JOB.split(","))  # qualified, for joins
 _AUDIO = "id, owner, cache_key, format, content_type, duration_s, size, path, created_at"
 _ACTIVE = "status IN ('queued', 'running')"
@@ -29,7 +42,24 @@ def _job(row: Any) -> Job | None:
     if row is None:
         return None
     fields = dict(row)
-    return Job(**{**fields, "status": JobStatus(fields["status"])})
+    return Job(
+        **{
+            **fields,
+            "status": JobStatus(fields["status"]),
+            "params": _params_decoder.decode(fields["params"]),
+            "request_ids": tuple(fields["request_ids"]),
+        }
+    )
+
+
+def _encode_params(params: SpeechParams) -> str:
+    return msgspec.json.encode(params).decode()
+
+
+def next_period(today: dt.date) -> dt.datetime:
+    """When the quota month that contains ``today`` ends (UTC midnight of the 1st)."""
+    year, month = (today.year + 1, 1) if today.month == 12 else (today.year, today.month + 1)
+    return dt.datetime(year, month, 1, tzinfo=dt.UTC)
 
 
 def _user(row: Any) -> User | None:
@@ -97,41 +127,98 @@ async def list_users(conn: Any) -> list[User]:
     ]
 
 
-async def create_job(conn: Any, job: NewJob) -> tuple[Job, bool]:
+_INSERT_JOB = (
+    "INSERT INTO jobs (id, owner, idempotency_key, request_hash, text, voice_id, language,"
+    " output_format, characters, params, cache_key, status, cached, audio_id, started_at,"
+    " finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14,"
+    " CASE WHEN $13 THEN now() END, CASE WHEN $13 THEN now() END)"
+    f" ON CONFLICT DO NOTHING RETURNING {_JOB}"
+)
+_LINK_AUDIO = (
+    "INSERT INTO audio (id, owner, cache_key, format, content_type, duration_s, size, path)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (owner, cache_key)"
+    " DO UPDATE SET cache_key = EXCLUDED.cache_key RETURNING id"
+)
+
+
+async def _existing(conn: Any, job: NewJob) -> Job | None:
+    """The owner's job with this idempotency key (or id); IdempotencyConflict if it differs."""
+    row = None
+    if job.idempotency_key is not None:
+        row = await conn.fetchrow(
+            f"SELECT {_JOB} FROM jobs WHERE owner = $1 AND idempotency_key = $2",
+            job.owner,
+            job.idempotency_key,
+        )
+    row = row or await conn.fetchrow(f"SELECT {_JOB} FROM jobs WHERE id = $1", job.id)
+    if row is None:
+        return None
+    existing = _job(row)
+    if existing.owner != job.owner or existing.request_hash != job.request_hash:
+        raise IdempotencyConflict("this Idempotency-Key was used for a different request")
+    return existing
+
+
+async def _check_quota(conn: Any, job: NewJob, quota: int) -> None:
+    """Used this month + reserved by unfinished jobs + this job must fit. Serialised per owner
+    by a transaction-scoped advisory lock, so two concurrent submits cannot both squeeze in."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _QUOTA_LOCK, job.owner)
+    row = await conn.fetchrow(
+        f"SELECT {_PERIOD} AS period,"
+        " (SELECT coalesce(sum(characters), 0) FROM usage"
+        f"   WHERE owner = $1 AND period = {_PERIOD}) AS used,"
+        " (SELECT coalesce(sum(characters), 0) FROM jobs"
+        f"   WHERE owner = $1 AND {_ACTIVE}) AS reserved",
+        job.owner,
+    )
+    used, reserved = int(row["used"]), int(row["reserved"])
+    if used + reserved + job.characters > quota:
+        remaining = max(0, quota - used - reserved)
+        reset = next_period(row["period"])
+        raise QuotaExceeded(
+            f"This job needs {job.characters} characters; {remaining} of your monthly quota"
+            f" of {quota} remain (used {used}, reserved by unfinished jobs {reserved})."
+            f" The quota resets at {reset.isoformat().replace('+00:00', 'Z')}.",
+            limit=quota, used=used, reserved=reserved, remaining=remaining,
+            required=job.characters, reset_at=reset.isoformat().replace("+00:00", "Z"),
+            retry_after=max(1, int((reset - dt.datetime.now(dt.UTC)).total_seconds()) + 1),
+        )
+
+
+async def create_job(
+    conn: Any, job: NewJob, quota: int | None, cached: Audio | None, audio_id: str
+) -> tuple[Job, bool]:
+    """Insert the job (or return the owner's existing one for its idempotency key).
+
+    ``cached``: existing audio with the job's cache key: the job is created succeeded, pointing
+    at an audio row of the owner's for that file, and nothing is charged. Otherwise, with a
+    ``quota``, the job must fit in it (``QuotaExceeded``)."""
     for _ in range(3):  # the existing row may be discarded between our INSERT and SELECT
         try:
-            row = await conn.fetchrow(
-                "INSERT INTO jobs (id, owner, idempotency_key, request_hash, text, voice_id,"
-                " language, output_format, characters) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                f" ON CONFLICT DO NOTHING RETURNING {_JOB}",
-                job.id,
-                job.owner,
-                job.idempotency_key,
-                job.request_hash,
-                job.text,
-                job.voice_id,
-                job.language,
-                job.output_format,
-                job.characters,
-            )
+            async with conn.transaction():
+                if cached is None and quota is not None:
+                    if (existing := await _existing(conn, job)) is not None:
+                        return existing, False
+                    await _check_quota(conn, job, quota)
+                linked = None
+                if cached is not None:
+                    linked = await conn.fetchval(
+                        _LINK_AUDIO, audio_id, job.owner, cached.cache_key, cached.format,
+                        cached.content_type, cached.duration_s, cached.size, cached.path,
+                    )
+                row = await conn.fetchrow(
+                    _INSERT_JOB, job.id, job.owner, job.idempotency_key, job.request_hash,
+                    job.text, job.voice_id, job.language, job.output_format, job.characters,
+                    _encode_params(job.params), job.cache_key,
+                    "succeeded" if linked else "queued", linked is not None, linked,
+                )
         except Exception as exc:
             if getattr(exc, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
                 raise
             raise InvalidInput("unknown job owner") from exc
         if row is not None:
             return _job(row), True
-        row = None
-        if job.idempotency_key is not None:
-            row = await conn.fetchrow(
-                f"SELECT {_JOB} FROM jobs WHERE owner = $1 AND idempotency_key = $2",
-                job.owner,
-                job.idempotency_key,
-            )
-        row = row or await conn.fetchrow(f"SELECT {_JOB} FROM jobs WHERE id = $1", job.id)
-        if row is not None:
-            existing = _job(row)
-            if existing.owner != job.owner or existing.request_hash != job.request_hash:
-                raise IdempotencyConflict("this Idempotency-Key was used for a different request")
+        if (existing := await _existing(conn, job)) is not None:
             return existing, False
     raise StoreUnavailable("job creation kept racing with a deletion; retry")
 
@@ -163,7 +250,8 @@ _AUDIO_COLS = [c.strip() for c in _AUDIO.split(",")]
 _START_CACHED = (
     f"WITH s AS ({_START}) SELECT s.*, "
     + ", ".join(f"a.{c} AS audio_{c}" for c in _AUDIO_COLS)
-    + " FROM s LEFT JOIN audio a ON a.owner = s.owner AND a.cache_key = $2"
+    + " FROM s LEFT JOIN LATERAL (SELECT * FROM audio WHERE audio.cache_key = $2"
+    " ORDER BY audio.owner = s.owner DESC, audio.created_at LIMIT 1) a ON true"
 )
 
 
@@ -181,22 +269,33 @@ async def start_job_cached(
         return await get_job(conn, job_id, None), None
     fields = dict(row)
     audio = {c: fields.pop(f"audio_{c}") for c in _AUDIO_COLS}
-    job = Job(**{**fields, "status": JobStatus(fields["status"])})
-    return job, (Audio(**audio) if audio["id"] is not None else None)
+    return _job(fields), (Audio(**audio) if audio["id"] is not None else None)
+
+
+_FINISH = (
+    "WITH j AS (SELECT id, owner FROM jobs WHERE id = $1 AND status = 'running' FOR UPDATE),"
+    " a AS (INSERT INTO audio (id, owner, cache_key, format, content_type, duration_s,"
+    " size, path) SELECT $2, $3, $4, $5, $6, $7, $8, $9 FROM j"
+    " ON CONFLICT (owner, cache_key) DO UPDATE SET format = EXCLUDED.format,"
+    " content_type = EXCLUDED.content_type, duration_s = EXCLUDED.duration_s,"
+    " size = EXCLUDED.size, path = EXCLUDED.path RETURNING id),"
+    # the usage ledger: one row per job that generated audio (its primary key is the job id)
+    " u AS (INSERT INTO usage (job_id, owner, period, characters, provider_cost)"
+    f" SELECT j.id, j.owner, {_PERIOD}, $12, $11 FROM j WHERE $12 > 0"
+    " ON CONFLICT (job_id) DO NOTHING)"
+    " UPDATE jobs SET status = 'succeeded', audio_id = a.id, finished_at = now(),"
+    " error_code = NULL, error_message = NULL, request_ids = $10,"
+    " character_cost = coalesce($11, jobs.character_cost)"
+    f" FROM a WHERE jobs.id = $1 RETURNING {_JOB_Q}"
+)
 
 
 async def finish_job(conn: Any, job_id: str, audio_id: str, audio: NewAudio) -> Job | None:
-    """One statement: lock the job if it is running, upsert its audio row, mark it succeeded.
-    A job that is unknown or already settled is returned as it is (idempotent)."""
+    """One statement: lock the job if it is running, upsert its audio row, charge the owner
+    (when the audio was generated for it), mark it succeeded. A job that is unknown or already
+    settled is returned as it is (idempotent, and never charged twice)."""
     row = await conn.fetchrow(
-        "WITH j AS (SELECT id FROM jobs WHERE id = $1 AND status = 'running' FOR UPDATE),"
-        " a AS (INSERT INTO audio (id, owner, cache_key, format, content_type, duration_s,"
-        " size, path) SELECT $2, $3, $4, $5, $6, $7, $8, $9 FROM j"
-        " ON CONFLICT (owner, cache_key) DO UPDATE SET format = EXCLUDED.format,"
-        " content_type = EXCLUDED.content_type, duration_s = EXCLUDED.duration_s,"
-        " size = EXCLUDED.size, path = EXCLUDED.path RETURNING id)"
-        " UPDATE jobs SET status = 'succeeded', audio_id = a.id, finished_at = now(),"
-        f" error_code = NULL, error_message = NULL FROM a WHERE jobs.id = $1 RETURNING {_JOB_Q}",
+        _FINISH,
         job_id,
         audio_id,
         audio.owner,
@@ -206,6 +305,9 @@ async def finish_job(conn: Any, job_id: str, audio_id: str, audio: NewAudio) -> 
         audio.duration_s,
         audio.size,
         audio.path,
+        list(audio.request_ids),
+        audio.character_cost,
+        audio.charge,
     )
     return _job(row) if row is not None else await get_job(conn, job_id, None)
 
@@ -241,11 +343,43 @@ async def requeue_job(conn: Any, job_id: str) -> Job | None:
 
 
 async def find_audio(conn: Any, owner: str, cache_key: str) -> Audio | None:
+    """Audio with ``cache_key``, the owner's own row first, else anyone's (the file is shared;
+    the cache key includes the owner when the cache is per owner)."""
     return _audio(
         await conn.fetchrow(
-            f"SELECT {_AUDIO} FROM audio WHERE owner = $1 AND cache_key = $2", owner, cache_key
+            f"SELECT {_AUDIO} FROM audio WHERE cache_key = $2"
+            " ORDER BY owner = $1 DESC, created_at LIMIT 1",
+            owner,
+            cache_key,
         )
     )
+
+
+async def set_quota(conn: Any, name: str, quota: int | None) -> User:
+    row = await conn.fetchrow(
+        f"UPDATE users SET monthly_quota = $2 WHERE name = $1 RETURNING {_USER}", name, quota
+    )
+    if row is None:
+        raise NotFound(f"no user named {name!r}")
+    return User(**dict(row))
+
+
+async def usage(conn: Any, owner: str) -> dict[str, Any]:
+    """This month's usage of one user: charged characters, reserved by unfinished jobs."""
+    row = await conn.fetchrow(
+        f"SELECT {_PERIOD} AS period, u.monthly_quota AS quota,"
+        " (SELECT coalesce(sum(characters), 0) FROM usage"
+        f"   WHERE owner = $1 AND period = {_PERIOD}) AS used,"
+        " (SELECT count(*) FROM usage"
+        f"   WHERE owner = $1 AND period = {_PERIOD}) AS jobs,"
+        " (SELECT coalesce(sum(characters), 0) FROM jobs"
+        f"   WHERE owner = $1 AND {_ACTIVE}) AS reserved"
+        " FROM users u WHERE u.id = $1",
+        owner,
+    )
+    if row is None:
+        raise NotFound("unknown user")
+    return dict(row)
 
 
 async def get_audio(conn: Any, audio_id: str, owner: str | None) -> Audio | None:

@@ -51,6 +51,8 @@ _REDIS_ERRORS = (
     OSError,
 )
 
+REDIS_ERRORS = _REDIS_ERRORS
+
 
 def encode_job(job: SpeechJob) -> bytes:
     return _encoder.encode(job)
@@ -67,6 +69,10 @@ class RedisQueue:
         self._r = client
         self.keys = keys
         self._enqueue_script = client.register_script(_ENQUEUE_LUA)
+
+    @property
+    def client(self) -> coredis.Redis[bytes]:
+        return self._r
 
     # -- set-up and health -----------------------------------------------------------------------
 

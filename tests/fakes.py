@@ -26,6 +26,7 @@ from protocols.errors import (
     IdempotencyConflict,
     NotFound,
     ProviderError,
+    QuotaExceeded,
     StoreUnavailable,
     UnknownVoice,
 )
@@ -37,9 +38,11 @@ from protocols.messages import (
     NewJob,
     SynthesisRequest,
     SynthesisResult,
+    Usage,
     User,
     VoiceInfo,
 )
+from protocols.providers.base import LocalProvider
 
 replace = msgspec.structs.replace
 
@@ -65,6 +68,7 @@ class FakeJobStore:
         self.by_idempotency_key: dict[tuple[str, str], str] = {}  # (owner, key) -> job id
         self.audio: dict[str, Audio] = {}
         self.audio_by_cache_key: dict[tuple[str, str], str] = {}  # (owner, cache key) -> id
+        self.charged: dict[tuple[str, str], int] = {}  # (owner, job id) -> characters
 
     async def _enter(self, method: str) -> None:
         await trio.lowlevel.checkpoint()
@@ -105,7 +109,35 @@ class FakeJobStore:
 
     # jobs -------------------------------------------------------------------------------------
 
-    async def create_job(self, job: NewJob) -> tuple[Job, bool]:
+    async def set_quota(self, name: str, quota: int | None) -> User:
+        await self._enter("set_quota")
+        for user in self.users.values():
+            if user.name == name:
+                self.users[user.id] = replace(user, monthly_quota=quota)
+                return self.users[user.id]
+        raise NotFound(f"no user named {name!r}")
+
+    def _used(self, owner: str) -> tuple[int, int]:
+        used = sum(c for (o, _), c in self.charged.items() if o == owner)
+        reserved = sum(
+            j.characters for j in self.jobs.values()
+            if j.owner == owner and j.status in (JobStatus.queued, JobStatus.running)
+        )
+        return used, reserved
+
+    async def usage(self, owner: str) -> Usage:
+        await self._enter("usage")
+        used, reserved = self._used(owner)
+        user = self.users[owner]
+        return Usage(
+            period_start="2026-11-01", resets_at="2026-12-01T00:00:00Z",
+            limit=user.monthly_quota, used=used, reserved=reserved,
+            jobs_charged=sum(1 for (o, _) in self.charged if o == owner),
+        )
+
+    async def create_job(
+        self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None
+    ) -> tuple[Job, bool]:
         await self._enter("create_job")
         existing_id = None
         if job.idempotency_key is not None:
@@ -120,10 +152,28 @@ class FakeJobStore:
                     "This idempotency key was used for a different request.", **extra
                 )
             return existing, False
+        if cached is None and quota is not None:
+            used, reserved = self._used(job.owner)
+            if used + reserved + job.characters > quota:
+                raise QuotaExceeded(
+                    "over quota", limit=quota, used=used, reserved=reserved,
+                    remaining=max(0, quota - used - reserved), retry_after=3600,
+                )
+        linked = None
+        if cached is not None:
+            linked = self._upsert_audio(NewAudio(
+                owner=job.owner, cache_key=cached.cache_key, format=cached.format,
+                content_type=cached.content_type, duration_s=cached.duration_s,
+                size=cached.size, path=cached.path,
+            ))
         created = Job(
             id=job.id,
             owner=job.owner,
-            status=JobStatus.queued,
+            status=JobStatus.succeeded if linked else JobStatus.queued,
+            cached=linked is not None,
+            audio_id=linked.id if linked else None,
+            params=job.params,
+            cache_key=job.cache_key,
             text=job.text,
             voice_id=job.voice_id,
             language=job.language,
@@ -178,8 +228,17 @@ class FakeJobStore:
         job = await self.start_job(job_id)
         if job is None or job.status is not JobStatus.running:
             return job, None
-        audio_id = self.audio_by_cache_key.get((job.owner, cache_key))
-        return job, None if audio_id is None else self.audio[audio_id]
+        return job, self._any_audio(job.owner, cache_key)
+
+    def _any_audio(self, owner: str, cache_key: str) -> Audio | None:
+        """The owner's audio with this key first, else anyone's (as PgStore)."""
+        audio_id = self.audio_by_cache_key.get((owner, cache_key))
+        if audio_id is not None:
+            return self.audio[audio_id]
+        for (_, key), other in self.audio_by_cache_key.items():
+            if key == cache_key:
+                return self.audio[other]
+        return None
 
     async def finish_job(self, job_id: str, audio: NewAudio) -> Job:
         await self._enter("finish_job")
@@ -198,7 +257,11 @@ class FakeJobStore:
             finished_at=self.clock(),
             error_code=None,
             error_message=None,
+            request_ids=audio.request_ids,
+            character_cost=audio.character_cost,
         )
+        if audio.charge:
+            self.charged[(job.owner, job.id)] = audio.charge
         self.jobs[job_id] = job
         return job
 
@@ -257,8 +320,7 @@ class FakeJobStore:
 
     async def find_audio(self, owner: str, cache_key: str) -> Audio | None:
         await self._enter("find_audio")
-        audio_id = self.audio_by_cache_key.get((owner, cache_key))
-        return None if audio_id is None else self.audio[audio_id]
+        return self._any_audio(owner, cache_key)
 
     async def get_audio(self, audio_id: str, owner: str | None = None) -> Audio | None:
         await self._enter("get_audio")
@@ -327,10 +389,11 @@ def content_type(output_format: str) -> str:
     return CONTENT_TYPES.get(output_format.split("_", 1)[0], "application/octet-stream")
 
 
-class FakeSpeechProvider:
+class FakeSpeechProvider(LocalProvider):
     """``SpeechProvider`` that returns deterministic bytes derived from the request."""
 
     name = "fake"
+    model_id = "fake"
 
     def __init__(self, voices: Sequence[VoiceInfo] = DEFAULT_VOICES) -> None:
         self._voices = tuple(voices)
@@ -392,7 +455,7 @@ class FakeSpeechProvider:
                 content_type=content_type(request.output_format),
                 duration_s=round(0.06 * len(request.text), 3),
                 characters=len(request.text),
-                request_id=f"req_{digest[:12]}",
+                request_ids=(f"req_{digest[:12]}",),
             )
         finally:
             self.in_flight -= 1

@@ -20,7 +20,7 @@ from protocols.messages import SpeechJob
 from protocols.ports import BlobStore, JobStore, SpeechProvider
 from protocols.settings import Settings
 from web import problems
-from web.routes import audio, health, jobs, voices
+from web.routes import audio, health, jobs, usage, voices
 
 #: room in the request body for JSON syntax and escapes around ``text`` (``\uXXXX`` = 6 bytes)
 BODY_BYTES_PER_CHAR = 6
@@ -29,6 +29,10 @@ BODY_OVERHEAD = 4096
 #: graceful timeout. Requests here are short, so stopping HTTP is bounded by a few seconds.
 HTTP_GRACE_S = 5.0
 KEEP_ALIVE_S = 2.0
+
+
+async def _no_count(name: str) -> None:
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,8 @@ class WebContext:
     submit: Callable[[SpeechJob], Awaitable[None]]
     #: per-dependency readiness, e.g. ``{"redis": True, "postgres": False}``
     readiness: Callable[[], Awaitable[dict[str, bool]]]
+    #: add one to a shared counter (cache hits and misses); best effort
+    count: Callable[[str], Awaitable[None]] = _no_count
 
 
 def create_app(ctx: WebContext) -> QuartTrio:
@@ -53,7 +59,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROPAGATE_EXCEPTIONS"] = False
     problems.install(app)
-    for module in (jobs, audio, voices, health):
+    for module in (jobs, audio, voices, usage, health):
         app.register_blueprint(module.blueprint(ctx))
     return app
 

@@ -122,6 +122,8 @@ def from_error(exc: ChorusError) -> Response:
         headers["WWW-Authenticate"] = 'Bearer realm="chorus"'
     if exc.status == 503:
         headers["Retry-After"] = str(RETRY_AFTER.get(exc.code, DEFAULT_RETRY_AFTER))
+    if isinstance(exc.extra.get("retry_after"), int):  # e.g. a quota: when it resets
+        headers["Retry-After"] = str(exc.extra["retry_after"])
     if exc.status >= 500:
         # the detail of a server-side error may carry internals: log it, answer the fixed title
         incident = secrets.token_hex(6)

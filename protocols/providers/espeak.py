@@ -27,6 +27,7 @@ import trio
 from protocols.audio import FORMAT_NAMES, encode_pcm, parse_format, pcm_duration
 from protocols.errors import InvalidInput, SynthesisFailed, TextEmpty, UnknownVoice
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
+from protocols.providers.base import LocalProvider
 from protocols.text import normalize_text, split_text
 
 SAMPLE_RATE = 22050
@@ -225,10 +226,13 @@ class _Catalog:
         return None
 
 
-class EspeakProvider:
-    """``SpeechProvider`` on the embedded espeak-ng engine (offline, ~1000x real time)."""
+class EspeakProvider(LocalProvider):
+    """``SpeechProvider`` on the embedded espeak-ng engine (offline, ~1000x real time).
+    ``voice_settings`` and ``seed`` are ElevenLabs features: accepted, part of the cache key,
+    not used by the engine."""
 
     name = "espeak"
+    model_id = "espeak-ng"
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ import trio
 from protocols.audio import FORMATS, encode_pcm, parse_format, silence
 from protocols.errors import UnknownVoice
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
+from protocols.providers.base import LocalProvider
 
 CLIP_S = 0.1
 RATE = 22050
@@ -23,8 +24,12 @@ _VOICES = (
 )
 
 
-class FakeProvider:
+class FakeProvider(LocalProvider):
+    """Stands in for a metered remote provider (so it goes through the global semaphore)."""
+
     name = "fake"
+    model_id = "fake"
+    shared_account = True
 
     def __init__(self, latency_s: float = 0.0) -> None:
         self.latency_s = latency_s

@@ -33,6 +33,7 @@ from protocols.messages import (
     VoiceInfo,
 )
 from protocols.ports import JobStore
+from protocols.providers.base import LocalProvider
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
 from protocols.streams import open_queue
@@ -192,9 +193,11 @@ class CountingStore:
         return counted
 
 
-class ScriptedProvider:
+class ScriptedProvider(LocalProvider):
     """A SpeechProvider of our own around FakeProvider: ``poison`` texts raise RuntimeError
     (until ``healed``), ``slow`` texts take ``slow_s``; everything else is delegated."""
+
+    model_id = "fake"
 
     def __init__(
         self,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
@@ -14,6 +16,7 @@ from protocols.errors import (
     IdempotencyConflict,
     InvalidInput,
     NotFound,
+    QuotaExceeded,
     StoreUnavailable,
 )
 from protocols.messages import Job, JobStatus, NewAudio, NewJob
@@ -53,6 +56,9 @@ def new_audio(owner: str, cache_key: str = "ck1") -> NewAudio:
     )
 
 
+MIGRATIONS = Path(__file__).parents[2] / "protocols" / "migrations"
+
+
 async def test_migrations_apply_once_even_when_opened_concurrently(database_url: str) -> None:
     with trio.fail_after(CAP_S):
         async with trio.open_nursery() as nursery:  # three processes' worth of start-ups at once
@@ -61,7 +67,8 @@ async def test_migrations_apply_once_even_when_opened_concurrently(database_url:
         async with PgStore.open(database_url, timeout=DB_TIMEOUT_S) as store:  # and again later
             assert await store.count_users() == 0
         rows = await psql(database_url, "SELECT version FROM schema_migrations ORDER BY 1")
-        assert rows.splitlines() == ["0001_initial"]
+        files = sorted(p.stem for p in MIGRATIONS.glob("*.sql"))
+        assert rows.splitlines() == files  # each applied exactly once
 
 
 async def _open_and_ping(url: str) -> None:
@@ -225,7 +232,27 @@ async def test_owners_cannot_see_each_others_rows(store: PgStore) -> None:
         assert await store.get_job("j1", owner=bob.id) is None
         assert await store.get_audio(done.audio_id, owner=alice.id) is not None
         assert await store.get_audio(done.audio_id, owner=bob.id) is None
-        assert await store.find_audio(bob.id, "ck1") is None
+
+
+async def test_cache_hit_links_shared_audio_to_the_new_owner_without_charge(
+    store: PgStore,
+) -> None:
+    with trio.fail_after(CAP_S):
+        alice, _ = await store.create_user("alice", )
+        bob, _ = await store.create_user("bob")
+        await store.create_job(new_job(alice.id, "j1"))
+        await store.start_job("j1")
+        await store.finish_job("j1", msgspec.structs.replace(new_audio(alice.id), charge=11))
+        # the cache look-up finds alice's file for bob (the key includes the owner when the
+        # cache is per owner); bob gets his own audio row, alice's stays private
+        found = await store.find_audio(bob.id, "ck1")
+        assert found is not None and found.owner == alice.id
+        job, created = await store.create_job(new_job(bob.id, "j2"), quota=0, cached=found)
+        assert created and job.status is JobStatus.succeeded and job.cached
+        mine = await store.get_audio(job.audio_id or "", owner=bob.id)
+        assert mine is not None and mine.path == found.path and mine.id != found.id
+        assert (await store.usage(bob.id)).used == 0  # a hit is not charged, even at quota 0
+        assert (await store.usage(alice.id)).used == 11
 
 
 async def test_store_reconnects_after_its_connections_are_killed(
@@ -303,3 +330,30 @@ def _whole_chain(exc: BaseException | None) -> str:
         text += f"{type(exc).__name__}: {exc!s} {exc!r}\n"
         exc = exc.__cause__ or exc.__context__
     return text
+
+
+async def test_quota_counts_usage_and_unfinished_jobs_and_charges_a_job_once(
+    store: PgStore,
+) -> None:
+    with trio.fail_after(CAP_S):
+        user, _ = await store.create_user("quota-user")
+        await store.set_quota("quota-user", 25)  # "Hello there" is 11 characters
+        await store.create_job(new_job(user.id, "q1"), quota=25)
+        await store.create_job(new_job(user.id, "q2"), quota=25)  # 22 reserved
+        with pytest.raises(QuotaExceeded) as refused:
+            await store.create_job(new_job(user.id, "q3"), quota=25)
+        assert refused.value.extra["remaining"] == 3
+        assert refused.value.extra["reset_at"].endswith("T00:00:00Z")
+        assert await store.get_job("q3") is None  # nothing was created
+        # an idempotent repeat of an accepted job is answered, not refused
+        again, created = await store.create_job(new_job(user.id, "q1"), quota=25)
+        assert again.id == "q1" and not created
+        await store.start_job("q1")
+        audio = msgspec.structs.replace(new_audio(user.id), charge=11)
+        await store.finish_job("q1", audio)
+        await store.start_job("q1")  # a redelivery of a finished job
+        await store.finish_job("q1", audio)  # finishing again charges nothing more
+        usage = await store.usage(user.id)
+        assert (usage.used, usage.reserved, usage.remaining, usage.jobs_charged) == (11, 11, 3, 1)
+        await store.set_quota("quota-user", None)
+        assert (await store.usage(user.id)).remaining is None

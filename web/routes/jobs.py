@@ -12,22 +12,32 @@ import hashlib
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import trio
 from quart import Blueprint, Response, request
 
+from protocols.cachekey import cache_key
 from protocols.errors import (
     InvalidInput,
     MalformedJSON,
     NotFound,
+    ProviderQuotaExhausted,
     QueueUnavailable,
     TextEmpty,
     TextTooLong,
     UnsupportedFormat,
 )
-from protocols.messages import DEFAULT_FORMAT, Job, NewJob
+from protocols.messages import (
+    DEFAULT_FORMAT,
+    DictionaryRef,
+    Job,
+    NewJob,
+    SpeechParams,
+    User,
+    VoiceSettings,
+)
 from protocols.text import normalize_text
 from web.auth import current_user
 from web.problems import IdempotencyKeyMismatch, UnknownField, UnsupportedMediaType, json_response
@@ -48,6 +58,14 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     language: Annotated[str, msgspec.Meta(min_length=1, max_length=35)] | None = None
     output_format: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     idempotency_key: Key | None = None
+    model_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    #: which model to prefer when ``model_id`` is not given
+    preference: Literal["balanced", "latency", "quality", "expressive"] | None = None
+    voice_settings: VoiceSettings | None = None
+    seed: Annotated[int, msgspec.Meta(ge=0, le=4294967295)] | None = None
+    pronunciation_dictionary_locators: (
+        Annotated[list[DictionaryRef], msgspec.Meta(max_length=3)] | None
+    ) = None
 
 
 FIELDS = frozenset(JobRequest.__struct_fields__)
@@ -74,10 +92,22 @@ def job_view(job: Job) -> dict[str, Any]:
         "attempts": job.attempts,
         "characters": job.characters,
         "voice_id": job.voice_id,
+        "model_id": job.params.model_id or None,
         "output_format": job.output_format,
         "language": job.language,
+        "cached": job.cached,
         "created_at": iso(job.created_at),
     }
+    if job.params.voice_settings is not None:
+        view["voice_settings"] = msgspec.to_builtins(job.params.voice_settings)
+    if job.params.seed is not None:
+        view["seed"] = job.params.seed
+    if job.params.dictionaries:
+        view["pronunciation_dictionary_locators"] = msgspec.to_builtins(job.params.dictionaries)
+    if job.request_ids:
+        view["request_ids"] = list(job.request_ids)
+    if job.character_cost is not None:
+        view["character_cost"] = job.character_cost
     if job.started_at is not None:
         view["started_at"] = iso(job.started_at)
     if job.finished_at is not None:
@@ -92,10 +122,23 @@ def job_view(job: Job) -> dict[str, Any]:
     return view
 
 
-def request_hash(text: str, voice_id: str | None, language: str | None, fmt: str) -> str:
-    """sha256 over the canonical request (as the client asked, after normalization)."""
-    canonical = msgspec.json.encode(["v1", text, voice_id, language, fmt])
-    return hashlib.sha256(canonical).hexdigest()
+_SHAPING = ("model_id", "preference", "voice_settings", "seed",
+            "pronunciation_dictionary_locators")
+
+
+def request_hash(
+    text: str, voice_id: str | None, language: str | None, fmt: str,
+    req: JobRequest | None = None,
+) -> str:
+    """sha256 over the canonical request (as the client asked, after normalization). Fields
+    added later only join when given, so an older request hashes as it always did."""
+    canonical: list[Any] = ["v1", text, voice_id, language, fmt]
+    if req is not None:
+        extra = {f: msgspec.to_builtins(getattr(req, f)) for f in _SHAPING
+                 if getattr(req, f) is not None}
+        if extra:
+            canonical.append(extra)
+    return hashlib.sha256(msgspec.json.encode(canonical)).hexdigest()
 
 
 def parse_body(body: bytes) -> JobRequest:
@@ -140,6 +183,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
     settings = ctx.settings
 
     async def validated(owner: str) -> NewJob:
+        """The request as a job, with its parameters settled and its cache key known."""
         body = await request.get_data(cache=False)
         req = parse_body(body)
         key = idempotency_key(req.idempotency_key)
@@ -160,6 +204,13 @@ def blueprint(ctx: WebContext) -> Blueprint:
             )
         language = (req.language or "").strip() or None
         voice = await ctx.provider.resolve_voice(req.voice_id, language)
+        asked = SpeechParams(
+            model_id=req.model_id or "",
+            voice_settings=req.voice_settings,
+            seed=req.seed,
+            dictionaries=tuple(req.pronunciation_dictionary_locators or ()),
+        )
+        params = await ctx.provider.prepare(text, voice, language, asked, req.preference)
         return NewJob(
             id=new_job_id(),
             owner=owner,
@@ -168,7 +219,13 @@ def blueprint(ctx: WebContext) -> Blueprint:
             language=language,
             output_format=fmt,
             idempotency_key=key,
-            request_hash=request_hash(text, req.voice_id, language, fmt),
+            request_hash=request_hash(text, req.voice_id, language, fmt, req),
+            params=params,
+            cache_key=cache_key(
+                provider=ctx.provider.name, text=text, voice_id=voice.voice_id,
+                language=language, output_format=fmt, params=params,
+                owner=owner if settings.cache_scope == "owner" else None,
+            ),
         )
 
     async def discard(job_id: str) -> bool:
@@ -186,11 +243,34 @@ def blueprint(ctx: WebContext) -> Blueprint:
     # create_job + submit, each with its own deadline inside; this bounds the whole
     bound = 2 * settings.db_timeout_s + settings.submit_timeout_s + settings.redis_timeout_s
 
-    async def accept(new: NewJob) -> tuple[Job, bool]:
+    async def from_cache(new: NewJob) -> tuple[Job, bool] | None:
+        """Existing audio with the job's cache key: the job is created succeeded, pointing at
+        it; the provider is not touched and nothing is charged."""
+        found = await ctx.store.find_audio(new.owner, new.cache_key)
+        if found is not None and not await ctx.blobs.exists(found.path):
+            log.warning("audio %s has no file; generating again", found.id)
+            found = None
+        await ctx.count("api_cache_hits" if found is not None else "api_cache_misses")
+        if found is None:
+            return None
+        return await ctx.store.create_job(new, cached=found)
+
+    async def check_account(new: NewJob) -> None:
+        remaining = await ctx.provider.remaining_characters()
+        if remaining is not None and remaining < new.characters:
+            raise ProviderQuotaExhausted(
+                f"The provider account has {remaining} characters left; this job needs"
+                f" {new.characters}. Nothing was queued."
+            )
+
+    async def accept(user: User, new: NewJob) -> tuple[Job, bool]:
         """create_job + submit, shielded: a request cancelled half-way (client gone, server
         stopping) never leaves a job that is in the database but not in the stream."""
+        if (hit := await from_cache(new)) is not None:
+            return hit
+        await check_account(new)
         with trio.CancelScope(shield=True, deadline=trio.current_time() + bound):
-            job, created = await ctx.store.create_job(new)
+            job, created = await ctx.store.create_job(new, quota=user.monthly_quota)
             if job.status.terminal:
                 return job, created
             try:
@@ -211,7 +291,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
     async def submit_job() -> Response:
         user = await current_user(ctx.store)
         new = await validated(user.id)
-        job, created = await accept(new)
+        job, created = await accept(user, new)
         location = {"Location": f"/v1/jobs/{job.id}"}
         if job.status.terminal:
             return json_response(job_view(job), 200, location)

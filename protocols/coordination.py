@@ -1,0 +1,277 @@
+"""Coordination between worker processes, on Redis: single-flight locks, the provider
+account's global semaphore, and shared counters.
+
+- ``Coordinator.lock(key)``: at most one worker generates a given cache key at a time. SET NX PX
+  with a random token; renewed while held; released by a compare-and-delete script, so a holder
+  whose lease ran out can never delete a newer holder's lock. A holder that dies releases by
+  expiry (its job is redelivered by the stream's own lease).
+- ``Coordinator.slot()``: one of ``provider_concurrency`` slots of the provider account, across
+  every process. A sorted set of tokens scored by their expiry (Redis' own clock, read in the
+  scripts, so hosts' clocks do not matter); expired members are swept on every acquire, so a
+  crashed holder's slot comes back within the lease.
+
+Every call has a deadline; Redis trouble raises ``QueueUnavailable`` (retryable: the job is
+released and redelivered).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import coredis
+import trio
+
+from protocols.errors import ProviderUnavailable, QueueUnavailable
+from protocols.keys import Keys
+from protocols.streams import REDIS_ERRORS
+
+log = logging.getLogger("chorus.coordination")
+
+POLL_MIN_S = 0.01
+POLL_MAX_S = 0.1
+
+_NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+
+# KEYS[1] = zset; ARGV = token, limit, lease ms. 1 = holding a slot, 0 = all taken.
+_SEM_ACQUIRE = _NOW_MS + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
+# KEYS[1] = zset; ARGV[1] = holder prefix. Removes that holder's slots (from a dead incarnation).
+_SEM_RECLAIM = """
+local n = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.sub(member, 1, #ARGV[1]) == ARGV[1] then
+    redis.call('ZREM', KEYS[1], member)
+    n = n + 1
+  end
+end
+return n
+"""
+# KEYS[1] = zset; ARGV = token, lease ms. 1 = renewed, 0 = the slot was lost (expired).
+_SEM_RENEW = _NOW_MS + """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) < now then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
+return 1
+"""
+# KEYS[1] = lock; ARGV = token, lease ms, owner prefix ("<job id>|"). Taken when free, or when
+# held by an earlier delivery of the same job (cancelled or killed before it could release).
+_LOCK_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, #ARGV[3]) ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# KEYS[1] = lock; ARGV = token, lease ms.
+_LOCK_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_LOCK_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Lock:
+    """One single-flight lock on a cache key. ``acquire`` once; then ``keep_alive`` in a task
+    until ``release``."""
+
+    def __init__(self, coordinator: Coordinator, key: str, holder: str) -> None:
+        self._c = coordinator
+        self.key = key
+        self._prefix = f"{holder}|"
+        self.token = self._prefix + secrets.token_hex(16)
+        self.held = False
+        self._renewing = trio.CancelScope()
+
+    async def acquire(self) -> bool:
+        """Take the lock if it is free, or held by an earlier delivery of the same holder
+        (a redelivered job need not wait for its own dead attempt's lease)."""
+        reply = await self._c._run(
+            self._c._lock_acquire(keys=[self.key],
+                                  args=[self.token, self._c.lease_ms, self._prefix])
+        )
+        self.held = bool(reply)
+        return self.held
+
+    async def keep_alive(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Renew every third of the lease until released; a lost lock is logged (the work
+        goes on: finishing is a compare-and-set, so a double generation doubles nothing)."""
+        with self._renewing:
+            task_status.started()
+            while self.held:
+                await trio.sleep(self._c.lease_ms / 3000)
+                try:
+                    renewed = await self._c._run(
+                        self._c._lock_renew(keys=[self.key], args=[self.token, self._c.lease_ms])
+                    )
+                except QueueUnavailable as exc:
+                    log.warning("could not renew lock %s: %s", self.key, exc)
+                    continue
+                if not renewed:
+                    log.warning("lock %s expired while held", self.key)
+                    return
+
+    async def release(self) -> None:
+        """Compare-and-delete; best effort and bounded (the lock expires anyway)."""
+        self._renewing.cancel()
+        if not self.held:
+            return
+        self.held = False
+        with trio.move_on_after(self._c.timeout_s, shield=True):
+            try:
+                await self._c._lock_release(keys=[self.key], args=[self.token])
+            except REDIS_ERRORS as exc:
+                log.warning("could not release lock %s (it expires): %s", self.key, exc)
+
+    async def wait_released(self, limit_s: float) -> None:
+        """Until no one holds the lock (or ``limit_s`` passes): polled with backoff."""
+        delay = POLL_MIN_S
+        with trio.move_on_after(limit_s):
+            while await self._c._run(self._c._r.exists([self.key])):
+                await trio.sleep(delay * (0.5 + random.random()))
+                delay = min(POLL_MAX_S * 2, delay * 2)
+
+
+class Coordinator:
+    """Locks, the global provider semaphore and counters on one coredis client."""
+
+    def __init__(
+        self,
+        client: coredis.Redis[bytes],
+        keys: Keys,
+        *,
+        account: str,
+        limit: int,
+        lease_s: float,
+        timeout_s: float,
+        holder: str = "",
+    ) -> None:
+        self._r = client
+        #: this worker's stable consumer name: its slots carry it, so a restarted worker takes
+        #: back the slots its killed incarnation held instead of waiting out their lease
+        self.holder = holder
+        self.keys = keys
+        self.account = account
+        self.limit = limit
+        self.lease_ms = max(1, int(lease_s * 1000))
+        self.timeout_s = timeout_s
+        self._sem_acquire = client.register_script(_SEM_ACQUIRE)
+        self._sem_renew = client.register_script(_SEM_RENEW)
+        self._sem_reclaim = client.register_script(_SEM_RECLAIM)
+        self._lock_acquire = client.register_script(_LOCK_ACQUIRE)
+        self._lock_renew = client.register_script(_LOCK_RENEW)
+        self._lock_release = client.register_script(_LOCK_RELEASE)
+        self.slot_waits = 0
+
+    async def _run(self, awaitable: Any) -> Any:
+        try:
+            with trio.fail_after(self.timeout_s):
+                return await awaitable
+        except trio.TooSlowError as exc:
+            raise QueueUnavailable("Redis did not answer in time") from exc
+        except REDIS_ERRORS as exc:
+            raise QueueUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+
+    # -- single flight ---------------------------------------------------------------------------
+
+    def lock(self, cache_key: str, holder: str) -> Lock:
+        """The single-flight lock of ``cache_key``, for ``holder`` (a job id)."""
+        return Lock(self, self.keys.flight(cache_key), holder)
+
+    # -- the provider account's semaphore ----------------------------------------------------------
+
+    @asynccontextmanager
+    async def slot(self, wait_s: float) -> AsyncIterator[None]:
+        """Hold one of the account's slots for the body (renewed while held). Waits up to
+        ``wait_s`` for one, then raises ``ProviderUnavailable`` (retryable)."""
+        key = self.keys.semaphore(self.account)
+        token = f"{self.holder}|{secrets.token_hex(16)}"
+        delay = POLL_MIN_S
+        waited = False
+        with trio.move_on_after(wait_s) as waiting:
+            while not await self._run(
+                self._sem_acquire(keys=[key], args=[token, self.limit, self.lease_ms])
+            ):
+                if not waited:
+                    waited = True
+                    self.slot_waits += 1
+                await trio.sleep(delay * (0.5 + random.random()))
+                delay = min(POLL_MAX_S, delay * 2)
+        if waiting.cancelled_caught:
+            raise ProviderUnavailable(
+                f"all {self.limit} provider slots stayed busy for {wait_s:g} s"
+            )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._renew_slot, key, token)
+                try:
+                    yield
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # the renewal task never raises: give the body's own exception back, unwrapped
+            if len(group.exceptions) != 1:
+                raise
+            raise group.exceptions[0] from group.exceptions[0].__cause__
+        finally:
+            with trio.move_on_after(self.timeout_s, shield=True):
+                try:
+                    await self._r.zrem(key, [token])
+                except REDIS_ERRORS as exc:
+                    log.warning("could not release a provider slot (it expires): %s", exc)
+
+    async def _renew_slot(self, key: str, token: str) -> None:
+        while True:
+            await trio.sleep(self.lease_ms / 3000)
+            try:
+                if not await self._run(self._sem_renew(keys=[key], args=[token, self.lease_ms])):
+                    log.warning("a provider slot expired while held (lease too short?)")
+                    return
+            except QueueUnavailable as exc:
+                log.warning("could not renew a provider slot: %s", exc)
+
+    async def reclaim_own_slots(self) -> int:
+        """At start: free the slots an earlier incarnation of this worker held (it is dead:
+        consumer names are unique per running worker)."""
+        if not self.holder:
+            return 0
+        key = self.keys.semaphore(self.account)
+        freed = int(await self._run(self._sem_reclaim(keys=[key], args=[f"{self.holder}|"])))
+        if freed:
+            log.info("took back %d provider slot(s) held by this worker before a restart", freed)
+        return freed
+
+    async def slots_in_use(self) -> int:
+        key = self.keys.semaphore(self.account)
+        return int(await self._run(self._r.zcard(key)))
+
+    # -- counters -----------------------------------------------------------------------------
+
+    async def count(self, name: str, by: int = 1) -> None:
+        """Add to a shared counter; best effort (a figure, not state)."""
+        with trio.move_on_after(self.timeout_s):
+            try:
+                await self._r.hincrby(self.keys.stats, name, by)
+            except REDIS_ERRORS as exc:
+                log.debug("counter %s not updated: %s", name, exc)
+
+
+async def read_counters(client: coredis.Redis[bytes], keys: Keys) -> dict[str, int]:
+    raw = await client.hgetall(keys.stats)
+    return {
+        (k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()
+    }
