@@ -19,7 +19,13 @@ Choices of this fake where the API is not documented: a cloned voice that is sti
 IVC without ``can_use_instant_voice_cloning`` is 403 ``can_not_use_instant_voice_cloning``; the
 concurrency slot is released just before the audio is written (so a client that sends its next
 request on receipt never races its own previous one). Characters are charged on admission, like
-the real service that bills a request whose client timed out.
+the real service that bills a request whose client timed out. ``GET /v2/voices`` with
+``include_total_count=false`` reports the voices returned so far as ``total_count``.
+
+Order of checks on a TTS request: stall, injected fault, ``xi-api-key``, body (422), output format,
+voice, model, ``language_code`` and list lengths, text length, then concurrency (429) and quota
+(401). ``TTSCall`` records fields as sent (``model_id``/``output_format`` are None when omitted);
+``rejected_429`` counts concurrency rejections only, ``injected`` counts injected errors.
 """
 
 from __future__ import annotations
