@@ -26,3 +26,12 @@ class Keys(msgspec.Struct, frozen=True):
     def enqueued(self, job_id: str) -> str:
         """Marker making XADD idempotent by job id."""
         return f"{self.prefix}:enq:{job_id}"
+
+    @property
+    def events(self) -> str:
+        """The global event stream (durable subscribers read it through consumer groups)."""
+        return f"{self.prefix}:events"
+
+    def owner_events(self, owner: str) -> str:
+        """One user's events (SSE reads only these)."""
+        return f"{self.prefix}:events:{owner}"
