@@ -74,6 +74,9 @@ class RedisEventBus:
 
     # -- reading (SSE) ---------------------------------------------------------------------------
 
+    def owner_stream(self, owner: str) -> str:
+        return self.keys.owner_events(owner)
+
     async def tail(self, stream: str) -> str:
         """The id of the newest entry of ``stream`` (``0-0`` when empty): read after it for
         what happens from now on."""

@@ -158,6 +158,7 @@ class EventSink(Protocol):
 class EventLog(Protocol):
     """Reading a stream of events (``protocols/event_bus.py``): what SSE streams are made of."""
 
+    def owner_stream(self, owner: str) -> str: ...
     async def tail(self, stream: str) -> str: ...
     async def read(
         self, stream: str, after: str, *, count: int = 100, block_ms: int | None = None

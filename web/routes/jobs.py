@@ -27,7 +27,8 @@ from protocols.errors import (
     TextTooLong,
     UnsupportedFormat,
 )
-from protocols.messages import DEFAULT_FORMAT, Job, NewJob
+from protocols.events import EventKind, job_event
+from protocols.messages import DEFAULT_FORMAT, Job, JobStatus, NewJob
 from protocols.text import normalize_text
 from web.auth import current_user
 from web.problems import IdempotencyKeyMismatch, UnknownField, UnsupportedMediaType, json_response
@@ -212,6 +213,8 @@ def blueprint(ctx: WebContext) -> Blueprint:
         user = await current_user(ctx.store)
         new = await validated(user.id)
         job, created = await accept(new)
+        if created and job.status is JobStatus.queued:  # durable in the stream: announce it
+            ctx.events.publish(job_event(EventKind.job_queued, job.id, job.owner))
         location = {"Location": f"/v1/jobs/{job.id}"}
         if job.status.terminal:
             return json_response(job_view(job), 200, location)
