@@ -1,7 +1,8 @@
 """The supervision tree of one Chorus process, by role.
 
-serve = everything; api = HTTP + Producer; worker = VoiceSync (later) + TTS pool + StreamReader.
-Start order: VoiceSync -> TTS pool -> StreamReader -> Producer -> HTTP; stop in reverse.
+serve = everything; api = HTTP + Producer; worker = VoiceSync (later) + TTS pool + StreamReader;
+every role runs the EventPublisher (first to start, last to stop: everything else publishes).
+Start order: events -> VoiceSync -> TTS pool -> StreamReader -> Producer -> HTTP; stop in reverse.
 The supervisor owns the channels and the in-flight registry; every child incarnation gets clones.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import trio
 
+from actors.event_publisher import EventPublisher
 from actors.inflight import InFlight
 from actors.producer import CHANNEL_CAPACITY, Producer, Submitter, Ticket
 from actors.stream_reader import StreamReader
@@ -33,6 +35,7 @@ from actors.tts_actor import TTSActor
 from protocols.blobs import FileBlobStore
 from protocols.coordination import Coordinator
 from protocols.errors import ChorusError
+from protocols.event_bus import open_event_bus
 from protocols.keys import Keys
 from protocols.messages import Delivery
 from protocols.ports import JobStore, SpeechProvider
@@ -82,6 +85,7 @@ class Service:
         self.producer: Producer | None = None
         self.http_binds: list[str] = []
         self._shared_coordinator: Coordinator | None = None
+        self.events = EventPublisher(self.open_event_bus, timeout_s=settings.redis_timeout_s)
         self._on_http_ready = on_http_ready
         self._on_event = on_event or _log_event  # both supervisors report here
         self._policy = SupervisorPolicy(
@@ -144,11 +148,26 @@ class Service:
             max_connections=4,
         )
 
+    def open_event_bus(self, *, block_ms: int = 0, max_connections: int = 2):
+        s = self.settings
+        return open_event_bus(
+            self.redis_url,
+            self.keys,
+            stream_timeout=s.redis_timeout_s + block_ms / 1000 + (3 if block_ms else 0),
+            max_connections=max_connections,
+            maxlen=s.events_maxlen,
+            owner_maxlen=s.owner_events_maxlen,
+            owner_ttl_s=s.owner_events_ttl_s,
+        )
+
     # -- the tree -------------------------------------------------------------------------
 
     def _children(self) -> list[ChildSpec]:
         s = self.settings
-        children: list[ChildSpec] = []
+        children: list[ChildSpec] = [
+            ChildSpec(id="events", start=self.events.run, restart=Restart.permanent,
+                      shutdown=2 * s.redis_timeout_s + 1)
+        ]
         if self.role in (Role.serve, Role.worker):
             # VoiceSync joins here (first to start, last to stop)
             self.actors = [
@@ -156,6 +175,7 @@ class Service:
                     name=f"tts-{i}", settings=s, deliveries=self._deliveries_recv,
                     inflight=self.inflight, store=self.store, blobs=self.blobs,
                     provider=self.provider, open_coordinator=self.open_coordinator,
+                    events=self.events,
                 )
                 for i in range(s.concurrency)
             ]
@@ -173,6 +193,7 @@ class Service:
                 settings=s, consumer=self.consumer,
                 open_queue=partial(self.open_queue, block_ms=s.read_block_ms),
                 store=self.store, inflight=self.inflight, deliveries=self._deliveries_send,
+                events=self.events,
             )
             children.append(
                 ChildSpec(
@@ -193,7 +214,11 @@ class Service:
         return children
 
     async def _http(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with self.open_queue() as queue:
+        s = self.settings
+        sse_pool = self.open_event_bus(
+            block_ms=min(s.read_block_ms, 1000), max_connections=s.sse_max_streams + 2
+        )
+        async with self.open_queue() as queue, sse_pool as event_log:
 
             async def readiness() -> dict[str, bool]:
                 return {"redis": await _ok(queue.ping), "postgres": await _ok(self.store.ping)}
@@ -202,6 +227,7 @@ class Service:
                 settings=self.settings, store=self.store, blobs=self.blobs,
                 provider=self.provider, submit=self.submitter.submit, readiness=readiness,
                 count=self.coordinator(queue.client).count,
+                events=self.events, event_log=event_log, stopping=stop,
             )
             async with trio.open_nursery() as nursery:
                 binds = await nursery.start(
@@ -251,6 +277,7 @@ class Service:
             "inflight": self.inflight.statistics(),
             "reader": self.reader.statistics() if self.reader else None,
             "producer": self.producer.statistics() if self.producer else None,
+            "events": self.events.statistics(),
             "actors": [a.statistics() for a in self.actors],
             "supervisor": self.supervisor.statistics(),
         }

@@ -28,9 +28,10 @@ import trio
 
 from actors.inflight import InFlight
 from protocols.errors import ChorusError, DeliveriesExhausted
+from protocols.events import NO_EVENTS, EventKind, job_event
 from protocols.faults import FaultPlan
 from protocols.messages import Ack, Delivery, JobStatus, Release
-from protocols.ports import JobQueue, JobStore
+from protocols.ports import EventSink, JobQueue, JobStore
 from protocols.settings import Settings
 
 log = logging.getLogger("chorus.reader")
@@ -58,6 +59,7 @@ class StreamReader:
         store: JobStore,
         inflight: InFlight,
         deliveries: trio.MemorySendChannel[Delivery],
+        events: EventSink = NO_EVENTS,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
@@ -65,6 +67,7 @@ class StreamReader:
         self._store = store
         self._inflight = inflight
         self._deliveries = deliveries
+        self._events = events
         self._faults = settings.faults or FaultPlan()
         self._waiting: collections.deque[Delivery] = collections.deque()
         self._counts = collections.Counter[str]()
@@ -157,10 +160,13 @@ class StreamReader:
             f"delivered {delivery.deliveries} times (max {self.settings.max_deliveries}); "
             f"last error {last}"
         )
-        await self._store.fail_job(
+        dead = await self._store.fail_job(
             delivery.job.job_id, DeliveriesExhausted.code, reason, status=JobStatus.dead
         )
         await queue.dead_letter(delivery, reason)
+        if dead is not None and dead.status is JobStatus.dead:
+            error = {"code": DeliveriesExhausted.code, "message": reason}
+            self._events.publish(job_event(EventKind.job_dead, dead.id, dead.owner, error=error))
         self._counts["dead_lettered"] += 1
         log.warning("job %s dead-lettered: %s", delivery.job.job_id, reason)
 

@@ -30,19 +30,21 @@ from protocols.audio import parse_format
 from protocols.cachekey import cache_key as make_cache_key
 from protocols.coordination import Coordinator, Lock
 from protocols.errors import ChorusError, ProviderUnavailable
+from protocols.events import NO_EVENTS, EventKind, job_event
 from protocols.faults import FaultPlan
 from protocols.messages import (
     Ack,
     Audio,
     Delivery,
     Job,
+    JobStatus,
     NewAudio,
     Release,
     Settlement,
     SpeechJob,
     SynthesisRequest,
 )
-from protocols.ports import BlobStore, JobStore, SpeechProvider
+from protocols.ports import BlobStore, EventSink, JobStore, SpeechProvider
 from protocols.settings import Settings
 
 log = logging.getLogger("chorus.tts")
@@ -103,6 +105,7 @@ class TTSActor:
         blobs: BlobStore,
         provider: SpeechProvider,
         open_coordinator: OpenCoordinator | None = None,
+        events: EventSink = NO_EVENTS,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -115,6 +118,7 @@ class TTSActor:
         self._coord: Coordinator | None = None
         self._held: Lock | None = None  # the single-flight lock of the job in the first stage
         self._nursery: trio.Nursery | None = None
+        self._events = events
         self._faults = settings.faults or FaultPlan()
         self._succeeded = self._failed = self._retried = 0
         self._busy = False
@@ -249,6 +253,7 @@ class TTSActor:
                 return Ack(delivery.entry_id)
             if job.status.terminal:
                 return Ack(delivery.entry_id)  # a redelivery of a finished job
+            self._publish_running(job)
             await self._faults.hit("tts.before_synth")  # mid-job: started, nothing produced
             return await self._produce(job, key, cached)
         except ChorusError as exc:
@@ -260,9 +265,10 @@ class TTSActor:
             if produced.data is not None:
                 path = await self._blobs.put(audio.cache_key, produced.extension, produced.data)
                 audio = msgspec.structs.replace(audio, path=path)
-            await self._store.finish_job(produced.job.id, audio)
+            done = await self._store.finish_job(produced.job.id, audio)
         except ChorusError as exc:
             return await self._job_error(delivery, exc)
+        self._publish_succeeded(done, audio)
         await self._faults.hit("tts.after_store_before_ack")
         self._succeeded += 1
         return Ack(delivery.entry_id)
@@ -273,7 +279,8 @@ class TTSActor:
             await self._note(delivery, exc.code, exc.detail)
             return Release(delivery.entry_id, self._backoff(delivery))
         self._failed += 1
-        await self._store.fail_job(delivery.job.job_id, exc.code, exc.detail)
+        failed = await self._store.fail_job(delivery.job.job_id, exc.code, exc.detail)
+        self._publish_failed(failed, exc)
         return Ack(delivery.entry_id)
 
     async def _reuse(self, job: Job, key: str, audio: Audio | None) -> _Produced | None:
@@ -357,3 +364,32 @@ class TTSActor:
     def _backoff(self, delivery: Delivery) -> float:
         base = min(BACKOFF_MAX_S, 0.5 * 2 ** max(0, delivery.deliveries - 1))
         return base * (0.5 + self._faults.random.random() / 2)
+
+    # -- events (published after the state change is durable; never blocks, never raises) --------
+
+    def _publish_running(self, job: Job) -> None:
+        if job.status is JobStatus.running:  # the queued|running -> running start we just made
+            self._events.publish(
+                job_event(EventKind.job_running, job.id, job.owner, attempts=job.attempts)
+            )
+
+    def _publish_succeeded(self, job: Job, audio: NewAudio) -> None:
+        if job.status is not JobStatus.succeeded or job.audio_id is None:
+            return  # the compare-and-set did not apply (the job was failed or dead meanwhile)
+        self._events.publish(
+            job_event(EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id)
+        )
+        self._events.publish(
+            job_event(
+                EventKind.tts_created, job.id, job.owner, audio_id=job.audio_id,
+                duration_s=audio.duration_s, format=audio.format,
+                content_type=audio.content_type, characters=job.characters,
+            )
+        )
+
+    def _publish_failed(self, job: Job | None, exc: ChorusError) -> None:
+        if job is None or job.status is not JobStatus.failed or job.error_code != exc.code:
+            return  # unknown, or already terminal before this failure
+        error = {"code": exc.code, "message": exc.detail[:1000]}
+        self._events.publish(job_event(EventKind.job_failed, job.id, job.owner, error=error))
+        self._events.publish(job_event(EventKind.tts_failed, job.id, job.owner, **error))

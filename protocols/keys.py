@@ -39,3 +39,12 @@ class Keys(msgspec.Struct, frozen=True):
     def stats(self) -> str:
         """Shared counters (cache hits and misses, provider calls, single-flight waits)."""
         return f"{self.prefix}:stats"
+
+    @property
+    def events(self) -> str:
+        """The global event stream (durable subscribers read it through consumer groups)."""
+        return f"{self.prefix}:events"
+
+    def owner_events(self, owner: str) -> str:
+        """One user's events (SSE reads only these)."""
+        return f"{self.prefix}:events:{owner}"

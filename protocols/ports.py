@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from protocols.events import Event
 from protocols.messages import (
     Audio,
     DeadLetter,
@@ -174,3 +175,21 @@ class JobQueue(Protocol):
 
 
 QueueFactory = Callable[[], AbstractAsyncContextManager[JobQueue]]
+
+
+class EventSink(Protocol):
+    """Where actors and the web front publish events (``actors/event_publisher.py``).
+
+    ``publish`` never blocks and never raises: the job path must not depend on the event bus."""
+
+    def publish(self, event: Event) -> None: ...
+
+
+class EventLog(Protocol):
+    """Reading a stream of events (``protocols/event_bus.py``): what SSE streams are made of."""
+
+    def owner_stream(self, owner: str) -> str: ...
+    async def tail(self, stream: str) -> str: ...
+    async def read(
+        self, stream: str, after: str, *, count: int = 100, block_ms: int | None = None
+    ) -> list[Event]: ...

@@ -63,6 +63,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     provider_max_attempts: int = 4  # tries per delivery on transient errors
     provider_wait_s: float = 120.0  # longest wait for the account inside one delivery
     cache_scope: str = "global"  # global: identical requests share audio across users | owner
+    events_maxlen: int = 100_000  # global event stream, trimmed approximately (MAXLEN ~)
+    owner_events_maxlen: int = 10_000  # each user's event stream, trimmed approximately
+    owner_events_ttl_s: int = 7 * 24 * 3600  # idle user stream expires after this
+    sse_max_streams: int = 100  # concurrent SSE streams per process; more answer 503
+    sse_heartbeat_s: float = 15.0  # comment line sent on an idle SSE stream
     faults: FaultPlan | None = None  # tests only
 
     @property
@@ -132,6 +137,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("provider_max_attempts", "CHORUS_PROVIDER_MAX_ATTEMPTS", int)
         put("provider_wait_s", "CHORUS_PROVIDER_WAIT_S", float)
         put("cache_scope", "CHORUS_CACHE_SCOPE")
+        put("events_maxlen", "CHORUS_EVENTS_MAXLEN", int)
+        put("owner_events_maxlen", "CHORUS_OWNER_EVENTS_MAXLEN", int)
+        put("sse_max_streams", "CHORUS_SSE_MAX_STREAMS", int)
         raw.update(overrides)
         settings = cls(**raw)  # type: ignore[arg-type]
         settings.validate()
@@ -164,3 +172,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("CHORUS_LEASE_S and CHORUS_RECLAIM_INTERVAL_S must be positive")
         if self.read_block_ms < 1:
             raise ConfigError("CHORUS_READ_BLOCK_MS must be at least 1")
+        if self.events_maxlen < 1 or self.owner_events_maxlen < 1 or self.sse_max_streams < 1:
+            raise ConfigError(
+                "CHORUS_EVENTS_MAXLEN, CHORUS_OWNER_EVENTS_MAXLEN and CHORUS_SSE_MAX_STREAMS "
+                "must be at least 1"
+            )

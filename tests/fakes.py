@@ -8,7 +8,8 @@ checkpoint, like a real network call.
 
 Test seams (public attributes): ``FakeJobStore.down``, ``FakeJobStore.calls``,
 ``FakeSpeechProvider.script`` (queue of exceptions or delays, each consumed once),
-``FakeSpeechProvider.gate`` (an Event synthesis waits on), ``FakeSpeechProvider.requests``.
+``FakeSpeechProvider.gate`` (an Event synthesis waits on), ``FakeSpeechProvider.requests``,
+``RecordingEvents.events`` (what was published, in order).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from protocols.errors import (
     StoreUnavailable,
     UnknownVoice,
 )
+from protocols.events import Event, EventKind
 from protocols.messages import (
     Audio,
     Job,
@@ -459,3 +461,16 @@ class FakeSpeechProvider(LocalProvider):
             )
         finally:
             self.in_flight -= 1
+
+
+class RecordingEvents:
+    """``EventSink`` that keeps what is published (no bus); never blocks, like the real one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+    def kinds(self, subject: str | None = None) -> list[EventKind]:
+        return [e.kind for e in self.events if subject is None or e.subject == subject]

@@ -16,11 +16,12 @@ import trio
 from hypercorn.config import Config
 from quart_trio import QuartTrio
 
+from protocols.events import NO_EVENTS
 from protocols.messages import SpeechJob
-from protocols.ports import BlobStore, JobStore, SpeechProvider
+from protocols.ports import BlobStore, EventLog, EventSink, JobStore, SpeechProvider
 from protocols.settings import Settings
 from web import problems
-from web.routes import audio, health, jobs, usage, voices
+from web.routes import audio, events, health, jobs, usage, voices
 
 #: room in the request body for JSON syntax and escapes around ``text`` (``\uXXXX`` = 6 bytes)
 BODY_BYTES_PER_CHAR = 6
@@ -48,6 +49,12 @@ class WebContext:
     readiness: Callable[[], Awaitable[dict[str, bool]]]
     #: add one to a shared counter (cache hits and misses); best effort
     count: Callable[[str], Awaitable[None]] = _no_count
+    #: where routes publish events (never blocks)
+    events: EventSink = NO_EVENTS
+    #: what SSE streams read (its own bounded pool); None: the SSE routes answer 503
+    event_log: EventLog | None = None
+    #: set when the server is stopping: SSE streams end within one read block
+    stopping: trio.Event | None = None
 
 
 def create_app(ctx: WebContext) -> QuartTrio:
@@ -59,7 +66,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROPAGATE_EXCEPTIONS"] = False
     problems.install(app)
-    for module in (jobs, audio, voices, usage, health):
+    for module in (jobs, events, audio, voices, usage, health):
         app.register_blueprint(module.blueprint(ctx))
     return app
 

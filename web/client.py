@@ -1,11 +1,19 @@
-"""``run.py say``: submit text to a running Chorus over HTTP, follow the job, save the audio."""
+"""``run.py say``: submit text to a running Chorus over HTTP, follow the job, save the audio.
+
+Progress comes from the job's server-sent events (``GET /v1/jobs/{id}/events``); if that stream
+cannot be had or ends early, the job is polled instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -13,6 +21,64 @@ import trio
 from protocols.settings import Settings
 
 POLL_S = 0.2
+#: an SSE stream sends a comment at least every 15 s; silence much longer means it is dead
+SSE_READ_TIMEOUT_S = 40.0
+TERMINAL = ("succeeded", "failed", "dead")
+#: events of one job may arrive out of order across processes (api and worker roles)
+RANK = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2, "dead": 2}
+
+
+@dataclass(frozen=True)
+class SSEvent:
+    """One server-sent event: ``id`` (None when the frame had none), ``event``, decoded ``data``."""
+
+    id: str | None
+    event: str
+    data: Any
+
+
+async def iter_sse(lines: AsyncIterable[str]) -> AsyncIterator[SSEvent]:
+    """Parse ``text/event-stream`` lines into events (comments and ``retry:`` are skipped)."""
+    event_id: str | None = None
+    kind = "message"
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data:
+                yield SSEvent(event_id, kind, json.loads("\n".join(data)))
+            event_id, kind, data = None, "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "id":
+            event_id = value
+        elif name == "event":
+            kind = value
+        elif name == "data":
+            data.append(value)
+
+
+async def _follow_events(client: httpx.AsyncClient, job_id: str, last: str | None) -> str | None:
+    """Print the job's state changes from its event stream; the last status seen (None: the
+    stream could not be opened)."""
+    timeout = httpx.Timeout(10, read=SSE_READ_TIMEOUT_S)
+    async with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as r:
+        if r.status_code != 200:
+            return None
+        async for event in iter_sse(r.aiter_lines()):
+            if not event.event.startswith("job."):
+                continue
+            status = event.event.removeprefix("job.")
+            if RANK.get(status, -1) <= RANK.get(last or "", -1):
+                continue
+            last = status
+            print(f"job {job_id}: {status}", file=sys.stderr)
+            if status in TERMINAL:
+                break
+    return last
 
 
 def _api_key(args: argparse.Namespace, settings: Settings) -> str | None:
@@ -58,7 +124,16 @@ async def say(args: argparse.Namespace, settings: Settings) -> int:
                     return 1
                 job = r.json()
                 last = None
-                while job["status"] not in ("succeeded", "failed", "dead"):
+                if job["status"] not in TERMINAL:
+                    try:
+                        last = await _follow_events(client, job["id"], None)
+                    except (httpx.HTTPError, ValueError):
+                        pass  # polling takes over
+                    if last is not None:  # fetch the job as it is now (its final view)
+                        r = await client.get(f"/v1/jobs/{job['id']}")
+                        r.raise_for_status()
+                        job = r.json()
+                while job["status"] not in TERMINAL:
                     if job["status"] != last:
                         last = job["status"]
                         print(f"job {job['id']}: {last}", file=sys.stderr)
@@ -66,7 +141,8 @@ async def say(args: argparse.Namespace, settings: Settings) -> int:
                     r = await client.get(f"/v1/jobs/{job['id']}")
                     r.raise_for_status()
                     job = r.json()
-                print(f"job {job['id']}: {job['status']}", file=sys.stderr)
+                if job["status"] != last:
+                    print(f"job {job['id']}: {job['status']}", file=sys.stderr)
                 if job["status"] != "succeeded":
                     err = job.get("error") or {}
                     print(f"failed: {err.get('code')}: {err.get('message')}", file=sys.stderr)

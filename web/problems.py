@@ -30,7 +30,7 @@ TYPE_PREFIX = "urn:chorus:problem:"
 RESERVED = frozenset({"type", "title", "status", "detail", "code", "instance"})
 
 #: seconds a client should wait before retrying a 503, by code
-RETRY_AFTER = {QueueFull.code: 2}
+RETRY_AFTER = {QueueFull.code: 2, "too_many_streams": 10}
 DEFAULT_RETRY_AFTER = 5
 
 #: codes for HTTP errors raised by Quart/werkzeug itself (routing, body limits)
@@ -71,6 +71,19 @@ class AudioMissing(ChorusError):
     code = "audio_missing"
     status = 500
     title = "Audio file is missing"
+
+
+class InvalidLastEventId(InvalidInput):
+    code = "invalid_last_event_id"
+    status = 400
+    title = "Last-Event-ID is not an event id"
+
+
+class TooManyStreams(ChorusError):
+    code = "too_many_streams"
+    status = 503
+    title = "Too many event streams open, retry later"
+    retryable = True
 
 
 class NotReady(ChorusError):

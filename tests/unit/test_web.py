@@ -19,6 +19,7 @@ from protocols.errors import (
     QueueUnavailable,
     UnknownVoice,
 )
+from protocols.events import EventKind
 from protocols.messages import (
     DEFAULT_FORMAT,
     JobStatus,
@@ -29,7 +30,13 @@ from protocols.messages import (
     User,
 )
 from protocols.settings import Settings
-from tests.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider, content_type
+from tests.fakes import (
+    FakeBlobStore,
+    FakeJobStore,
+    FakeSpeechProvider,
+    RecordingEvents,
+    content_type,
+)
 from web.app import WebContext, create_app, serve
 
 CAP_S = 10.0
@@ -722,3 +729,29 @@ async def test_fake_provider_and_blobs() -> None:
     assert await blobs.get(path) == one.audio and await blobs.exists(path)
     with pytest.raises(FileNotFoundError):
         await blobs.get("zz/none.mp3")
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+@capped
+async def test_submit_publishes_job_queued_once(env: Env) -> None:
+    recorded = RecordingEvents()
+    env.ctx = dataclasses.replace(env.ctx, events=recorded)
+    r = await post_job(env, {"text": "hello", "idempotency_key": "k1"})
+    assert r.status_code == 202
+    job_id = (await r.get_json())["id"]
+    r = await post_job(env, {"text": "hello", "idempotency_key": "k1"})  # a repeat: no event
+    assert r.status_code == 202
+    env.submit_errors.append(QueueFull("full"))  # not accepted: no event
+    r = await post_job(env, {"text": "other"})
+    assert r.status_code == 503
+    assert [(e.kind, e.subject, e.owner) for e in recorded.events] == [
+        (EventKind.job_queued, job_id, env.user.id)
+    ]
+
+
+@capped
+async def test_sse_routes_without_an_event_log_are_503(env: Env) -> None:
+    r = await env.client().get("/v1/events", headers=env.auth)
+    await problem_of(r, 503, "queue_unavailable")

@@ -29,10 +29,12 @@ from protocols.errors import (
     TextTooLong,
     UnsupportedFormat,
 )
+from protocols.events import EventKind, job_event
 from protocols.messages import (
     DEFAULT_FORMAT,
     DictionaryRef,
     Job,
+    JobStatus,
     NewJob,
     SpeechParams,
     User,
@@ -292,6 +294,12 @@ def blueprint(ctx: WebContext) -> Blueprint:
         user = await current_user(ctx.store)
         new = await validated(user.id)
         job, created = await accept(user, new)
+        if created and job.status is JobStatus.queued:  # durable in the stream: announce it
+            ctx.events.publish(job_event(EventKind.job_queued, job.id, job.owner))
+        elif created and job.cached:  # answered from the cache: already final
+            ctx.events.publish(job_event(
+                EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id, cached=True
+            ))
         location = {"Location": f"/v1/jobs/{job.id}"}
         if job.status.terminal:
             return json_response(job_view(job), 200, location)
