@@ -42,13 +42,16 @@ class Running:
             self.accepted.append(r.json()["id"])
         return r
 
-    async def wait_done(self, job_ids: Iterable[str], limit_s: float = 30.0) -> dict[str, Any]:
-        """Poll until every job is terminal (real clock; bounded)."""
+    async def wait_done(
+        self, job_ids: Iterable[str], limit_s: float = 30.0,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until every job is terminal (real clock; bounded); ``headers``: another user."""
         jobs: dict[str, Any] = {}
         with trio.fail_after(limit_s):
             for job_id in job_ids:
                 while True:
-                    r = await self.client.get(f"/v1/jobs/{job_id}")
+                    r = await self.client.get(f"/v1/jobs/{job_id}", headers=headers)
                     assert r.status_code == 200, r.text
                     jobs[job_id] = r.json()
                     if jobs[job_id]["status"] in ("succeeded", "failed", "dead"):

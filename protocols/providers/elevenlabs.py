@@ -77,6 +77,7 @@ VOICES_TTL_S = 600.0
 SUBSCRIPTION_TTL_S = 60.0
 DICTIONARY_TTL_S = 300.0
 BACKOFF_BASE_S = 0.5
+WAIT_CAP_S = 1.0  # a concurrency 429: in-flight requests finish within about a second
 BACKOFF_CAP_S = 8.0
 RETRY_AFTER_CAP_S = 60.0
 CONTEXT_CHARS = 300  # previous_text / next_text around a part of a split text
@@ -258,7 +259,7 @@ class ElevenLabsProvider:
             if failure.kind == "wait":
                 self._waits += 1
                 waits += 1
-                delay = failure.retry_after or self._jitter(min(2.0, 0.25 * 2 ** min(waits, 3)))
+                delay = failure.retry_after or self._jitter(min(WAIT_CAP_S, 0.1 * 2 ** min(waits, 4)))
             else:
                 attempts += 1
                 self._backoffs += 1
