@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import random
 import resource
 import tempfile
 import time
@@ -40,7 +41,9 @@ from web.routes.jobs import new_job_id, request_hash
 
 SLOTS, SUBMITTERS, HTTP_CONCURRENCY, LATENCY_S = 3, 32, 32, 0.2
 VOICE, MB = "fake-en", 1024 * 1024
-FULL = {"throughput": 5000, "utilization": 300, "pickup": 200, "http": 2000, "memory": 100_000}
+FULL = {"throughput": 5000, "utilization": 300, "pickup": 200, "http": 2000, "memory": 100_000,
+        "repeats": 400}
+REPEAT_LATENCY_S = 0.05
 Figure = tuple[str, float, str, str, bool | None]  # name, value, unit, target, pass (None: info)
 
 
@@ -81,15 +84,17 @@ class Bench:
                 for r in rows}
 
     @asynccontextmanager
-    async def serving(self, prefix: str, role: Role, latency_s: float = 0.0
+    async def serving(self, prefix: str, role: Role, latency_s: float = 0.0, *,
+                      provider: FakeProvider | None = None, consumer: str = "bench-worker",
                       ) -> AsyncIterator[Service]:
-        provider = FakeProvider(0.0)  # warm up: the first call per format encodes with PyAV
-        await provider.synthesize(SynthesisRequest(text="warm-up", voice_id=VOICE))
-        provider.latency_s = latency_s
+        if provider is None:
+            provider = FakeProvider(0.0)  # warm up: the first call per format encodes with PyAV
+            await provider.synthesize(SynthesisRequest(text="warm-up", voice_id=VOICE))
+            provider.latency_s = latency_s
         settings = Settings(
             data_dir=str(self.data_dir), port=0, redis_prefix=f"bench-{prefix}-{self.run_id}",
-            consumer="bench-worker", concurrency=SLOTS, shutdown_grace_s=5.0,
-            submit_timeout_s=10.0,
+            consumer=consumer, concurrency=SLOTS, shutdown_grace_s=5.0,
+            submit_timeout_s=10.0, provider_concurrency=SLOTS,
         )
         service = Service(settings, redis_url=self.redis_url, store=self.store,
                           provider=provider, role=role)
@@ -242,8 +247,53 @@ async def memory(b: Bench, n: int) -> dict[str, Any]:
             "rss_mb": rss / MB, "maxrss_mb": _maxrss() / MB, "valkey_rss_mb": valkey / MB}
 
 
+async def repeats(b: Bench, n: int) -> dict[str, Any]:
+    """Half the jobs repeat an earlier text, submitted over HTTP in a shuffled order, and two
+    worker Services (2 x 3 actors) share one provider account limited to 3 slots: how many
+    provider calls per job, and the provider's peak concurrency against the limit."""
+    _, key = await b.user("repeats")
+    texts = [f"repeat {b.run_id} line {i}" for i in range(n // 2)] * 2
+    random.Random(7).shuffle(texts)
+    provider = FakeProvider(0.0)
+    await provider.synthesize(SynthesisRequest(text="warm-up", voice_id=VOICE))
+    provider.calls, provider.peak, provider.latency_s = 0, 0, REPEAT_LATENCY_S
+    statuses: Counter[int] = Counter()
+    ids: list[str] = []
+    async with (
+        b.serving("repeats", Role.worker, provider=provider, consumer="bench-w1") as w1,
+        b.serving("repeats", Role.worker, provider=provider, consumer="bench-w2") as w2,
+        b.serving("repeats", Role.api) as api,
+        httpx.AsyncClient(base_url=api.http_binds[0], timeout=30,
+                          headers={"Authorization": f"Bearer {key}"}) as client,
+    ):
+        todo = iter(texts)
+
+        async def poster() -> None:
+            for text in todo:
+                r = await client.post("/v1/jobs", json={"text": text, "voice_id": VOICE})
+                statuses[r.status_code] += 1
+                if r.status_code in (200, 202):
+                    ids.append(r.json()["id"])
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(16):
+                nursery.start_soon(poster)
+        queued = len(ids) - statuses[200]
+        with trio.fail_after(60 + n * REPEAT_LATENCY_S):
+            while sum(a.statistics().succeeded for a in (*w1.actors, *w2.actors)) < queued:
+                with trio.move_on_after(0.05):  # either worker may finish the last one
+                    await w1.inflight.wait_changed()
+        seconds = time.perf_counter() - t0
+    return {"jobs": len(texts), "distinct": n // 2, "answered_200_cached": statuses[200],
+            "statuses": {str(k): v for k, v in statuses.items()},
+            "provider_calls": provider.calls, "calls_per_job": provider.calls / len(texts),
+            "provider_peak": provider.peak, "provider_limit": SLOTS,
+            "local_actors": 2 * SLOTS, "latency_s": REPEAT_LATENCY_S, "seconds": seconds}
+
+
 WORKLOADS = {"throughput": throughput, "utilization": utilization, "pickup": pickup,
-             "http": http, "memory": memory}
+             "http": http, "memory": memory, "repeats": repeats}
 
 
 async def _all(database_url: str, redis_url: str, data_dir: Path, sizes: dict[str, int]
@@ -260,7 +310,7 @@ async def _all(database_url: str, redis_url: str, data_dir: Path, sizes: dict[st
 
 
 def _figures(r: dict[str, Any]) -> list[Figure]:
-    t, u, p, h, m = (r[k] for k in WORKLOADS)
+    t, u, p, h, m, rp = (r[k] for k in WORKLOADS)
     return [
         (f"throughput, {t['jobs']} zero-latency jobs e2e", t["jobs_per_s"], "jobs/s", ">= 1000",
          t["jobs_per_s"] >= 1000 and t["succeeded"] == t["jobs"]),
@@ -281,6 +331,10 @@ def _figures(r: dict[str, Any]) -> list[Figure]:
         ("peak RSS (maxrss, whole bench process)", m["maxrss_mb"], "MB", "<= 200",
          m["maxrss_mb"] <= 200),
         (f"current RSS, {m['backlog']} queued", m["rss_mb"], "MB", "<= 200", m["rss_mb"] <= 200),
+        (f"provider calls per job, {rp['jobs']} jobs, 50% repeats", rp["calls_per_job"],
+         "calls", "0.5", rp["calls_per_job"] <= 0.5),
+        (f"provider peak concurrency, {rp['local_actors']} actors", rp["provider_peak"],
+         "reqs", f"<= {rp['provider_limit']}", rp["provider_peak"] <= rp["provider_limit"]),
     ]
 
 
@@ -293,7 +347,9 @@ pickup: Postgres started_at - wall clock when Submitter.submit was called (upper
 refill gap: sorted start[k+3] - sorted finish[k] in workload 2; negative when a slot's next job
   starts before the previous one is stored (storing overlaps the next provider call).
 HTTP: api role (no workers running); the httpx client runs in the same process.
-memory: backlog enqueued through PgStore.create_job + Producer (no raw SQL); nothing consumes it."""
+memory: backlog enqueued through PgStore.create_job + Producer (no raw SQL); nothing consumes it.
+repeats: POST /v1/jobs over HTTP (16 concurrent), each text twice in a shuffled order, to an api
+  Service; two worker Services (3 actors each) share one provider account limited to 3 slots."""
 
 
 def run_bench(args: Any) -> int:
