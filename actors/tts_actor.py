@@ -318,6 +318,8 @@ class TTSActor:
                 )
         self._held = lock
         await self._nursery.start(lock.keep_alive)
+        if not (waited or lock.recently_done):
+            return None
         # double check: a holder may have stored it between our cache look-up and the lock
         found = await self._store.find_audio(job.owner, key)
         return await self._reuse(job, key, found)

@@ -66,12 +66,14 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
 return 1
 """
-# KEYS[1] = lock; ARGV = token, lease ms, owner prefix ("<job id>|"). Taken when free, or when
-# held by an earlier delivery of the same job (cancelled or killed before it could release).
+# KEYS = lock, its "done" marker; ARGV = token, lease ms, owner prefix ("<job id>|"). Taken when
+# free, or when held by an earlier delivery of the same job (cancelled or killed before it could
+# release). 2 = taken, but a holder finished recently: look in the cache again first.
 _LOCK_ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
 if current and string.sub(current, 1, #ARGV[3]) ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 return 1
 """
 # KEYS[1] = lock; ARGV = token, lease ms.
@@ -79,8 +81,12 @@ _LOCK_RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+# KEYS = lock, its "done" marker; ARGV = token, marker ttl ms.
 _LOCK_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  return redis.call('DEL', KEYS[1])
+end
 return 0
 """
 
@@ -95,17 +101,25 @@ class Lock:
         self._prefix = f"{holder}|"
         self.token = self._prefix + secrets.token_hex(16)
         self.held = False
+        #: a holder released this key within the last lease: its audio may just have been
+        #: stored, so the cache must be looked at again before generating
+        self.recently_done = False
         self._renewing = trio.CancelScope()
 
     async def acquire(self) -> bool:
         """Take the lock if it is free, or held by an earlier delivery of the same holder
         (a redelivered job need not wait for its own dead attempt's lease)."""
         reply = await self._c._run(
-            self._c._lock_acquire(keys=[self.key],
+            self._c._lock_acquire(keys=[self.key, self._done],
                                   args=[self.token, self._c.lease_ms, self._prefix])
         )
         self.held = bool(reply)
+        self.recently_done = reply == 2
         return self.held
+
+    @property
+    def _done(self) -> str:
+        return self.key + ":done"
 
     async def keep_alive(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Renew every third of the lease until released; a lost lock is logged (the work
@@ -133,7 +147,8 @@ class Lock:
         self.held = False
         with trio.move_on_after(self._c.timeout_s, shield=True):
             try:
-                await self._c._lock_release(keys=[self.key], args=[self.token])
+                await self._c._lock_release(keys=[self.key, self._done],
+                                            args=[self.token, self._c.lease_ms])
             except REDIS_ERRORS as exc:
                 log.warning("could not release lock %s (it expires): %s", self.key, exc)
 

@@ -259,7 +259,8 @@ class ElevenLabsProvider:
             if failure.kind == "wait":
                 self._waits += 1
                 waits += 1
-                delay = failure.retry_after or self._jitter(min(WAIT_CAP_S, 0.1 * 2 ** min(waits, 4)))
+                wait = min(WAIT_CAP_S, 0.1 * 2 ** min(waits, 4))
+                delay = failure.retry_after or self._jitter(wait)
             else:
                 attempts += 1
                 self._backoffs += 1
