@@ -72,6 +72,7 @@ T = TypeVar("T")
 log = logging.getLogger("chorus.elevenlabs")
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
+FALLBACK_VOICE_ID = "21m00Tcm4TlvDq8ikWAM"  # premade "Rachel", when the account lists no voices
 MODELS_TTL_S = 3600.0
 VOICES_TTL_S = 600.0
 SUBSCRIPTION_TTL_S = 60.0
@@ -129,7 +130,7 @@ def classify(status: int, body: Any, headers: Mapping[str, str]) -> Failure:
     where = f" (request {trace})" if trace else ""
     text = f"ElevenLabs {status} {code or 'error'}: {message or 'no message'}{where}"
     extra = {"provider_status": status, "provider_code": code}
-    if status == 429 and code in _CONCURRENCY_CODES:
+    if status == 429 and (code in _CONCURRENCY_CODES or "concurren" in message.lower()):
         return Failure("wait", ProviderUnavailable(text, **extra), _retry_after(headers))
     if status == 429 and code == "quota_exceeded":
         return Failure("fatal", ProviderQuotaExhausted(text, **extra))
@@ -195,6 +196,7 @@ class ElevenLabsProvider:
         self._voices = _Cached(VOICES_TTL_S, self._fetch_voices)
         self._subscription = _Cached(SUBSCRIPTION_TTL_S, self._fetch_subscription)
         self._dict_versions: dict[str, tuple[float, str]] = {}
+        self._voice_by_id: dict[str, tuple[float, VoiceInfo]] = {}
         self._requests = self._waits = self._backoffs = self._timeouts = self._chars = 0
 
     @classmethod
@@ -292,6 +294,15 @@ class ElevenLabsProvider:
         return await self._models.get()
 
     async def _fetch_voices(self) -> dict[str, VoiceInfo]:
+        """The account's voices (``GET /v2/voices``, every page). A listing that fails is
+        logged and empty (explicit voice ids are then looked up one by one)."""
+        try:
+            return await self._list_voices()
+        except (ProviderUnavailable, ProviderRejected) as exc:
+            log.warning("GET /v2/voices failed (%s); voices are looked up by id", exc.detail)
+            return {}
+
+    async def _list_voices(self) -> dict[str, VoiceInfo]:
         voices: dict[str, VoiceInfo] = {}
         token: str | None = None
         for _ in range(100):  # 100 pages of 100: far beyond any account
@@ -352,17 +363,24 @@ class ElevenLabsProvider:
                     return voice
             if premade:
                 return premade[0]
-            raise UnknownVoice("the ElevenLabs account has no voices; pass a voice_id")
+            return await self._voice(FALLBACK_VOICE_ID)  # no listing: ElevenLabs' "Rachel"
         return voices.get(voice_id) or await self._voice(voice_id)
 
     async def _voice(self, voice_id: str) -> VoiceInfo:
+        """``GET /v1/voices/{id}`` (a voice the listing does not have, e.g. just cloned);
+        found voices are remembered for as long as the listing."""
+        hit = self._voice_by_id.get(voice_id)
+        if hit is not None and trio.current_time() - hit[0] < VOICES_TTL_S:
+            return hit[1]
         try:
             voice = await self.call("voice", self._sdk.voices.get, voice_id)
         except ProviderRejected as exc:  # 400 on a malformed id
             raise UnknownVoice(f"voice {voice_id!r} does not exist") from exc
         except UnknownVoice:
             raise UnknownVoice(f"voice {voice_id!r} does not exist") from None
-        return _voice_info(voice.model_dump())
+        info = _voice_info(voice.model_dump())
+        self._voice_by_id[voice_id] = (trio.current_time(), info)
+        return info
 
     async def prepare(
         self,
@@ -488,17 +506,30 @@ class ElevenLabsProvider:
 
 
 def _assemble(clips: list[bytes], fmt: Any) -> tuple[bytes, float]:
-    """One clip as it came; several decoded, joined in order and encoded once (no seams)."""
-    try:
-        if len(clips) == 1:
+    """One clip as it came; several decoded, joined in order and encoded once (no seams).
+
+    Audio that does not decode is kept as it came, never thrown away (it was paid for): one clip
+    with an unknown duration (0.0); several clips of a format whose frames concatenate (mp3,
+    headerless pcm/ulaw/alaw) joined byte by byte; anything else is a ``ProviderError``."""
+    if not any(clips):
+        raise ProviderError("ElevenLabs returned no audio")
+    if len(clips) == 1:
+        try:
             return clips[0], audio_duration(clips[0], fmt)
+        except ValueError as exc:
+            log.warning("could not measure the %s audio ElevenLabs returned: %s", fmt.name, exc)
+            return clips[0], 0.0
+    try:
         if fmt.family == "pcm":
             pcm = concat_pcm(clips, fmt.sample_rate)
         else:
             pcm = concat_pcm([decode_to_pcm(c, fmt) for c in clips], fmt.sample_rate)
-        data = encode_pcm(pcm, fmt.sample_rate, fmt)
-        return data, len(pcm) / 2 / fmt.sample_rate
+        return encode_pcm(pcm, fmt.sample_rate, fmt), len(pcm) / 2 / fmt.sample_rate
     except ValueError as exc:
+        if fmt.family in ("mp3", "ulaw", "alaw", "pcm"):
+            log.warning("joining %d %s parts byte by byte (they do not decode: %s)",
+                        len(clips), fmt.name, exc)
+            return b"".join(clips), 0.0
         raise ProviderError(f"ElevenLabs returned audio that is not {fmt.name}: {exc}") from exc
 
 

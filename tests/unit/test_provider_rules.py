@@ -87,6 +87,7 @@ def test_live_catalogue_overrides_the_static_table() -> None:
          ProviderUnavailable),
         (429, {"detail": {"code": "concurrent_limit_exceeded", "status": "x"}}, "wait",
          ProviderUnavailable),
+        (429, {"detail": "Too many concurrent requests"}, "wait", ProviderUnavailable),
         (429, {"detail": {"status": "system_busy"}}, "backoff", ProviderUnavailable),
         (429, {"detail": {"code": "rate_limit_exceeded"}}, "backoff", ProviderUnavailable),
         (500, "Internal Server Error", "backoff", ProviderUnavailable),
