@@ -329,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure the pipeline (prints a table, writes JSON)")
     bench.add_argument("--quick", action="store_true", help="smaller workloads")
     bench.add_argument("--json", default="bench-results.json")
+    bench.add_argument("--only", default=None,
+                       help="comma-separated workloads: throughput, utilization, pickup, http,"
+                            " memory, repeats")
     return p
 
 

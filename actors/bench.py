@@ -302,6 +302,8 @@ async def _all(database_url: str, redis_url: str, data_dir: Path, sizes: dict[st
     async with PgStore.open(database_url, timeout=Settings().db_timeout_s) as store:
         b = Bench(store, redis_url, database_url, data_dir)
         for name, workload in WORKLOADS.items():
+            if name not in sizes:
+                continue
             print(f"bench: {name} ({sizes[name]}) ...", flush=True)
             started = time.perf_counter()
             results[name] = await workload(b, sizes[name])
@@ -338,6 +340,14 @@ def _figures(r: dict[str, Any]) -> list[Figure]:
     ]
 
 
+def _partial(results: dict[str, Any]) -> list[Figure]:
+    """Some workloads only (``--only``): their headline numbers, as information."""
+    keys = ("jobs_per_s", "utilization", "p50_ms", "p99_ms", "requests_per_s", "rss_mb",
+            "calls_per_job", "provider_peak", "in_job_overhead_ms", "refill_gap_p50_ms")
+    return [(f"{name}: {k}", float(v) * (100 if k == "utilization" else 1), "", "-", None)
+            for name, r in results.items() for k in keys if k in r for v in [r[k]]]
+
+
 NOTES = """\
 throughput: jobs / (last finished_at - first submit call); submitters and workers share the process.
 utilization: jobs x 0.2 s / 3 slots / (last finished_at - first started_at); all jobs were enqueued
@@ -355,6 +365,13 @@ repeats: POST /v1/jobs over HTTP (16 concurrent), each text twice in a shuffled 
 def run_bench(args: Any) -> int:
     quick = bool(getattr(args, "quick", False))
     sizes = {k: max(50, v // 10) for k, v in FULL.items()} if quick else dict(FULL)
+    only = [w.strip() for w in (getattr(args, "only", None) or "").split(",") if w.strip()]
+    unknown = set(only) - set(WORKLOADS)
+    if unknown:
+        print(f"unknown workload(s): {', '.join(sorted(unknown))}; known: {', '.join(WORKLOADS)}")
+        return 2
+    if only:
+        sizes = {k: v for k, v in sizes.items() if k in only}
     chorus_log = logging.getLogger("chorus")
     chorus_log.setLevel(max(logging.WARNING, chorus_log.getEffectiveLevel()))  # no start events
     started, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -366,7 +383,7 @@ def run_bench(args: Any) -> int:
         database_url = servers.enter_context(embedded_postgres(Path(tmp) / "servers"))
         results = trio.run(_all, database_url, redis_url, Path(tmp) / "service", sizes)
     runtime, load_after = time.perf_counter() - started, os.getloadavg()[0]
-    figures = _figures(results)
+    figures = _figures(results) if len(results) == len(WORKLOADS) else _partial(results)
     print(f"\n{'figure':<46} {'measured':>16} {'target':>8}  result\n{'-' * 80}")
     for name, value, unit, target, ok in figures:
         verdict = "info" if ok is None else ("PASS" if ok else "FAIL")
@@ -374,9 +391,10 @@ def run_bench(args: Any) -> int:
     print(f"\n{'quick' if quick else 'full'} run, {runtime:.1f} s; {os.cpu_count()} CPUs; one"
           f" process, {SLOTS} slots; FakeProvider; embedded Valkey + Postgres.\n1-min load"
           f" average {load_before:.1f} before, {load_after:.1f} after (other processes on the"
-          f" CPUs lower every figure).\n{NOTES}"
-          f"\nenqueueing the {results['memory']['jobs']} backlog jobs took"
-          f" {results['memory']['enqueue_s']:.1f} s.")
+          f" CPUs lower every figure).\n{NOTES}")
+    if "memory" in results:
+        print(f"enqueueing the {results['memory']['jobs']} backlog jobs took"
+              f" {results['memory']['enqueue_s']:.1f} s.")
     report = {
         "quick": quick, "runtime_s": runtime, "sizes": sizes,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
