@@ -484,3 +484,43 @@ async def test_korean_and_english_through_the_real_adapter(redis_url, store, tmp
             assert call.model_id == fields["model_id"]
     assert tally["succeeded"] == len(LANGUAGE_CASES)
     assert len(fake.calls) == len(LANGUAGE_CASES) and not fake.server_errors
+
+
+# -- 6. two workers on one data dir without CHORUS_CONSUMER ----------------------------------------
+
+
+@pytest.mark.slow
+async def test_second_worker_on_a_shared_data_dir_takes_nothing_from_the_first(
+    redis_url, database_url, store, tmp_path
+):
+    """Regression: both used to get the one persisted name, so the second, at start, freed the
+    first's provider slots (as its own dead incarnation's) and re-ran its running entries."""
+    jobs = 6
+    _, key = await store.create_user("shared-dir")
+    with (
+        FakeElevenLabs(api_key=ACCOUNT_KEY, latency_s=1.5, concurrency_limit=10) as fake,
+        trio.fail_after(40),
+    ):
+        env = el_env(fake, CHORUS_CONSUMER="", CHORUS_LEASE_S="30")  # names from the data dir
+        async with (
+            cluster(tmp_path, redis_url, database_url, env, ["first"]) as c,
+            AsyncExitStack() as later,
+        ):
+            texts = [f"Shared data dir line {i}." for i in range(jobs)]
+            await c.submit(key, texts)
+            await eventually(lambda: fake.in_flight == 3, 15, "the first worker's 3 requests")
+            second = await start_worker(later, tmp_path, c, env, "second")
+            await wait_all_terminal(database_url, jobs, timeout=20)
+            stats, calls = fake.stats(), ok_calls(fake)
+            await c.stop_all()
+    names = [p.find(WORKER_READY) for p in c.workers.values()]
+    print(f"{names}; fake: peak {stats['peak_concurrency']}, calls {stats['tts_calls']}")
+    assert len(set(names)) == 2, names
+    assert second.find("took back") is None, second.output
+    assert stats["peak_concurrency"] <= 3, stats
+    assert calls == dict.fromkeys(texts, 1), calls
+    assert sorted(p.name for p in tmp_path.glob("consumer-name*")) == [
+        "consumer-name", "consumer-name.1", "consumer-name.1.lock", "consumer-name.lock"
+    ]
+    tally = await total_queue_check(store, redis_url, Settings(redis_prefix=c.prefix), c.accepted)
+    assert tally["succeeded"] == jobs
