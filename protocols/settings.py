@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +13,11 @@ import msgspec
 
 from protocols.errors import ConfigError
 from protocols.faults import FaultPlan
+
+if sys.platform != "win32":
+    import fcntl
+else:  # pragma: no cover
+    fcntl = None
 
 
 class Secret(str):
@@ -25,6 +31,38 @@ class Secret(str):
 
     def reveal(self) -> str:
         return str.__str__(self)
+
+
+MAX_LOCAL_CONSUMERS = 64
+#: data dir -> (consumer name, the open lock file that claims it); kept for the process' life
+_CLAIMED: dict[Path, tuple[str, object]] = {}
+
+
+def _try_lock(path: Path) -> object | None:
+    """An open file holding an exclusive lock on ``path``, or None if a live process has it
+    (the kernel drops the lock when its holder dies, even on SIGKILL)."""
+    if fcntl is None:  # no flock on this platform: names are not guarded
+        return None
+    f = open(path, "a")  # held open on purpose: closing it drops the lock
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def _read_or_create_name(path: Path) -> str:
+    try:
+        if name := path.read_text().strip():
+            return name
+    except FileNotFoundError:
+        pass
+    name = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(name + "\n")
+    tmp.replace(path)
+    return name
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -80,20 +118,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return Path(self.data_dir)
 
     def consumer_name(self) -> str:
-        """The stable consumer name: configured, or created once and kept in the data dir."""
+        """The stable consumer name: configured, or created once and kept in the data dir.
+
+        A persisted name is claimed with an exclusive lock held until the process exits, so
+        two live processes sharing a data dir never share a name (a worker takes back the
+        stream entries and provider slots of its name at start, as those of its own dead
+        incarnation): the second one takes the next name, ``consumer-name.1`` and so on. A
+        single worker always gets ``consumer-name``; a restarted one gets a free name again.
+        """
         if self.consumer:
             return self.consumer
-        path = self.data_path / "consumer-name"
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            pass
-        name = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(name + "\n")
-        tmp.replace(path)
-        return name
+        data = self.data_path.resolve()
+        if (held := _CLAIMED.get(data)) is not None:  # this process already holds one
+            return held[0]
+        data.mkdir(parents=True, exist_ok=True)
+        for i in range(MAX_LOCAL_CONSUMERS):
+            path = data / ("consumer-name" if i == 0 else f"consumer-name.{i}")
+            lock = _try_lock(path.with_name(path.name + ".lock"))
+            if lock is None and fcntl is not None:
+                continue  # a live process holds this name
+            name = _read_or_create_name(path)
+            _CLAIMED[data] = (name, lock)
+            return name
+        raise ConfigError(
+            f"{MAX_LOCAL_CONSUMERS} processes already use {data}: set CHORUS_CONSUMER"
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
