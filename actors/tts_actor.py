@@ -117,6 +117,7 @@ class TTSActor:
         self._open_coordinator = open_coordinator
         self._coord: Coordinator | None = None
         self._held: Lock | None = None  # the single-flight lock of the job in the first stage
+        self._first_try: bool | None = None  # its first acquire, made while the job started
         self._nursery: trio.Nursery | None = None
         self._events = events
         self._faults = settings.faults or FaultPlan()
@@ -246,7 +247,7 @@ class TTSActor:
         job_id = delivery.job.job_id
         key = cache_key(delivery.job, self._provider.name, self.settings.cache_scope)
         try:
-            job, cached = await self._store.start_job_cached(job_id, key)
+            job, cached = await self._start(job_id, key)
             self._next_started.set()
             if job is None:
                 log.warning("entry %s names unknown job %s: dropped", delivery.entry_id, job_id)
@@ -296,15 +297,39 @@ class TTSActor:
             ),
         )
 
+    async def _start(self, job_id: str, key: str) -> tuple[Job | None, Audio | None]:
+        """``start_job_cached``, and meanwhile (one round trip on the critical path instead of
+        two) a first try at the cache key's single-flight lock. A lock taken for nothing (the
+        job was finished or cached) is released by ``_work``."""
+        if self._coord is None:
+            return await self._store.start_job_cached(job_id, key)
+        lock = self._coord.lock(key, job_id)
+        self._first_try = None
+
+        async def try_lock() -> None:
+            try:
+                self._first_try = await lock.acquire()
+            except ChorusError as exc:  # Redis away: tried again, and raised, when needed
+                log.debug("single-flight lock for %s not tried: %s", job_id, exc)
+            if lock.held:
+                self._held = lock
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(try_lock)
+            started = await self._store.start_job_cached(job_id, key)
+        return started
+
     async def _single_flight(self, job: Job, key: str) -> _Produced | None:
         """Hold the key's lock (kept in ``self._held``), or wait for the worker generating the
         same audio and reuse its result. None: this actor generates."""
         coord = self._coord
         assert coord is not None and self._nursery is not None
-        lock = coord.lock(key, job.id)
+        lock = self._held or coord.lock(key, job.id)
+        first, self._first_try = self._first_try, None
         waited = False
         deadline = trio.current_time() + self.settings.provider_wait_s
-        while not await lock.acquire():
+        while not (first if first is not None else await lock.acquire()):
+            first = None
             if not waited:
                 waited = True
                 await coord.count("flight_waits")
@@ -336,12 +361,13 @@ class TTSActor:
             output_format=job.output_format, params=job.params,
         )
         if self._coord is not None and self._provider.shared_account:
-            async with self._coord.slot(self.settings.provider_wait_s):
+            # the slot is given back by a task of the actor's nursery, off the critical path
+            async with self._coord.slot(self.settings.provider_wait_s, self._nursery):
                 result = await self._provider.synthesize(request)
         else:
             result = await self._provider.synthesize(request)
-        if self._coord is not None:
-            await self._coord.count("provider_calls")
+        if self._coord is not None and self._nursery is not None:
+            self._nursery.start_soon(self._coord.count, "provider_calls")
         await self._faults.hit("tts.after_synth")
         return _Produced(
             job=job,

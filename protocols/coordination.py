@@ -210,9 +210,12 @@ class Coordinator:
     # -- the provider account's semaphore ----------------------------------------------------------
 
     @asynccontextmanager
-    async def slot(self, wait_s: float) -> AsyncIterator[None]:
+    async def slot(
+        self, wait_s: float, release_in: trio.Nursery | None = None
+    ) -> AsyncIterator[None]:
         """Hold one of the account's slots for the body (renewed while held). Waits up to
-        ``wait_s`` for one, then raises ``ProviderUnavailable`` (retryable)."""
+        ``wait_s`` for one, then raises ``ProviderUnavailable`` (retryable). ``release_in``:
+        give the slot back in a task of that nursery instead of before returning."""
         key = self.keys.semaphore(self.account)
         token = f"{self.holder}|{secrets.token_hex(16)}"
         delay = POLL_MIN_S
@@ -243,11 +246,17 @@ class Coordinator:
                 raise
             raise group.exceptions[0] from group.exceptions[0].__cause__
         finally:
-            with trio.move_on_after(self.timeout_s, shield=True):
-                try:
-                    await self._r.zrem(key, [token])
-                except REDIS_ERRORS as exc:
-                    log.warning("could not release a provider slot (it expires): %s", exc)
+            if release_in is not None:
+                release_in.start_soon(self._release_slot, key, token)
+            else:
+                await self._release_slot(key, token)
+
+    async def _release_slot(self, key: str, token: str) -> None:
+        with trio.move_on_after(self.timeout_s, shield=True):
+            try:
+                await self._r.zrem(key, [token])
+            except REDIS_ERRORS as exc:
+                log.warning("could not release a provider slot (it expires): %s", exc)
 
     async def _renew_slot(self, key: str, token: str) -> None:
         while True:
