@@ -196,7 +196,7 @@ class Service:
             self.voice_sync = VoiceSync(
                 settings=s, catalog=self.voices, jobs=self.store,
                 open_queue=self.open_voice_queue, submit=self._submit_preview,
-                events=self.events,
+                events=self.events, tick_s=min(1.0, s.voice_poll_s),
             )
             children.append(
                 ChildSpec(id="voice-sync", start=self.voice_sync.run, restart=Restart.permanent,

@@ -68,6 +68,8 @@ def _cursor(value: str | None) -> str | None:
     if not value:
         return None
     try:
+        if not value.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(value)
         return base64.urlsafe_b64decode(value.encode() + b"==").decode()
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidCursor("cursor is not one this API returned.") from exc
@@ -178,6 +180,6 @@ def blueprint(ctx: WebContext) -> Blueprint:
         user = await current_user(ctx.store)
         voice = await catalog.delete(voice_id, user.id)
         ctx.events.publish(voice_event(EventKind.voice_deleted, voice))
-        return Response(status=204)
+        return Response(b"", status=204)
 
     return bp
