@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import coredis
-from coredis.tokens import PureToken
 import msgspec
+from coredis.tokens import PureToken
 
 from protocols.errors import QueueUnavailable
 from protocols.keys import Keys
