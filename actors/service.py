@@ -1,6 +1,6 @@
 """The supervision tree of one Chorus process, by role.
 
-serve = everything; api = HTTP + Producer; worker = VoiceSync (later) + TTS pool + StreamReader;
+serve = everything; api = HTTP + Producer; worker = VoiceSync + TTS pool + StreamReader;
 every role runs the EventPublisher (first to start, last to stop: everything else publishes).
 Start order: events -> VoiceSync -> TTS pool -> StreamReader -> Producer -> HTTP; stop in reverse.
 The supervisor owns the channels and the in-flight registry; every child incarnation gets clones.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import StrEnum
@@ -32,15 +33,18 @@ from actors.supervisor import (
     supervisor_child,
 )
 from actors.tts_actor import TTSActor
+from actors.voice_sync import VoiceSync
 from protocols.blobs import FileBlobStore
 from protocols.coordination import Coordinator
 from protocols.errors import ChorusError
 from protocols.event_bus import open_event_bus
 from protocols.keys import Keys
-from protocols.messages import Delivery
+from protocols.messages import Delivery, SpeechJob, Voice
 from protocols.ports import JobStore, SpeechProvider
 from protocols.settings import Settings
 from protocols.streams import open_queue
+from protocols.voice_queue import RedisVoiceSyncQueue
+from protocols.voices import VoiceCatalog
 from web.app import WebContext, serve
 
 log = logging.getLogger("chorus.service")
@@ -84,6 +88,8 @@ class Service:
         self.reader: StreamReader | None = None
         self.producer: Producer | None = None
         self.http_binds: list[str] = []
+        self.voices = VoiceCatalog(store, provider)  # type: ignore[arg-type]
+        self.voice_sync: VoiceSync | None = None
         self._shared_coordinator: Coordinator | None = None
         self.events = EventPublisher(self.open_event_bus, timeout_s=settings.redis_timeout_s)
         self._on_http_ready = on_http_ready
@@ -160,6 +166,24 @@ class Service:
             owner_ttl_s=s.owner_events_ttl_s,
         )
 
+    @asynccontextmanager
+    async def open_voice_queue(self) -> AsyncIterator[RedisVoiceSyncQueue]:
+        async with self.open_queue() as queue:
+            yield RedisVoiceSyncQueue(queue.client, self.keys)
+
+    async def _submit_preview(self, job: SpeechJob) -> None:
+        """Preview jobs take the HTTP front's path (the Producer) when this process runs one;
+        a worker enqueues itself (the same idempotent XADD)."""
+        if self.role is Role.serve:
+            await self.submitter.submit(job)
+            return
+        async with self.open_queue() as queue:
+            await queue.enqueue([job])
+
+    async def _track_voice(self, queue, voice: Voice) -> None:  # type: ignore[no-untyped-def]
+        deadline = voice.created_at.timestamp() + self.settings.voice_ready_timeout_s
+        await RedisVoiceSyncQueue(queue.client, self.keys).track(voice.id, time.time(), deadline)
+
     # -- the tree -------------------------------------------------------------------------
 
     def _children(self) -> list[ChildSpec]:
@@ -169,7 +193,15 @@ class Service:
                       shutdown=2 * s.redis_timeout_s + 1)
         ]
         if self.role in (Role.serve, Role.worker):
-            # VoiceSync joins here (first to start, last to stop)
+            self.voice_sync = VoiceSync(
+                settings=s, catalog=self.voices, jobs=self.store,
+                open_queue=self.open_voice_queue, submit=self._submit_preview,
+                events=self.events, tick_s=min(1.0, s.voice_poll_s),
+            )
+            children.append(
+                ChildSpec(id="voice-sync", start=self.voice_sync.run, restart=Restart.permanent,
+                          shutdown=5.0)
+            )
             self.actors = [
                 TTSActor(
                     name=f"tts-{i}", settings=s, deliveries=self._deliveries_recv,
@@ -228,6 +260,7 @@ class Service:
                 provider=self.provider, submit=self.submitter.submit, readiness=readiness,
                 count=self.coordinator(queue.client).count,
                 events=self.events, event_log=event_log, stopping=stop,
+                voices=self.voices, track_voice=partial(self._track_voice, queue),
             )
             async with trio.open_nursery() as nursery:
                 binds = await nursery.start(
@@ -278,6 +311,7 @@ class Service:
             "reader": self.reader.statistics() if self.reader else None,
             "producer": self.producer.statistics() if self.producer else None,
             "events": self.events.statistics(),
+            "voice_sync": self.voice_sync.statistics() if self.voice_sync else None,
             "actors": [a.statistics() for a in self.actors],
             "supervisor": self.supervisor.statistics(),
         }

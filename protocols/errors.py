@@ -212,3 +212,30 @@ class DeliveriesExhausted(ChorusError):
 class ConfigError(ChorusError):
     code = "config_error"
     title = "Invalid configuration"
+
+
+# --- voices ------------------------------------------------------------------------------------
+
+
+class VoiceNotReady(ChorusError):
+    """A cloned voice that is still processing (or failed) cannot speak yet."""
+
+    code = "voice_not_ready"
+    status = 409
+    title = "Voice is not ready"
+
+
+class CloningNotAllowed(ChorusError):
+    """The provider account's plan does not include instant voice cloning."""
+
+    code = "cloning_not_allowed"
+    status = 403
+    title = "The provider account cannot clone voices"
+
+
+class VoiceLimitReached(ChorusError):
+    """Every voice slot of the provider account is in use."""
+
+    code = "voice_limit_reached"
+    status = 409
+    title = "The provider account has no free voice slot"

@@ -48,3 +48,13 @@ class Keys(msgspec.Struct, frozen=True):
     def owner_events(self, owner: str) -> str:
         """One user's events (SSE reads only these)."""
         return f"{self.prefix}:events:{owner}"
+
+    @property
+    def voice_sync(self) -> str:
+        """VoiceSync's schedule: voice ids scored by the unix time of their next poll."""
+        return f"{self.prefix}:voices:sync"
+
+    @property
+    def voice_tracking(self) -> str:
+        """VoiceSync's status of each tracked voice (deadline, polls so far): a hash."""
+        return f"{self.prefix}:voices:tracking"

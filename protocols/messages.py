@@ -261,3 +261,94 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     deliveries: int
     original_entry_id: str
     dead_at: float
+
+
+# --- voices --------------------------------------------------------------------------------------
+
+
+class VoiceStatus(StrEnum):
+    processing = "processing"
+    completed = "completed"
+    failed = "failed"
+
+
+class Visibility(StrEnum):
+    private = "private"  # the owner alone; to anyone else it does not exist
+    public = "public"  # shared by its owner
+    default = "default"  # the provider's own voices (no owner)
+
+
+class NewVoice(msgspec.Struct, frozen=True, kw_only=True):
+    """A voice to insert: a clone (``owner`` set) or a provider default (``owner`` None)."""
+
+    id: str
+    provider: str
+    provider_voice_id: str
+    owner: str | None
+    name: str
+    description: str = ""
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    language: str = ""
+    languages: tuple[str, ...] = ()
+    category: str = "cloned"
+    status: VoiceStatus = VoiceStatus.processing
+    status_reason: str | None = None
+    visibility: Visibility = Visibility.private
+
+
+class Voice(msgspec.Struct, frozen=True, kw_only=True):
+    """A voice row (``protocols/migrations/0003_voices.sql``)."""
+
+    id: str
+    provider: str
+    provider_voice_id: str
+    owner: str | None
+    name: str
+    description: str
+    labels: dict[str, str]
+    language: str
+    languages: tuple[str, ...]
+    category: str
+    status: VoiceStatus
+    status_reason: str | None
+    visibility: Visibility
+    preview_audio_id: str | None
+    preview_job_id: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    def visible_to(self, user_id: str) -> bool:
+        return self.visibility is not Visibility.private or self.owner == user_id
+
+    def info(self) -> VoiceInfo:
+        """What a job sends to the provider."""
+        return VoiceInfo(
+            voice_id=self.provider_voice_id, name=self.name, language=self.language or "en",
+            languages=self.languages, provider=self.provider, category=self.category,
+            description=self.description,
+        )
+
+
+class CloneFile(msgspec.Struct, frozen=True, kw_only=True):
+    """One audio sample of a clone upload."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+class ProviderVoiceState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the provider says about a cloned voice: ``ready | processing | failed``."""
+
+    state: str
+    reason: str | None = None
+
+
+class TrackedVoice(msgspec.Struct, frozen=True, kw_only=True):
+    """A voice VoiceSync watches (``protocols/voice_queue.py``): next poll at ``due``, given up
+    at ``deadline`` (unix seconds), ``attempts`` polls so far."""
+
+    voice_id: str
+    due: float
+    deadline: float
+    attempts: int = 0

@@ -10,19 +10,25 @@ from typing import Protocol
 from protocols.events import Event
 from protocols.messages import (
     Audio,
+    CloneFile,
     DeadLetter,
     Delivery,
     Job,
     JobStatus,
     NewAudio,
     NewJob,
+    NewVoice,
+    ProviderVoiceState,
     SpeechJob,
     SpeechParams,
     SynthesisRequest,
     SynthesisResult,
+    TrackedVoice,
     Usage,
     User,
+    Voice,
     VoiceInfo,
+    VoiceStatus,
 )
 
 
@@ -193,3 +199,74 @@ class EventLog(Protocol):
     async def read(
         self, stream: str, after: str, *, count: int = 100, block_ms: int | None = None
     ) -> list[Event]: ...
+
+
+class VoiceStore(Protocol):
+    """Voices in Postgres (``protocols/store_voices.py``). With a ``viewer``, another user's
+    private voice is None: it does not exist for them."""
+
+    async def upsert_default_voices(self, provider: str, voices: Sequence[VoiceInfo]) -> int: ...
+    async def count_default_voices(self, provider: str) -> int: ...
+    async def create_voice(self, voice: NewVoice) -> Voice: ...
+    async def get_voice(self, voice_id: str, viewer: str | None = None) -> Voice | None: ...
+    async def voice_by_provider_id(
+        self, provider: str, provider_voice_id: str
+    ) -> Voice | None: ...
+    async def list_voices(
+        self, viewer: str, provider: str, *, visibility: str | None = None,
+        language: str | None = None, status: str | None = None, search: str | None = None,
+        after: str | None = None, limit: int = 100,
+    ) -> list[Voice]:
+        """Visible voices ordered by id, after the id ``after`` (cursor pagination)."""
+        ...
+    async def update_voice(self, voice_id: str, owner: str, **changes: object) -> Voice | None:
+        """name, description, labels, visibility of the owner's voice (None: not theirs)."""
+        ...
+    async def delete_voice(self, voice_id: str, owner: str) -> Voice | None: ...
+    async def settle_voice(
+        self, voice_id: str, status: VoiceStatus, reason: str | None = None, *,
+        preview_job_id: str | None = None,
+    ) -> Voice | None:
+        """Compare-and-set processing -> completed | failed; returns the voice as it is."""
+        ...
+    async def set_voice_preview(self, voice_id: str, audio_id: str) -> Voice | None: ...
+    async def tracked_voices(self, provider: str) -> list[Voice]:
+        """Clones processing, and completed clones whose preview job has not been linked."""
+        ...
+
+
+class VoiceManager(Protocol):
+    """Voice management at the provider (``protocols/providers/*_voices.py``)."""
+
+    provider: str
+
+    async def check_can_clone(self) -> None:
+        """Raises ``NotSupported``, ``CloningNotAllowed`` or ``VoiceLimitReached``."""
+        ...
+    async def clone(
+        self, name: str, description: str, labels: dict[str, str], files: Sequence[CloneFile]
+    ) -> tuple[str, bool]:
+        """Instant voice cloning: (provider voice id, requires verification)."""
+        ...
+    async def voice_state(self, provider_voice_id: str) -> ProviderVoiceState:
+        """ready | processing | failed (with the reason). Raises ``UnknownVoice`` if gone."""
+        ...
+    async def delete(self, provider_voice_id: str) -> None:
+        """Remove the voice at the provider (already gone is fine)."""
+        ...
+    async def default_voices(self) -> Sequence[VoiceInfo]:
+        """The provider's own voices (every page)."""
+        ...
+
+
+class VoiceSyncQueue(Protocol):
+    """VoiceSync's schedule (``protocols/voice_queue.py``): voice ids by next poll time, each
+    with its deadline and poll count. Postgres stays the truth; this is rebuilt from it."""
+
+    async def track(self, voice_id: str, due: float, deadline: float) -> None:
+        """Schedule a voice (kept as it is if already tracked)."""
+        ...
+    async def due(self, now: float, count: int) -> list[TrackedVoice]: ...
+    async def reschedule(self, voice_id: str, due: float, attempts: int) -> None: ...
+    async def done(self, voice_id: str) -> None: ...
+    async def tracked(self) -> list[TrackedVoice]: ...

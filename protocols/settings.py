@@ -106,6 +106,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     owner_events_ttl_s: int = 7 * 24 * 3600  # idle user stream expires after this
     sse_max_streams: int = 100  # concurrent SSE streams per process; more answer 503
     sse_heartbeat_s: float = 15.0  # comment line sent on an idle SSE stream
+    voice_ready_timeout_s: float = 1800.0  # a clone not ready by then is failed
+    voice_poll_s: float = 2.0  # first poll of a processing clone; doubles up to voice_poll_max_s
+    voice_poll_max_s: float = 60.0
+    voice_rescan_s: float = 60.0  # VoiceSync re-reads the voices to track from Postgres
     faults: FaultPlan | None = None  # tests only
 
     @property
@@ -189,6 +193,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("events_maxlen", "CHORUS_EVENTS_MAXLEN", int)
         put("owner_events_maxlen", "CHORUS_OWNER_EVENTS_MAXLEN", int)
         put("sse_max_streams", "CHORUS_SSE_MAX_STREAMS", int)
+        put("voice_ready_timeout_s", "CHORUS_VOICE_READY_TIMEOUT_S", float)
+        put("voice_poll_s", "CHORUS_VOICE_POLL_S", float)
         raw.update(overrides)
         settings = cls(**raw)  # type: ignore[arg-type]
         settings.validate()

@@ -29,6 +29,7 @@ from protocols import store_sql as q
 from protocols.embedded import with_database
 from protocols.errors import ChorusError, ConfigError, InvalidInput, NotFound, StoreUnavailable
 from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, Usage, User
+from protocols.store_voices import VoiceStoreMixin
 
 T = TypeVar("T")
 
@@ -185,8 +186,8 @@ async def _on_loop(loop: Any, limit_s: float, fn: Callable[..., Awaitable[T]], *
         raise err from exc
 
 
-class PgStore:
-    """The JobStore (``protocols.ports.JobStore``) on Postgres. Create with ``PgStore.open``."""
+class PgStore(VoiceStoreMixin):
+    """The JobStore and VoiceStore (``protocols.ports``) on Postgres; ``PgStore.open``."""
 
     def __init__(self, loop: Any, pool: asyncpg.Pool, timeout: float) -> None:
         self._loop, self._pool, self._timeout = loop, pool, timeout

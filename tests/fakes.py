@@ -45,6 +45,7 @@ from protocols.messages import (
     VoiceInfo,
 )
 from protocols.providers.base import LocalProvider
+from tests.fake_voices import FakeVoiceStoreMixin
 
 replace = msgspec.structs.replace
 
@@ -57,7 +58,7 @@ def key_hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-class FakeJobStore:
+class FakeJobStore(FakeVoiceStoreMixin):
     """``JobStore`` in memory."""
 
     def __init__(self, clock: Callable[[], dt.datetime] = utcnow) -> None:

@@ -15,13 +15,16 @@ import hypercorn.trio
 import trio
 from hypercorn.config import Config
 from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioRequest
 
 from protocols.events import NO_EVENTS
-from protocols.messages import SpeechJob
+from protocols.messages import SpeechJob, Voice
 from protocols.ports import BlobStore, EventLog, EventSink, JobStore, SpeechProvider
 from protocols.settings import Settings
+from protocols.voices import VoiceCatalog
 from web import problems
 from web.routes import audio, events, health, jobs, usage, voices
+from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
 #: room in the request body for JSON syntax and escapes around ``text`` (``\uXXXX`` = 6 bytes)
 BODY_BYTES_PER_CHAR = 6
@@ -34,6 +37,23 @@ KEEP_ALIVE_S = 2.0
 
 async def _no_count(name: str) -> None:
     return None
+
+
+async def _no_track(voice: Voice) -> None:
+    return None
+
+
+class ChorusRequest(TrioRequest):
+    """The body limit is sized for JSON jobs; only ``POST /v1/voices`` (clone uploads) gets
+    room for its audio samples (``web/routes/voice_uploads.py``)."""
+
+    def __init__(self, method: str, scheme: str, path: str, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        upload = method == "POST" and path.rstrip("/") == "/v1/voices"
+        if upload:
+            kwargs["max_content_length"] = MAX_UPLOAD_BODY
+        super().__init__(method, scheme, path, *args, **kwargs)
+        if upload:
+            self.max_content_length = MAX_UPLOAD_BODY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +75,16 @@ class WebContext:
     event_log: EventLog | None = None
     #: set when the server is stopping: SSE streams end within one read block
     stopping: trio.Event | None = None
+    #: voices (visibility, defaults, cloning); None: one built from ``store`` and ``provider``
+    voices: VoiceCatalog | None = None
+    #: schedule a new clone with VoiceSync at once (else it is found on its next rescan)
+    track_voice: Callable[[Voice], Awaitable[None]] = _no_track
 
 
 def create_app(ctx: WebContext) -> QuartTrio:
     """A new app object on every call (an app must not be served twice)."""
     app = QuartTrio(__name__)
+    app.request_class = ChorusRequest
     app.config["MAX_CONTENT_LENGTH"] = (
         ctx.settings.max_text_chars * BODY_BYTES_PER_CHAR + BODY_OVERHEAD
     )

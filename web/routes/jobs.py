@@ -41,6 +41,7 @@ from protocols.messages import (
     VoiceSettings,
 )
 from protocols.text import normalize_text
+from protocols.voices import VoiceCatalog
 from web.auth import current_user
 from web.problems import IdempotencyKeyMismatch, UnknownField, UnsupportedMediaType, json_response
 
@@ -183,6 +184,7 @@ def idempotency_key(body_key: str | None) -> str | None:
 def blueprint(ctx: WebContext) -> Blueprint:
     bp = Blueprint("jobs", __name__)
     settings = ctx.settings
+    catalog = ctx.voices or VoiceCatalog(ctx.store, ctx.provider)  # type: ignore[arg-type]
 
     async def validated(owner: str) -> NewJob:
         """The request as a job, with its parameters settled and its cache key known."""
@@ -205,7 +207,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
                 f"output_format {fmt!r} is not supported.", supported=sorted(formats)
             )
         language = (req.language or "").strip() or None
-        voice = await ctx.provider.resolve_voice(req.voice_id, language)
+        voice = await catalog.for_job(req.voice_id, language, owner)  # visibility, status
         asked = SpeechParams(
             model_id=req.model_id or "",
             voice_settings=req.voice_settings,

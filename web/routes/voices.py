@@ -1,19 +1,44 @@
-"""``GET /v1/voices[?language=xx]`` and ``GET /v1/voices/<id>``: the provider's voices."""
+"""Voices: list, get, clone, edit, delete, and the preview clip (``protocols/voices.py`` holds
+the rules). Another user's private voice answers exactly like a voice that does not exist."""
 
 from __future__ import annotations
 
+import base64
+import logging
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from quart import Blueprint, Response, request
 
-from protocols.errors import UnknownVoice
-from protocols.messages import VoiceInfo
+from protocols.errors import (
+    ChorusError,
+    InvalidCursor,
+    InvalidInput,
+    MalformedJSON,
+    NotFound,
+    UnknownVoice,
+)
+from protocols.events import EventKind
+from protocols.messages import Visibility, Voice, VoiceStatus
+from protocols.voices import VoiceCatalog, voice_event
 from web.auth import current_user
-from web.problems import json_response
+from web.problems import UnknownField, json_response
+from web.routes.jobs import iso
+from web.routes.voice_uploads import (
+    check_description,
+    check_labels,
+    check_name,
+    check_visibility,
+    parse_clone,
+)
 
 if TYPE_CHECKING:
     from web.app import WebContext
+
+log = logging.getLogger("chorus.web")
+
+PAGE = 100
+PATCHABLE = frozenset({"name", "description", "labels", "visibility"})
 
 
 def primary(language: str) -> str:
@@ -21,33 +46,140 @@ def primary(language: str) -> str:
     return language.strip().replace("_", "-").split("-", 1)[0].lower()
 
 
-def speaks(voice: VoiceInfo, language: str) -> bool:
-    wanted = primary(language)
-    return any(primary(lang) == wanted for lang in (voice.language, *voice.languages))
+def voice_view(voice: Voice, viewer: str) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": voice.id, "voice_id": voice.id, "name": voice.name,
+        "description": voice.description, "labels": voice.labels,
+        "language": voice.language, "languages": list(voice.languages),
+        "provider": voice.provider, "category": voice.category,
+        "status": voice.status.value, "visibility": voice.visibility.value,
+        "mine": voice.owner == viewer,
+        "created_at": iso(voice.created_at), "updated_at": iso(voice.updated_at),
+    }
+    if voice.status_reason:
+        view["status_reason"] = voice.status_reason
+    if voice.preview_audio_id:
+        view["preview_audio_id"] = voice.preview_audio_id
+        view["preview_url"] = f"/v1/voices/{voice.id}/preview"
+    return view
 
 
-def voice_view(voice: VoiceInfo) -> dict[str, Any]:
-    return msgspec.to_builtins(voice)
+def _cursor(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        if not value.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(value)
+        return base64.urlsafe_b64decode(value.encode() + b"==").decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("cursor is not one this API returned.") from exc
+
+
+def _choice(name: str, allowed: type) -> str | None:
+    value = request.args.get(name, "").strip() or None
+    if value is not None and value not in {m.value for m in allowed}:
+        raise InvalidInput(f"{name} must be one of {', '.join(m.value for m in allowed)}.",
+                           field=name)
+    return value
 
 
 def blueprint(ctx: WebContext) -> Blueprint:
     bp = Blueprint("voices", __name__)
+    catalog = ctx.voices or VoiceCatalog(ctx.store, ctx.provider)  # type: ignore[arg-type]
 
     @bp.get("/v1/voices")
     async def list_voices() -> Response:
-        await current_user(ctx.store)
-        voices = list(await ctx.provider.voices())
+        user = await current_user(ctx.store)
+        await catalog.ensure_defaults()
+        try:
+            limit = int(request.args.get("limit", PAGE))
+        except ValueError:
+            raise InvalidInput("limit must be a number from 1 to 100.", field="limit") from None
+        if not 1 <= limit <= PAGE:
+            raise InvalidInput("limit must be a number from 1 to 100.", field="limit")
         language = request.args.get("language", "").strip()
-        if language:
-            voices = [voice for voice in voices if speaks(voice, language)]
-        return json_response({"voices": [voice_view(voice) for voice in voices]})
+        voices = await catalog.store.list_voices(
+            user.id, catalog.provider, visibility=_choice("visibility", Visibility),
+            language=primary(language) if language else None,
+            status=_choice("status", VoiceStatus),
+            search=request.args.get("search", "").strip()[:100] or None,
+            after=_cursor(request.args.get("cursor")), limit=limit + 1,
+        )
+        more = len(voices) > limit
+        voices = voices[:limit]
+        cursor = (base64.urlsafe_b64encode(voices[-1].id.encode()).decode().rstrip("=")
+                  if more else None)
+        return json_response({"voices": [voice_view(v, user.id) for v in voices],
+                              "next_cursor": cursor})
 
     @bp.get("/v1/voices/<voice_id>")
     async def get_voice(voice_id: str) -> Response:
-        await current_user(ctx.store)
-        for voice in await ctx.provider.voices():
-            if voice.voice_id == voice_id:
-                return json_response(voice_view(voice))
-        raise UnknownVoice(f"No voice {voice_id!r}.", voice_id=voice_id)
+        user = await current_user(ctx.store)
+        try:
+            voice = await catalog.visible(voice_id, user.id)
+        except UnknownVoice:
+            await catalog.ensure_defaults()  # a default voice not synced yet
+            voice = await catalog.visible(voice_id, user.id)
+        return json_response(voice_view(voice, user.id))
+
+    @bp.get("/v1/voices/<voice_id>/preview")
+    async def get_preview(voice_id: str) -> Response:
+        user = await current_user(ctx.store)
+        voice = await catalog.visible(voice_id, user.id)
+        audio = voice.preview_audio_id and await ctx.store.get_audio(voice.preview_audio_id)
+        if not audio:
+            raise NotFound(f"Voice {voice_id!r} has no preview yet.")
+        data = await ctx.blobs.get(audio.path)
+        return Response(data, 200, content_type=audio.content_type,
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+    @bp.post("/v1/voices")
+    async def clone_voice() -> Response:
+        user = await current_user(ctx.store)
+        fields = await parse_clone()
+        voice = await catalog.clone(owner=user.id, **fields)
+        ctx.events.publish(voice_event(EventKind.voice_created, voice, status="processing"))
+        try:
+            await ctx.track_voice(voice)
+        except ChorusError as exc:  # VoiceSync finds it in Postgres on its next rescan
+            log.warning("voice %s not scheduled now: %s", voice.id, exc.detail)
+        return json_response(voice_view(voice, user.id), 202,
+                             {"Location": f"/v1/voices/{voice.id}"})
+
+    @bp.patch("/v1/voices/<voice_id>")
+    async def patch_voice(voice_id: str) -> Response:
+        user = await current_user(ctx.store)
+        await catalog.owned(voice_id, user.id)
+        try:
+            body = msgspec.json.decode(await request.get_data(cache=False))
+        except msgspec.DecodeError as exc:
+            raise MalformedJSON(f"The body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise MalformedJSON("The body must be a JSON object.")
+        if unknown := sorted(set(body) - PATCHABLE):
+            raise UnknownField(f"Unknown field(s): {', '.join(unknown)}.", fields=unknown)
+        changes: dict[str, Any] = {}
+        if "name" in body:
+            changes["name"] = check_name(body["name"])
+        if "description" in body:
+            changes["description"] = check_description(body["description"])
+        if "labels" in body:
+            changes["labels"] = check_labels(body["labels"] or {})
+        if "visibility" in body:
+            changes["visibility"] = check_visibility(body["visibility"]).value
+        voice = await catalog.store.update_voice(voice_id, user.id, **changes)
+        if voice is None:
+            raise NotFound(f"No voice {voice_id!r}.")
+        if changes:
+            ctx.events.publish(voice_event(EventKind.voice_updated, voice,
+                                           changed=sorted(changes)))
+        return json_response(voice_view(voice, user.id))
+
+    @bp.delete("/v1/voices/<voice_id>")
+    async def delete_voice(voice_id: str) -> Response:
+        user = await current_user(ctx.store)
+        voice = await catalog.delete(voice_id, user.id)
+        ctx.events.publish(voice_event(EventKind.voice_deleted, voice))
+        return Response(b"", status=204)
 
     return bp

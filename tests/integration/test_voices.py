@@ -1,0 +1,91 @@
+"""Voices end to end: the whole service on the real embedded Valkey and Postgres with the
+ElevenLabs adapter pointed at the fake ElevenLabs server. A clone uploaded over HTTP is
+``processing``, becomes ``completed`` with a playable preview once the fake says ready; another
+user sees neither the private voice nor its preview; VoiceSync is tracked in Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import trio
+
+from protocols.keys import Keys
+from protocols.providers.elevenlabs import ElevenLabsProvider
+from protocols.settings import Secret
+from protocols.streams import open_queue
+from protocols.voice_queue import RedisVoiceSyncQueue
+from tests.fake_elevenlabs import FakeElevenLabs
+from tests.harness import make_settings, running_service
+
+CAP_S = 20.0
+
+
+async def poll(client: httpx.AsyncClient, path: str, until: Any, limit_s: float) -> Any:
+    with trio.fail_after(limit_s):
+        while True:
+            body = (await client.get(path)).json()
+            if until(body):
+                return body
+            await trio.sleep(0.05)
+
+
+async def test_clone_over_http_becomes_completed_with_a_preview(
+    redis_url: str, store: Any, fake_elevenlabs: FakeElevenLabs, tmp_path: Any
+) -> None:
+    with trio.fail_after(CAP_S):
+        settings = make_settings(
+            tmp_path, elevenlabs_api_key=Secret("test-key"),
+            elevenlabs_base_url=fake_elevenlabs.base_url, voice_poll_s=0.05,
+            voice_poll_max_s=0.2, elevenlabs_timeout_s=5.0,
+        )
+        async with ElevenLabsProvider.open(settings) as provider, running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=provider
+        ) as run:
+            files = [("files", ("a.mp3", b"ID3" + b"\1" * 2000, "audio/mpeg")),
+                     ("files", ("b.wav", b"RIFF" + b"\2" * 2000, "audio/wav"))]
+            r = await run.client.post(
+                "/v1/voices", files=files,
+                data={"name": "Fox", "description": "warm", "labels": '{"accent": "irish"}'},
+            )
+            assert r.status_code == 202, r.text
+            voice = r.json()
+            assert voice["status"] == "processing"
+            (upload,) = fake_elevenlabs.clone_uploads
+            assert upload["name"] == "Fox" and upload["labels"] == {"accent": "irish"}
+            assert upload["description"] == "warm" and len(upload["files"]) == 2
+            pid = upload["voice_id"]
+            async with open_queue(redis_url, Keys(settings.redis_prefix),
+                                  stream_timeout=3) as q:
+                tracked = await RedisVoiceSyncQueue(q.client, Keys(settings.redis_prefix)
+                                                    ).tracked()
+            assert voice["id"] in {t.voice_id for t in tracked}
+
+            # another user: the private voice does not exist, a job naming it neither
+            _, other_key = await store.create_user("mallory")
+            other = {"Authorization": f"Bearer {other_key}"}
+            assert (await run.client.get(f"/v1/voices/{voice['id']}", headers=other)
+                    ).json()["code"] == "voice_not_found"
+            r = await run.client.post("/v1/jobs", headers=other,
+                                      json={"text": "hi", "voice_id": voice["id"]})
+            assert r.status_code == 404 and r.json()["code"] == "voice_not_found"
+            r = await run.client.post("/v1/jobs", json={"text": "hi", "voice_id": voice["id"]})
+            assert r.status_code == 409 and r.json()["code"] == "voice_not_ready"
+
+            fake_elevenlabs.mark_voice_ready(pid)
+            done = await poll(run.client, f"/v1/voices/{voice['id']}",
+                              lambda b: "preview_url" in b, 15)
+            assert done["status"] == "completed"
+            clip = await run.client.get(done["preview_url"])
+            assert clip.status_code == 200 and clip.headers["content-type"] == "audio/mpeg"
+            assert len(clip.content) > 100
+            assert (await run.client.get(done["preview_url"], headers=other)).status_code == 404
+            audio = await run.client.get(f"/v1/audio/{done['preview_audio_id']}", headers=other)
+            assert audio.status_code == 404
+            listed = (await run.client.get("/v1/voices?visibility=default")).json()["voices"]
+            assert listed and all(v["visibility"] == "default" for v in listed)
+
+            r = await run.client.delete(f"/v1/voices/{voice['id']}")
+            assert r.status_code == 204 and pid not in fake_elevenlabs.voice_ids
+            mine = await run.client.get(f"/v1/audio/{done['preview_audio_id']}")
+            assert mine.status_code == 200  # audio made with it is kept
