@@ -314,9 +314,15 @@ class TTSActor:
             if lock.held:
                 self._held = lock
 
+        failed: ChorusError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(try_lock)
-            started = await self._store.start_job_cached(job_id, key)
+            try:
+                started = await self._store.start_job_cached(job_id, key)
+            except ChorusError as exc:  # raised after the nursery: never as an exception group
+                failed = exc
+        if failed is not None:
+            raise failed
         return started
 
     async def _single_flight(self, job: Job, key: str) -> _Produced | None:

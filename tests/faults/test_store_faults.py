@@ -121,7 +121,8 @@ async def test_postgres_outage_answers_503_and_loses_nothing(
     assert tally == {"succeeded": len(set(svc.accepted)), "dead": 0, "failed": 0}
     assert all(j.audio_id for j in jobs.values())
     assert await audio_rows(database_url) == len(jobs)  # one audio row per job, no duplicate
-    assert of(svc.events, "crash") == [] and of(svc.events, "give_up") == []
+    assert of(svc.events, "crash") == [] and of(svc.events, "give_up") == [], [
+        (e.child_id, e.error) for e in svc.events if e.kind == "crash"]
     assert proxy.accepted > connected  # the store's pool reconnected after the reset
 
 
