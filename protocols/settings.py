@@ -108,7 +108,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sse_heartbeat_s: float = 15.0  # comment line sent on an idle SSE stream
     voice_ready_timeout_s: float = 1800.0  # a clone not ready by then is failed
     voice_poll_s: float = 2.0  # first poll of a processing clone; doubles up to voice_poll_max_s
-    voice_poll_max_s: float = 60.0
+    voice_poll_max_s: float = 15.0
     voice_rescan_s: float = 60.0  # VoiceSync re-reads the voices to track from Postgres
     faults: FaultPlan | None = None  # tests only
 
