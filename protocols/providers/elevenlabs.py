@@ -231,8 +231,12 @@ class ElevenLabsProvider:
                 "chunk_size": 65536}
 
     async def call(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any,
-                   **kwargs: Any) -> T:
-        """``fn(*args, **kwargs, request_options=...)`` with the documented retry policy."""
+                   idempotent: bool = True, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs, request_options=...)`` with the documented retry policy.
+
+        ``idempotent=False`` (creating a voice): only failures that mean "not processed" (429,
+        a connection that was never made) are retried; after a timeout or a 5xx the outcome is
+        unknown and the error is raised, so a retry cannot create a second voice."""
         from elevenlabs.core.api_error import ApiError
 
         s = self.settings
@@ -240,23 +244,25 @@ class ElevenLabsProvider:
         give_up_at = trio.current_time() + s.provider_wait_s
         while True:
             self._requests += 1
+            unprocessed = False
             try:
                 with trio.fail_after(s.elevenlabs_timeout_s + 5):  # httpx's own timeout first
                     return await fn(*args, **kwargs, request_options=self._options())
             except ApiError as exc:
                 failure = classify(exc.status_code or 0, exc.body, exc.headers or {})
+                unprocessed = exc.status_code == 429
             except (httpx.TimeoutException, trio.TooSlowError):
                 self._timeouts += 1
-                log.warning("ElevenLabs %s timed out; retrying (the request may have been"
-                            " charged)", what)
+                log.warning("ElevenLabs %s timed out (the request may have been charged)", what)
                 failure = Failure("backoff", ProviderUnavailable(f"ElevenLabs {what} timed out"))
             except httpx.HTTPError as exc:
                 failure = Failure(
                     "backoff",
                     ProviderUnavailable(f"ElevenLabs {what}: {type(exc).__name__}"),
                 )
+                unprocessed = isinstance(exc, httpx.ConnectError)
             now = trio.current_time()
-            if failure.kind == "fatal":
+            if failure.kind == "fatal" or (not idempotent and not unprocessed):
                 raise failure.error
             if failure.kind == "wait":
                 self._waits += 1

@@ -82,7 +82,9 @@ class ElevenLabsVoices:
         if labels:
             kwargs["labels"] = dict(labels)
         try:
-            added = await self._el.call("voice clone", self._el._sdk.voices.ivc.create, **kwargs)
+            added = await self._el.call(
+                "voice clone", self._el._sdk.voices.ivc.create, idempotent=False, **kwargs
+            )
         except ProviderForbidden as exc:
             raise CloningNotAllowed(exc.detail) from exc
         except ProviderRejected as exc:

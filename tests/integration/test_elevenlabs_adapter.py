@@ -242,3 +242,25 @@ async def test_prepare_picks_models_and_pins_dictionary_versions(fake_elevenlabs
             await el.synthesize(request("Chorus.", dictionaries=pinned.dictionaries))
     sent = ok_calls(fake)[-1].pronunciation_dictionary_locators
     assert sent == [{"pronunciation_dictionary_id": dict_id, "version_id": version}]
+
+
+async def test_a_clone_upload_is_resent_whole_after_a_429_but_never_after_a_5xx(
+    fake_elevenlabs, tmp_path
+):
+    from protocols.messages import CloneFile
+    from protocols.providers.elevenlabs_voices import ElevenLabsVoices
+
+    fake = fake_elevenlabs
+    sample = CloneFile(filename="a.mp3", content_type="audio/mpeg", data=b"ID3" + bytes(2000))
+    with trio.fail_after(LIMIT_S):
+        async with adapter(fake, tmp_path) as el:
+            voices = ElevenLabsVoices(el)
+            fake.inject(429, "system_busy", times=1, path_prefix="/v1/voices/add")
+            voice_id, _ = await voices.clone("Grandpa", "warm", {"accent": "scottish"}, [sample])
+            (upload,) = fake.clone_uploads  # the retried upload carried every field
+            assert voice_id in fake.voice_ids
+            fake.inject(503, "service_unavailable", times=1, path_prefix="/v1/voices/add")
+            with pytest.raises(ProviderUnavailable):  # outcome unknown: not sent twice
+                await voices.clone("Grandma", "", {}, [sample])
+    assert len(fake.clone_uploads) == 1
+    assert upload["labels"] == {"accent": "scottish"} and upload["description"] == "warm"
