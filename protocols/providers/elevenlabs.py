@@ -303,18 +303,24 @@ class ElevenLabsProvider:
         """The account's voices (``GET /v2/voices``, every page). A listing that fails is
         logged and empty (explicit voice ids are then looked up one by one)."""
         try:
-            return await self._list_voices()
+            return await self.search_voices()
         except (ProviderUnavailable, ProviderRejected) as exc:
             log.warning("GET /v2/voices failed (%s); voices are looked up by id", exc.detail)
             return {}
 
-    async def _list_voices(self) -> dict[str, VoiceInfo]:
+    @property
+    def sdk(self) -> Any:
+        """The SDK client (``AsyncElevenLabs``); call it through ``call`` only."""
+        return self._sdk
+
+    async def search_voices(self, **filters: Any) -> dict[str, VoiceInfo]:
+        """Every page of ``GET /v2/voices`` with ``filters`` (e.g. ``voice_type="default"``)."""
         voices: dict[str, VoiceInfo] = {}
         token: str | None = None
         for _ in range(100):  # 100 pages of 100: far beyond any account
             page = await self.call(
                 "voices", self._sdk.voices.search, page_size=100, next_page_token=token,
-                include_total_count=False,
+                include_total_count=False, **filters,
             )
             for voice in page.voices:
                 info = _voice_info(voice.model_dump())

@@ -26,12 +26,11 @@ from protocols.errors import (
     VoiceLimitReached,
 )
 from protocols.messages import CloneFile, ProviderVoiceState, VoiceInfo
-from protocols.providers.elevenlabs import ElevenLabsProvider, _voice_info
+from protocols.providers.elevenlabs import ElevenLabsProvider
 
 log = logging.getLogger("chorus.elevenlabs.voices")
 
 PROCESSING_STATES = frozenset({"fine_tuning", "queued", "delayed", "processing"})
-MAX_PAGES = 100
 
 
 def voice_state(raw: Mapping[str, Any]) -> ProviderVoiceState:
@@ -60,7 +59,7 @@ class ElevenLabsVoices:
         self._el = el
 
     async def check_can_clone(self) -> None:
-        sdk = self._el._sdk
+        sdk = self._el.sdk
         sub = (await self._el.call("subscription", sdk.user.subscription.get)).model_dump()
         if not sub.get("can_use_instant_voice_cloning", True):
             raise CloningNotAllowed(
@@ -83,7 +82,7 @@ class ElevenLabsVoices:
             kwargs["labels"] = dict(labels)
         try:
             added = await self._el.call(
-                "voice clone", self._el._sdk.voices.ivc.create, idempotent=False, **kwargs
+                "voice clone", self._el.sdk.voices.ivc.create, idempotent=False, **kwargs
             )
         except ProviderForbidden as exc:
             raise CloningNotAllowed(exc.detail) from exc
@@ -95,30 +94,17 @@ class ElevenLabsVoices:
 
     async def voice_state(self, provider_voice_id: str) -> ProviderVoiceState:
         try:
-            voice = await self._el.call("voice", self._el._sdk.voices.get, provider_voice_id)
+            voice = await self._el.call("voice", self._el.sdk.voices.get, provider_voice_id)
         except ProviderRejected as exc:  # 400 on a malformed id
             raise UnknownVoice(f"voice {provider_voice_id!r} does not exist") from exc
         return voice_state(voice.model_dump())
 
     async def delete(self, provider_voice_id: str) -> None:
         try:
-            await self._el.call("voice delete", self._el._sdk.voices.delete, provider_voice_id)
+            await self._el.call("voice delete", self._el.sdk.voices.delete, provider_voice_id)
         except UnknownVoice:
             log.info("voice %s was already gone at ElevenLabs", provider_voice_id)
 
     async def default_voices(self) -> Sequence[VoiceInfo]:
         """The premade voices, every page of ``GET /v2/voices?voice_type=default``."""
-        voices: dict[str, VoiceInfo] = {}
-        token: str | None = None
-        for _ in range(MAX_PAGES):
-            page = await self._el.call(
-                "voices", self._el._sdk.voices.search, page_size=100, next_page_token=token,
-                voice_type="default", include_total_count=False,
-            )
-            for voice in page.voices:
-                info = _voice_info(voice.model_dump())
-                voices[info.voice_id] = info
-            token = page.next_page_token
-            if not page.has_more or not token:
-                break
-        return list(voices.values())
+        return list((await self._el.search_voices(voice_type="default")).values())
