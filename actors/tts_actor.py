@@ -118,6 +118,7 @@ class TTSActor:
         self._coord: Coordinator | None = None
         self._held: Lock | None = None  # the single-flight lock of the job in the first stage
         self._first_try: bool | None = None  # its first acquire, made while the job started
+        self._slot: str | None = None  # a provider slot taken while the job started, not yet used
         self._nursery: trio.Nursery | None = None
         self._events = events
         self._faults = settings.faults or FaultPlan()
@@ -204,6 +205,7 @@ class TTSActor:
             raise
         finally:
             self._busy = False
+            self._give_back_slot()  # taken while starting, not used (cached, finished, failed)
             if self._held is not None:
                 await self._held.release()
                 self._held = None
@@ -303,7 +305,8 @@ class TTSActor:
         job was finished or cached) is released by ``_work``."""
         if self._coord is None:
             return await self._store.start_job_cached(job_id, key)
-        lock = self._coord.lock(key, job_id)
+        coord = self._coord
+        lock = coord.lock(key, job_id)
         self._first_try = None
 
         async def try_lock() -> None:
@@ -314,9 +317,19 @@ class TTSActor:
             if lock.held:
                 self._held = lock
 
+        async def try_slot() -> None:
+            token = coord.slot_token()
+            try:
+                if await coord.try_slot(token):
+                    self._slot = token
+            except ChorusError as exc:
+                log.debug("provider slot for %s not tried: %s", job_id, exc)
+
         failed: ChorusError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(try_lock)
+            if self._provider.shared_account:
+                nursery.start_soon(try_slot)
             try:
                 started = await self._store.start_job_cached(job_id, key)
             except ChorusError as exc:  # raised after the nursery: never as an exception group
@@ -324,6 +337,11 @@ class TTSActor:
         if failed is not None:
             raise failed
         return started
+
+    def _give_back_slot(self) -> None:
+        if self._slot is not None and self._coord is not None and self._nursery is not None:
+            self._nursery.start_soon(self._coord.release_slot, self._slot)
+        self._slot = None
 
     async def _single_flight(self, job: Job, key: str) -> _Produced | None:
         """Hold the key's lock (kept in ``self._held``), or wait for the worker generating the
@@ -336,6 +354,7 @@ class TTSActor:
         deadline = trio.current_time() + self.settings.provider_wait_s
         while not (first if first is not None else await lock.acquire()):
             first = None
+            self._give_back_slot()  # never hold a provider slot while waiting for another job
             if not waited:
                 waited = True
                 await coord.count("flight_waits")
@@ -367,8 +386,10 @@ class TTSActor:
             output_format=job.output_format, params=job.params,
         )
         if self._coord is not None and self._provider.shared_account:
-            # the slot is given back by a task of the actor's nursery, off the critical path
-            async with self._coord.slot(self.settings.provider_wait_s, self._nursery):
+            # the slot was usually taken while the job started; it is given back by a task of
+            # the actor's nursery, off the critical path
+            held, self._slot = self._slot, None
+            async with self._coord.slot(self.settings.provider_wait_s, self._nursery, held=held):
                 result = await self._provider.synthesize(request)
         else:
             result = await self._provider.synthesize(request)

@@ -209,19 +209,35 @@ class Coordinator:
 
     # -- the provider account's semaphore ----------------------------------------------------------
 
+    def slot_token(self) -> str:
+        """A new slot token: this worker's name, then random (see ``reclaim_own_slots``)."""
+        return f"{self.holder}|{secrets.token_hex(16)}"
+
+    async def try_slot(self, token: str) -> bool:
+        """One attempt at a slot for ``token`` (idempotent: a token holding one keeps it)."""
+        key = self.keys.semaphore(self.account)
+        return bool(await self._run(
+            self._sem_acquire(keys=[key], args=[token, self.limit, self.lease_ms])
+        ))
+
+    async def release_slot(self, token: str) -> None:
+        """Give a slot back; best effort and bounded (it expires anyway)."""
+        await self._release_slot(self.keys.semaphore(self.account), token)
+
     @asynccontextmanager
     async def slot(
-        self, wait_s: float, release_in: trio.Nursery | None = None
+        self, wait_s: float, release_in: trio.Nursery | None = None, *, held: str | None = None
     ) -> AsyncIterator[None]:
         """Hold one of the account's slots for the body (renewed while held). Waits up to
         ``wait_s`` for one, then raises ``ProviderUnavailable`` (retryable). ``release_in``:
-        give the slot back in a task of that nursery instead of before returning."""
+        give the slot back in a task of that nursery instead of before returning. ``held``:
+        the token of a slot already taken with ``try_slot`` (no wait)."""
         key = self.keys.semaphore(self.account)
-        token = f"{self.holder}|{secrets.token_hex(16)}"
+        token = held or self.slot_token()
         delay = POLL_MIN_S
         waited = False
         with trio.move_on_after(wait_s) as waiting:
-            while not await self._run(
+            while held is None and not await self._run(
                 self._sem_acquire(keys=[key], args=[token, self.limit, self.lease_ms])
             ):
                 if not waited:

@@ -193,25 +193,31 @@ async def create_job(
     ``cached``: existing audio with the job's cache key: the job is created succeeded, pointing
     at an audio row of the owner's for that file, and nothing is charged. Otherwise, with a
     ``quota``, the job must fit in it (``QuotaExceeded``)."""
+    async def insert() -> Any:
+        linked = None
+        if cached is not None:
+            linked = await conn.fetchval(
+                _LINK_AUDIO, audio_id, job.owner, cached.cache_key, cached.format,
+                cached.content_type, cached.duration_s, cached.size, cached.path,
+            )
+        return await conn.fetchrow(
+            _INSERT_JOB, job.id, job.owner, job.idempotency_key, job.request_hash,
+            job.text, job.voice_id, job.language, job.output_format, job.characters,
+            _encode_params(job.params), job.cache_key,
+            "succeeded" if linked else "queued", linked is not None, linked,
+        )
+
     for _ in range(3):  # the existing row may be discarded between our INSERT and SELECT
         try:
-            async with conn.transaction():
-                if cached is None and quota is not None:
-                    if (existing := await _existing(conn, job)) is not None:
-                        return existing, False
-                    await _check_quota(conn, job, quota)
-                linked = None
-                if cached is not None:
-                    linked = await conn.fetchval(
-                        _LINK_AUDIO, audio_id, job.owner, cached.cache_key, cached.format,
-                        cached.content_type, cached.duration_s, cached.size, cached.path,
-                    )
-                row = await conn.fetchrow(
-                    _INSERT_JOB, job.id, job.owner, job.idempotency_key, job.request_hash,
-                    job.text, job.voice_id, job.language, job.output_format, job.characters,
-                    _encode_params(job.params), job.cache_key,
-                    "succeeded" if linked else "queued", linked is not None, linked,
-                )
+            if cached is None and quota is None:
+                row = await insert()  # one statement: no transaction needed
+            else:
+                async with conn.transaction():
+                    if cached is None and quota is not None:
+                        if (existing := await _existing(conn, job)) is not None:
+                            return existing, False
+                        await _check_quota(conn, job, quota)
+                    row = await insert()
         except Exception as exc:
             if getattr(exc, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
                 raise
