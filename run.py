@@ -299,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--voice")
     say.add_argument("--language")
     say.add_argument("--format", default="mp3_44100_128")
+    say.add_argument("--model", help="ElevenLabs model_id (default: chosen by the service)")
+    say.add_argument("--preference", choices=("balanced", "latency", "quality", "expressive"),
+                     help="what the model choice favours when --model is not given")
     say.add_argument("-o", "--output", required=True)
     say.add_argument("--url", default=None, help="default http://CHORUS_HOST:CHORUS_PORT")
     say.add_argument("--key", default=None,

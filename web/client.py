@@ -114,6 +114,10 @@ async def say(args: argparse.Namespace, settings: Settings) -> int:
         body["voice_id"] = args.voice
     if args.language:
         body["language"] = args.language
+    if getattr(args, "model", None):
+        body["model_id"] = args.model
+    if getattr(args, "preference", None):
+        body["preference"] = args.preference
     headers = {"Authorization": f"Bearer {key}"}
     try:
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as client:
