@@ -25,6 +25,7 @@ from protocols.events import Event
 log = logging.getLogger("chorus.events")
 
 BUFFER = 4096
+LINGER_S = 0.005  # a burst of events goes out in one write; subscribers see it 5 ms later
 MAX_BATCH = 256
 ATTEMPTS = 3
 
@@ -87,6 +88,9 @@ class EventPublisher:
             self._idle = trio.CancelScope()
             with self._idle:
                 batch.append(await self._recv.receive())
+                # linger a moment: events come in bursts (a job's succeeded + tts.created, the
+                # three actors settling together), one write for the burst costs less CPU
+                await trio.sleep(LINGER_S)
         while len(batch) < MAX_BATCH:  # whatever else is buffered (all of it when stopping)
             try:
                 batch.append(self._recv.receive_nowait())

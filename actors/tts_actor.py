@@ -393,7 +393,9 @@ class TTSActor:
                 result = await self._provider.synthesize(request)
         else:
             result = await self._provider.synthesize(request)
-        if self._coord is not None and self._nursery is not None:
+        if self._held is not None:
+            self._held.count_on_release = "provider_calls"  # one round trip with the release
+        elif self._coord is not None and self._nursery is not None:
             self._nursery.start_soon(self._coord.count, "provider_calls")
         await self._faults.hit("tts.after_synth")
         return _Produced(

@@ -81,8 +81,10 @@ _LOCK_RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-# KEYS = lock, its "done" marker; ARGV = token, marker ttl ms.
+# KEYS = lock, its "done" marker, the counters; ARGV = token, marker ttl ms, counter to add one
+# to ("" for none: the counter rides along, one round trip for both).
 _LOCK_RELEASE = """
+if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[3], 1) end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
   return redis.call('DEL', KEYS[1])
@@ -104,6 +106,8 @@ class Lock:
         #: a holder released this key within the last lease: its audio may just have been
         #: stored, so the cache must be looked at again before generating
         self.recently_done = False
+        #: a counter to add one to when the lock is released (e.g. "provider_calls")
+        self.count_on_release = ""
         self._renewing = trio.CancelScope()
 
     async def acquire(self) -> bool:
@@ -143,12 +147,16 @@ class Lock:
         """Compare-and-delete; best effort and bounded (the lock expires anyway)."""
         self._renewing.cancel()
         if not self.held:
+            if self.count_on_release:
+                await self._c.count(self.count_on_release)
             return
         self.held = False
         with trio.move_on_after(self._c.timeout_s, shield=True):
             try:
-                await self._c._lock_release(keys=[self.key, self._done],
-                                            args=[self.token, self._c.lease_ms])
+                await self._c._lock_release(
+                    keys=[self.key, self._done, self._c.keys.stats],
+                    args=[self.token, self._c.lease_ms, self.count_on_release],
+                )
             except REDIS_ERRORS as exc:
                 log.warning("could not release lock %s (it expires): %s", self.key, exc)
 
