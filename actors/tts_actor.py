@@ -300,9 +300,9 @@ class TTSActor:
         )
 
     async def _start(self, job_id: str, key: str) -> tuple[Job | None, Audio | None]:
-        """``start_job_cached``, and meanwhile (one round trip on the critical path instead of
-        two) a first try at the cache key's single-flight lock. A lock taken for nothing (the
-        job was finished or cached) is released by ``_work``."""
+        """``start_job_cached``, and meanwhile a first try at the cache key's single-flight lock
+        and, with it, a provider slot (one Redis round trip, in parallel with Postgres). A lock
+        or slot taken for nothing (the job was finished or cached) is given back by ``_work``."""
         if self._coord is None:
             return await self._store.start_job_cached(job_id, key)
         coord = self._coord
@@ -310,26 +310,19 @@ class TTSActor:
         self._first_try = None
 
         async def try_lock() -> None:
+            token = coord.slot_token() if self._provider.shared_account else None
             try:
-                self._first_try = await lock.acquire()
+                if await lock.acquire_with_slot(token):
+                    self._slot = token
+                self._first_try = lock.held
             except ChorusError as exc:  # Redis away: tried again, and raised, when needed
                 log.debug("single-flight lock for %s not tried: %s", job_id, exc)
             if lock.held:
                 self._held = lock
 
-        async def try_slot() -> None:
-            token = coord.slot_token()
-            try:
-                if await coord.try_slot(token):
-                    self._slot = token
-            except ChorusError as exc:
-                log.debug("provider slot for %s not tried: %s", job_id, exc)
-
         failed: ChorusError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(try_lock)
-            if self._provider.shared_account:
-                nursery.start_soon(try_slot)
             try:
                 started = await self._store.start_job_cached(job_id, key)
             except ChorusError as exc:  # raised after the nursery: never as an exception group

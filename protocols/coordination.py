@@ -76,6 +76,25 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 return 1
 """
+# Both at once, when a job starts: KEYS = lock, its "done" marker, the semaphore; ARGV = lock
+# token, lease ms, owner prefix, slot token ("" for none), slot limit. The slot is only tried
+# when the lock is taken (a job waiting for another's result never holds a slot).
+# Returns {lock: 0 | 1 | 2 (as _LOCK_ACQUIRE), slot: 0 | 1}.
+_FLIGHT_START = _NOW_MS + """
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, #ARGV[3]) ~= ARGV[3] then return {0, 0} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local lock = 1
+if redis.call('EXISTS', KEYS[2]) == 1 then lock = 2 end
+if ARGV[4] == '' then return {lock, 0} end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZSCORE', KEYS[3], ARGV[4]) or redis.call('ZCARD', KEYS[3]) < tonumber(ARGV[5]) then
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], 2 * tonumber(ARGV[2]))
+  return {lock, 1}
+end
+return {lock, 0}
+"""
 # KEYS[1] = lock; ARGV = token, lease ms.
 _LOCK_RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -120,6 +139,19 @@ class Lock:
         self.held = bool(reply)
         self.recently_done = reply == 2
         return self.held
+
+    async def acquire_with_slot(self, slot_token: str | None) -> bool:
+        """``acquire``, and when the lock is taken, one try at a provider slot for
+        ``slot_token``, in one round trip. True when the slot was taken too."""
+        c = self._c
+        reply = await c._run(c._flight_start(
+            keys=[self.key, self._done, c.keys.semaphore(c.account)],
+            args=[self.token, c.lease_ms, self._prefix, slot_token or "", c.limit],
+        ))
+        lock, slot = (int(x) for x in reply)
+        self.held = lock > 0
+        self.recently_done = lock == 2
+        return bool(slot)
 
     @property
     def _done(self) -> str:
@@ -196,6 +228,7 @@ class Coordinator:
         self._sem_renew = client.register_script(_SEM_RENEW)
         self._sem_reclaim = client.register_script(_SEM_RECLAIM)
         self._lock_acquire = client.register_script(_LOCK_ACQUIRE)
+        self._flight_start = client.register_script(_FLIGHT_START)
         self._lock_renew = client.register_script(_LOCK_RENEW)
         self._lock_release = client.register_script(_LOCK_RELEASE)
         self.slot_waits = 0
@@ -221,13 +254,6 @@ class Coordinator:
         """A new slot token: this worker's name, then random (see ``reclaim_own_slots``)."""
         return f"{self.holder}|{secrets.token_hex(16)}"
 
-    async def try_slot(self, token: str) -> bool:
-        """One attempt at a slot for ``token`` (idempotent: a token holding one keeps it)."""
-        key = self.keys.semaphore(self.account)
-        return bool(await self._run(
-            self._sem_acquire(keys=[key], args=[token, self.limit, self.lease_ms])
-        ))
-
     async def release_slot(self, token: str) -> None:
         """Give a slot back; best effort and bounded (it expires anyway)."""
         await self._release_slot(self.keys.semaphore(self.account), token)
@@ -239,7 +265,7 @@ class Coordinator:
         """Hold one of the account's slots for the body (renewed while held). Waits up to
         ``wait_s`` for one, then raises ``ProviderUnavailable`` (retryable). ``release_in``:
         give the slot back in a task of that nursery instead of before returning. ``held``:
-        the token of a slot already taken with ``try_slot`` (no wait)."""
+        the token of a slot already taken (``Lock.acquire_with_slot``): no wait."""
         key = self.keys.semaphore(self.account)
         token = held or self.slot_token()
         delay = POLL_MIN_S

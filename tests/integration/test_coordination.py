@@ -78,3 +78,25 @@ async def test_semaphore_limits_waits_and_frees_a_dead_holders_slot(redis_url):
                 assert await dead._sem_acquire(keys=[key], args=[f"w-dead|{n}", 2, 60_000])
             assert await coordinator(q.client, keys, holder="w-dead").reclaim_own_slots() == 2
             assert await c.slots_in_use() == 0
+
+
+async def test_a_starting_job_takes_lock_and_slot_in_one_call_never_a_slot_without_the_lock(
+    redis_url,
+):
+    keys = Keys(f"t{uuid.uuid4().hex[:8]}")
+    with trio.fail_after(LIMIT_S):
+        async with open_queue(redis_url, keys, stream_timeout=5) as q:
+            c = coordinator(q.client, keys, limit=1)
+            first = c.lock("k", "job-1")
+            token = c.slot_token()
+            assert await first.acquire_with_slot(token) and first.held
+            assert await c.slots_in_use() == 1
+            waiter = c.lock("k", "job-2")  # an identical job: no lock, so no slot either
+            assert not await waiter.acquire_with_slot(c.slot_token()) and not waiter.held
+            other = c.lock("k2", "job-3")  # another text: lock yes, slot no (limit 1)
+            assert not await other.acquire_with_slot(c.slot_token()) and other.held
+            assert await c.slots_in_use() == 1
+            await c.release_slot(token)
+            for lock in (first, other):
+                await lock.release()
+            assert await c.slots_in_use() == 0
