@@ -89,3 +89,55 @@ async def test_clone_over_http_becomes_completed_with_a_preview(
             assert r.status_code == 204 and pid not in fake_elevenlabs.voice_ids
             mine = await run.client.get(f"/v1/audio/{done['preview_audio_id']}")
             assert mine.status_code == 200  # audio made with it is kept
+
+
+async def test_tracked_voices_survive_a_restart_even_with_the_redis_schedule_lost(
+    redis_url: str, store: Any, fake_elevenlabs: FakeElevenLabs, tmp_path: Any
+) -> None:
+    """Postgres is the truth: a process restart (here with VoiceSync's Redis keys deleted as
+    well) rebuilds the schedule, and the voices go on to completed / failed."""
+    settings = make_settings(
+        tmp_path, elevenlabs_api_key=Secret("test-key"),
+        elevenlabs_base_url=fake_elevenlabs.base_url, voice_poll_s=0.05,
+        voice_poll_max_s=0.2, elevenlabs_timeout_s=5.0,
+    )
+    keys = Keys(settings.redis_prefix)
+    sample = [("files", ("a.mp3", b"ID3" + b"\1" * 2000, "audio/mpeg"))]
+    with trio.fail_after(2 * CAP_S):
+        async with ElevenLabsProvider.open(settings) as provider:
+            async with running_service(
+                redis_url=redis_url, store=store, settings=settings, provider=provider
+            ) as run:
+                ids = []
+                for name in ("Ready", "Broken"):
+                    r = await run.client.post("/v1/voices", files=sample, data={"name": name})
+                    assert r.status_code == 202, r.text
+                    ids.append(r.json()["id"])
+                key = run.api_key
+            # the process is gone; so is VoiceSync's schedule in Redis
+            async with open_queue(redis_url, keys, stream_timeout=3) as q:
+                await q.client.delete([keys.voice_sync, keys.voice_tracking])
+            by_name = {u["name"]: u["voice_id"] for u in fake_elevenlabs.clone_uploads}
+            fake_elevenlabs.mark_voice_ready(by_name["Ready"])
+            fake_elevenlabs.mark_voice_failed(by_name["Broken"], "samples too noisy")
+            async with running_service(
+                redis_url=redis_url, store=store, settings=settings, provider=provider
+            ) as run:
+                owner = {"Authorization": f"Bearer {key}"}
+                ready = await poll_as(run.client, owner, f"/v1/voices/{ids[0]}",
+                                      lambda b: "preview_url" in b, 15)
+                broken = await poll_as(run.client, owner, f"/v1/voices/{ids[1]}",
+                                       lambda b: b["status"] == "failed", 15)
+                clip = await run.client.get(ready["preview_url"], headers=owner)
+    assert ready["status"] == "completed" and clip.status_code == 200 and clip.content
+    assert "samples too noisy" in broken["status_reason"]
+
+
+async def poll_as(client: httpx.AsyncClient, headers: dict[str, str], path: str, until: Any,
+                  limit_s: float) -> Any:
+    with trio.fail_after(limit_s):
+        while True:
+            body = (await client.get(path, headers=headers)).json()
+            if until(body):
+                return body
+            await trio.sleep(0.05)
