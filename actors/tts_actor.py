@@ -254,8 +254,9 @@ class TTSActor:
             if job is None:
                 log.warning("entry %s names unknown job %s: dropped", delivery.entry_id, job_id)
                 return Ack(delivery.entry_id)
-            if job.status.terminal:
-                return Ack(delivery.entry_id)  # a redelivery of a finished job
+            if job.status.terminal:  # a redelivery of a finished job
+                self._publish_final(job)  # its event may have died with the last delivery
+                return Ack(delivery.entry_id)
             self._publish_running(job)
             await self._faults.hit("tts.before_synth")  # mid-job: started, nothing produced
             return await self._produce(job, key, cached)
@@ -436,6 +437,16 @@ class TTSActor:
                 content_type=audio.content_type, characters=job.characters,
             )
         )
+
+    def _publish_final(self, job: Job) -> None:
+        """The final event again (events are at-least-once: a repeat is harmless)."""
+        if job.status is JobStatus.succeeded:
+            event = job_event(EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id)
+        else:
+            kind = EventKind.job_dead if job.status is JobStatus.dead else EventKind.job_failed
+            error = {"code": job.error_code or "", "message": job.error_message or ""}
+            event = job_event(kind, job.id, job.owner, error=error)
+        self._events.publish(event)
 
     def _publish_failed(self, job: Job | None, exc: ChorusError) -> None:
         if job is None or job.status is not JobStatus.failed or job.error_code != exc.code:
