@@ -134,6 +134,10 @@ def classify(status: int, body: Any, headers: Mapping[str, str]) -> Failure:
         return Failure("wait", ProviderUnavailable(text, **extra), _retry_after(headers))
     if status == 429 and code == "quota_exceeded":
         return Failure("fatal", ProviderQuotaExhausted(text, **extra))
+    if code == "voice_not_ready" or "not ready" in message.lower():
+        # a voice still being prepared at the provider (e.g. a clone whose readiness we judged
+        # too early): worth trying again later, not a failure of the job
+        return Failure("backoff", ProviderUnavailable(text, **extra), _retry_after(headers))
     if status in (408, 409, 425, 429) or status >= 500:
         return Failure("backoff", ProviderUnavailable(text, **extra), _retry_after(headers))
     if code == "quota_exceeded":

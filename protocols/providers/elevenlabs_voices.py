@@ -33,9 +33,33 @@ log = logging.getLogger("chorus.elevenlabs.voices")
 PROCESSING_STATES = frozenset({"fine_tuning", "queued", "delayed", "processing"})
 
 
+FAILED_STATES = frozenset({"failed", "error"})
+
+
+def _single_state(value: Any) -> str | None:
+    """processing | failed | None for a one-string status (``status``, ``finetuning_state``)."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.lower()
+    if text in FAILED_STATES:
+        return "failed"
+    if text in PROCESSING_STATES or text in ("is_fine_tuning", "pending", "in_progress"):
+        return "processing"
+    return None
+
+
 def voice_state(raw: Mapping[str, Any]) -> ProviderVoiceState:
-    """Our readiness rule (module docstring) on a Voice object."""
+    """Our readiness rule (module docstring) on a Voice object. Also honoured, as other
+    deployments of the API may answer with them: a one-string top-level ``status`` and the
+    older ``fine_tuning.finetuning_state``."""
     fine_tuning = raw.get("fine_tuning") or {}
+    for single in (raw.get("status"), fine_tuning.get("finetuning_state")):
+        state = _single_state(single)
+        if state == "failed":
+            reason = raw.get("status_reason") or raw.get("message") or "voice processing failed"
+            return ProviderVoiceState(state="failed", reason=str(reason))
+        if state == "processing":
+            return ProviderVoiceState(state="processing")
     states = fine_tuning.get("state") or {}
     messages = fine_tuning.get("message") or {}
     if not isinstance(states, Mapping):

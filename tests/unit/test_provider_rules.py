@@ -91,6 +91,8 @@ def test_live_catalogue_overrides_the_static_table() -> None:
         (429, {"detail": {"status": "system_busy"}}, "backoff", ProviderUnavailable),
         (429, {"detail": {"code": "rate_limit_exceeded"}}, "backoff", ProviderUnavailable),
         (500, "Internal Server Error", "backoff", ProviderUnavailable),
+        (400, {"detail": {"status": "voice_not_ready", "message": "still processing"}},
+         "backoff", ProviderUnavailable),
         (502, None, "backoff", ProviderUnavailable),
         (401, {"detail": {"status": "invalid_api_key"}}, "fatal", ProviderAuthFailed),
         (401, {"detail": {"status": "quota_exceeded", "message": "0 credits"}}, "fatal",
