@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 import msgspec
 import trio
 
+from actors.flight import Flight
 from actors.inflight import InFlight
 from protocols.audio import parse_format
 from protocols.cachekey import cache_key as make_cache_key
-from protocols.coordination import Coordinator, Lock
-from protocols.errors import ChorusError, ProviderUnavailable
+from protocols.coordination import Coordinator
+from protocols.errors import ChorusError
 from protocols.events import NO_EVENTS, EventKind, job_event
 from protocols.faults import FaultPlan
 from protocols.messages import (
@@ -85,7 +86,7 @@ class _Produced(msgspec.Struct, frozen=True):
     audio: NewAudio
     data: bytes | None = None
     extension: str = ""
-    lock: Lock | None = None  # the single-flight lock, released once the audio is stored
+    flight: Flight | None = None  # lock (and slot) of the job, released once it is stored
 
 
 class TTSActor:
@@ -116,9 +117,7 @@ class TTSActor:
         self._provider = provider
         self._open_coordinator = open_coordinator
         self._coord: Coordinator | None = None
-        self._held: Lock | None = None  # the single-flight lock of the job in the first stage
-        self._first_try: bool | None = None  # its first acquire, made while the job started
-        self._slot: str | None = None  # a provider slot taken while the job started, not yet used
+        self._flight: Flight | None = None  # what the job in the first stage holds in Redis
         self._nursery: trio.Nursery | None = None
         self._events = events
         self._faults = settings.faults or FaultPlan()
@@ -188,14 +187,14 @@ class TTSActor:
         self, delivery: Delivery, nursery: trio.Nursery, storing: trio.Semaphore
     ) -> None:
         self._busy = True
-        self._held = None
+        self._flight = None
         try:
             outcome = await self._handle(delivery)
             if isinstance(outcome, _Produced):
                 await storing.acquire()
                 self._next_started = trio.Event()
-                outcome = msgspec.structs.replace(outcome, lock=self._held)
-                self._held = None  # the storing stage releases it
+                outcome = msgspec.structs.replace(outcome, flight=self._flight)
+                self._flight = None  # the storing stage releases it
                 nursery.start_soon(
                     self._store_stage, delivery, outcome, storing, self._next_started
                 )
@@ -205,10 +204,9 @@ class TTSActor:
             raise
         finally:
             self._busy = False
-            self._give_back_slot()  # taken while starting, not used (cached, finished, failed)
-            if self._held is not None:
-                await self._held.release()
-                self._held = None
+            if self._flight is not None:  # cached, finished, failed: give back what it took
+                await self._flight.release()
+                self._flight = None
         self._inflight.settle(delivery.entry_id, outcome)
 
     async def _store_stage(
@@ -233,8 +231,8 @@ class TTSActor:
             await self._give_back(delivery, exc)
             raise
         finally:
-            if produced.lock is not None:
-                await produced.lock.release()  # after the audio row is committed (or not)
+            if produced.flight is not None:
+                await produced.flight.release()  # after the audio row is committed (or not)
             storing.release()
         self._inflight.settle(delivery.entry_id, settlement)
 
@@ -301,29 +299,18 @@ class TTSActor:
         )
 
     async def _start(self, job_id: str, key: str) -> tuple[Job | None, Audio | None]:
-        """``start_job_cached``, and meanwhile a first try at the cache key's single-flight lock
-        and, with it, a provider slot (one Redis round trip, in parallel with Postgres). A lock
-        or slot taken for nothing (the job was finished or cached) is given back by ``_work``."""
-        if self._coord is None:
+        """``start_job_cached``, and meanwhile the job's first try at its single-flight lock
+        and a provider slot (one Redis round trip, in parallel with Postgres)."""
+        if self._coord is None or self._nursery is None:
             return await self._store.start_job_cached(job_id, key)
-        coord = self._coord
-        lock = coord.lock(key, job_id)
-        self._first_try = None
-
-        async def try_lock() -> None:
-            token = coord.slot_token() if self._provider.shared_account else None
-            try:
-                if await lock.acquire_with_slot(token):
-                    self._slot = token
-                self._first_try = lock.held
-            except ChorusError as exc:  # Redis away: tried again, and raised, when needed
-                log.debug("single-flight lock for %s not tried: %s", job_id, exc)
-            if lock.held:
-                self._held = lock
-
+        self._flight = Flight(
+            self._coord, self._nursery, key=key, job_id=job_id,
+            shared_account=self._provider.shared_account,
+            wait_s=self.settings.provider_wait_s,
+        )
         failed: ChorusError | None = None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(try_lock)
+            nursery.start_soon(self._flight.begin)
             try:
                 started = await self._store.start_job_cached(job_id, key)
             except ChorusError as exc:  # raised after the nursery: never as an exception group
@@ -332,65 +319,23 @@ class TTSActor:
             raise failed
         return started
 
-    def _give_back_slot(self) -> None:
-        if self._slot is not None and self._coord is not None and self._nursery is not None:
-            self._nursery.start_soon(self._coord.release_slot, self._slot)
-        self._slot = None
-
-    async def _single_flight(self, job: Job, key: str) -> _Produced | None:
-        """Hold the key's lock (kept in ``self._held``), or wait for the worker generating the
-        same audio and reuse its result. None: this actor generates."""
-        coord = self._coord
-        assert coord is not None and self._nursery is not None
-        lock = self._held or coord.lock(key, job.id)
-        first, self._first_try = self._first_try, None
-        waited = False
-        deadline = trio.current_time() + self.settings.provider_wait_s
-        while not (first if first is not None else await lock.acquire()):
-            first = None
-            self._give_back_slot()  # never hold a provider slot while waiting for another job
-            if not waited:
-                waited = True
-                await coord.count("flight_waits")
-            await lock.wait_released(max(0.0, deadline - trio.current_time()))
-            if (reused := await self._reuse(job, key, await self._store.find_audio(
-                    job.owner, key))) is not None:
-                return reused
-            if trio.current_time() >= deadline:
-                raise ProviderUnavailable(
-                    "an identical job is still being generated elsewhere; retrying later"
-                )
-        self._held = lock
-        await self._nursery.start(lock.keep_alive)
-        if not (waited or lock.recently_done):
-            return None
-        # double check: a holder may have stored it between our cache look-up and the lock
-        found = await self._store.find_audio(job.owner, key)
-        return await self._reuse(job, key, found)
-
     async def _produce(self, job: Job, key: str, audio: Audio | None) -> _Produced:
         fmt = parse_format(job.output_format)
         if (reused := await self._reuse(job, key, audio)) is not None:
             return reused
-        if self._coord is not None:
-            if (reused := await self._single_flight(job, key)) is not None:
-                return reused
+        flight = self._flight
+
+        async def look_again() -> _Produced | None:
+            return await self._reuse(job, key, await self._store.find_audio(job.owner, key))
+
+        if flight is not None and (reused := await flight.own(look_again)) is not None:
+            return reused
         request = SynthesisRequest(
             text=job.text, voice_id=job.voice_id, language=job.language,
             output_format=job.output_format, params=job.params,
         )
-        if self._coord is not None and self._provider.shared_account:
-            # the slot was usually taken while the job started; it is given back by a task of
-            # the actor's nursery, off the critical path
-            held, self._slot = self._slot, None
-            async with self._coord.slot(self.settings.provider_wait_s, self._nursery, held=held):
-                result = await self._provider.synthesize(request)
-        else:
+        async with flight.provider_slot() if flight is not None else nullcontext():
             result = await self._provider.synthesize(request)
-        if self._held is not None:
-            self._held.count_on_release = "provider_calls"  # one round trip with the release
-        elif self._coord is not None and self._nursery is not None:
-            self._nursery.start_soon(self._coord.count, "provider_calls")
         await self._faults.hit("tts.after_synth")
         return _Produced(
             job=job,
