@@ -27,7 +27,7 @@ from protocols.providers.el_models import (
     pick_model,
     primary_language,
 )
-from protocols.providers.elevenlabs import classify
+from protocols.providers.el_errors import classify
 
 
 def pick(text: str = "Hello.", language: str | None = "en", **kw) -> str:
