@@ -24,7 +24,7 @@ import msgspec
 from protocols.errors import QueueUnavailable
 from protocols.events import Event, decode_event, encode_event
 from protocols.keys import Keys
-from protocols.streams import _REDIS_ERRORS, _s, _SlotKeepingPool, _sole
+from protocols.streams import REDIS_ERRORS, _s, open_client
 
 # KEYS[1] = global stream, KEYS[1+i] = owner stream of event i;
 # ARGV = global maxlen, owner maxlen, owner ttl s, then one payload per event.
@@ -68,7 +68,7 @@ class RedisEventBus:
         args: list[Any] = [*self._limits, *(encode_event(e) for e in events)]
         try:
             ids = await self._publish(keys=keys, args=args)
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise QueueUnavailable(f"event publish failed: {type(exc).__name__}") from exc
         return [_s(i) for i in ids]
 
@@ -82,7 +82,7 @@ class RedisEventBus:
         what happens from now on."""
         try:
             entries = await self._r.xrevrange(stream, "+", "-", count=1)
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise QueueUnavailable(f"xrevrange failed: {type(exc).__name__}") from exc
         return _s(entries[0].identifier) if entries else "0-0"
 
@@ -93,7 +93,7 @@ class RedisEventBus:
         when there are none yet."""
         try:
             reply = await self._r.xread({stream: after}, count=count, block=block_ms)
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise QueueUnavailable(f"xread failed: {type(exc).__name__}") from exc
         if not reply:
             return []
@@ -108,7 +108,7 @@ class RedisEventBus:
             await self._r.xgroup_create(self.keys.events, group, start, mkstream=True)
         except coredis.exceptions.StreamDuplicateConsumerGroupError:
             pass
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise QueueUnavailable(f"cannot create consumer group: {exc}") from exc
 
     async def read_group(
@@ -122,7 +122,7 @@ class RedisEventBus:
                 group, consumer, streams={self.keys.events: after}, count=count,
                 block=block_ms if after == ">" else None,
             )
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise QueueUnavailable(f"xreadgroup failed: {type(exc).__name__}") from exc
         if not reply:
             return [], []
@@ -142,13 +142,13 @@ class RedisEventBus:
             return
         try:
             await self._r.xack(self.keys.events, group, list(ids))
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise QueueUnavailable(f"xack failed: {type(exc).__name__}") from exc
 
     async def pending(self, group: str) -> int:
         try:
             summary = await self._r.xpending(self.keys.events, group)
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise QueueUnavailable(f"xpending failed: {type(exc).__name__}") from exc
         return int(summary.pending)
 
@@ -179,23 +179,10 @@ async def open_event_bus(
     owner_maxlen: int = 10_000,
     owner_ttl_s: int = 7 * 24 * 3600,
 ) -> AsyncIterator[RedisEventBus]:
-    """A client of its own, as ``open_queue`` (the pool gives back slots of dead connections).
+    """A ``RedisEventBus`` on a client of its own (``streams.open_client``).
     ``stream_timeout`` must exceed any BLOCK; ``max_connections`` bounds concurrent readers."""
-    pool = _SlotKeepingPool.from_url(
-        url, decode_responses=False, stream_timeout=stream_timeout,
-        connect_timeout=min(stream_timeout, 5.0), max_connections=max_connections,
-        timeout=pool_timeout,
-    )
-    client: coredis.Redis[bytes] = coredis.Redis(connection_pool=pool, decode_responses=False)
-    try:
-        async with client:
-            yield RedisEventBus(
-                client, keys, maxlen=maxlen, owner_maxlen=owner_maxlen, owner_ttl_s=owner_ttl_s
-            )
-    except BaseExceptionGroup as group:
-        sole = _sole(group)
-        if sole is None:
-            raise
-        if isinstance(sole, _REDIS_ERRORS):
-            raise QueueUnavailable(f"Redis connection failed: {type(sole).__name__}") from sole
-        raise sole  # noqa: B904 - the original exception, with its own traceback
+    async with open_client(url, stream_timeout=stream_timeout, max_connections=max_connections,
+                           pool_timeout=pool_timeout) as client:
+        yield RedisEventBus(
+            client, keys, maxlen=maxlen, owner_maxlen=owner_maxlen, owner_ttl_s=owner_ttl_s
+        )

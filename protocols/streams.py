@@ -314,17 +314,17 @@ class _SlotKeepingPool(coredis.ConnectionPool):
 
 
 @asynccontextmanager
-async def open_queue(
+async def open_client(
     url: str,
-    keys: Keys,
     *,
     stream_timeout: float,
     max_connections: int = 8,
     pool_timeout: float = 5.0,
-) -> AsyncIterator[RedisQueue]:
-    """A client of its own (coredis leaks a pool slot per dead blocking connection: the pool here
-    gives it back, and a fresh client per actor incarnation bounds whatever else might leak).
-    ``stream_timeout`` must exceed any BLOCK."""
+) -> AsyncIterator[coredis.Redis[bytes]]:
+    """A coredis client of its own (coredis leaks a pool slot per dead blocking connection: the
+    pool here gives it back, and a fresh client per actor incarnation bounds whatever else might
+    leak). ``stream_timeout`` must exceed any BLOCK. What leaves the block comes out as the one
+    exception it is (Redis errors as ``QueueUnavailable``), not as coredis' exception group."""
     pool = _SlotKeepingPool.from_url(
         url,
         decode_responses=False,
@@ -336,7 +336,7 @@ async def open_queue(
     client: coredis.Redis[bytes] = coredis.Redis(connection_pool=pool, decode_responses=False)
     try:
         async with client:
-            yield RedisQueue(client, keys)
+            yield client
     except BaseExceptionGroup as group:
         # coredis' pool owns a task group, so anything leaving this block arrives as a group;
         # give callers back the one exception they raised (or a typed one for Redis errors)
@@ -346,6 +346,21 @@ async def open_queue(
         if isinstance(sole, _REDIS_ERRORS):
             raise QueueUnavailable(f"Redis connection failed: {type(sole).__name__}") from sole
         raise sole  # noqa: B904 - the original exception, with its own traceback
+
+
+@asynccontextmanager
+async def open_queue(
+    url: str,
+    keys: Keys,
+    *,
+    stream_timeout: float,
+    max_connections: int = 8,
+    pool_timeout: float = 5.0,
+) -> AsyncIterator[RedisQueue]:
+    """A ``RedisQueue`` on a client of its own (``open_client``)."""
+    async with open_client(url, stream_timeout=stream_timeout, max_connections=max_connections,
+                           pool_timeout=pool_timeout) as client:
+        yield RedisQueue(client, keys)
 
 
 def _sole(group: BaseExceptionGroup[Any]) -> BaseException | None:

@@ -17,6 +17,7 @@ from protocols.errors import (
     UnsupportedLanguage,
 )
 from protocols.messages import DictionaryRef, SpeechParams, VoiceSettings
+from protocols.providers.el_errors import classify
 from protocols.providers.el_models import (
     FLASH,
     MULTILINGUAL,
@@ -27,7 +28,6 @@ from protocols.providers.el_models import (
     pick_model,
     primary_language,
 )
-from protocols.providers.el_errors import classify
 
 
 def pick(text: str = "Hello.", language: str | None = "en", **kw) -> str:
