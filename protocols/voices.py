@@ -43,8 +43,6 @@ from protocols.settings import Settings
 log = logging.getLogger("chorus.voices")
 
 DEFAULTS_TTL_S = 600.0
-#: provider categories that are the provider's own voices (anything else must be a row of ours)
-DEFAULT_CATEGORIES = frozenset({"default", "premade"})
 SAMPLES = {
     "en": "Hello! This is a preview of my voice. I hope you like how it sounds.",
     "ko": "안녕하세요! 제 목소리 미리 듣기입니다. 마음에 드셨으면 좋겠어요.",
@@ -143,13 +141,13 @@ class VoiceCatalog:
                     )
                 return row.info()
             voice_id = row.provider_voice_id
+        # a default voice, or a voice of the provider account that was not made through Chorus
+        # (e.g. in the ElevenLabs app): the operator's, usable by every user like a default one.
+        # Voices cloned through Chorus always have a row, checked above.
         try:
-            info = await self.speech.resolve_voice(voice_id, language)
+            return await self.speech.resolve_voice(voice_id, language)
         except UnknownVoice:
             raise not_found(voice_id) from None
-        if info.category not in DEFAULT_CATEGORIES:  # the account's own, not shared via Chorus
-            raise not_found(voice_id)
-        return info
 
     async def clone(
         self, *, owner: str, name: str, description: str, labels: dict[str, str],

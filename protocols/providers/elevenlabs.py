@@ -237,8 +237,16 @@ class ElevenLabsProvider:
         try:
             return await self.search_voices()
         except (ProviderUnavailable, ProviderRejected) as exc:
-            log.warning("GET /v2/voices failed (%s); voices are looked up by id", exc.detail)
+            log.warning("GET /v2/voices failed (%s); trying GET /v1/voices", exc.detail)
+        try:  # the legacy listing (one page, capped at 500 voices by ElevenLabs)
+            legacy = await self.call("voices", self._sdk.voices.get_all)
+        except (ProviderUnavailable, ProviderRejected) as exc:
+            log.warning("GET /v1/voices failed (%s); voices are looked up by id", exc.detail)
             return {}
+        return {
+            info.voice_id: info
+            for info in (_voice_info(v.model_dump()) for v in legacy.voices)
+        }
 
     @property
     def sdk(self) -> Any:

@@ -264,3 +264,14 @@ async def test_a_clone_upload_is_resent_whole_after_a_429_but_never_after_a_5xx(
                 await voices.clone("Grandma", "", {}, [sample])
     assert len(fake.clone_uploads) == 1
     assert upload["labels"] == {"accent": "scottish"} and upload["description"] == "warm"
+
+
+async def test_voices_are_listed_through_the_legacy_route_when_v2_fails(
+    fake_elevenlabs, tmp_path
+):
+    fake_elevenlabs.inject(404, "not_found", times=None, path_prefix="/v2/voices")
+    with trio.fail_after(LIMIT_S):
+        async with adapter(fake_elevenlabs, tmp_path) as el:
+            names = {v.name for v in await el.voices()}
+    assert "Rachel" in names
+    assert fake_elevenlabs.endpoint_counts["GET /v1/voices"] == 1

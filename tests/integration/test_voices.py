@@ -141,3 +141,22 @@ async def poll_as(client: httpx.AsyncClient, headers: dict[str, str], path: str,
             if until(body):
                 return body
             await trio.sleep(0.05)
+
+
+async def test_an_account_voice_made_outside_chorus_is_usable_by_every_user(
+    redis_url: str, store: Any, fake_elevenlabs: FakeElevenLabs, tmp_path: Any
+) -> None:
+    account_voice = fake_elevenlabs.add_voice("Made in the ElevenLabs app", category="cloned")
+    settings = make_settings(
+        tmp_path, elevenlabs_api_key=Secret("test-key"),
+        elevenlabs_base_url=fake_elevenlabs.base_url, elevenlabs_timeout_s=5.0,
+    )
+    with trio.fail_after(CAP_S):
+        async with ElevenLabsProvider.open(settings) as provider, running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=provider
+        ) as run:
+            body = {"text": "The operator's voice.", "voice_id": account_voice}
+            r = await run.client.post("/v1/jobs", json=body)
+            assert r.status_code == 202, r.text
+            job = (await run.wait_done([r.json()["id"]]))[r.json()["id"]]
+    assert job["status"] == "succeeded" and job["voice_id"] == account_voice
