@@ -23,6 +23,7 @@ from protocols.ports import BlobStore, EventLog, EventSink, JobStore, SpeechProv
 from protocols.settings import Settings
 from protocols.voices import VoiceCatalog
 from web import problems
+from web.auth import KnownKeys
 from web.routes import audio, events, health, jobs, usage, voices
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
@@ -77,6 +78,8 @@ class WebContext:
     stopping: trio.Event | None = None
     #: voices (visibility, defaults, cloning); None: one built from ``store`` and ``provider``
     voices: VoiceCatalog | None = None
+    #: API keys authenticated in the last few seconds (``web.auth``), per app
+    known_keys: KnownKeys = dataclasses.field(default_factory=dict)
     #: schedule a new clone with VoiceSync at once (else it is found on its next rescan)
     track_voice: Callable[[Voice], Awaitable[None]] = _no_track
 

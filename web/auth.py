@@ -5,6 +5,9 @@ The key is looked up with ``JobStore.authenticate``; it is never logged or echoe
 
 from __future__ import annotations
 
+import hashlib
+
+import trio
 from quart import request
 
 from protocols.errors import Unauthorized
@@ -32,14 +35,34 @@ def presented_key() -> str | None:
     return keys.pop() if keys else None
 
 
-async def current_user(store: JobStore) -> User:
-    """The authenticated caller. Raises ``Unauthorized`` (401) or ``StoreUnavailable`` (503)."""
+#: a key that authenticated is trusted for this long without asking Postgres again (a quota
+#: change shows within it); unknown keys are never remembered
+AUTH_TTL_S = 5.0
+AUTH_CACHE_MAX = 10_000
+#: sha256(key) -> (expiry on trio's clock, user); one per app (``WebContext.known_keys``)
+KnownKeys = dict[bytes, tuple[float, User]]
+
+
+async def current_user(store: JobStore, known: KnownKeys | None = None) -> User:
+    """The authenticated caller. Raises ``Unauthorized`` (401) or ``StoreUnavailable`` (503).
+    ``known``: keys recently authenticated (skips the database for ``AUTH_TTL_S``)."""
+    if known is None:
+        known = {}
     key = presented_key()
     if key is None:
         raise Unauthorized("An API key is required.")
     if len(key) > MAX_KEY_LENGTH:
         raise Unauthorized("The API key is not valid.")
+    digest = hashlib.sha256(key.encode()).digest()
+    now = trio.current_time()
+    hit = known.get(digest)
+    if hit is not None and hit[0] > now:
+        return hit[1]
     user = await store.authenticate(key)
     if user is None:
+        known.pop(digest, None)
         raise Unauthorized("The API key is not valid.")
+    if len(known) >= AUTH_CACHE_MAX:
+        known.clear()
+    known[digest] = (now + AUTH_TTL_S, user)
     return user

@@ -755,3 +755,21 @@ async def test_submit_publishes_job_queued_once(env: Env) -> None:
 async def test_sse_routes_without_an_event_log_are_503(env: Env) -> None:
     r = await env.client().get("/v1/events", headers=env.auth)
     await problem_of(r, 503, "queue_unavailable")
+
+
+@capped
+async def test_a_known_key_skips_the_database_for_a_few_seconds_an_unknown_one_never(
+    env: Env, autojump_clock: Any
+) -> None:
+    client = env.client()
+    for _ in range(3):
+        r = await client.get("/v1/usage", headers=env.auth)
+        assert r.status_code == 200
+    assert env.store.calls["authenticate"] == 1
+    await trio.sleep(6)  # past AUTH_TTL_S on the virtual clock: asked again
+    assert (await client.get("/v1/usage", headers=env.auth)).status_code == 200
+    assert env.store.calls["authenticate"] == 2
+    for _ in range(2):
+        r = await client.get("/v1/usage", headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401
+    assert env.store.calls["authenticate"] == 4

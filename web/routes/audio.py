@@ -31,7 +31,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.route("/v1/audio/<audio_id>", methods=["GET", "HEAD"])
     async def get_audio(audio_id: str) -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         audio = await ctx.store.get_audio(audio_id, owner=user.id)
         if audio is None:
             raise NotFound(f"No audio {audio_id!r}.")

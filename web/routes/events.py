@@ -171,7 +171,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.get("/v1/events")
     async def user_events() -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         kinds = parse_kinds(request.args.get("kinds"))
         after = last_event_id()
         source = event_log()
@@ -187,7 +187,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.get("/v1/jobs/<job_id>/events")
     async def job_events(job_id: str) -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         after = last_event_id()
         source = event_log()
         stream = source.owner_stream(user.id)

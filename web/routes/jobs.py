@@ -293,7 +293,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.post("/v1/jobs")
     async def submit_job() -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         new = await validated(user.id)
         job, created = await accept(user, new)
         if created and job.status is JobStatus.queued:  # durable in the stream: announce it
@@ -311,7 +311,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.get("/v1/jobs/<job_id>")
     async def get_job(job_id: str) -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         job = await ctx.store.get_job(job_id, owner=user.id)
         if job is None:
             raise NotFound(f"No job {job_id!r}.")

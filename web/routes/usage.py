@@ -18,7 +18,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.get("/v1/usage")
     async def get_usage() -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         usage = await ctx.store.usage(user.id)
         body = {
             "period_start": usage.period_start,

@@ -89,7 +89,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.get("/v1/voices")
     async def list_voices() -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         await catalog.ensure_defaults()
         try:
             limit = int(request.args.get("limit", PAGE))
@@ -114,7 +114,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.get("/v1/voices/<voice_id>")
     async def get_voice(voice_id: str) -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         try:
             voice = await catalog.visible(voice_id, user.id)
         except UnknownVoice:
@@ -124,7 +124,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.get("/v1/voices/<voice_id>/preview")
     async def get_preview(voice_id: str) -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         voice = await catalog.visible(voice_id, user.id)
         audio = voice.preview_audio_id and await ctx.store.get_audio(voice.preview_audio_id)
         if not audio:
@@ -135,7 +135,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.post("/v1/voices")
     async def clone_voice() -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         fields = await parse_clone()
         voice = await catalog.clone(owner=user.id, **fields)
         ctx.events.publish(voice_event(EventKind.voice_created, voice, status="processing"))
@@ -148,7 +148,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.patch("/v1/voices/<voice_id>")
     async def patch_voice(voice_id: str) -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         await catalog.owned(voice_id, user.id)
         try:
             body = msgspec.json.decode(await request.get_data(cache=False))
@@ -177,7 +177,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.delete("/v1/voices/<voice_id>")
     async def delete_voice(voice_id: str) -> Response:
-        user = await current_user(ctx.store)
+        user = await current_user(ctx.store, ctx.known_keys)
         voice = await catalog.delete(voice_id, user.id)
         ctx.events.publish(voice_event(EventKind.voice_deleted, voice))
         return Response(b"", status=204)
