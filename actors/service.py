@@ -32,6 +32,7 @@ from actors.supervisor import (
     SupervisorPolicy,
     supervisor_child,
 )
+from actors.sweeper import OrphanSweeper
 from actors.tts_actor import TTSActor
 from actors.voice_sync import VoiceSync
 from protocols.blobs import FileBlobStore
@@ -86,6 +87,7 @@ class Service:
         self.submitter = Submitter(self._tickets_send, settings.submit_timeout_s)
         self.actors: list[TTSActor] = []
         self.reader: StreamReader | None = None
+        self.sweeper: OrphanSweeper | None = None
         self.producer: Producer | None = None
         self.http_binds: list[str] = []
         self.voices = VoiceCatalog(store, provider)  # type: ignore[arg-type]
@@ -232,6 +234,13 @@ class Service:
                     id="stream-reader", start=self.reader.run, restart=Restart.permanent,
                     shutdown=s.shutdown_grace_s + 2 * s.redis_timeout_s + s.read_block_ms / 1000,
                 )
+            )
+            self.sweeper = OrphanSweeper(
+                settings=s, store=self.store, open_queue=self.open_queue, events=self.events,
+            )
+            children.append(
+                ChildSpec(id="sweeper", start=self.sweeper.run, restart=Restart.permanent,
+                          shutdown=5.0)
             )
         if self.role in (Role.serve, Role.api):
             self.producer = Producer(self.open_queue, self._tickets_recv, s.faults)

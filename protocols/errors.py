@@ -203,6 +203,14 @@ class NotSupported(ChorusError):
     title = "Not supported by this provider"
 
 
+class EnqueueFailed(ChorusError):
+    """Recorded on a job whose submit never reached the stream (answered 503 at the time)."""
+
+    code = "enqueue_failed"
+    status = 503
+    title = "The job never reached the queue"
+
+
 class DeliveriesExhausted(ChorusError):
     code = "max_deliveries_exceeded"
     status = 500

@@ -110,6 +110,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     voice_poll_s: float = 2.0  # first poll of a processing clone; doubles up to voice_poll_max_s
     voice_poll_max_s: float = 15.0
     voice_rescan_s: float = 60.0  # VoiceSync re-reads the voices to track from Postgres
+    orphan_age_s: float = 600.0  # a never-started job queued this long is checked for an XADD
+    orphan_sweep_interval_s: float = 60.0
     faults: FaultPlan | None = None  # tests only
 
     @property
@@ -194,6 +196,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("owner_events_maxlen", "CHORUS_OWNER_EVENTS_MAXLEN", int)
         put("sse_max_streams", "CHORUS_SSE_MAX_STREAMS", int)
         put("voice_ready_timeout_s", "CHORUS_VOICE_READY_TIMEOUT_S", float)
+        put("orphan_age_s", "CHORUS_ORPHAN_AGE_S", float)
         put("voice_poll_s", "CHORUS_VOICE_POLL_S", float)
         raw.update(overrides)
         settings = cls(**raw)  # type: ignore[arg-type]

@@ -306,6 +306,10 @@ class PgStore(VoiceStoreMixin):
     async def requeue_job(self, job_id: str) -> Job | None:
         return await self._call(q.requeue_job, job_id)
 
+    async def orphan_candidates(self, min_age_s: float, max_age_s: float, limit: int = 500
+                                ) -> list[str]:
+        return await self._call(q.orphan_candidates, min_age_s, max_age_s, limit)
+
     # audio
 
     async def find_audio(self, owner: str, cache_key: str) -> Audio | None:

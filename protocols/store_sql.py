@@ -396,3 +396,19 @@ async def get_audio(conn: Any, audio_id: str, owner: str | None) -> Audio | None
             owner,
         )
     )
+
+
+async def orphan_candidates(conn: Any, min_age_s: float, max_age_s: float, limit: int
+                            ) -> list[str]:
+    """Jobs never started, queued for between ``min_age_s`` and ``max_age_s``, oldest first:
+    those whose enqueue may have failed without the row being discarded."""
+    rows = await conn.fetch(
+        "SELECT id FROM jobs WHERE status = 'queued' AND attempts = 0"
+        " AND created_at < now() - make_interval(secs => $1)"
+        " AND created_at > now() - make_interval(secs => $2)"
+        " ORDER BY created_at LIMIT $3",
+        min_age_s,
+        max_age_s,
+        limit,
+    )
+    return [r["id"] for r in rows]

@@ -103,11 +103,24 @@ class RedisQueue:
             raise QueueUnavailable(f"enqueue failed: {type(exc).__name__}") from exc
 
     async def add_raw(self, job: SpeechJob) -> str:
-        """XADD unconditionally (dead-letter redrive: the job is to run again)."""
+        """XADD unconditionally (dead-letter redrive: the job is to run again), and (re)set its
+        enqueue marker, so the orphan sweeper knows it is in the stream."""
         try:
-            return _s(await self._r.xadd(self.keys.jobs, {"m": encode_job(job)}))
+            entry = _s(await self._r.xadd(self.keys.jobs, {"m": encode_job(job)}))
+            await self._r.set(self.keys.enqueued(job.job_id), entry, px=ENQUEUE_MARKER_TTL_MS)
+            return entry
         except _REDIS_ERRORS as exc:
             raise QueueUnavailable(f"xadd failed: {type(exc).__name__}") from exc
+
+    async def enqueued(self, job_ids: Sequence[str]) -> set[str]:
+        """The jobs among ``job_ids`` whose XADD happened (their enqueue marker exists)."""
+        if not job_ids:
+            return set()
+        try:
+            values = await self._r.mget([self.keys.enqueued(j) for j in job_ids])
+        except _REDIS_ERRORS as exc:
+            raise QueueUnavailable(f"mget failed: {type(exc).__name__}") from exc
+        return {j for j, v in zip(job_ids, values, strict=True) if v is not None}
 
     # -- consuming -------------------------------------------------------------------------------
 

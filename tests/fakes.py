@@ -319,6 +319,17 @@ class FakeJobStore(FakeVoiceStoreMixin):
         self.jobs[job_id] = job
         return job
 
+    async def orphan_candidates(
+        self, min_age_s: float, max_age_s: float, limit: int = 500
+    ) -> list[str]:
+        await self._enter("orphan_candidates")
+        now = self.clock()
+        return [
+            j.id for j in sorted(self.jobs.values(), key=lambda j: j.created_at)
+            if j.status is JobStatus.queued and j.attempts == 0
+            and min_age_s < (now - j.created_at).total_seconds() < max_age_s
+        ][:limit]
+
     # audio ------------------------------------------------------------------------------------
 
     async def find_audio(self, owner: str, cache_key: str) -> Audio | None:

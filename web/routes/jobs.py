@@ -20,6 +20,7 @@ from quart import Blueprint, Response, request
 
 from protocols.cachekey import cache_key
 from protocols.errors import (
+    EnqueueFailed,
     InvalidInput,
     MalformedJSON,
     NotFound,
@@ -275,6 +276,9 @@ def blueprint(ctx: WebContext) -> Blueprint:
         await check_account(new)
         with trio.CancelScope(shield=True, deadline=trio.current_time() + bound):
             job, created = await ctx.store.create_job(new, quota=user.monthly_quota)
+            if job.error_code == EnqueueFailed.code and job.status is JobStatus.failed:
+                # an idempotent retry of a submit that never reached the queue: this time it may
+                job = await ctx.store.requeue_job(job.id) or job
             if job.status.terminal:
                 return job, created
             try:
