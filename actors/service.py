@@ -267,7 +267,7 @@ class Service:
             ctx = WebContext(
                 settings=self.settings, store=self.store, blobs=self.blobs,
                 provider=self.provider, submit=self.submitter.submit, readiness=readiness,
-                count=self.coordinator(queue.client).count,
+                count=(self._shared_coordinator or self.coordinator(queue.client)).count,
                 events=self.events, event_log=event_log, stopping=stop,
                 voices=self.voices, track_voice=partial(self._track_voice, queue),
             )

@@ -41,7 +41,6 @@ class OrphanSweeper:
         self.settings, self._store, self._open_queue, self._events = (
             settings, store, open_queue, events
         )
-        self.swept = 0
 
     async def run(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with self._open_queue() as queue:
@@ -80,6 +79,5 @@ class OrphanSweeper:
                     job_event(EventKind.job_failed, job.id, job.owner, error=error)
                 )
         if failed:
-            self.swept += len(failed)
             log.warning("failed %d job(s) whose submit never reached the queue", len(failed))
         return failed

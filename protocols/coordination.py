@@ -231,7 +231,6 @@ class Coordinator:
         self._flight_start = client.register_script(_FLIGHT_START)
         self._lock_renew = client.register_script(_LOCK_RENEW)
         self._lock_release = client.register_script(_LOCK_RELEASE)
-        self.slot_waits = 0
 
     async def _run(self, awaitable: Any) -> Any:
         try:
@@ -269,14 +268,10 @@ class Coordinator:
         key = self.keys.semaphore(self.account)
         token = held or self.slot_token()
         delay = POLL_MIN_S
-        waited = False
         with trio.move_on_after(wait_s) as waiting:
             while held is None and not await self._run(
                 self._sem_acquire(keys=[key], args=[token, self.limit, self.lease_ms])
             ):
-                if not waited:
-                    waited = True
-                    self.slot_waits += 1
                 await trio.sleep(delay * (0.5 + random.random()))
                 delay = min(POLL_MAX_S, delay * 2)
         if waiting.cancelled_caught:

@@ -43,11 +43,9 @@ AUTH_CACHE_MAX = 10_000
 KnownKeys = dict[bytes, tuple[float, User]]
 
 
-async def current_user(store: JobStore, known: KnownKeys | None = None) -> User:
+async def current_user(store: JobStore, known: KnownKeys) -> User:
     """The authenticated caller. Raises ``Unauthorized`` (401) or ``StoreUnavailable`` (503).
     ``known``: keys recently authenticated (skips the database for ``AUTH_TTL_S``)."""
-    if known is None:
-        known = {}
     key = presented_key()
     if key is None:
         raise Unauthorized("An API key is required.")

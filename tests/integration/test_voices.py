@@ -21,10 +21,11 @@ from tests.harness import make_settings, running_service
 CAP_S = 20.0
 
 
-async def poll(client: httpx.AsyncClient, path: str, until: Any, limit_s: float) -> Any:
+async def poll(client: httpx.AsyncClient, path: str, until: Any, limit_s: float,
+               headers: dict[str, str] | None = None) -> Any:
     with trio.fail_after(limit_s):
         while True:
-            body = (await client.get(path)).json()
+            body = (await client.get(path, headers=headers)).json()
             if until(body):
                 return body
             await trio.sleep(0.05)
@@ -124,23 +125,13 @@ async def test_tracked_voices_survive_a_restart_even_with_the_redis_schedule_los
                 redis_url=redis_url, store=store, settings=settings, provider=provider
             ) as run:
                 owner = {"Authorization": f"Bearer {key}"}
-                ready = await poll_as(run.client, owner, f"/v1/voices/{ids[0]}",
-                                      lambda b: "preview_url" in b, 15)
-                broken = await poll_as(run.client, owner, f"/v1/voices/{ids[1]}",
-                                       lambda b: b["status"] == "failed", 15)
+                ready = await poll(run.client, f"/v1/voices/{ids[0]}",
+                                   lambda b: "preview_url" in b, 15, owner)
+                broken = await poll(run.client, f"/v1/voices/{ids[1]}",
+                                    lambda b: b["status"] == "failed", 15, owner)
                 clip = await run.client.get(ready["preview_url"], headers=owner)
     assert ready["status"] == "completed" and clip.status_code == 200 and clip.content
     assert "samples too noisy" in broken["status_reason"]
-
-
-async def poll_as(client: httpx.AsyncClient, headers: dict[str, str], path: str, until: Any,
-                  limit_s: float) -> Any:
-    with trio.fail_after(limit_s):
-        while True:
-            body = (await client.get(path, headers=headers)).json()
-            if until(body):
-                return body
-            await trio.sleep(0.05)
 
 
 async def test_an_account_voice_made_outside_chorus_is_usable_by_every_user(
