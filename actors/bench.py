@@ -130,8 +130,7 @@ async def _settled(service: Service, n: int, limit_s: float) -> None:
     """Until n jobs are finished by the actors and their stream entries acked."""
     assert service.reader is not None
     with trio.fail_after(limit_s):
-        while (sum(a.statistics().succeeded + a.statistics().failed for a in service.actors) < n
-               or service.reader.statistics().acked < n):
+        while service.finished() < n or service.reader.statistics().acked < n:
             with trio.move_on_after(0.05):  # actors settle and acks land through InFlight
                 await service.inflight.wait_changed()
 
@@ -281,7 +280,7 @@ async def repeats(b: Bench, n: int) -> dict[str, Any]:
                 nursery.start_soon(poster)
         queued = len(ids) - statuses[200]
         with trio.fail_after(60 + n * REPEAT_LATENCY_S):
-            while sum(a.statistics().succeeded for a in (*w1.actors, *w2.actors)) < queued:
+            while w1.succeeded() + w2.succeeded() < queued:
                 with trio.move_on_after(0.05):  # either worker may finish the last one
                     await w1.inflight.wait_changed()
         seconds = time.perf_counter() - t0

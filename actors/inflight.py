@@ -31,6 +31,9 @@ class InFlight:
         self._settled: dict[str, Settlement] = {}
         self._changed = trio.Event()
         self._idle_actors = 0
+        self._refilling = 0
+        self._quiet = trio.Event()
+        self._quiet.set()
 
     # -- reader side ------------------------------------------------------------------------------
 
@@ -80,6 +83,20 @@ class InFlight:
     def actor_not_waiting(self) -> None:
         """An actor stopped waiting without receiving anything (stopped or cancelled)."""
         self._idle_actors -= 1
+
+    def refilling(self, busy: bool) -> None:
+        """An actor's provider call ended (``True``: it is now looking for its next one) or
+        its next provider call began (``False``). See ``wait_quiet``."""
+        self._refilling += 1 if busy else -1
+        if self._refilling == 0:
+            self._quiet.set()
+        elif self._quiet.is_set():
+            self._quiet = trio.Event()
+
+    async def wait_quiet(self) -> None:
+        """Until no actor is between provider calls: the moment for deferrable work (storing
+        results) that would otherwise delay a provider slot's refill. Callers bound it."""
+        await self._quiet.wait()
 
     def settle(self, entry_id: str, settlement: Settlement) -> None:
         if self._running.pop(entry_id, None) is None and entry_id not in self._settled:

@@ -22,6 +22,8 @@ import trio
 from actors.event_publisher import EventPublisher
 from actors.inflight import InFlight
 from actors.producer import CHANNEL_CAPACITY, Producer, Submitter, Ticket
+from actors.storer import QUEUE as STORE_QUEUE
+from actors.storer import Produced, Storer
 from actors.stream_reader import StreamReader
 from actors.supervisor import (
     ChildSpec,
@@ -81,11 +83,15 @@ class Service:
         self.consumer = settings.consumer_name() if role != Role.api else ""
         self.inflight = InFlight(settings.concurrency)
         self._deliveries_send, self._deliveries_recv = trio.open_memory_channel[Delivery](0)
+        self._produced_send, self._produced_recv = trio.open_memory_channel[Produced](
+            STORE_QUEUE
+        )
         self._tickets_send, self._tickets_recv = trio.open_memory_channel[Ticket](
             CHANNEL_CAPACITY
         )
         self.submitter = Submitter(self._tickets_send, settings.submit_timeout_s)
         self.actors: list[TTSActor] = []
+        self.storer: Storer | None = None
         self.reader: StreamReader | None = None
         self.sweeper: OrphanSweeper | None = None
         self.producer: Producer | None = None
@@ -208,21 +214,31 @@ class Service:
                 TTSActor(
                     name=f"tts-{i}", settings=s, deliveries=self._deliveries_recv,
                     inflight=self.inflight, store=self.store, blobs=self.blobs,
-                    provider=self.provider, open_coordinator=self.open_coordinator,
-                    events=self.events,
+                    provider=self.provider, produced=self._produced_send,
+                    open_coordinator=self.open_coordinator, events=self.events,
                 )
                 for i in range(s.concurrency)
             ]
+            self.storer = Storer(
+                settings=s, produced=self._produced_recv, inflight=self.inflight,
+                store=self.store, blobs=self.blobs, events=self.events,
+            )
+            # the Storer starts before the actors and stops after them (it stores all they
+            # produced); one_for_one: a crashed Storer does not cut a provider call short
             pool = Supervisor(
                 [
-                    ChildSpec(id=a.name, start=a.run, restart=Restart.permanent, shutdown=5.0)
-                    for a in self.actors
+                    ChildSpec(id="tts-storer", start=self.storer.run, restart=Restart.permanent,
+                              shutdown=2 * s.db_timeout_s + 1),
+                    *(ChildSpec(id=a.name, start=a.run, restart=Restart.permanent, shutdown=5.0)
+                      for a in self.actors),
                 ],
                 self._policy,
                 name="tts-pool",
                 on_event=self._on_event,
             )
-            children.append(supervisor_child("tts-pool", pool, shutdown=10.0))
+            children.append(
+                supervisor_child("tts-pool", pool, shutdown=5.0 + 2 * s.db_timeout_s + 2)
+            )
             self.reader = StreamReader(
                 settings=s, consumer=self.consumer,
                 open_queue=partial(self.open_queue, block_ms=s.read_block_ms),
@@ -314,9 +330,21 @@ class Service:
     def request_shutdown(self) -> None:
         self.supervisor.request_shutdown()
 
+    def finished(self) -> int:
+        """Jobs the TTS pool settled as succeeded or failed (retries not counted)."""
+        stats = [a.statistics() for a in self.actors]
+        if self.storer is not None:
+            stats.append(self.storer.statistics())  # type: ignore[arg-type]
+        return sum(s.succeeded + s.failed for s in stats)
+
+    def succeeded(self) -> int:
+        stored = self.storer.statistics().succeeded if self.storer is not None else 0
+        return stored + sum(a.statistics().succeeded for a in self.actors)
+
     def statistics(self) -> dict[str, object]:
         return {
             "inflight": self.inflight.statistics(),
+            "storer": self.storer.statistics() if self.storer is not None else None,
             "reader": self.reader.statistics() if self.reader else None,
             "producer": self.producer.statistics() if self.producer else None,
             "events": self.events.statistics(),

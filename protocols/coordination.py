@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -109,6 +109,22 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# Many at once: KEYS = the counters, then each lock and its "done" marker; ARGV = marker ttl ms,
+# then each lock's token ("" when not held: only its counter is added to) and counter.
+_LOCKS_RELEASE = """
+local released = 0
+for i = 1, (#KEYS - 1) / 2 do
+  local token, counter = ARGV[2 * i], ARGV[2 * i + 1]
+  if counter ~= '' then redis.call('HINCRBY', KEYS[1], counter, 1) end
+  if token ~= '' and redis.call('GET', KEYS[2 * i]) == token then
+    redis.call('SET', KEYS[2 * i + 1], '1', 'PX', ARGV[1])
+    redis.call('DEL', KEYS[2 * i])
+    released = released + 1
+  end
+end
+return released
 """
 
 
@@ -231,6 +247,7 @@ class Coordinator:
         self._flight_start = client.register_script(_FLIGHT_START)
         self._lock_renew = client.register_script(_LOCK_RENEW)
         self._lock_release = client.register_script(_LOCK_RELEASE)
+        self._locks_release = client.register_script(_LOCKS_RELEASE)
 
     async def _run(self, awaitable: Any) -> Any:
         try:
@@ -247,15 +264,33 @@ class Coordinator:
         """The single-flight lock of ``cache_key``, for ``holder`` (a job id)."""
         return Lock(self, self.keys.flight(cache_key), holder)
 
+    async def release_locks(self, locks: Sequence[Lock]) -> None:
+        """``Lock.release`` for many locks in one round trip; best effort and bounded."""
+        keys, args = [self.keys.stats], [str(self.lease_ms)]
+        for lock in locks:
+            lock._renewing.cancel()
+            if lock.held or lock.count_on_release:
+                keys += [lock.key, lock._done]
+                args += [lock.token if lock.held else "", lock.count_on_release]
+                lock.held = False
+        if len(keys) == 1:
+            return
+        with trio.move_on_after(self.timeout_s, shield=True):
+            try:
+                await self._locks_release(keys=keys, args=args)
+            except REDIS_ERRORS as exc:
+                log.warning("could not release %d lock(s) (they expire): %s", len(locks), exc)
+
     # -- the provider account's semaphore ----------------------------------------------------------
 
     def slot_token(self) -> str:
         """A new slot token: this worker's name, then random (see ``reclaim_own_slots``)."""
         return f"{self.holder}|{secrets.token_hex(16)}"
 
-    async def release_slot(self, token: str) -> None:
-        """Give a slot back; best effort and bounded (it expires anyway)."""
-        await self._release_slot(self.keys.semaphore(self.account), token)
+    async def release_slot(self, *tokens: str) -> None:
+        """Give slots back; best effort and bounded (they expire anyway)."""
+        if tokens:
+            await self._release_slot(self.keys.semaphore(self.account), *tokens)
 
     @asynccontextmanager
     async def slot(
@@ -296,10 +331,10 @@ class Coordinator:
             else:
                 await self._release_slot(key, token)
 
-    async def _release_slot(self, key: str, token: str) -> None:
+    async def _release_slot(self, key: str, *tokens: str) -> None:
         with trio.move_on_after(self.timeout_s, shield=True):
             try:
-                await self._r.zrem(key, [token])
+                await self._r.zrem(key, list(tokens))
             except REDIS_ERRORS as exc:
                 log.warning("could not release a provider slot (it expires): %s", exc)
 

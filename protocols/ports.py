@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from protocols.errors import ChorusError
 from protocols.events import Event
 from protocols.messages import (
     Audio,
@@ -78,6 +79,12 @@ class JobStore(Protocol):
         """In one transaction: upsert the audio row (unique per owner and cache key) and
         compare-and-set the job running -> succeeded pointing at it. Idempotent."""
         ...
+    async def finish_jobs(
+        self, items: Sequence[tuple[str, NewAudio]]
+    ) -> list[Job | ChorusError]:
+        """``finish_job`` for each (job id, audio), in one transaction when all succeed;
+        the result (or the typed error) of each, in order. Never raises a ``ChorusError``."""
+        ...
     async def fail_job(
         self, job_id: str, code: str, message: str, *, status: JobStatus = JobStatus.failed
     ) -> Job | None:
@@ -108,6 +115,12 @@ class BlobStore(Protocol):
 
     async def put(self, key: str, ext: str, data: bytes) -> str:
         """Store ``data`` under ``key`` (idempotent); returns the relative path."""
+        ...
+    async def put_many(
+        self, items: Sequence[tuple[str, str, bytes]]
+    ) -> list[str | ChorusError]:
+        """``put`` for each (key, ext, data), sharing one worker thread and the disk flushes;
+        the path (or the typed error) of each, in order."""
         ...
     async def get(self, path: str) -> bytes: ...
     async def exists(self, path: str) -> bool: ...

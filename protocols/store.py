@@ -16,7 +16,7 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, TypeVar
@@ -292,6 +292,40 @@ class PgStore(VoiceStoreMixin):
         if job is None:
             raise NotFound(f"job {job_id} not found")
         return job
+
+    async def finish_jobs(
+        self, items: Sequence[tuple[str, NewAudio]]
+    ) -> list[Job | ChorusError]:
+        """One transaction for the whole batch (rows locked in a fixed order, so concurrent
+        batches cannot deadlock each other); when it fails, each job is tried on its own, so
+        one bad job fails only itself. An unavailable store fails them all at once."""
+        if not items:
+            return []
+        batch = sorted(
+            ((job_id, "aud_" + uuid.uuid4().hex, audio) for job_id, audio in items),
+            key=lambda item: (item[2].owner, item[2].cache_key, item[0]),
+        )
+        try:
+            rows = await self._call(q.finish_jobs, batch)
+        except StoreUnavailable as exc:
+            return [exc] * len(items)
+        except ChorusError:
+            if len(items) == 1:
+                rows = [None]
+            else:
+                return [await self._finish_one(job_id, audio) for job_id, audio in items]
+        found = {job_id: row for (job_id, _, _), row in zip(batch, rows, strict=True)}
+        return [
+            job if (job := found[job_id]) is not None
+            else await self._finish_one(job_id, audio)
+            for job_id, audio in items
+        ]
+
+    async def _finish_one(self, job_id: str, audio: NewAudio) -> Job | ChorusError:
+        try:
+            return await self.finish_job(job_id, audio)
+        except ChorusError as exc:
+            return exc
 
     async def fail_job(
         self, job_id: str, code: str, message: str, *, status: JobStatus = JobStatus.failed

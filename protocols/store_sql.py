@@ -318,6 +318,15 @@ async def finish_job(conn: Any, job_id: str, audio_id: str, audio: NewAudio) -> 
     return _job(row) if row is not None else await get_job(conn, job_id, None)
 
 
+async def finish_jobs(
+    conn: Any, batch: list[tuple[str, str, NewAudio]]
+) -> list[Job | None]:
+    """``finish_job`` for each (job id, audio id, audio), in one transaction."""
+    async with conn.transaction():
+        return [await finish_job(conn, job_id, audio_id, audio)
+                for job_id, audio_id, audio in batch]
+
+
 async def fail_job(conn: Any, job_id: str, status: str, code: str, message: str) -> Job | None:
     row = await conn.fetchrow(
         "UPDATE jobs SET status = $2, error_code = $3, error_message = $4, finished_at = now()"

@@ -24,6 +24,7 @@ import msgspec
 import trio
 
 from protocols.errors import (
+    ChorusError,
     IdempotencyConflict,
     NotFound,
     ProviderError,
@@ -268,6 +269,21 @@ class FakeJobStore(FakeVoiceStoreMixin):
         self.jobs[job_id] = job
         return job
 
+    async def finish_jobs(
+        self, items: Sequence[tuple[str, NewAudio]]
+    ) -> list[Job | ChorusError]:
+        try:
+            await self._enter("finish_jobs")
+        except ChorusError as exc:
+            return [exc] * len(items)
+        out: list[Job | ChorusError] = []
+        for job_id, audio in items:
+            try:
+                out.append(await self.finish_job(job_id, audio))
+            except ChorusError as exc:
+                out.append(exc)
+        return out
+
     def _upsert_audio(self, audio: NewAudio) -> Audio:
         existing = self.audio_by_cache_key.get((audio.owner, audio.cache_key))
         if existing is not None:
@@ -357,6 +373,9 @@ class FakeBlobStore:
         path = f"{key[:2]}/{key}.{ext}"
         self.files.setdefault(path, bytes(data))
         return path
+
+    async def put_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | ChorusError]:
+        return [await self.put(key, ext, data) for key, ext, data in items]
 
     async def get(self, path: str) -> bytes:
         await trio.lowlevel.checkpoint()

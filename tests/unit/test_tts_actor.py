@@ -1,10 +1,12 @@
-"""TTSActor on in-memory fakes: what it settles and publishes for a delivery."""
+"""TTSActor and Storer (the TTS pool's two stages) on in-memory fakes: what they settle and
+publish for deliveries."""
 
 from __future__ import annotations
 
 import trio
 
 from actors.inflight import InFlight
+from actors.storer import Produced, Storer
 from actors.tts_actor import TTSActor
 from protocols.events import EventKind
 from protocols.messages import Ack, Delivery, NewJob
@@ -16,19 +18,25 @@ async def run_one(store: FakeJobStore, provider: FakeSpeechProvider, events: Rec
                   delivery: Delivery) -> InFlight:
     inflight = InFlight(1)
     send, recv = trio.open_memory_channel[Delivery](0)
+    produced_send, produced_recv = trio.open_memory_channel[Produced](8)
+    blobs = FakeBlobStore()
+    storer = Storer(settings=Settings(), produced=produced_recv, inflight=inflight, store=store,
+                    blobs=blobs, events=events)
     actor = TTSActor(
         name="tts-0", settings=Settings(), deliveries=recv, inflight=inflight, store=store,
-        blobs=FakeBlobStore(), provider=provider, events=events,
+        blobs=blobs, provider=provider, produced=produced_send, events=events,
     )
-    stop = trio.Event()
+    stop_storer, stop = trio.Event(), trio.Event()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
+            await nursery.start(storer.run, stop_storer)
             await nursery.start(actor.run, stop)
             inflight.add(delivery)
             await send.send(delivery)
             while delivery.entry_id not in inflight.settled():
                 await inflight.wait_changed()
             stop.set()
+            stop_storer.set()
     return inflight
 
 
