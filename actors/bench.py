@@ -32,8 +32,9 @@ import psutil
 import trio
 
 from actors.service import Role, Service
+from protocols.cachekey import cache_key
 from protocols.embedded import embedded_postgres, embedded_redis, run_psql
-from protocols.messages import DEFAULT_FORMAT, NewJob, SynthesisRequest
+from protocols.messages import DEFAULT_FORMAT, NewJob, SpeechParams, SynthesisRequest
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
 from protocols.store import PgStore
@@ -107,6 +108,9 @@ class Bench:
             id=new_job_id(), owner=owner, text=text, voice_id=VOICE, language=None,
             output_format=DEFAULT_FORMAT, idempotency_key=None,
             request_hash=request_hash(text, VOICE, None, DEFAULT_FORMAT),
+            cache_key=cache_key(provider=service.provider.name, text=text, voice_id=VOICE,
+                                language=None, output_format=DEFAULT_FORMAT,
+                                params=SpeechParams()),
         )
         job, _ = await self.store.create_job(new)
         called = time.time()

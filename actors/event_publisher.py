@@ -12,7 +12,7 @@ starts first and stops last, after everything that publishes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 import msgspec
@@ -28,6 +28,7 @@ BUFFER = 4096
 LINGER_S = 0.005  # a burst of events goes out in one write; subscribers see it 5 ms later
 MAX_BATCH = 256
 ATTEMPTS = 3
+QUIET_WAIT_S = 0.01
 
 
 class PublisherStatistics(msgspec.Struct, frozen=True):
@@ -44,8 +45,12 @@ class EventPublisher:
         *,
         timeout_s: float,
         buffer: int = BUFFER,
+        quiet: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._open_bus = open_bus
+        #: the moment to write (``InFlight.wait_quiet``: no provider slot is being refilled);
+        #: waited for at most QUIET_WAIT_S
+        self._quiet = quiet
         self._timeout = timeout_s
         # the publisher object outlives its incarnations: the buffer survives a restart
         self._send, self._recv = trio.open_memory_channel[Event](buffer)
@@ -91,6 +96,9 @@ class EventPublisher:
                 # linger a moment: events come in bursts (a job's succeeded + tts.created, the
                 # three actors settling together), one write for the burst costs less CPU
                 await trio.sleep(LINGER_S)
+                if self._quiet is not None:
+                    with trio.move_on_after(QUIET_WAIT_S):
+                        await self._quiet()
         while len(batch) < MAX_BATCH:  # whatever else is buffered (all of it when stopping)
             try:
                 batch.append(self._recv.receive_nowait())

@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import trio
 
-from protocols.coordination import Coordinator
+from protocols.coordination import Coordinator, Lock
 from protocols.errors import ChorusError, ProviderUnavailable
 
 log = logging.getLogger("chorus.flight")
@@ -27,18 +28,46 @@ log = logging.getLogger("chorus.flight")
 T = TypeVar("T")
 
 
+@dataclass(frozen=True, slots=True)
+class FirstTry:
+    """A flight's first try at its lock and a slot, made before the job reached its actor."""
+
+    lock: Lock
+    slot: str | None  # a provider slot taken with the lock
+
+
+async def first_tries(
+    coord: Coordinator, jobs: Sequence[tuple[str, str]], *, shared_account: bool
+) -> list[FirstTry]:
+    """``Flight.begin`` for many (cache key, job id) at once: one Redis round trip."""
+    locks = [coord.lock(key, job_id) for key, job_id in jobs]
+    tokens = [coord.slot_token() if shared_account else None for _ in jobs]
+    taken = await coord.acquire_many(list(zip(locks, tokens, strict=True)))
+    return [FirstTry(lock, token if ok else None)
+            for lock, token, ok in zip(locks, tokens, taken, strict=True)]
+
+
+async def abandon(coord: Coordinator, tries: Sequence[FirstTry]) -> None:
+    """Give back first tries whose jobs will not run here after all (bounded, best effort)."""
+    await coord.release_locks([t.lock for t in tries])
+    await coord.release_slot(*(t.slot for t in tries if t.slot is not None))
+
+
 class Flight:
     def __init__(
         self, coord: Coordinator, nursery: trio.Nursery, *, key: str, job_id: str,
-        shared_account: bool, wait_s: float,
+        shared_account: bool, wait_s: float, first_try: FirstTry | None = None,
     ) -> None:
         self._coord, self._nursery = coord, nursery
-        self._lock = coord.lock(key, job_id)
+        self._lock = first_try.lock if first_try is not None else coord.lock(key, job_id)
         self._shared = shared_account
         self._wait_s = wait_s
         self._first: bool | None = None  # the first try's answer (None: not tried)
         self._slot: str | None = None  # taken with the first try, not used yet
         self.waited = False  # another worker was generating the same key
+        if first_try is not None:  # ``begin`` was done for us (the StreamReader's batch)
+            self._first = first_try.lock.held
+            self._slot = first_try.slot
 
     async def begin(self) -> None:
         """First try at the lock and (with it) a slot. A Redis failure here is only logged:

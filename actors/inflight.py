@@ -11,10 +11,15 @@ such a channel would be gone, and their entries would stay pending (and lease-re
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 import trio
 
 from protocols.messages import Ack, Delivery, Release, Settlement
+
+if TYPE_CHECKING:
+    from actors.prestart import Prestart
 
 
 class InFlightStatistics(msgspec.Struct, frozen=True):
@@ -31,7 +36,11 @@ class InFlight:
         self._settled: dict[str, Settlement] = {}
         self._changed = trio.Event()
         self._idle_actors = 0
+        self._prestarts: dict[str, Prestart] = {}
         self._refilling = 0
+        self._finishing = 0  # actors whose provider call ended, not yet waiting again
+        self._busy_since: dict[int, float] = {}  # actor -> when its current job began
+        self.typical_job_s = 1.0  # moving average of how long an actor's job takes
         self._quiet = trio.Event()
         self._quiet.set()
 
@@ -40,9 +49,17 @@ class InFlight:
     def add(self, delivery: Delivery) -> None:
         self._running[delivery.entry_id] = delivery
 
+    def prestarted(self, entry_id: str, prestart: Prestart) -> None:
+        """The reader started this entry's job (``actors.prestart``): for the actor."""
+        self._prestarts[entry_id] = prestart
+
+    def take_prestart(self, entry_id: str) -> Prestart | None:
+        return self._prestarts.pop(entry_id, None)
+
     def forget(self, entry_id: str) -> None:
         """Drop an entry that never reached an actor (it stays in the PEL for redelivery)."""
         self._running.pop(entry_id, None)
+        self._prestarts.pop(entry_id, None)
         self._notify()
 
     def __contains__(self, entry_id: str) -> bool:
@@ -80,6 +97,32 @@ class InFlight:
         self._idle_actors += 1
         self._notify()
 
+    def actor_busy(self, actor: int, busy: bool) -> None:
+        """An actor received a delivery (``True``) or is done with it (``False``): keeps the
+        moving average of a job's duration (``typical_job_s``)."""
+        now = trio.current_time()
+        if busy:
+            self._busy_since[actor] = now
+        elif (began := self._busy_since.pop(actor, None)) is not None:
+            self.typical_job_s += (now - began - self.typical_job_s) / 16
+
+    def soon_free(self, within_s: float) -> int:
+        """Actors expected to be free within ``within_s``: those whose provider call ended,
+        and, when jobs are typically that short, every busy one."""
+        if self.typical_job_s <= within_s:
+            return len(self._busy_since)
+        return self._finishing
+
+    def actor_finishing(self, delta: int) -> None:
+        """+1: an actor's provider call ended (it will soon wait for a delivery); -1: it does
+        (or stopped). See ``finishing``."""
+        self._finishing += delta
+
+    @property
+    def finishing(self) -> int:
+        """Actors about to be free: a read can wait a moment to serve them too."""
+        return self._finishing
+
     def actor_not_waiting(self) -> None:
         """An actor stopped waiting without receiving anything (stopped or cancelled)."""
         self._idle_actors -= 1
@@ -99,6 +142,7 @@ class InFlight:
         await self._quiet.wait()
 
     def settle(self, entry_id: str, settlement: Settlement) -> None:
+        self._prestarts.pop(entry_id, None)
         if self._running.pop(entry_id, None) is None and entry_id not in self._settled:
             return  # the reader already gave it up (released at shutdown)
         self._settled[entry_id] = settlement

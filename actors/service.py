@@ -21,6 +21,7 @@ import trio
 
 from actors.event_publisher import EventPublisher
 from actors.inflight import InFlight
+from actors.prestart import Prestarter
 from actors.producer import CHANNEL_CAPACITY, Producer, Submitter, Ticket
 from actors.storer import QUEUE as STORE_QUEUE
 from actors.storer import Produced, Storer
@@ -99,7 +100,10 @@ class Service:
         self.voices = VoiceCatalog(store, provider)  # type: ignore[arg-type]
         self.voice_sync: VoiceSync | None = None
         self._shared_coordinator: Coordinator | None = None
-        self.events = EventPublisher(self.open_event_bus, timeout_s=settings.redis_timeout_s)
+        self.events = EventPublisher(
+            self.open_event_bus, timeout_s=settings.redis_timeout_s,
+            quiet=self.inflight.wait_quiet,
+        )
         self._on_http_ready = on_http_ready
         self._on_event = on_event or _log_event  # both supervisors report here
         self._policy = SupervisorPolicy(
@@ -244,6 +248,12 @@ class Service:
                 open_queue=partial(self.open_queue, block_ms=s.read_block_ms),
                 store=self.store, inflight=self.inflight, deliveries=self._deliveries_send,
                 events=self.events,
+                prestarter=Prestarter(
+                    settings=s, store=self.store, inflight=self.inflight,
+                    provider_name=self.provider.name,
+                    shared_account=self.provider.shared_account,
+                    open_coordinator=self.open_coordinator,
+                ),
             )
             children.append(
                 ChildSpec(

@@ -1,6 +1,8 @@
 """StreamReader: the bridge from the Redis job stream to the TTSActors.
 
 - Reads only for free actors: COUNT = actors waiting for a delivery (zero-capacity channel).
+- Starts what it read as one batch (``actors.prestart``: one Postgres transaction, one Redis
+  script for the locks and slots) before handing each entry to an actor.
 - On start, takes back its own pending entries (stable consumer name) that no actor is running.
 - Renews the lease of running entries every lease/3 (XCLAIM 0 JUSTID: no delivery counted).
 - Every ``reclaim_interval`` reclaims entries idle past the lease (cursor-looped XAUTOCLAIM):
@@ -21,12 +23,15 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 import msgspec
 import trio
 
+from actors.flight import FirstTry
 from actors.inflight import InFlight
+from actors.prestart import Prestarter
+from protocols.coordination import Coordinator
 from protocols.errors import ChorusError, DeliveriesExhausted
 from protocols.events import NO_EVENTS, EventKind, job_event
 from protocols.faults import FaultPlan
@@ -37,6 +42,7 @@ from protocols.settings import Settings
 log = logging.getLogger("chorus.reader")
 
 RECLAIM_BATCH = 32
+GATHER_S = 0.002  # at most this long a read waits for actors about to be free
 
 
 class ReaderStatistics(msgspec.Struct, frozen=True):
@@ -60,6 +66,7 @@ class StreamReader:
         inflight: InFlight,
         deliveries: trio.MemorySendChannel[Delivery],
         events: EventSink = NO_EVENTS,
+        prestarter: Prestarter | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
@@ -68,6 +75,8 @@ class StreamReader:
         self._inflight = inflight
         self._deliveries = deliveries
         self._events = events
+        self._prestarter = prestarter
+        self._coord: Coordinator | None = None
         self._faults = settings.faults or FaultPlan()
         self._waiting: collections.deque[Delivery] = collections.deque()
         self._counts = collections.Counter[str]()
@@ -84,6 +93,15 @@ class StreamReader:
         return int(self.settings.lease_s * 1000)
 
     async def run(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        opener = self._prestarter.open_coordinator if self._prestarter is not None else None
+        async with opener() if opener is not None else nullcontext() as coord:
+            self._coord = coord
+            try:
+                await self._run(stop, task_status)
+            finally:
+                self._coord = None
+
+    async def _run(self, stop: trio.Event, task_status: trio.TaskStatus[None]) -> None:
         self._waiting.clear()  # entries taken by a previous incarnation are still in our PEL
         async with self._open_queue() as queue, self._deliveries.clone() as deliveries:
             await queue.ensure_group()
@@ -110,18 +128,40 @@ class StreamReader:
             if self._waiting:
                 await self._dispatch(queue, deliveries, self._waiting.popleft(), stop)
                 continue
-            batch = await queue.read_new(
-                self.consumer, self._inflight.free, self.settings.read_block_ms
-            )
+            if self._inflight.soon_free(GATHER_S):
+                # actors about to be free too (their provider call just ended, or jobs are
+                # that short): one read and one batch start for all of them
+                with trio.move_on_after(GATHER_S):
+                    while self._inflight.soon_free(GATHER_S):
+                        await self._inflight.wait_changed()
+            batch, tries = await self._read(queue, stop)
             self._counts["read"] += len(batch)
             await self._faults.hit("reader.after_read")
+            if self._prestarter is not None and not stop.is_set():
+                await self._prestarter.start(self._coord, [
+                    d for d in batch
+                    if d.entry_id not in self._inflight
+                    and d.deliveries <= self.settings.max_deliveries
+                ], tries)
             for i, delivery in enumerate(batch):
                 if stop.is_set():  # read but not started: give back for immediate redelivery
-                    await queue.release(
-                        self.consumer, [d.entry_id for d in batch[i:]], self._lease_ms
-                    )
+                    rest = [d.entry_id for d in batch[i:]]
+                    await self._give_back_prestarts(rest)
+                    await queue.release(self.consumer, rest, self._lease_ms)
                     break
                 await self._dispatch(queue, deliveries, delivery, stop)
+
+    async def _read(
+        self, queue: JobQueue, stop: trio.Event
+    ) -> tuple[list[Delivery], dict[str, FirstTry] | None]:
+        """New entries for the free actors: with a backlog, by the locking read (entries and
+        their first tries at lock and slot in one round trip); else by a blocking read."""
+        count = self._inflight.free
+        if self._prestarter is not None and self._coord is not None:
+            locking = await self._prestarter.read(self._coord, queue, self.consumer, count)
+            if locking is not None and locking[0]:
+                return locking
+        return await queue.read_new(self.consumer, count, self.settings.read_block_ms), None
 
     async def _dispatch(
         self,
@@ -145,6 +185,7 @@ class StreamReader:
                     self._inflight.handed_off()
                     return
                 if stop.is_set():
+                    await self._give_back_prestarts([delivery.entry_id])
                     self._inflight.forget(delivery.entry_id)
                     self._waiting.appendleft(delivery)  # _drain releases it
                     return
@@ -152,6 +193,10 @@ class StreamReader:
             # not received by any actor (trio guarantees it on cancel): it stays in our PEL
             self._inflight.forget(delivery.entry_id)
             raise
+
+    async def _give_back_prestarts(self, entry_ids: list[str]) -> None:
+        if self._prestarter is not None:
+            await self._prestarter.give_back(self._coord, entry_ids)
 
     async def _dead_letter(self, queue: JobQueue, delivery: Delivery) -> None:
         job = await self._store.get_job(delivery.job.job_id)

@@ -26,12 +26,12 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 import msgspec
 import trio
 
-from actors.flight import Flight
+from actors.flight import FirstTry, Flight
 from actors.inflight import InFlight
 from actors.outcomes import Outcomes
 from actors.storer import Produced
 from protocols.audio import parse_format
-from protocols.cachekey import cache_key as make_cache_key
+from protocols.cachekey import job_cache_key
 from protocols.coordination import Coordinator
 from protocols.errors import ChorusError
 from protocols.events import NO_EVENTS
@@ -43,25 +43,12 @@ from protocols.messages import (
     Job,
     NewAudio,
     Settlement,
-    SpeechJob,
     SynthesisRequest,
 )
 from protocols.ports import BlobStore, EventSink, JobStore, SpeechProvider
 from protocols.settings import Settings
 
 log = logging.getLogger("chorus.tts")
-
-
-def cache_key(job: Job | SpeechJob, provider: str, scope: str = "global") -> str:
-    """The job's cache key: the one settled at submit, else (entries from before it was
-    carried) computed the same way."""
-    if job.cache_key:
-        return job.cache_key
-    return make_cache_key(
-        provider=provider, text=job.text, voice_id=job.voice_id, language=job.language,
-        output_format=job.output_format, params=job.params,
-        owner=job.owner if scope == "owner" else None,
-    )
 
 
 OpenCoordinator = Callable[[], AbstractAsyncContextManager[Coordinator]]
@@ -109,6 +96,7 @@ class TTSActor:
         self._outcomes = Outcomes(settings, store, events, self._faults)
         self._busy = False
         self._refilling = False  # between a provider call and the next (InFlight.refilling)
+        self._finishing = False  # its provider call ended, not waiting yet (InFlight.finishing)
         self._idle = trio.CancelScope()
 
     def statistics(self) -> ActorStatistics:
@@ -120,6 +108,7 @@ class TTSActor:
             await self._run_with_coordinator(stop, task_status)
         finally:
             self._set_refilling(False)
+            self._set_finishing(False)
 
     async def _run_with_coordinator(
         self, stop: trio.Event, task_status: trio.TaskStatus[None]
@@ -149,6 +138,7 @@ class TTSActor:
             nursery.start_soon(stop_when_idle)
             task_status.started()
             while not stop.is_set():
+                self._set_finishing(False)
                 self._inflight.actor_waiting()
                 self._idle = trio.CancelScope()
                 try:
@@ -162,6 +152,11 @@ class TTSActor:
                     break
                 await self._work(delivery, produced)
             nursery.cancel_scope.cancel()
+
+    def _set_finishing(self, finishing: bool) -> None:
+        if finishing != self._finishing:
+            self._finishing = finishing
+            self._inflight.actor_finishing(1 if finishing else -1)
 
     def _set_refilling(self, refilling: bool) -> None:
         if refilling != self._refilling:
@@ -177,6 +172,7 @@ class TTSActor:
         self, delivery: Delivery, produced: trio.MemorySendChannel[Produced]
     ) -> None:
         self._busy = True
+        self._inflight.actor_busy(id(self), True)
         self._flight = None
         try:
             outcome = await self._handle(delivery)
@@ -191,6 +187,7 @@ class TTSActor:
             raise
         finally:
             self._busy = False
+            self._inflight.actor_busy(id(self), False)
             if self._flight is not None:  # cached, finished, failed: give back what it took
                 await self._flight.release()
                 self._flight = None
@@ -205,9 +202,9 @@ class TTSActor:
 
     async def _handle(self, delivery: Delivery) -> Settlement | Produced:
         job_id = delivery.job.job_id
-        key = cache_key(delivery.job, self._provider.name, self.settings.cache_scope)
+        key = job_cache_key(delivery.job, self._provider.name, self.settings.cache_scope)
         try:
-            job, cached = await self._start(job_id, key)
+            job, cached = await self._start(delivery, key)
             if job is None:
                 log.warning("entry %s names unknown job %s: dropped", delivery.entry_id, job_id)
                 return Ack(delivery.entry_id)
@@ -236,19 +233,22 @@ class TTSActor:
             ),
         )
 
-    async def _start(self, job_id: str, key: str) -> tuple[Job | None, Audio | None]:
+    async def _start(self, delivery: Delivery, key: str) -> tuple[Job | None, Audio | None]:
         """``start_job_cached``, and meanwhile the job's first try at its single-flight lock
-        and a provider slot (one Redis round trip, in parallel with Postgres)."""
+        and a provider slot (one Redis round trip, in parallel with Postgres); or what the
+        StreamReader did of both for a batch it read (``actors.prestart``)."""
+        job_id = delivery.job.job_id
+        prestart = self._inflight.take_prestart(delivery.entry_id)
+        if prestart is not None and prestart.key == key:
+            if self._coord is not None:
+                self._flight = self._new_flight(key, job_id, prestart.first_try)
+            return prestart.job, prestart.audio
         if self._coord is None or self._nursery is None:
             return await self._store.start_job_cached(job_id, key)
-        self._flight = Flight(
-            self._coord, self._nursery, key=key, job_id=job_id,
-            shared_account=self._provider.shared_account,
-            wait_s=self.settings.provider_wait_s,
-        )
+        self._flight = flight = self._new_flight(key, job_id, None)
         failed: ChorusError | None = None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._flight.begin)
+            nursery.start_soon(flight.begin)
             try:
                 started = await self._store.start_job_cached(job_id, key)
             except ChorusError as exc:  # raised after the nursery: never as an exception group
@@ -256,6 +256,14 @@ class TTSActor:
         if failed is not None:
             raise failed
         return started
+
+    def _new_flight(self, key: str, job_id: str, first_try: FirstTry | None) -> Flight:
+        assert self._coord is not None and self._nursery is not None
+        return Flight(
+            self._coord, self._nursery, key=key, job_id=job_id,
+            shared_account=self._provider.shared_account,
+            wait_s=self.settings.provider_wait_s, first_try=first_try,
+        )
 
     async def _produce(
         self, delivery: Delivery, job: Job, key: str, audio: Audio | None
@@ -281,6 +289,7 @@ class TTSActor:
                 result = await self._provider.synthesize(request)
             finally:
                 self._set_refilling(True)
+                self._set_finishing(True)
         await self._faults.hit("tts.after_synth")
         return Produced(
             delivery=delivery,

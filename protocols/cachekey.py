@@ -12,7 +12,7 @@ import hashlib
 
 import msgspec
 
-from protocols.messages import SpeechParams
+from protocols.messages import Job, SpeechJob, SpeechParams
 from protocols.text import normalize_text
 
 _VERSION = "k2"  # bump when the recipe changes (old keys then simply miss)
@@ -44,3 +44,15 @@ def cache_key(
         ]
     )
     return hashlib.sha256(canonical).hexdigest()
+
+
+def job_cache_key(job: Job | SpeechJob, provider: str, scope: str = "global") -> str:
+    """A job's cache key: the one settled at submit, else (stream entries from before it was
+    carried) computed the same way."""
+    if job.cache_key:
+        return job.cache_key
+    return cache_key(
+        provider=provider, text=job.text, voice_id=job.voice_id, language=job.language,
+        output_format=job.output_format, params=job.params,
+        owner=job.owner if scope == "owner" else None,
+    )

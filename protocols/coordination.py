@@ -34,6 +34,7 @@ log = logging.getLogger("chorus.coordination")
 
 POLL_MIN_S = 0.01
 POLL_MAX_S = 0.1
+RELEASE_LINGER_S = 0.005
 
 _NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 
@@ -95,6 +96,80 @@ if redis.call('ZSCORE', KEYS[3], ARGV[4]) or redis.call('ZCARD', KEYS[3]) < tonu
 end
 return {lock, 0}
 """
+# Many at once (the StreamReader starting what it read): KEYS = the semaphore, then each lock
+# and its "done" marker; ARGV = lease ms, slot limit, slot tokens to give back first (space
+# separated), then each lock's token, owner prefix and slot token ("" for none). Returns
+# {lock, slot} per lock, as _FLIGHT_START.
+_FLIGHTS_START = _NOW_MS + """
+for token in string.gmatch(ARGV[3], '%S+') do redis.call('ZREM', KEYS[1], token) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local lock, done = KEYS[2 * i], KEYS[2 * i + 1]
+  local token, prefix, slot = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
+  local current = redis.call('GET', lock)
+  local state, taken = 0, 0
+  if not current or string.sub(current, 1, #prefix) == prefix then
+    redis.call('SET', lock, token, 'PX', lease)
+    state = 1
+    if redis.call('EXISTS', done) == 1 then state = 2 end
+    if slot ~= '' and (redis.call('ZSCORE', KEYS[1], slot)
+                       or redis.call('ZCARD', KEYS[1]) < limit) then
+      redis.call('ZADD', KEYS[1], now + lease, slot)
+      redis.call('PEXPIRE', KEYS[1], 2 * lease)
+      taken = 1
+    end
+  end
+  out[#out + 1] = state
+  out[#out + 1] = taken
+end
+return out
+"""
+# The locking read: XREADGROUP (not blocking) for up to COUNT entries, and for each entry that
+# names its job and cache key (fields j, k), the first try at its lock and a slot, as
+# _FLIGHTS_START: one round trip instead of two when there is a backlog. KEYS = the stream, the
+# semaphore; ARGV = group, consumer, count, lease ms, slot limit, lock key prefix, slot tokens
+# to give back first (space separated), then per possible entry: lock token suffix, slot token
+# ("" for none). Returns per entry {id, fields, lock (-1: not tried), slot}; {} when none.
+# Lock keys are built in the script (not declared in KEYS): fine on one server, not on a
+# cluster, which Chorus does not support.
+_READ_AND_TRY = _NOW_MS + """
+for token in string.gmatch(ARGV[7], '%S+') do redis.call('ZREM', KEYS[2], token) end
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                         'STREAMS', KEYS[1], '>')
+if not reply then return {} end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local lease, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {}
+for i, entry in ipairs(reply[1][2]) do
+  local fields, job, key = entry[2], nil, nil
+  for f = 1, #fields, 2 do
+    if fields[f] == 'j' then job = fields[f + 1] end
+    if fields[f] == 'k' then key = fields[f + 1] end
+  end
+  local state, taken = -1, 0
+  if job and key and key ~= '' and ARGV[6 + 2 * i] then
+    local lock, prefix = ARGV[6] .. key, job .. '|'
+    local current = redis.call('GET', lock)
+    state = 0
+    if not current or string.sub(current, 1, #prefix) == prefix then
+      redis.call('SET', lock, prefix .. ARGV[6 + 2 * i], 'PX', lease)
+      state = 1
+      if redis.call('EXISTS', lock .. ':done') == 1 then state = 2 end
+      local slot = ARGV[7 + 2 * i]
+      if slot ~= '' and (redis.call('ZSCORE', KEYS[2], slot)
+                         or redis.call('ZCARD', KEYS[2]) < limit) then
+        redis.call('ZADD', KEYS[2], now + lease, slot)
+        redis.call('PEXPIRE', KEYS[2], 2 * lease)
+        taken = 1
+      end
+    end
+  end
+  out[i] = {entry[1], fields, state, taken}
+end
+return out
+"""
 # KEYS[1] = lock; ARGV = token, lease ms.
 _LOCK_RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -132,11 +207,13 @@ class Lock:
     """One single-flight lock on a cache key. ``acquire`` once; then ``keep_alive`` in a task
     until ``release``."""
 
-    def __init__(self, coordinator: Coordinator, key: str, holder: str) -> None:
+    def __init__(
+        self, coordinator: Coordinator, key: str, holder: str, token: str | None = None
+    ) -> None:
         self._c = coordinator
         self.key = key
         self._prefix = f"{holder}|"
-        self.token = self._prefix + secrets.token_hex(16)
+        self.token = token or self._prefix + secrets.token_hex(16)
         self.held = False
         #: a holder released this key within the last lease: its audio may just have been
         #: stored, so the cache must be looked at again before generating
@@ -245,9 +322,13 @@ class Coordinator:
         self._sem_reclaim = client.register_script(_SEM_RECLAIM)
         self._lock_acquire = client.register_script(_LOCK_ACQUIRE)
         self._flight_start = client.register_script(_FLIGHT_START)
+        self._flights_start = client.register_script(_FLIGHTS_START)
+        self._read_and_try = client.register_script(_READ_AND_TRY)
         self._lock_renew = client.register_script(_LOCK_RENEW)
         self._lock_release = client.register_script(_LOCK_RELEASE)
         self._locks_release = client.register_script(_LOCKS_RELEASE)
+        self._to_release: list[str] = []  # slot tokens to give back (``release_slot_soon``)
+        self._flush_scheduled = False
 
     async def _run(self, awaitable: Any) -> Any:
         try:
@@ -263,6 +344,66 @@ class Coordinator:
     def lock(self, cache_key: str, holder: str) -> Lock:
         """The single-flight lock of ``cache_key``, for ``holder`` (a job id)."""
         return Lock(self, self.keys.flight(cache_key), holder)
+
+    async def acquire_many(self, tries: Sequence[tuple[Lock, str | None]]) -> list[bool]:
+        """``Lock.acquire_with_slot`` for many (lock, slot token) pairs in one round trip:
+        whether each slot was taken (each lock's ``held`` says whether it was)."""
+        if not tries:
+            return []
+        # slots waiting to be given back go first, in the same call
+        releasing, self._to_release = self._to_release, []
+        keys = [self.keys.semaphore(self.account)]
+        args = [str(self.lease_ms), str(self.limit), " ".join(releasing)]
+        for lock, slot in tries:
+            keys += [lock.key, lock._done]
+            args += [lock.token, lock._prefix, slot or ""]
+        try:
+            reply = [int(x) for x in await self._run(self._flights_start(keys=keys, args=args))]
+        except BaseException:
+            self._to_release.extend(releasing)  # outcome unknown: ZREM is idempotent
+            raise
+        taken = []
+        for i, (lock, _) in enumerate(tries):
+            state, slot_taken = reply[2 * i], reply[2 * i + 1]
+            lock.held = state > 0
+            lock.recently_done = state == 2
+            taken.append(bool(slot_taken))
+        return taken
+
+    async def read_and_try(
+        self, stream: str, group: str, consumer: str, count: int, *, shared_account: bool
+    ) -> list[tuple[str, dict[bytes, bytes], Lock | None, str | None]]:
+        """Read up to ``count`` new entries (not blocking) and make each one's first try at
+        its lock and, with it, a provider slot, in one round trip: (entry id, fields, the lock
+        (``held`` says if taken; None: the entry names no key, not tried), the slot taken)."""
+        releasing, self._to_release = self._to_release, []
+        suffixes = [secrets.token_hex(16) for _ in range(count)]
+        slots = [self.slot_token() if shared_account else "" for _ in range(count)]
+        args = [group, consumer, str(count), str(self.lease_ms), str(self.limit),
+                self.keys.flight(""), " ".join(releasing)]
+        for suffix, slot in zip(suffixes, slots, strict=True):
+            args += [suffix, slot]
+        try:
+            reply = await self._run(self._read_and_try(
+                keys=[stream, self.keys.semaphore(self.account)], args=args
+            ))
+        except BaseException:
+            self._to_release.extend(releasing)  # outcome unknown: ZREM is idempotent
+            raise
+        out = []
+        for i, (entry_id, flat, state, taken) in enumerate(reply or []):
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            lock = None
+            if int(state) >= 0:
+                job_id = fields[b"j"].decode()
+                lock = Lock(self, self.keys.flight(fields[b"k"].decode()), job_id,
+                            token=f"{job_id}|{suffixes[i]}")
+                lock.held = int(state) > 0
+                lock.recently_done = int(state) == 2
+            slot = slots[i] if int(taken) else None
+            out.append((entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id),
+                        fields, lock, slot))
+        return out
 
     async def release_locks(self, locks: Sequence[Lock]) -> None:
         """``Lock.release`` for many locks in one round trip; best effort and bounded."""
@@ -327,9 +468,27 @@ class Coordinator:
             raise group.exceptions[0] from group.exceptions[0].__cause__
         finally:
             if release_in is not None:
-                release_in.start_soon(self._release_slot, key, token)
+                self.release_slot_soon(token, release_in)
             else:
                 await self._release_slot(key, token)
+
+    def release_slot_soon(self, token: str, nursery: trio.Nursery) -> None:
+        """Give a slot back within ``RELEASE_LINGER_S``, in one call with the slots released
+        meanwhile, or with the next first tries (``acquire_many``), whichever comes first:
+        slots that end together (three actors in step) cost one round trip, not three."""
+        self._to_release.append(token)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            nursery.start_soon(self._flush_releases)
+
+    async def _flush_releases(self) -> None:
+        try:
+            await trio.sleep(RELEASE_LINGER_S)
+        finally:
+            self._flush_scheduled = False
+            tokens, self._to_release = self._to_release, []
+            if tokens:
+                await self._release_slot(self.keys.semaphore(self.account), *tokens)
 
     async def _release_slot(self, key: str, *tokens: str) -> None:
         with trio.move_on_after(self.timeout_s, shield=True):

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from protocols.errors import ChorusError
 from protocols.events import Event
+from protocols.keys import Keys
 from protocols.messages import (
     Audio,
     CloneFile,
@@ -74,6 +75,12 @@ class JobStore(Protocol):
     ) -> tuple[Job | None, Audio | None]:
         """``start_job`` and, in the same round trip, the owner's audio with ``cache_key``
         (only looked up when the job was started)."""
+        ...
+    async def start_jobs_cached(
+        self, items: Sequence[tuple[str, str]]
+    ) -> list[tuple[Job | None, Audio | None]]:
+        """``start_job_cached`` for each (job id, cache key), in one round trip and one
+        transaction; results in order."""
         ...
     async def finish_job(self, job_id: str, audio: NewAudio) -> Job:
         """In one transaction: upsert the audio row (unique per owner and cache key) and
@@ -166,11 +173,17 @@ class JobQueue(Protocol):
     Every write is idempotent: a cancelled call has an unknown outcome and may be repeated.
     """
 
+    keys: Keys
+
     async def ensure_group(self) -> None: ...
     async def enqueue(self, jobs: Sequence[SpeechJob]) -> None:
         """XADD each job once (idempotent by job id)."""
         ...
     async def read_new(self, consumer: str, count: int, block_ms: int) -> list[Delivery]: ...
+    async def decode(self, entries: Sequence[tuple[str, dict[bytes, bytes]]]) -> list[Delivery]:
+        """Deliveries from (entry id, fields) read by a locking read (first deliveries);
+        undecodable entries are dead-lettered."""
+        ...
     async def own_pending(self, consumer: str, count: int) -> list[tuple[str, int]]:
         """(entry id, deliveries) pending for this consumer, oldest first."""
         ...

@@ -22,10 +22,12 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import asyncpg
+import outcome
 import trio
 import trio_asyncio
 
 from protocols import store_sql as q
+from protocols.coalesce import Coalescer
 from protocols.embedded import with_database
 from protocols.errors import ChorusError, ConfigError, InvalidInput, NotFound, StoreUnavailable
 from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, Usage, User
@@ -192,6 +194,8 @@ class PgStore(VoiceStoreMixin):
     def __init__(self, loop: Any, pool: asyncpg.Pool, timeout: float) -> None:
         self._loop, self._pool, self._timeout = loop, pool, timeout
         self._closed = False
+        #: concurrent submits without quota or cache hit, inserted together (group commit)
+        self._create_many: Coalescer[NewJob, Job | None] = Coalescer(self._create_batch)
 
     @classmethod
     @asynccontextmanager
@@ -271,7 +275,20 @@ class PgStore(VoiceStoreMixin):
     async def create_job(
         self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None
     ) -> tuple[Job, bool]:
+        if quota is None and cached is None:
+            created = await self._create_many(job)
+            if created is not None:
+                return created, True
+            # not inserted (its idempotency key is taken, or the batch failed): on its own
         return await self._call(q.create_job, job, quota, cached, "aud_" + uuid.uuid4().hex)
+
+    async def _create_batch(self, jobs: list[NewJob]) -> list[outcome.Outcome[Job | None]]:
+        """Insert plain new jobs in one round trip; None for each one that was not."""
+        try:
+            created = await self._call(q.create_jobs, jobs)
+        except ChorusError:  # e.g. an unknown owner fails the batch: each goes on its own
+            created = [None] * len(jobs)
+        return [outcome.Value(job) for job in created]
 
     async def discard_job(self, job_id: str) -> bool:
         return await self._call(q.discard_job, job_id)
@@ -286,6 +303,13 @@ class PgStore(VoiceStoreMixin):
         self, job_id: str, cache_key: str
     ) -> tuple[Job | None, Audio | None]:
         return await self._call(q.start_job_cached, job_id, cache_key)
+
+    async def start_jobs_cached(
+        self, items: Sequence[tuple[str, str]]
+    ) -> list[tuple[Job | None, Audio | None]]:
+        if not items:
+            return []
+        return await self._call(q.start_jobs_cached, list(items))
 
     async def finish_job(self, job_id: str, audio: NewAudio) -> Job:
         job = await self._call(q.finish_job, job_id, "aud_" + uuid.uuid4().hex, audio)

@@ -229,6 +229,40 @@ async def create_job(
     raise StoreUnavailable("job creation kept racing with a deletion; retry")
 
 
+_INSERT_JOBS = (
+    "INSERT INTO jobs (id, owner, idempotency_key, request_hash, text, voice_id, language,"
+    " output_format, characters, params, cache_key, status)"
+    " SELECT i.id, i.owner, i.idempotency_key, i.request_hash, i.text, i.voice_id, i.language,"
+    " i.output_format, i.characters, i.params::jsonb, i.cache_key, 'queued'"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+    " $7::text[], $8::text[], $9::integer[], $10::text[], $11::text[]) AS i(id, owner,"
+    " idempotency_key, request_hash, text, voice_id, language, output_format, characters,"
+    f" params, cache_key) ON CONFLICT DO NOTHING RETURNING {_JOB}"
+)
+
+
+async def create_jobs(conn: Any, jobs: list[NewJob]) -> list[Job | None]:
+    """Insert new jobs (no quota to check, no cached audio) in one statement; each job as
+    inserted, or None where it was not (its id or idempotency key exists, or its owner does
+    not): those go through ``create_job`` one by one."""
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    for job in jobs:
+        for column, value in zip(columns, (
+            job.id, job.owner, job.idempotency_key, job.request_hash, job.text, job.voice_id,
+            job.language, job.output_format, job.characters, _encode_params(job.params),
+            job.cache_key,
+        ), strict=True):
+            column.append(value)
+    try:
+        rows = await conn.fetch(_INSERT_JOBS, *columns)
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
+            raise
+        return [None] * len(jobs)  # an unknown owner: each on its own says which
+    found = {row["id"]: _job(row) for row in rows}
+    return [found.get(job.id) for job in jobs]
+
+
 async def discard_job(conn: Any, job_id: str) -> bool:
     status = await conn.execute(
         "DELETE FROM jobs WHERE id = $1 AND status = 'queued' AND attempts = 0", job_id
@@ -278,6 +312,39 @@ async def start_job_cached(
     return _job(fields), (Audio(**audio) if audio["id"] is not None else None)
 
 
+_START_MANY = (
+    "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[]) AS i(job_id, job_key)),"
+    " s AS (UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,"
+    " started_at = coalesce(jobs.started_at, now()) FROM i"
+    f" WHERE jobs.id = i.job_id AND jobs.{_ACTIVE} RETURNING {_JOB_Q}, i.job_key)"
+    " SELECT s.*, "
+    + ", ".join(f"a.{c} AS audio_{c}" for c in _AUDIO_COLS)
+    + " FROM s LEFT JOIN LATERAL (SELECT * FROM audio WHERE audio.cache_key = s.job_key"
+    " ORDER BY audio.owner = s.owner DESC, audio.created_at LIMIT 1) a ON true"
+)
+
+
+async def start_jobs_cached(
+    conn: Any, items: list[tuple[str, str]]
+) -> list[tuple[Job | None, Audio | None]]:
+    """``start_job_cached`` for each (job id, cache key), in one statement; the jobs it did
+    not start (terminal, unknown) are read as they are."""
+    rows = await conn.fetch(
+        _START_MANY, [job_id for job_id, _ in items], [key for _, key in items]
+    )
+    started: dict[str, tuple[Job | None, Audio | None]] = {}
+    for row in rows:
+        fields = dict(row)
+        fields.pop("job_key")
+        audio = {c: fields.pop(f"audio_{c}") for c in _AUDIO_COLS}
+        started[fields["id"]] = (_job(fields), Audio(**audio) if audio["id"] is not None else None)
+    others = [job_id for job_id, _ in items if job_id not in started]
+    if others:
+        for row in await conn.fetch(f"SELECT {_JOB} FROM jobs WHERE id = ANY($1)", others):
+            started[row["id"]] = (_job(row), None)
+    return [started.get(job_id, (None, None)) for job_id, _ in items]
+
+
 _FINISH = (
     "WITH j AS (SELECT id, owner FROM jobs WHERE id = $1 AND status = 'running' FOR UPDATE),"
     " a AS (INSERT INTO audio (id, owner, cache_key, format, content_type, duration_s,"
@@ -300,31 +367,28 @@ async def finish_job(conn: Any, job_id: str, audio_id: str, audio: NewAudio) -> 
     """One statement: lock the job if it is running, upsert its audio row, charge the owner
     (when the audio was generated for it), mark it succeeded. A job that is unknown or already
     settled is returned as it is (idempotent, and never charged twice)."""
-    row = await conn.fetchrow(
-        _FINISH,
-        job_id,
-        audio_id,
-        audio.owner,
-        audio.cache_key,
-        audio.format,
-        audio.content_type,
-        audio.duration_s,
-        audio.size,
-        audio.path,
-        list(audio.request_ids),
-        audio.character_cost,
-        audio.charge,
-    )
+    row = await conn.fetchrow(_FINISH, *_finish_args(job_id, audio_id, audio))
     return _job(row) if row is not None else await get_job(conn, job_id, None)
 
 
 async def finish_jobs(
     conn: Any, batch: list[tuple[str, str, NewAudio]]
 ) -> list[Job | None]:
-    """``finish_job`` for each (job id, audio id, audio), in one transaction."""
-    async with conn.transaction():
-        return [await finish_job(conn, job_id, audio_id, audio)
-                for job_id, audio_id, audio in batch]
+    """``finish_job`` for each (job id, audio id, audio): one pipelined, atomic
+    ``executemany``, then the jobs as they now are (None: unknown)."""
+    await conn.executemany(_FINISH, [_finish_args(*item) for item in batch])
+    ids = [job_id for job_id, _, _ in batch]
+    rows = await conn.fetch(f"SELECT {_JOB} FROM jobs WHERE id = ANY($1)", ids)
+    jobs = {row["id"]: _job(row) for row in rows}
+    return [jobs.get(job_id) for job_id in ids]
+
+
+def _finish_args(job_id: str, audio_id: str, audio: NewAudio) -> tuple[Any, ...]:
+    return (
+        job_id, audio_id, audio.owner, audio.cache_key, audio.format, audio.content_type,
+        audio.duration_s, audio.size, audio.path, list(audio.request_ids),
+        audio.character_cost, audio.charge,
+    )
 
 
 async def fail_job(conn: Any, job_id: str, status: str, code: str, message: str) -> Job | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import coredis
 import coredis.exceptions
@@ -28,11 +28,15 @@ from protocols.messages import DeadLetter, Delivery, SpeechJob, StreamMessage
 ENQUEUE_MARKER_TTL_MS = 7 * 24 * 3600 * 1000
 
 # KEYS[1] = stream, KEYS[2..n] = one marker per job; ARGV[1] = marker ttl, ARGV[2..n] = payloads.
+# KEYS = the stream, then each job's enqueue marker; ARGV = marker ttl, then per job: payload,
+# job id, cache key. The id and key ride along in plain fields, for the locking read
+# (``protocols.coordination``, _READ_AND_TRY).
 _ENQUEUE_LUA = """
 local added = 0
 for i = 2, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[i])
+    local a = 3 * (i - 2) + 2
+    local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[a], 'j', ARGV[a + 1], 'k', ARGV[a + 2])
     redis.call('SET', KEYS[i], id, 'PX', ARGV[1])
     added = added + 1
   end
@@ -56,6 +60,11 @@ REDIS_ERRORS = _REDIS_ERRORS
 
 def encode_job(job: SpeechJob) -> bytes:
     return _encoder.encode(job)
+
+
+class _Entry(NamedTuple):
+    identifier: str
+    field_values: dict[bytes, bytes]
 
 
 def _s(value: Any) -> str:
@@ -96,7 +105,9 @@ class RedisQueue:
         if not jobs:
             return
         keys = [self.keys.jobs, *(self.keys.enqueued(j.job_id) for j in jobs)]
-        args: list[Any] = [ENQUEUE_MARKER_TTL_MS, *(encode_job(j) for j in jobs)]
+        args: list[Any] = [ENQUEUE_MARKER_TTL_MS]
+        for j in jobs:
+            args += [encode_job(j), j.job_id, j.cache_key]
         try:
             await self._enqueue_script(keys=keys, args=args)
         except _REDIS_ERRORS as exc:
@@ -106,7 +117,8 @@ class RedisQueue:
         """XADD unconditionally (dead-letter redrive: the job is to run again), and (re)set its
         enqueue marker, so the orphan sweeper knows it is in the stream."""
         try:
-            entry = _s(await self._r.xadd(self.keys.jobs, {"m": encode_job(job)}))
+            fields = {"m": encode_job(job), "j": job.job_id, "k": job.cache_key}
+            entry = _s(await self._r.xadd(self.keys.jobs, fields))
             await self._r.set(self.keys.enqueued(job.job_id), entry, px=ENQUEUE_MARKER_TTL_MS)
             return entry
         except _REDIS_ERRORS as exc:
@@ -136,6 +148,12 @@ class RedisQueue:
             return []
         entries = next(iter(reply.values()))
         return await self._decode(entries, dict.fromkeys((_s(e.identifier) for e in entries), 1))
+
+    async def decode(self, entries: Sequence[tuple[str, dict[bytes, bytes]]]) -> list[Delivery]:
+        """Deliveries from (entry id, fields) read elsewhere (a locking read); first
+        deliveries. Undecodable entries are dead-lettered, as by ``read_new``."""
+        rows = [_Entry(entry_id, fields) for entry_id, fields in entries]
+        return await self._decode(rows, {entry_id: 1 for entry_id, _ in entries})
 
     async def own_pending(self, consumer: str, count: int) -> list[tuple[str, int]]:
         try:

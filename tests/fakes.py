@@ -234,6 +234,12 @@ class FakeJobStore(FakeVoiceStoreMixin):
             return job, None
         return job, self._any_audio(job.owner, cache_key)
 
+    async def start_jobs_cached(
+        self, items: Sequence[tuple[str, str]]
+    ) -> list[tuple[Job | None, Audio | None]]:
+        await self._enter("start_jobs_cached")
+        return [await self.start_job_cached(job_id, key) for job_id, key in items]
+
     def _any_audio(self, owner: str, cache_key: str) -> Audio | None:
         """The owner's audio with this key first, else anyone's (as PgStore)."""
         audio_id = self.audio_by_cache_key.get((owner, cache_key))

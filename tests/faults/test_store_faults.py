@@ -105,7 +105,9 @@ async def test_postgres_outage_answers_503_and_loses_nothing(
                     stop.set()
                 jobs = await wait_terminal(store, svc.accepted, limit_s=20)
                 await wait_drained(redis_url, settings)
-                retried = sum(a.statistics().retried for a in svc.service.actors)
+                assert svc.service.storer is not None
+                retried = svc.service.storer.statistics().retried + sum(
+                    a.statistics().retried for a in svc.service.actors)
             nursery.cancel_scope.cancel()
         tally = await total_queue_check(store, redis_url, settings, svc.accepted)
 
