@@ -22,7 +22,7 @@ from actors.flight import FirstTry, abandon, first_tries
 from actors.inflight import InFlight
 from protocols.cachekey import job_cache_key
 from protocols.coordination import Coordinator
-from protocols.errors import ChorusError
+from protocols.errors import ChorusError, StoreUnavailable
 from protocols.messages import Audio, Delivery, Job
 from protocols.ports import JobQueue, JobStore
 from protocols.settings import Settings
@@ -30,13 +30,39 @@ from protocols.settings import Settings
 log = logging.getLogger("chorus.prestart")
 
 
+class PendingStart:
+    """A job's start (``start_job_cached``'s answer), possibly still on its way."""
+
+    def __init__(self) -> None:
+        self._done = trio.Event()
+        self._value: tuple[Job | None, Audio | None] = (None, None)
+        self._error: ChorusError | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._done.is_set()
+
+    def set(self, value: tuple[Job | None, Audio | None]) -> None:
+        self._value = value
+        self._done.set()
+
+    def fail(self, error: ChorusError) -> None:
+        self._error = error
+        self._done.set()
+
+    async def get(self) -> tuple[Job | None, Audio | None]:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 @dataclass(frozen=True, slots=True)
 class Prestart:
     """A delivery's job as started by the StreamReader, for its actor."""
 
     key: str  # the job's cache key
-    job: Job | None  # as ``start_job_cached`` returned it
-    audio: Audio | None
+    start: PendingStart
     first_try: FirstTry | None  # None: not tried (Redis failed), the actor tries itself
 
 
@@ -86,10 +112,13 @@ class Prestarter:
     async def start(
         self, coord: Coordinator | None, deliveries: list[Delivery],
         tries_made: dict[str, FirstTry] | None = None,
+        background: trio.Nursery | None = None,
     ) -> None:
-        """Start the deliveries' jobs (and make their first tries, unless ``tries_made`` by
-        a locking read); what was started is left in ``InFlight`` for the actor that
-        receives each one."""
+        """Start the deliveries' jobs and make their first tries at lock and slot (unless
+        ``tries_made`` by a locking read); what was done is left in ``InFlight`` for the actor
+        that receives each one. With every first try made and a ``background`` nursery, the
+        Postgres start goes on there while the entries are handed out (the actors wait for
+        it, or call the provider meanwhile where that is safe: ``TTSActor``)."""
         if not deliveries:
             return
         keys = [job_cache_key(d.job, self._provider_name, self.settings.cache_scope)
@@ -99,6 +128,15 @@ class Prestarter:
             tries_made.get(d.entry_id) if tries_made is not None else None for d in deliveries
         ]
         untried = [i for i, t in enumerate(tries) if t is None]
+        pending = [PendingStart() for _ in deliveries]
+        items = [(d.job.job_id, key) for d, key in zip(deliveries, keys, strict=True)]
+        if background is not None and not untried:
+            for i, delivery in enumerate(deliveries):
+                self._inflight.prestarted(
+                    delivery.entry_id, Prestart(keys[i], pending[i], tries[i])
+                )
+            background.start_soon(self._start_jobs, items, pending)
+            return
 
         async def try_locks(coord: Coordinator) -> None:
             try:
@@ -111,22 +149,35 @@ class Prestarter:
             for i, first_try in zip(untried, made, strict=True):
                 tries[i] = first_try
 
-        started: list[tuple[Job | None, Audio | None]] | None = None
         async with trio.open_nursery() as nursery:
             if coord is not None and untried:
                 nursery.start_soon(try_locks, coord)
-            try:
-                started = await self._store.start_jobs_cached(
-                    [(d.job.job_id, key) for d, key in zip(deliveries, keys, strict=True)]
-                )
-            except ChorusError as exc:  # each actor starts its job itself, errors and all
-                log.info("could not start %d job(s) as a batch: %s", len(deliveries), exc)
-        if started is None:
-            if coord is not None and tries:
+            started = await self._start_jobs(items, pending)
+        if not started:
+            if coord is not None:
                 await abandon(coord, [t for t in tries if t is not None])
             return
-        for i, (delivery, (job, audio)) in enumerate(zip(deliveries, started, strict=True)):
-            self._inflight.prestarted(delivery.entry_id, Prestart(keys[i], job, audio, tries[i]))
+        for i, delivery in enumerate(deliveries):
+            self._inflight.prestarted(delivery.entry_id, Prestart(keys[i], pending[i], tries[i]))
+
+    async def _start_jobs(self, items: list[tuple[str, str]], pending: list[PendingStart]
+                          ) -> bool:
+        """One statement for the batch; each pending start gets its answer (or the error,
+        also when this is cancelled: an actor never waits for nothing)."""
+        try:
+            started = await self._store.start_jobs_cached(items)
+        except ChorusError as exc:  # each actor handles it (or starts its job itself)
+            log.info("could not start %d job(s) as a batch: %s", len(items), exc)
+            for p in pending:
+                p.fail(exc)
+            return False
+        except BaseException:
+            for p in pending:
+                p.fail(StoreUnavailable("the batch start was cut short"))
+            raise
+        for p, value in zip(pending, started, strict=True):
+            p.set(value)
+        return True
 
     async def give_back(self, coord: Coordinator | None, entry_ids: list[str]) -> None:
         """Entries read but not handed to an actor (stopping): give back their first tries."""

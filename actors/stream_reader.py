@@ -77,6 +77,7 @@ class StreamReader:
         self._events = events
         self._prestarter = prestarter
         self._coord: Coordinator | None = None
+        self._background: trio.Nursery | None = None
         self._faults = settings.faults or FaultPlan()
         self._waiting: collections.deque[Delivery] = collections.deque()
         self._counts = collections.Counter[str]()
@@ -111,6 +112,7 @@ class StreamReader:
                 nursery.start_soon(self._settle_loop, queue)
                 nursery.start_soon(self._renew_loop, queue)
                 nursery.start_soon(self._reclaim_loop, queue)
+                self._background = nursery  # batch starts still on their way
                 await self._read_loop(queue, deliveries, stop)
                 await self._drain(queue)
                 nursery.cancel_scope.cancel()
@@ -142,7 +144,7 @@ class StreamReader:
                     d for d in batch
                     if d.entry_id not in self._inflight
                     and d.deliveries <= self.settings.max_deliveries
-                ], tries)
+                ], tries, self._background)
             for i, delivery in enumerate(batch):
                 if stop.is_set():  # read but not started: give back for immediate redelivery
                     rest = [d.entry_id for d in batch[i:]]

@@ -20,6 +20,7 @@ misses it; a holder that dies releases by expiry, and its job comes back through
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 
@@ -29,10 +30,11 @@ import trio
 from actors.flight import FirstTry, Flight
 from actors.inflight import InFlight
 from actors.outcomes import Outcomes
+from actors.prestart import PendingStart, Prestart
 from actors.storer import Produced
 from protocols.audio import parse_format
 from protocols.cachekey import job_cache_key
-from protocols.coordination import Coordinator
+from protocols.coordination import CLOCK_MARGIN_S, DONE_MARKER_S, Coordinator
 from protocols.errors import ChorusError
 from protocols.events import NO_EVENTS
 from protocols.faults import FaultPlan
@@ -43,7 +45,9 @@ from protocols.messages import (
     Job,
     NewAudio,
     Settlement,
+    SpeechJob,
     SynthesisRequest,
+    SynthesisResult,
 )
 from protocols.ports import BlobStore, EventSink, JobStore, SpeechProvider
 from protocols.settings import Settings
@@ -204,7 +208,13 @@ class TTSActor:
         job_id = delivery.job.job_id
         key = job_cache_key(delivery.job, self._provider.name, self.settings.cache_scope)
         try:
-            job, cached = await self._start(delivery, key)
+            started = await self._start(delivery, key)
+            if isinstance(started, PendingStart):  # the provider call goes first
+                assert self._nursery is not None
+                self._nursery.start_soon(self._announce_running, started)
+                await self._faults.hit("tts.before_synth")
+                return await self._produce_early(delivery, key, started)
+            job, cached = started
             if job is None:
                 log.warning("entry %s names unknown job %s: dropped", delivery.entry_id, job_id)
                 return Ack(delivery.entry_id)
@@ -233,16 +243,21 @@ class TTSActor:
             ),
         )
 
-    async def _start(self, delivery: Delivery, key: str) -> tuple[Job | None, Audio | None]:
+    async def _start(
+        self, delivery: Delivery, key: str
+    ) -> tuple[Job | None, Audio | None] | PendingStart:
         """``start_job_cached``, and meanwhile the job's first try at its single-flight lock
         and a provider slot (one Redis round trip, in parallel with Postgres); or what the
-        StreamReader did of both for a batch it read (``actors.prestart``)."""
+        StreamReader did of both for a batch it read (``actors.prestart``). A start still on
+        its way is returned as it is when the provider may be called first."""
         job_id = delivery.job.job_id
         prestart = self._inflight.take_prestart(delivery.entry_id)
         if prestart is not None and prestart.key == key:
             if self._coord is not None:
                 self._flight = self._new_flight(key, job_id, prestart.first_try)
-            return prestart.job, prestart.audio
+                if self._may_call_early(delivery, prestart):
+                    return prestart.start
+            return await prestart.start.get()
         if self._coord is None or self._nursery is None:
             return await self._store.start_job_cached(job_id, key)
         self._flight = flight = self._new_flight(key, job_id, None)
@@ -257,6 +272,36 @@ class TTSActor:
             raise failed
         return started
 
+    @staticmethod
+    def _may_call_early(delivery: Delivery, prestart: Prestart) -> bool:
+        """Whether the provider may be called before the job's start is known, its cost
+        (one Postgres round trip) then off the slot's critical path. Only when the start can
+        only say "running, nothing cached": a first delivery (a new entry's job is queued, never
+        finished), its lock taken with no "done" marker (no identical job finished since the
+        job was submitted, as the job is younger than the marker's life; so the cache miss its
+        submit saw still holds). Otherwise, or when Redis lost the marker, the start decides
+        first (at worst, after a Redis failure, one provider call too many; never an effect)."""
+        first_try = prestart.first_try
+        age = time.time() - delivery.job.submitted_at
+        return (
+            not prestart.start.ready
+            and delivery.deliveries == 1
+            and first_try is not None
+            and first_try.lock.held
+            and not first_try.lock.recently_done
+            and delivery.job.submitted_at > 0
+            and age < DONE_MARKER_S - CLOCK_MARGIN_S
+        )
+
+    async def _announce_running(self, start: PendingStart) -> None:
+        """``job.running`` as soon as the start made early is known (never raises)."""
+        try:
+            job, _ = await start.get()
+        except ChorusError:
+            return
+        if job is not None:
+            self._outcomes.publish_running(job)
+
     def _new_flight(self, key: str, job_id: str, first_try: FirstTry | None) -> Flight:
         assert self._coord is not None and self._nursery is not None
         return Flight(
@@ -268,7 +313,6 @@ class TTSActor:
     async def _produce(
         self, delivery: Delivery, job: Job, key: str, audio: Audio | None
     ) -> Produced:
-        fmt = parse_format(job.output_format)
         if (reused := await self._reuse(delivery, job, key, audio)) is not None:
             return reused
         flight = self._flight
@@ -279,6 +323,37 @@ class TTSActor:
 
         if flight is not None and (reused := await flight.own(look_again)) is not None:
             return reused
+        result = await self._call_provider(flight, job)
+        return self._as_produced(delivery, job, key, result)
+
+    async def _produce_early(
+        self, delivery: Delivery, key: str, start: PendingStart
+    ) -> Settlement | Produced:
+        """The provider call first, the job's start meanwhile (``_may_call_early``)."""
+        flight = self._flight
+        assert flight is not None
+
+        async def look_again() -> Produced | None:  # not reached: no marker, lock held
+            job, _ = await start.get()
+            if job is None:
+                return None
+            found = await self._store.find_audio(job.owner, key)
+            return await self._reuse(delivery, job, key, found)
+
+        if (reused := await flight.own(look_again)) is not None:
+            return reused
+        result = await self._call_provider(flight, delivery.job)
+        job, _ = await start.get()  # a failed start: retried later (the audio is lost)
+        if job is None:
+            log.warning("entry %s names unknown job %s: dropped", delivery.entry_id,
+                        delivery.job.job_id)
+            return Ack(delivery.entry_id)
+        if job.status.terminal:
+            self._outcomes.publish_final(job)
+            return Ack(delivery.entry_id)
+        return self._as_produced(delivery, job, key, result)
+
+    async def _call_provider(self, flight: Flight | None, job: Job | SpeechJob) -> SynthesisResult:
         request = SynthesisRequest(
             text=job.text, voice_id=job.voice_id, language=job.language,
             output_format=job.output_format, params=job.params,
@@ -291,6 +366,12 @@ class TTSActor:
                 self._set_refilling(True)
                 self._set_finishing(True)
         await self._faults.hit("tts.after_synth")
+        return result
+
+    def _as_produced(
+        self, delivery: Delivery, job: Job, key: str, result: SynthesisResult
+    ) -> Produced:
+        fmt = parse_format(job.output_format)
         return Produced(
             delivery=delivery,
             job=job,

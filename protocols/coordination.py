@@ -35,6 +35,11 @@ log = logging.getLogger("chorus.coordination")
 POLL_MIN_S = 0.01
 POLL_MAX_S = 0.1
 RELEASE_LINGER_S = 0.005
+#: a released lock's "done" marker lives this long: a job submitted less than
+#: ``DONE_MARKER_S - CLOCK_MARGIN_S`` ago whose lock try finds no marker cannot have cached
+#: audio that its submit did not already see (``actors.tts_actor``, the early call)
+DONE_MARKER_S = 120.0
+CLOCK_MARGIN_S = 30.0
 
 _NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 
@@ -280,7 +285,7 @@ class Lock:
             try:
                 await self._c._lock_release(
                     keys=[self.key, self._done, self._c.keys.stats],
-                    args=[self.token, self._c.lease_ms, self.count_on_release],
+                    args=[self.token, self._c.done_ms, self.count_on_release],
                 )
             except REDIS_ERRORS as exc:
                 log.warning("could not release lock %s (it expires): %s", self.key, exc)
@@ -316,6 +321,9 @@ class Coordinator:
         self.account = account
         self.limit = limit
         self.lease_ms = max(1, int(lease_s * 1000))
+        #: how long a released lock's "done" marker says "generated recently: look in the
+        #: cache first" (a job's lock try without it may skip ahead, ``DONE_MARKER_S``)
+        self.done_ms = max(self.lease_ms, int(DONE_MARKER_S * 1000))
         self.timeout_s = timeout_s
         self._sem_acquire = client.register_script(_SEM_ACQUIRE)
         self._sem_renew = client.register_script(_SEM_RENEW)
@@ -407,7 +415,7 @@ class Coordinator:
 
     async def release_locks(self, locks: Sequence[Lock]) -> None:
         """``Lock.release`` for many locks in one round trip; best effort and bounded."""
-        keys, args = [self.keys.stats], [str(self.lease_ms)]
+        keys, args = [self.keys.stats], [str(self.done_ms)]
         for lock in locks:
             lock._renewing.cancel()
             if lock.held or lock.count_on_release:
@@ -454,6 +462,15 @@ class Coordinator:
             raise ProviderUnavailable(
                 f"all {self.limit} provider slots stayed busy for {wait_s:g} s"
             )
+        if release_in is not None:  # renewed by a task there: no nursery per call
+            renewing = trio.CancelScope()
+            release_in.start_soon(self._renew_slot_within, renewing, key, token)
+            try:
+                yield
+            finally:
+                renewing.cancel()
+                self.release_slot_soon(token, release_in)
+            return
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._renew_slot, key, token)
@@ -467,10 +484,7 @@ class Coordinator:
                 raise
             raise group.exceptions[0] from group.exceptions[0].__cause__
         finally:
-            if release_in is not None:
-                self.release_slot_soon(token, release_in)
-            else:
-                await self._release_slot(key, token)
+            await self._release_slot(key, token)
 
     def release_slot_soon(self, token: str, nursery: trio.Nursery) -> None:
         """Give a slot back within ``RELEASE_LINGER_S``, in one call with the slots released
@@ -496,6 +510,10 @@ class Coordinator:
                 await self._r.zrem(key, list(tokens))
             except REDIS_ERRORS as exc:
                 log.warning("could not release a provider slot (it expires): %s", exc)
+
+    async def _renew_slot_within(self, scope: trio.CancelScope, key: str, token: str) -> None:
+        with scope:  # cancelled before it ran: ends at once
+            await self._renew_slot(key, token)
 
     async def _renew_slot(self, key: str, token: str) -> None:
         while True:
