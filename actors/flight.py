@@ -98,7 +98,7 @@ class Flight:
                 raise ProviderUnavailable(
                     "an identical job is still being generated elsewhere; retrying later"
                 )
-        self._nursery.start_soon(self._lock.keep_alive)  # a release before it runs ends it
+        self._lock.keep_alive(self._nursery)
         if self.waited or self._lock.recently_done:
             # a holder may have stored it between our cache look-up and the lock
             return await look_again()

@@ -35,6 +35,8 @@ class InFlight:
         self._running: dict[str, Delivery] = {}
         self._settled: dict[str, Settlement] = {}
         self._changed = trio.Event()
+        self._actors_changed = trio.Event()  # what the reader waits on (``wait_actors``)
+        self._new_settlement = trio.Event()  # what the settling loop waits on
         self._idle_actors = 0
         self._prestarts: dict[str, Prestart] = {}
         self._refilling = 0
@@ -84,7 +86,22 @@ class InFlight:
         """Settlements written to Redis: free their slots."""
         for entry_id in entry_ids:
             self._settled.pop(entry_id, None)
+        if not self._settled and self._new_settlement.is_set():
+            self._new_settlement = trio.Event()
         self._notify()
+
+    async def wait_settled(self) -> None:
+        """Until something is settled (callers look at ``settled()``)."""
+        if not self._settled:
+            await self._new_settlement.wait()
+
+    async def wait_actors(self) -> None:
+        """Until an actor becomes free, busy or about to be free (callers bound it)."""
+        await self._actors_changed.wait()
+
+    def _actors_notify(self) -> None:
+        self._actors_changed.set()
+        self._actors_changed = trio.Event()
 
     async def wait_changed(self) -> None:
         """Until the next add/settle/done (callers bound it with move_on_after)."""
@@ -96,6 +113,7 @@ class InFlight:
         """An actor is about to wait for a delivery (the reader may read one for it)."""
         self._idle_actors += 1
         self._notify()
+        self._actors_notify()
 
     def actor_busy(self, actor: int, busy: bool) -> None:
         """An actor received a delivery (``True``) or is done with it (``False``): keeps the
@@ -105,6 +123,7 @@ class InFlight:
             self._busy_since[actor] = now
         elif (began := self._busy_since.pop(actor, None)) is not None:
             self.typical_job_s += (now - began - self.typical_job_s) / 16
+            self._actors_notify()
 
     def soon_free(self, within_s: float) -> int:
         """Actors expected to be free within ``within_s``: those whose provider call ended,
@@ -117,6 +136,8 @@ class InFlight:
         """+1: an actor's provider call ended (it will soon wait for a delivery); -1: it does
         (or stopped). See ``finishing``."""
         self._finishing += delta
+        if delta < 0:
+            self._actors_notify()
 
     @property
     def finishing(self) -> int:
@@ -147,6 +168,8 @@ class InFlight:
             return  # the reader already gave it up (released at shutdown)
         self._settled[entry_id] = settlement
         self._notify()
+        if not self._new_settlement.is_set():
+            self._new_settlement.set()
 
     def ack(self, entry_id: str) -> None:
         self.settle(entry_id, Ack(entry_id))

@@ -29,6 +29,9 @@ from protocols.settings import Settings
 
 log = logging.getLogger("chorus.prestart")
 
+#: background starts made within this long go to Postgres as one statement
+START_LINGER_S = 0.003
+
 
 class PendingStart:
     """A job's start (``start_job_cached``'s answer), possibly still on its way."""
@@ -37,6 +40,14 @@ class PendingStart:
         self._done = trio.Event()
         self._value: tuple[Job | None, Audio | None] = (None, None)
         self._error: ChorusError | None = None
+        self._then: list[Callable[[Job | None], None]] = []
+
+    def then(self, callback: Callable[[Job | None], None]) -> None:
+        """Call ``callback(job)`` once the start succeeded (at once if it has): no task."""
+        if not self._done.is_set():
+            self._then.append(callback)
+        elif self._error is None:
+            callback(self._value[0])
 
     @property
     def ready(self) -> bool:
@@ -45,6 +56,9 @@ class PendingStart:
     def set(self, value: tuple[Job | None, Audio | None]) -> None:
         self._value = value
         self._done.set()
+        callbacks, self._then = self._then, []
+        for callback in callbacks:
+            callback(value[0])
 
     def fail(self, error: ChorusError) -> None:
         self._error = error
@@ -83,6 +97,8 @@ class Prestarter:
         self._provider_name = provider_name
         self._shared = shared_account
         self.open_coordinator = open_coordinator
+        self._queued: list[tuple[tuple[str, str], PendingStart]] = []  # background starts
+        self._writing = False
 
     async def read(
         self, coord: Coordinator, queue: JobQueue, consumer: str, count: int
@@ -135,7 +151,10 @@ class Prestarter:
                 self._inflight.prestarted(
                     delivery.entry_id, Prestart(keys[i], pending[i], tries[i])
                 )
-            background.start_soon(self._start_jobs, items, pending)
+            self._queued.extend(zip(items, pending, strict=True))
+            if not self._writing:
+                self._writing = True
+                background.start_soon(self._write_starts)
             return
 
         async def try_locks(coord: Coordinator) -> None:
@@ -159,6 +178,23 @@ class Prestarter:
             return
         for i, delivery in enumerate(deliveries):
             self._inflight.prestarted(delivery.entry_id, Prestart(keys[i], pending[i], tries[i]))
+
+    async def _write_starts(self) -> None:
+        """The background starts: what piles up within ``START_LINGER_S`` goes as one
+        statement (the actors do not wait for it: they call the provider meanwhile, and the
+        Storer checks each start before finishing the job)."""
+        try:
+            while self._queued:
+                await trio.sleep(START_LINGER_S)
+                queued, self._queued = self._queued, []
+                await self._start_jobs([i for i, _ in queued], [p for _, p in queued])
+        except BaseException:
+            queued, self._queued = self._queued, []
+            for _, p in queued:
+                p.fail(StoreUnavailable("the batch start was cut short"))
+            raise
+        finally:
+            self._writing = False
 
     async def _start_jobs(self, items: list[tuple[str, str]], pending: list[PendingStart]
                           ) -> bool:

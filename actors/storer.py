@@ -25,6 +25,7 @@ import trio
 from actors.flight import Flight, release_all
 from actors.inflight import InFlight
 from actors.outcomes import Outcomes
+from actors.prestart import PendingStart
 from protocols.errors import ChorusError
 from protocols.events import NO_EVENTS
 from protocols.faults import FaultPlan
@@ -35,9 +36,11 @@ from protocols.settings import Settings
 log = logging.getLogger("chorus.storer")
 
 #: most jobs stored in one batch
-BATCH = 64
+BATCH = 128
+#: batches stored at once (a batch mostly waits: for the disk, then for Postgres)
+CONCURRENT = 2
 #: produced jobs waiting for the Storer before the actors wait (backpressure)
-QUEUE = 64
+QUEUE = 128
 #: how long a batch waits for the provider slots to be refilled first
 DEFER_S = 0.01
 
@@ -47,11 +50,14 @@ class Produced(msgspec.Struct, frozen=True):
     point at; and what the job holds in Redis (released once it is stored)."""
 
     delivery: Delivery
-    job: Job
+    job: Job | None  # None: still starting (``start``)
     audio: NewAudio
     data: bytes | None = None
     extension: str = ""
     flight: Flight | None = None
+    #: the job's start when the provider was called before it was known (``TTSActor``):
+    #: checked here, before the job is finished
+    start: PendingStart | None = None
 
 
 class StorerStatistics(msgspec.Struct, frozen=True):
@@ -86,12 +92,27 @@ class Storer:
         return StorerStatistics(o.succeeded, o.failed, o.retried, self._batches)
 
     async def run(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._run(stop, task_status)
+        except BaseExceptionGroup as group:  # a batch's own exception, not wrapped
+            if len(group.exceptions) != 1:
+                raise
+            raise group.exceptions[0] from group.exceptions[0].__cause__
+
+    async def _run(self, stop: trio.Event, task_status: trio.TaskStatus[None]) -> None:
+        limiter = trio.Semaphore(CONCURRENT)
         async with self._produced.clone() as produced, trio.open_nursery() as nursery:
             idle = trio.CancelScope()
 
             async def interrupt_on_stop() -> None:
                 await stop.wait()
                 idle.cancel()  # ends a wait for work, never a batch being stored
+
+            async def store(batch: list[Produced]) -> None:
+                try:
+                    await self._store_batch(batch)
+                finally:
+                    limiter.release()
 
             nursery.start_soon(interrupt_on_stop)
             task_status.started()
@@ -103,7 +124,10 @@ class Storer:
                 idle = trio.CancelScope()
                 with trio.move_on_after(DEFER_S):
                     await self._inflight.wait_quiet()
-                await self._store_batch([first, *self._take(produced, BATCH - 1)])
+                await limiter.acquire()  # meanwhile the next batch grows
+                nursery.start_soon(store, [first, *self._take(produced, BATCH - 1)])
+            for _ in range(CONCURRENT):  # the batches under way, then what is left
+                await limiter.acquire()
             # the actors stopped before us: what they produced is all in the channel
             await self._drain(produced)
             nursery.cancel_scope.cancel()
@@ -149,30 +173,67 @@ class Storer:
             self._inflight.settle(p.delivery.entry_id, settlement)
 
     async def _persist(self, batch: list[Produced]) -> list[Settlement]:
-        """Write the batch's new files, then finish its jobs in one transaction."""
-        writes = [(i, p) for i, p in enumerate(batch) if p.data is not None]
+        """Check the starts still unknown, write the new files, then finish the jobs in one
+        transaction."""
+        batch, settlements = await self._check_starts(batch)
+        todo = [i for i in range(len(batch)) if i not in settlements]
+        writes = [i for i in todo if batch[i].data is not None]
         written = await self._blobs.put_many(
-            [(p.audio.cache_key, p.extension, p.data or b"") for _, p in writes]
+            [(batch[i].audio.cache_key, batch[i].extension, batch[i].data or b"") for i in writes]
         )
-        audio: list[NewAudio | ChorusError] = [p.audio for p in batch]
-        for (i, p), path in zip(writes, written, strict=True):
+        audio: dict[int, NewAudio | ChorusError] = {i: batch[i].audio for i in todo}
+        for i, path in zip(writes, written, strict=True):
             audio[i] = path if isinstance(path, ChorusError) else msgspec.structs.replace(
-                p.audio, path=path
+                batch[i].audio, path=path
             )
-        finishing = [(batch[i].job.id, a) for i, a in enumerate(audio) if isinstance(a, NewAudio)]
-        finished = iter(await self._store.finish_jobs(finishing))
-        done: list[Job | ChorusError] = [
-            a if isinstance(a, ChorusError) else next(finished) for a in audio
-        ]
-        settlements: dict[int, Settlement] = {}
-        errors = [(i, batch[i].delivery, d) for i, d in enumerate(done)
-                  if isinstance(d, ChorusError)]
+        finishing = [i for i in todo if isinstance(audio[i], NewAudio)]
+        finished = await self._store.finish_jobs(
+            [(batch[i].job.id, audio[i]) for i in finishing]  # type: ignore[union-attr,misc]
+        )
+        done: dict[int, Job | ChorusError] = dict(zip(finishing, finished, strict=True))
+        errors = [(i, batch[i].delivery, a) for i, a in audio.items()
+                  if isinstance(a, ChorusError)]
+        errors += [(i, batch[i].delivery, d) for i, d in done.items()
+                   if isinstance(d, ChorusError)]
         if errors:
             settlements |= await self._outcomes.job_errors(errors)
-        for i, (p, job, a) in enumerate(zip(batch, done, audio, strict=True)):
+        for i in finishing:
+            job, a = done[i], audio[i]
             if isinstance(job, Job) and isinstance(a, NewAudio):
                 self._outcomes.publish_succeeded(job, a)
                 await self._faults.hit("tts.after_store_before_ack")
                 self._outcomes.succeeded += 1
-                settlements[i] = Ack(p.delivery.entry_id)
+                settlements[i] = Ack(batch[i].delivery.entry_id)
         return [settlements[i] for i in range(len(batch))]
+
+    async def _check_starts(
+        self, batch: list[Produced]
+    ) -> tuple[list[Produced], dict[int, Settlement]]:
+        """Each job started while its provider call ran: running, it goes on to be stored;
+        unknown or already finished, its entry is acked (the audio is dropped); a start
+        that failed is retried later, as any job error."""
+        out, settled = list(batch), {}
+        errors: list[tuple[int, Delivery, ChorusError]] = []
+        for i, p in enumerate(batch):
+            if p.start is None:
+                continue
+            try:
+                job, _ = await p.start.get()
+            except ChorusError as exc:
+                errors.append((i, p.delivery, exc))
+                continue
+            if job is None:
+                log.warning("entry %s names unknown job %s: dropped", p.delivery.entry_id,
+                            p.delivery.job.job_id)
+                settled[i] = Ack(p.delivery.entry_id)
+            elif job.status.terminal:
+                self._outcomes.publish_final(job)
+                settled[i] = Ack(p.delivery.entry_id)
+            else:
+                out[i] = msgspec.structs.replace(
+                    p, job=job, start=None,
+                    audio=msgspec.structs.replace(p.audio, charge=job.characters),
+                )
+        if errors:
+            settled |= await self._outcomes.job_errors(errors)
+        return out, settled

@@ -125,7 +125,7 @@ class StreamReader:
         while not stop.is_set():
             if self._inflight.free == 0:
                 with trio.move_on_after(self.settings.read_block_ms / 1000):
-                    await self._inflight.wait_changed()
+                    await self._inflight.wait_actors()
                 continue
             if self._waiting:
                 await self._dispatch(queue, deliveries, self._waiting.popleft(), stop)
@@ -135,7 +135,7 @@ class StreamReader:
                 # that short): one read and one batch start for all of them
                 with trio.move_on_after(GATHER_S):
                     while self._inflight.soon_free(GATHER_S):
-                        await self._inflight.wait_changed()
+                        await self._inflight.wait_actors()
             batch, tries = await self._read(queue, stop)
             self._counts["read"] += len(batch)
             await self._faults.hit("reader.after_read")
@@ -259,11 +259,10 @@ class StreamReader:
 
     async def _settle_loop(self, queue: JobQueue) -> None:
         while True:
+            await self._inflight.wait_settled()
             settled = self._inflight.settled()
-            if not settled:
-                await self._inflight.wait_changed()
-                continue
-            await self._write_settlements(queue, settled)
+            if settled:
+                await self._write_settlements(queue, settled)
 
     async def _write_settlements(self, queue: JobQueue, settled: dict[str, Ack | Release]) -> None:
         await self._faults.hit("reader.before_ack")

@@ -210,8 +210,7 @@ class TTSActor:
         try:
             started = await self._start(delivery, key)
             if isinstance(started, PendingStart):  # the provider call goes first
-                assert self._nursery is not None
-                self._nursery.start_soon(self._announce_running, started)
+                started.then(self._announce_running)
                 await self._faults.hit("tts.before_synth")
                 return await self._produce_early(delivery, key, started)
             job, cached = started
@@ -293,12 +292,8 @@ class TTSActor:
             and age < DONE_MARKER_S - CLOCK_MARGIN_S
         )
 
-    async def _announce_running(self, start: PendingStart) -> None:
-        """``job.running`` as soon as the start made early is known (never raises)."""
-        try:
-            job, _ = await start.get()
-        except ChorusError:
-            return
+    def _announce_running(self, job: Job | None) -> None:
+        """``job.running`` as soon as the start made early is known."""
         if job is not None:
             self._outcomes.publish_running(job)
 
@@ -343,15 +338,18 @@ class TTSActor:
         if (reused := await flight.own(look_again)) is not None:
             return reused
         result = await self._call_provider(flight, delivery.job)
-        job, _ = await start.get()  # a failed start: retried later (the audio is lost)
-        if job is None:
-            log.warning("entry %s names unknown job %s: dropped", delivery.entry_id,
-                        delivery.job.job_id)
-            return Ack(delivery.entry_id)
-        if job.status.terminal:
-            self._outcomes.publish_final(job)
-            return Ack(delivery.entry_id)
-        return self._as_produced(delivery, job, key, result)
+        if start.ready:
+            job, _ = await start.get()  # a failed start: retried later (the audio is lost)
+            if job is None:
+                log.warning("entry %s names unknown job %s: dropped", delivery.entry_id,
+                            delivery.job.job_id)
+                return Ack(delivery.entry_id)
+            if job.status.terminal:
+                self._outcomes.publish_final(job)
+                return Ack(delivery.entry_id)
+            return self._as_produced(delivery, job, key, result)
+        # the Storer checks the start when it is known (no wait here for the next job)
+        return self._as_produced(delivery, None, key, result, start)
 
     async def _call_provider(self, flight: Flight | None, job: Job | SpeechJob) -> SynthesisResult:
         request = SynthesisRequest(
@@ -369,18 +367,21 @@ class TTSActor:
         return result
 
     def _as_produced(
-        self, delivery: Delivery, job: Job, key: str, result: SynthesisResult
+        self, delivery: Delivery, job: Job | None, key: str, result: SynthesisResult,
+        start: PendingStart | None = None,
     ) -> Produced:
-        fmt = parse_format(job.output_format)
+        fmt = parse_format(delivery.job.output_format)
         return Produced(
             delivery=delivery,
             job=job,
             audio=NewAudio(
-                owner=job.owner, cache_key=key, format=fmt.name,
+                owner=delivery.job.owner, cache_key=key, format=fmt.name,
                 content_type=result.content_type, duration_s=result.duration_s,
                 size=len(result.audio), path="", request_ids=result.request_ids,
-                character_cost=result.character_cost, charge=job.characters,
+                character_cost=result.character_cost,
+                charge=job.characters if job is not None else 0,  # the Storer sets it then
             ),
             data=result.audio,
             extension=fmt.extension,
+            start=start,
         )

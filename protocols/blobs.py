@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import re
+import secrets
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +33,7 @@ from protocols.errors import ChorusError, InvalidInput, NotFound
 _KEY = re.compile(r"[A-Za-z0-9_-]{2,128}")
 _EXT = re.compile(r"[A-Za-z0-9]{1,16}")
 _TMP_SUFFIX = ".tmp"
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 class BlobStoreError(ChorusError):
@@ -45,6 +48,10 @@ class FileBlobStore:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(os.path.abspath(root))
+        self._root = str(self.root)
+        self._dirs: set[str] = set()  # directories known to exist (``put_many``)
+        self._tag = f"{os.getpid()}-{secrets.token_hex(4)}-"  # temp names: unique per process
+        self._seq = itertools.count()
 
     @staticmethod
     def relative_path(key: str, ext: str) -> str:
@@ -79,26 +86,28 @@ class FileBlobStore:
         return rel
 
     async def put_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | ChorusError]:
-        """Several ``put``s in one worker thread: every file is written first, then each is
-        fsynced (the first flush carries the others' data with it), renamed, and each
-        directory fsynced once. A bad key or a failed write fails only its own item."""
+        """Several ``put``s in one worker thread: every file is written first, then one
+        flush for the data, the renames, one flush for them (an fsync per file and
+        directory where the OS has no ``syncfs``). A file already there is simply replaced
+        (same key, same request). A bad key or a failed write fails only its own item."""
         out: list[str | ChorusError] = []
-        todo: list[tuple[int, Path, bytes]] = []
+        todo: list[tuple[int, str, bytes]] = []
         for i, (key, ext, data) in enumerate(items):
             try:
-                rel = self.relative_path(key, ext)
+                rel = self.relative_path(key, ext)  # checked: nothing outside the root
             except ChorusError as exc:
                 out.append(exc)
                 continue
             out.append(rel)
-            todo.append((i, self.resolve(rel), bytes(data)))
+            todo.append((i, os.path.join(self._root, rel), bytes(data)))
         if todo:
             failed = await trio.to_thread.run_sync(
                 self._put_many_sync, [(t, d) for _, t, d in todo]
             )
             for (i, target, _), exc in zip(todo, failed, strict=True):
                 if exc is not None:
-                    out[i] = BlobStoreError(f"cannot write blob {target.name}: {exc}")
+                    name = os.path.basename(target)
+                    out[i] = BlobStoreError(f"cannot write blob {name}: {exc}")
         return out
 
     async def get(self, path: str) -> bytes:
@@ -142,18 +151,24 @@ class FileBlobStore:
         except OSError as exc:
             raise BlobStoreError(f"cannot write blob {target.name}: {exc}") from exc
 
-    def _put_many_sync(self, items: list[tuple[Path, bytes]]) -> list[OSError | None]:
+    def _put_many_sync(self, items: list[tuple[str, bytes]]) -> list[OSError | None]:
+        """Plain ``os`` calls on strings: this thread shares the GIL with the event loop."""
         failed: list[OSError | None] = [None] * len(items)
-        pending: list[tuple[int, int, str, Path]] = []  # index, fd, temp path, target
+        pending: list[tuple[int, int, str, str]] = []  # index, fd, temp path, target
         try:
             for i, (target, data) in enumerate(items):
                 try:
-                    if self._same_content(target, data):
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    fd, tmp = tempfile.mkstemp(
-                        dir=target.parent, prefix=f".{target.name}.", suffix=_TMP_SUFFIX
-                    )
+                    directory = os.path.dirname(target)
+                    if directory not in self._dirs:
+                        os.makedirs(directory, exist_ok=True)
+                        self._dirs.add(directory)
+                    tmp = f"{target}.{self._tag}{next(self._seq)}{_TMP_SUFFIX}"
+                    tmp = os.path.join(directory, "." + os.path.basename(tmp))
+                    try:
+                        fd = os.open(tmp, _CREATE, 0o600)
+                    except FileNotFoundError:  # removed behind our back: make it again
+                        os.makedirs(directory, exist_ok=True)
+                        fd = os.open(tmp, _CREATE, 0o600)
                     pending.append((i, fd, tmp, target))
                     view = memoryview(data)
                     while view:
@@ -169,18 +184,18 @@ class FileBlobStore:
                         os.fsync(fd)
                     except OSError as exc:
                         failed[i] = exc
-            dirs: dict[Path, int] = {}  # directory -> an fd of a file renamed into it
+            dirs: dict[str, int] = {}  # directory -> an fd of a file renamed into it
             for i, fd, tmp, target in written:
                 if failed[i] is not None:
                     continue
                 try:
                     os.replace(tmp, target)
-                    dirs.setdefault(target.parent, fd)
+                    dirs.setdefault(os.path.dirname(target), fd)
                 except OSError as exc:
                     failed[i] = exc
             if dirs and not _syncfs(next(iter(dirs.values()))):
                 for directory in dirs:
-                    _fsync_dir(directory)
+                    _fsync_dir(Path(directory))
         finally:
             for i, fd, tmp, _ in pending:
                 os.close(fd)

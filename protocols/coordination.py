@@ -175,10 +175,33 @@ for i, entry in ipairs(reply[1][2]) do
 end
 return out
 """
-# KEYS[1] = lock; ARGV = token, lease ms.
-_LOCK_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+# Renew many: KEYS = locks; ARGV = lease ms, then each lock's token. 1 = renewed, 0 = lost.
+_LOCKS_RENEW = """
+local out = {}
+for i, lock in ipairs(KEYS) do
+  if redis.call('GET', lock) == ARGV[i + 1] then
+    redis.call('PEXPIRE', lock, ARGV[1])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+# KEYS[1] = the semaphore; ARGV = lease ms, then slot tokens. 1 = renewed, 0 = lost (expired).
+_SLOTS_RENEW = _NOW_MS + """
+local out = {}
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) >= now then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i])
+    out[i - 1] = 1
+  else
+    out[i - 1] = 0
+  end
+end
+redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[1]))
+return out
 """
 # KEYS = lock, its "done" marker, the counters; ARGV = token, marker ttl ms, counter to add one
 # to ("" for none: the counter rides along, one round trip for both).
@@ -225,7 +248,6 @@ class Lock:
         self.recently_done = False
         #: a counter to add one to when the lock is released (e.g. "provider_calls")
         self.count_on_release = ""
-        self._renewing = trio.CancelScope()
 
     async def acquire(self) -> bool:
         """Take the lock if it is free, or held by an earlier delivery of the same holder
@@ -255,27 +277,16 @@ class Lock:
     def _done(self) -> str:
         return self.key + ":done"
 
-    async def keep_alive(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Renew every third of the lease until released; a lost lock is logged (the work
-        goes on: finishing is a compare-and-set, so a double generation doubles nothing)."""
-        with self._renewing:
-            task_status.started()
-            while self.held:
-                await trio.sleep(self._c.lease_ms / 3000)
-                try:
-                    renewed = await self._c._run(
-                        self._c._lock_renew(keys=[self.key], args=[self.token, self._c.lease_ms])
-                    )
-                except QueueUnavailable as exc:
-                    log.warning("could not renew lock %s: %s", self.key, exc)
-                    continue
-                if not renewed:
-                    log.warning("lock %s expired while held", self.key)
-                    return
+    def keep_alive(self, nursery: trio.Nursery) -> None:
+        """Renewed every third of the lease until released (``Coordinator.keep``); a lost
+        lock is logged (the work goes on: finishing is a compare-and-set, so a double
+        generation doubles nothing)."""
+        if self.held:
+            self._c.keep(nursery, lock=self)
 
     async def release(self) -> None:
         """Compare-and-delete; best effort and bounded (the lock expires anyway)."""
-        self._renewing.cancel()
+        self._c._locks_kept.discard(self)
         if not self.held:
             if self.count_on_release:
                 await self._c.count(self.count_on_release)
@@ -332,11 +343,15 @@ class Coordinator:
         self._flight_start = client.register_script(_FLIGHT_START)
         self._flights_start = client.register_script(_FLIGHTS_START)
         self._read_and_try = client.register_script(_READ_AND_TRY)
-        self._lock_renew = client.register_script(_LOCK_RENEW)
         self._lock_release = client.register_script(_LOCK_RELEASE)
         self._locks_release = client.register_script(_LOCKS_RELEASE)
         self._to_release: list[str] = []  # slot tokens to give back (``release_slot_soon``)
-        self._flush_scheduled = False
+        self._release_wanted = trio.Event()
+        self._locks_renew = client.register_script(_LOCKS_RENEW)
+        self._slots_renew = client.register_script(_SLOTS_RENEW)
+        self._locks_kept: set[Lock] = set()  # renewed by the keeper task (``keep``)
+        self._slots_kept: set[str] = set()
+        self._keeper_running = False
 
     async def _run(self, awaitable: Any) -> Any:
         try:
@@ -417,7 +432,7 @@ class Coordinator:
         """``Lock.release`` for many locks in one round trip; best effort and bounded."""
         keys, args = [self.keys.stats], [str(self.done_ms)]
         for lock in locks:
-            lock._renewing.cancel()
+            self._locks_kept.discard(lock)
             if lock.held or lock.count_on_release:
                 keys += [lock.key, lock._done]
                 args += [lock.token if lock.held else "", lock.count_on_release]
@@ -462,13 +477,12 @@ class Coordinator:
             raise ProviderUnavailable(
                 f"all {self.limit} provider slots stayed busy for {wait_s:g} s"
             )
-        if release_in is not None:  # renewed by a task there: no nursery per call
-            renewing = trio.CancelScope()
-            release_in.start_soon(self._renew_slot_within, renewing, key, token)
+        if release_in is not None:  # renewed by the keeper task: no task per call
+            self.keep(release_in, slot=token)
             try:
                 yield
             finally:
-                renewing.cancel()
+                self._slots_kept.discard(token)
                 self.release_slot_soon(token, release_in)
             return
         try:
@@ -489,20 +503,13 @@ class Coordinator:
     def release_slot_soon(self, token: str, nursery: trio.Nursery) -> None:
         """Give a slot back within ``RELEASE_LINGER_S``, in one call with the slots released
         meanwhile, or with the next first tries (``acquire_many``), whichever comes first:
-        slots that end together (three actors in step) cost one round trip, not three."""
+        slots that end together (three actors in step) cost one round trip, not three. The
+        keeper task does it (started in ``nursery`` if it is not running)."""
         self._to_release.append(token)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            nursery.start_soon(self._flush_releases)
-
-    async def _flush_releases(self) -> None:
-        try:
-            await trio.sleep(RELEASE_LINGER_S)
-        finally:
-            self._flush_scheduled = False
-            tokens, self._to_release = self._to_release, []
-            if tokens:
-                await self._release_slot(self.keys.semaphore(self.account), *tokens)
+        self._release_wanted.set()
+        if not self._keeper_running:
+            self._keeper_running = True
+            nursery.start_soon(self._keeper)
 
     async def _release_slot(self, key: str, *tokens: str) -> None:
         with trio.move_on_after(self.timeout_s, shield=True):
@@ -511,9 +518,66 @@ class Coordinator:
             except REDIS_ERRORS as exc:
                 log.warning("could not release a provider slot (it expires): %s", exc)
 
-    async def _renew_slot_within(self, scope: trio.CancelScope, key: str, token: str) -> None:
-        with scope:  # cancelled before it ran: ends at once
-            await self._renew_slot(key, token)
+    def keep(self, nursery: trio.Nursery, *, lock: Lock | None = None,
+             slot: str | None = None) -> None:
+        """Renew ``lock`` / ``slot`` every third of the lease until it is released: one
+        keeper task per coordinator renews everything held, in two round trips (it runs in
+        ``nursery`` while anything is held, and is started again when needed)."""
+        if lock is not None:
+            self._locks_kept.add(lock)
+        if slot is not None:
+            self._slots_kept.add(slot)
+        if not self._keeper_running:
+            self._keeper_running = True
+            nursery.start_soon(self._keeper)
+
+    async def _keeper(self) -> None:
+        """Renews what is kept every third of the lease, and gives back the slots released
+        (after ``RELEASE_LINGER_S``, unless a locking read took them meanwhile). Runs in the
+        nursery of whoever needed it first; if that ends (an actor stopping), the next
+        ``keep`` or release starts another (meanwhile nothing is renewed: a lease is three
+        renewal periods long, and any new job starts a keeper)."""
+        period = self.lease_ms / 3000
+        next_renewal = trio.current_time() + period
+        try:
+            while self._locks_kept or self._slots_kept or self._to_release:
+                with trio.move_on_at(next_renewal):
+                    await self._release_wanted.wait()
+                    await trio.sleep(RELEASE_LINGER_S)
+                if self._release_wanted.is_set():
+                    self._release_wanted = trio.Event()
+                tokens, self._to_release = self._to_release, []
+                if tokens:
+                    await self._release_slot(self.keys.semaphore(self.account), *tokens)
+                if trio.current_time() >= next_renewal:
+                    next_renewal = trio.current_time() + period
+                    await self._renew_kept()
+        finally:
+            self._keeper_running = False
+
+    async def _renew_kept(self) -> None:
+        locks, slots = list(self._locks_kept), list(self._slots_kept)
+        try:
+            if locks:
+                renewed = await self._run(self._locks_renew(
+                    keys=[lock.key for lock in locks],
+                    args=[self.lease_ms, *(lock.token for lock in locks)],
+                ))
+                for lock, ok in zip(locks, renewed, strict=True):
+                    if not int(ok) and lock in self._locks_kept:
+                        log.warning("lock %s expired while held", lock.key)
+                        self._locks_kept.discard(lock)
+            if slots:
+                renewed = await self._run(self._slots_renew(
+                    keys=[self.keys.semaphore(self.account)], args=[self.lease_ms, *slots],
+                ))
+                for token, ok in zip(slots, renewed, strict=True):
+                    if not int(ok) and token in self._slots_kept:
+                        log.warning("a provider slot expired while held (lease too short?)")
+                        self._slots_kept.discard(token)
+        except QueueUnavailable as exc:
+            log.warning("could not renew %d lock(s) and %d slot(s): %s",
+                        len(locks), len(slots), exc)
 
     async def _renew_slot(self, key: str, token: str) -> None:
         while True:
