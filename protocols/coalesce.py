@@ -54,8 +54,8 @@ class Coalescer(Generic[A, R]):
             with trio.CancelScope(shield=True):
                 results = await outcome.acapture(self._batch, [c.arg for c in batch])
             if isinstance(results, outcome.Error):
-                for c in batch:
-                    c.result = results
+                for c in batch:  # an outcome unwraps once: one each
+                    c.result = outcome.Error(results.error)
             else:
                 for c, r in zip(batch, results.unwrap(), strict=True):
                     c.result = r

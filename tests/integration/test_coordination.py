@@ -10,6 +10,7 @@ import trio
 from protocols.coordination import Coordinator
 from protocols.errors import ProviderUnavailable
 from protocols.keys import Keys
+from protocols.messages import SpeechJob
 from protocols.streams import open_queue
 
 LIMIT_S = 10
@@ -99,4 +100,56 @@ async def test_a_starting_job_takes_lock_and_slot_in_one_call_never_a_slot_witho
             await c.release_slot(token)
             for lock in (first, other):
                 await lock.release()
+            assert await c.slots_in_use() == 0
+
+
+async def test_locking_read_takes_each_new_entrys_lock_and_a_slot_in_one_call(redis_url):
+    keys = Keys(f"t{uuid.uuid4().hex[:8]}")
+    with trio.fail_after(LIMIT_S):
+        async with open_queue(redis_url, keys, stream_timeout=5) as q:
+            await q.ensure_group()
+            c = coordinator(q.client, keys, limit=2)
+            busy = c.lock("kb", "job-other")  # another worker generates kb
+            assert await busy.acquire()
+            await q.enqueue([
+                SpeechJob(job_id="j1", owner="u", text="a", voice_id="v", cache_key="ka"),
+                SpeechJob(job_id="j2", owner="u", text="b", voice_id="v", cache_key="kb"),
+                SpeechJob(job_id="j3", owner="u", text="c", voice_id="v"),  # no key carried
+            ])
+            rows = await c.read_and_try(keys.jobs, keys.group, "w1", 5, shared_account=True)
+            assert [fields[b"j"] for _, fields, _, _ in rows] == [b"j1", b"j2", b"j3"]
+            (_, _, l1, s1), (_, _, l2, s2), (_, _, l3, s3) = rows
+            assert l1 is not None and l1.held and l1.key == keys.flight("ka") and s1
+            assert l2 is not None and not l2.held and s2 is None  # no slot without the lock
+            assert l3 is None and s3 is None  # the actor tries for it itself
+            assert await c.slots_in_use() == 1
+            deliveries = await q.decode([(e, f) for e, f, _, _ in rows])
+            assert [d.job.job_id for d in deliveries] == ["j1", "j2", "j3"]
+            # the slot given back rides on the next locking read (before the keeper's
+            # linger is over); nothing new: nothing read
+            async with trio.open_nursery() as nursery:
+                c.release_slot_soon(s1, nursery)
+                assert await c.read_and_try(keys.jobs, keys.group, "w1", 5,
+                                            shared_account=True) == []
+                assert await c.slots_in_use() == 0
+                await c.release_locks([l1, busy])
+
+
+async def test_one_keeper_renews_every_held_lock_and_slot_until_released(redis_url):
+    keys = Keys(f"t{uuid.uuid4().hex[:8]}")
+    with trio.fail_after(LIMIT_S):
+        async with open_queue(redis_url, keys, stream_timeout=5) as q:
+            c = coordinator(q.client, keys, lease_s=0.3)
+            locks = [c.lock(f"k{i}", f"job-{i}") for i in range(3)]
+            async with trio.open_nursery() as nursery:
+                for lock in locks:
+                    assert await lock.acquire()
+                    lock.keep_alive(nursery)
+                async with c.slot(wait_s=1, release_in=nursery):
+                    await trio.sleep(1.0)  # three leases long
+                    assert await c.slots_in_use() == 1  # renewed, not expired
+                assert all([await q.client.exists([lock.key]) for lock in locks])
+                await c.release_locks(locks)
+            # the keeper ended once nothing was held; the slot went back with it
+            assert not await q.client.exists([lock.key for lock in locks])
             assert await c.slots_in_use() == 0

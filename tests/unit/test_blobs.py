@@ -8,7 +8,7 @@ import os
 import pytest
 import trio
 
-from protocols.blobs import FileBlobStore
+from protocols.blobs import BlobStoreError, FileBlobStore
 from protocols.errors import InvalidInput, NotFound
 from protocols.ports import BlobStore
 
@@ -113,3 +113,22 @@ async def test_sweep_removes_only_old_temp_files(store):
         assert await store.sweep_temp(older_than_s=60) == 1
     assert not old.exists() and new.exists()
     assert store.resolve(path).exists()
+
+
+async def test_put_many_writes_each_file_whole_and_fails_only_the_bad_ones(store, tmp_path):
+    blocked = "zz" + "0" * 30  # its directory is taken by a plain file: that write fails
+    (tmp_path / "blobs").mkdir(exist_ok=True)
+    (tmp_path / "blobs" / "zz").write_bytes(b"not a directory")
+    out = await store.put_many([
+        ("ab" + "1" * 30, "mp3", b"first"),
+        ("../x", "mp3", b"bad key"),
+        (blocked, "wav", b"nowhere to go"),
+        ("cd" + "2" * 30, "wav", b"second"),
+        ("ab" + "1" * 30, "mp3", b"first, again"),  # the same key twice: the last one wins
+    ])
+    assert out[0] == out[4] == f"ab/{'ab' + '1' * 30}.mp3"
+    assert isinstance(out[1], InvalidInput) and isinstance(out[2], BlobStoreError)
+    assert await store.get(out[0]) == b"first, again"
+    assert await store.get(out[3]) == b"second"
+    leftovers = [p.name for p in (tmp_path / "blobs").rglob("*.tmp")]
+    assert leftovers == []  # no temp file left behind, not even for the failed write

@@ -60,3 +60,34 @@ async def test_a_redelivered_finished_job_is_acked_and_its_final_event_published
     assert events.kinds("j1") == [EventKind.job_succeeded]  # no second generation
     assert len(provider.requests) == 1
     assert events.events[0].data["audio_id"] == (await store.get_job("j1")).audio_id
+
+
+def test_the_provider_is_called_before_the_start_is_known_only_when_nothing_can_be_cached():
+    import time
+
+    from actors.flight import FirstTry
+    from actors.prestart import PendingStart, Prestart
+    from protocols.coordination import Lock
+    from protocols.messages import SpeechJob
+
+    def case(*, deliveries: int = 1, held: bool = True, recently_done: bool = False,
+             age_s: float = 1.0, tried: bool = True, known: bool = False) -> bool:
+        lock = Lock(None, "flight:k", "j1")  # type: ignore[arg-type]
+        lock.held, lock.recently_done = held, recently_done
+        start = PendingStart()
+        if known:
+            start.set((None, None))
+        job = SpeechJob(job_id="j1", owner="u", text="Hi.", voice_id="v", cache_key="k",
+                        submitted_at=time.time() - age_s)
+        delivery = Delivery(entry_id="1-0", job=job, deliveries=deliveries)
+        return TTSActor._may_call_early(
+            delivery, Prestart("k", start, FirstTry(lock, None) if tried else None)
+        )
+
+    assert case()  # new, lock free, no identical job finished lately, young
+    assert not case(deliveries=2)  # a redelivery may be finished already
+    assert not case(held=False)  # another worker generates it: wait for its audio
+    assert not case(recently_done=True)  # an identical job finished: look in the cache
+    assert not case(age_s=100)  # older than the "done" marker's life minus the margin
+    assert not case(tried=False)  # no first try (Redis failed)
+    assert not case(known=True)  # the start is known already: no need to guess
