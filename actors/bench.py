@@ -245,7 +245,8 @@ async def memory(b: Bench, n: int) -> dict[str, Any]:
         valkey = sum(p.memory_info().rss for p in me.children(recursive=True)
                      if p.name() == "valkey-server")
     return {"jobs": n, "backlog": backlog, "enqueue_s": enqueue_s, "enqueue_per_s": n / enqueue_s,
-            "path": "PgStore.create_job (one INSERT per job) + Submitter.submit (batched XADD)",
+            "path": "PgStore.create_job (concurrent ones share one INSERT)"
+                    " + Submitter.submit (batched XADD)",
             "rss_before_mb": before_rss / MB, "maxrss_before_mb": before_max / MB,
             "rss_mb": rss / MB, "maxrss_mb": _maxrss() / MB, "valkey_rss_mb": valkey / MB}
 
