@@ -12,6 +12,7 @@ exactly what its actor would have started (same compare-and-set).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -64,8 +65,13 @@ class PendingStart:
         self._error = error
         self._done.set()
 
-    async def get(self) -> tuple[Job | None, Audio | None]:
-        await self._done.wait()
+    async def get(self, limit_s: float | None = None) -> tuple[Job | None, Audio | None]:
+        """The start's answer (its error raised); ``StoreUnavailable`` if it is not known
+        within ``limit_s``."""
+        with trio.move_on_after(limit_s if limit_s is not None else math.inf):
+            await self._done.wait()
+        if not self._done.is_set():
+            raise StoreUnavailable("the job's start did not come back in time")
         if self._error is not None:
             raise self._error
         return self._value
@@ -153,8 +159,8 @@ class Prestarter:
                 )
             self._queued.extend(zip(items, pending, strict=True))
             if not self._writing:
-                self._writing = True
                 background.start_soon(self._write_starts)
+                self._writing = True
             return
 
         async def try_locks(coord: Coordinator) -> None:

@@ -218,7 +218,7 @@ class Storer:
             if p.start is None:
                 continue
             try:
-                job, _ = await p.start.get()
+                job, _ = await p.start.get(2 * self.settings.db_timeout_s)
             except ChorusError as exc:
                 errors.append((i, p.delivery, exc))
                 continue

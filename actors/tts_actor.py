@@ -256,7 +256,7 @@ class TTSActor:
                 self._flight = self._new_flight(key, job_id, prestart.first_try)
                 if self._may_call_early(delivery, prestart):
                     return prestart.start
-            return await prestart.start.get()
+            return await prestart.start.get(2 * self.settings.db_timeout_s)
         if self._coord is None or self._nursery is None:
             return await self._store.start_job_cached(job_id, key)
         self._flight = flight = self._new_flight(key, job_id, None)

@@ -411,7 +411,10 @@ class Coordinator:
                 keys=[stream, self.keys.semaphore(self.account)], args=args
             ))
         except BaseException:
-            self._to_release.extend(releasing)  # outcome unknown: ZREM is idempotent
+            # outcome unknown: the script may have run (its entries then come back through
+            # the lease; their locks expire). ZREM is idempotent: give back the slots it may
+            # have taken too
+            self._to_release.extend(releasing + [slot for slot in slots if slot])
             raise
         out = []
         for i, (entry_id, flat, state, taken) in enumerate(reply or []):
@@ -432,7 +435,7 @@ class Coordinator:
         """``Lock.release`` for many locks in one round trip; best effort and bounded."""
         keys, args = [self.keys.stats], [str(self.done_ms)]
         for lock in locks:
-            self._locks_kept.discard(lock)
+            lock._c._locks_kept.discard(lock)
             if lock.held or lock.count_on_release:
                 keys += [lock.key, lock._done]
                 args += [lock.token if lock.held else "", lock.count_on_release]
