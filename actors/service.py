@@ -342,14 +342,14 @@ class Service:
 
     def finished(self) -> int:
         """Jobs the TTS pool settled as succeeded or failed (retries not counted)."""
-        stats = [a.statistics() for a in self.actors]
-        if self.storer is not None:
-            stats.append(self.storer.statistics())  # type: ignore[arg-type]
-        return sum(s.succeeded + s.failed for s in stats)
+        failed = sum(a.statistics().failed for a in self.actors)
+        if self.storer is None:
+            return failed
+        stored = self.storer.statistics()
+        return failed + stored.succeeded + stored.failed
 
     def succeeded(self) -> int:
-        stored = self.storer.statistics().succeeded if self.storer is not None else 0
-        return stored + sum(a.statistics().succeeded for a in self.actors)
+        return self.storer.statistics().succeeded if self.storer is not None else 0
 
     def statistics(self) -> dict[str, object]:
         return {

@@ -1,9 +1,10 @@
 """Storer: the TTS pool's second stage. The TTSActors hand it the audio they produced and are
 free for their next job at once; it stores what has piled up as one batch:
 
-files (one worker thread, one disk flush for the batch) -> Postgres (one transaction finishing
-every job of the batch) -> events -> settle (the StreamReader acks) -> release the single-flight
-locks (one Redis round trip; only now, so a job waiting on a lock finds the audio row).
+files (one worker thread; one disk flush for the data, one for the renames) -> Postgres (one
+atomic, pipelined statement batch finishing every job) -> events -> settle (the StreamReader
+acks) -> release the single-flight locks (one Redis round trip; only now, so a job waiting on a
+lock finds the audio row). Up to ``CONCURRENT`` batches are under way at once.
 
 Every step is idempotent (content-addressed files, compare-and-set finish), so a batch that is
 stored twice (a crash between commit and ack) doubles nothing. A job whose file or row fails with

@@ -59,8 +59,9 @@ OpenCoordinator = Callable[[], AbstractAsyncContextManager[Coordinator]]
 
 
 class ActorStatistics(msgspec.Struct, frozen=True):
+    """Jobs the actor settled itself (the ones it produced audio for are the Storer's)."""
+
     name: str
-    succeeded: int  # jobs it settled itself (a redelivered finished job); stored ones: Storer
     failed: int
     retried: int
     busy: bool
@@ -105,7 +106,7 @@ class TTSActor:
 
     def statistics(self) -> ActorStatistics:
         o = self._outcomes
-        return ActorStatistics(self.name, o.succeeded, o.failed, o.retried, self._busy)
+        return ActorStatistics(self.name, o.failed, o.retried, self._busy)
 
     async def run(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         try:
