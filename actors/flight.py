@@ -4,10 +4,12 @@
   finds the lock taken waits for it to go and then looks in the cache;
 - a slot of the provider account's global semaphore, for the provider call only.
 
-Both are first tried in one Redis script while Postgres starts the job (``begin``); the slot
-only with the lock, so a job waiting for another's result never holds a slot. Whatever is held
-is given back by ``release`` (the lock once the audio row is committed; an unused slot at once,
-in a task of the actor's nursery).
+Both are first tried in one Redis script, usually by the StreamReader for the whole batch it
+read (``first_tries``, or the locking read: ``FirstTry``), else by the actor while Postgres
+starts the job (``begin``); the slot only with the lock, so a job waiting for another's result
+never holds a slot. Whatever is held is given back by ``release`` / ``release_all`` (the lock
+once the audio row is committed, by the Storer; an unused slot at once). While held, both are
+renewed by the coordinator's keeper task.
 """
 
 from __future__ import annotations
