@@ -82,64 +82,59 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 return 1
 """
-# Both at once, when a job starts: KEYS = lock, its "done" marker, the semaphore; ARGV = lock
-# token, lease ms, owner prefix, slot token ("" for none), slot limit. The slot is only tried
-# when the lock is taken (a job waiting for another's result never holds a slot).
-# Returns {lock: 0 | 1 | 2 (as _LOCK_ACQUIRE), slot: 0 | 1}.
-_FLIGHT_START = _NOW_MS + """
-local current = redis.call('GET', KEYS[1])
-if current and string.sub(current, 1, #ARGV[3]) ~= ARGV[3] then return {0, 0} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local lock = 1
-if redis.call('EXISTS', KEYS[2]) == 1 then lock = 2 end
-if ARGV[4] == '' then return {lock, 0} end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-if redis.call('ZSCORE', KEYS[3], ARGV[4]) or redis.call('ZCARD', KEYS[3]) < tonumber(ARGV[5]) then
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[4])
-  redis.call('PEXPIRE', KEYS[3], 2 * tonumber(ARGV[2]))
-  return {lock, 1}
+# A job's try at its single-flight lock and, only when the lock is taken, a slot (a job waiting
+# for another's result never holds a slot). Returns lock 0 (held by another job) | 1 | 2 (taken,
+# but a holder finished recently: look in the cache again first), and slot 0 | 1. ``now`` is set
+# by _NOW_MS; expired slots must have been swept first.
+_TRY_FLIGHT = _NOW_MS + """
+local function try_flight(lock, done, token, prefix, sem, slot, lease, limit)
+  local current = redis.call('GET', lock)
+  if current and string.sub(current, 1, #prefix) ~= prefix then return 0, 0 end
+  redis.call('SET', lock, token, 'PX', lease)
+  local state = 1
+  if redis.call('EXISTS', done) == 1 then state = 2 end
+  if slot ~= '' and (redis.call('ZSCORE', sem, slot) or redis.call('ZCARD', sem) < limit) then
+    redis.call('ZADD', sem, now + lease, slot)
+    redis.call('PEXPIRE', sem, 2 * lease)
+    return state, 1
+  end
+  return state, 0
 end
-return {lock, 0}
+"""
+# When a job starts: KEYS = lock, its "done" marker, the semaphore; ARGV = lock token, lease
+# ms, owner prefix, slot token ("" for none), slot limit. Returns {lock, slot}.
+_FLIGHT_START = _TRY_FLIGHT + """
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local lock, slot = try_flight(KEYS[1], KEYS[2], ARGV[1], ARGV[3], KEYS[3], ARGV[4],
+                              tonumber(ARGV[2]), tonumber(ARGV[5]))
+return {lock, slot}
 """
 # Many at once (the StreamReader starting what it read): KEYS = the semaphore, then each lock
 # and its "done" marker; ARGV = lease ms, slot limit, slot tokens to give back first (space
 # separated), then each lock's token, owner prefix and slot token ("" for none). Returns
-# {lock, slot} per lock, as _FLIGHT_START.
-_FLIGHTS_START = _NOW_MS + """
+# {lock, slot} per lock.
+_FLIGHTS_START = _TRY_FLIGHT + """
 for token in string.gmatch(ARGV[3], '%S+') do redis.call('ZREM', KEYS[1], token) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 for i = 1, (#KEYS - 1) / 2 do
-  local lock, done = KEYS[2 * i], KEYS[2 * i + 1]
-  local token, prefix, slot = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
-  local current = redis.call('GET', lock)
-  local state, taken = 0, 0
-  if not current or string.sub(current, 1, #prefix) == prefix then
-    redis.call('SET', lock, token, 'PX', lease)
-    state = 1
-    if redis.call('EXISTS', done) == 1 then state = 2 end
-    if slot ~= '' and (redis.call('ZSCORE', KEYS[1], slot)
-                       or redis.call('ZCARD', KEYS[1]) < limit) then
-      redis.call('ZADD', KEYS[1], now + lease, slot)
-      redis.call('PEXPIRE', KEYS[1], 2 * lease)
-      taken = 1
-    end
-  end
-  out[#out + 1] = state
-  out[#out + 1] = taken
+  local lock, slot = try_flight(KEYS[2 * i], KEYS[2 * i + 1], ARGV[3 * i + 1], ARGV[3 * i + 2],
+                                KEYS[1], ARGV[3 * i + 3], lease, limit)
+  out[#out + 1] = lock
+  out[#out + 1] = slot
 end
 return out
 """
 # The locking read: XREADGROUP (not blocking) for up to COUNT entries, and for each entry that
-# names its job and cache key (fields j, k), the first try at its lock and a slot, as
-# _FLIGHTS_START: one round trip instead of two when there is a backlog. KEYS = the stream, the
-# semaphore; ARGV = group, consumer, count, lease ms, slot limit, lock key prefix, slot tokens
-# to give back first (space separated), then per possible entry: lock token suffix, slot token
-# ("" for none). Returns per entry {id, fields, lock (-1: not tried), slot}; {} when none.
-# Lock keys are built in the script (not declared in KEYS): fine on one server, not on a
-# cluster, which Chorus does not support.
-_READ_AND_TRY = _NOW_MS + """
+# names its job and cache key (fields j, k), the first try at its lock and a slot: one round
+# trip instead of two when there is a backlog. KEYS = the stream, the semaphore; ARGV = group,
+# consumer, count, lease ms, slot limit, lock key prefix, slot tokens to give back first (space
+# separated), then per possible entry: lock token suffix, slot token ("" for none). Returns per
+# entry {id, fields, lock (-1: not tried), slot}; {} when none. Lock keys are built in the
+# script (not declared in KEYS): fine on one server, not on a cluster, which Chorus does not
+# support.
+_READ_AND_TRY = _TRY_FLIGHT + """
 for token in string.gmatch(ARGV[7], '%S+') do redis.call('ZREM', KEYS[2], token) end
 local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
                          'STREAMS', KEYS[1], '>')
@@ -153,25 +148,14 @@ for i, entry in ipairs(reply[1][2]) do
     if fields[f] == 'j' then job = fields[f + 1] end
     if fields[f] == 'k' then key = fields[f + 1] end
   end
-  local state, taken = -1, 0
+  local lock, slot = -1, 0
   if job and key and key ~= '' and ARGV[6 + 2 * i] then
-    local lock, prefix = ARGV[6] .. key, job .. '|'
-    local current = redis.call('GET', lock)
-    state = 0
-    if not current or string.sub(current, 1, #prefix) == prefix then
-      redis.call('SET', lock, prefix .. ARGV[6 + 2 * i], 'PX', lease)
-      state = 1
-      if redis.call('EXISTS', lock .. ':done') == 1 then state = 2 end
-      local slot = ARGV[7 + 2 * i]
-      if slot ~= '' and (redis.call('ZSCORE', KEYS[2], slot)
-                         or redis.call('ZCARD', KEYS[2]) < limit) then
-        redis.call('ZADD', KEYS[2], now + lease, slot)
-        redis.call('PEXPIRE', KEYS[2], 2 * lease)
-        taken = 1
-      end
-    end
+    local prefix = job .. '|'
+    lock, slot = try_flight(ARGV[6] .. key, ARGV[6] .. key .. ':done',
+                            prefix .. ARGV[6 + 2 * i], prefix, KEYS[2], ARGV[7 + 2 * i],
+                            lease, limit)
   end
-  out[i] = {entry[1], fields, state, taken}
+  out[i] = {entry[1], fields, lock, slot}
 end
 return out
 """
