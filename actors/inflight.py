@@ -134,15 +134,10 @@ class InFlight:
 
     def actor_finishing(self, delta: int) -> None:
         """+1: an actor's provider call ended (it will soon wait for a delivery); -1: it does
-        (or stopped). See ``finishing``."""
+        (or stopped). See ``soon_free``."""
         self._finishing += delta
         if delta < 0:
             self._actors_notify()
-
-    @property
-    def finishing(self) -> int:
-        """Actors about to be free: a read can wait a moment to serve them too."""
-        return self._finishing
 
     def actor_not_waiting(self) -> None:
         """An actor stopped waiting without receiving anything (stopped or cancelled)."""

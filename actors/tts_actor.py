@@ -101,7 +101,7 @@ class TTSActor:
         self._outcomes = Outcomes(settings, store, events, self._faults)
         self._busy = False
         self._refilling = False  # between a provider call and the next (InFlight.refilling)
-        self._finishing = False  # its provider call ended, not waiting yet (InFlight.finishing)
+        self._finishing = False  # its provider call ended, not waiting yet (InFlight.soon_free)
         self._idle = trio.CancelScope()
 
     def statistics(self) -> ActorStatistics:

@@ -1,10 +1,10 @@
 """Content-addressed audio files on local disk: the ``BlobStore`` adapter.
 
 Layout: ``<root>/<key[:2]>/<key>.<ext>``; the path handed back (and stored in Postgres) is
-relative to the root. A write goes to a temp file in the target directory, is fsynced, then
-``os.replace``d over the final name and the directory is fsynced: a reader sees the old file or
-the new one, never a torn one, and a crash leaves at most a stray ``.tmp`` file
-(``sweep_temp`` removes old ones).
+relative to the root. A write goes to a temp file in the target directory, is flushed to disk
+(``syncfs``, else fsync), then ``os.replace``d over the final name and flushed again: a reader
+sees the old file or the new one, never a torn one, and a crash leaves at most a stray ``.tmp``
+file (``sweep_temp`` removes old ones).
 
 ``put`` is idempotent: a file with the same bytes is left alone. A file with *different* bytes
 is atomically replaced, because the key addresses the request, not the audio (espeak output is
@@ -21,7 +21,6 @@ import itertools
 import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -133,23 +132,11 @@ class FileBlobStore:
         try:
             if self._same_content(target, data):
                 return
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(
-                dir=target.parent, prefix=f".{target.name}.", suffix=_TMP_SUFFIX
-            )
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            _fsync_dir(target.parent)
         except OSError as exc:
             raise BlobStoreError(f"cannot write blob {target.name}: {exc}") from exc
+        (failed,) = self._put_many_sync([(str(target), data)])
+        if failed is not None:
+            raise BlobStoreError(f"cannot write blob {target.name}: {failed}") from failed
 
     def _put_many_sync(self, items: list[tuple[str, bytes]]) -> list[OSError | None]:
         """Plain ``os`` calls on strings: this thread shares the GIL with the event loop."""

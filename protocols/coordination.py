@@ -64,14 +64,6 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 return n
 """
-# KEYS[1] = zset; ARGV = token, lease ms. 1 = renewed, 0 = the slot was lost (expired).
-_SEM_RENEW = _NOW_MS + """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) < now then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
-return 1
-"""
 # KEYS = lock, its "done" marker; ARGV = token, lease ms, owner prefix ("<job id>|"). Taken when
 # free, or when held by an earlier delivery of the same job (cancelled or killed before it could
 # release). 2 = taken, but a holder finished recently: look in the cache again first.
@@ -321,7 +313,6 @@ class Coordinator:
         self.done_ms = max(self.lease_ms, int(DONE_MARKER_S * 1000))
         self.timeout_s = timeout_s
         self._sem_acquire = client.register_script(_SEM_ACQUIRE)
-        self._sem_renew = client.register_script(_SEM_RENEW)
         self._sem_reclaim = client.register_script(_SEM_RECLAIM)
         self._lock_acquire = client.register_script(_LOCK_ACQUIRE)
         self._flight_start = client.register_script(_FLIGHT_START)
@@ -445,12 +436,12 @@ class Coordinator:
 
     @asynccontextmanager
     async def slot(
-        self, wait_s: float, release_in: trio.Nursery | None = None, *, held: str | None = None
+        self, wait_s: float, release_in: trio.Nursery, *, held: str | None = None
     ) -> AsyncIterator[None]:
-        """Hold one of the account's slots for the body (renewed while held). Waits up to
-        ``wait_s`` for one, then raises ``ProviderUnavailable`` (retryable). ``release_in``:
-        give the slot back in a task of that nursery instead of before returning. ``held``:
-        the token of a slot already taken (``Lock.acquire_with_slot``): no wait."""
+        """Hold one of the account's slots for the body (renewed by the keeper while held).
+        Waits up to ``wait_s`` for one, then raises ``ProviderUnavailable`` (retryable). The
+        slot is given back soon after (``release_slot_soon``, in ``release_in``). ``held``: the
+        token of a slot already taken (``Lock.acquire_with_slot``): no wait."""
         key = self.keys.semaphore(self.account)
         token = held or self.slot_token()
         delay = POLL_MIN_S
@@ -464,28 +455,12 @@ class Coordinator:
             raise ProviderUnavailable(
                 f"all {self.limit} provider slots stayed busy for {wait_s:g} s"
             )
-        if release_in is not None:  # renewed by the keeper task: no task per call
-            self.keep(release_in, slot=token)
-            try:
-                yield
-            finally:
-                self._slots_kept.discard(token)
-                self.release_slot_soon(token, release_in)
-            return
+        self.keep(release_in, slot=token)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._renew_slot, key, token)
-                try:
-                    yield
-                finally:
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # the renewal task never raises: give the body's own exception back, unwrapped
-            if len(group.exceptions) != 1:
-                raise
-            raise group.exceptions[0] from group.exceptions[0].__cause__
+            yield
         finally:
-            await self._release_slot(key, token)
+            self._slots_kept.discard(token)
+            self.release_slot_soon(token, release_in)
 
     def release_slot_soon(self, token: str, nursery: trio.Nursery) -> None:
         """Give a slot back within ``RELEASE_LINGER_S``, in one call with the slots released
@@ -565,16 +540,6 @@ class Coordinator:
         except QueueUnavailable as exc:
             log.warning("could not renew %d lock(s) and %d slot(s): %s",
                         len(locks), len(slots), exc)
-
-    async def _renew_slot(self, key: str, token: str) -> None:
-        while True:
-            await trio.sleep(self.lease_ms / 3000)
-            try:
-                if not await self._run(self._sem_renew(keys=[key], args=[token, self.lease_ms])):
-                    log.warning("a provider slot expired while held (lease too short?)")
-                    return
-            except QueueUnavailable as exc:
-                log.warning("could not renew a provider slot: %s", exc)
 
     async def reclaim_own_slots(self) -> int:
         """At start: free the slots an earlier incarnation of this worker held (it is dead:

@@ -196,10 +196,6 @@ class PgStore(VoiceStoreMixin):
         self._closed = False
         #: concurrent submits without quota or cache hit, inserted together (group commit)
         self._create_many: Coalescer[NewJob, Job | None] = Coalescer(self._create_batch)
-        #: batch starts made while another is on its way go together
-        self._start_many: Coalescer[
-            list[tuple[str, str]], list[tuple[Job | None, Audio | None]]
-        ] = Coalescer(self._start_batches)
 
     @classmethod
     @asynccontextmanager
@@ -313,17 +309,7 @@ class PgStore(VoiceStoreMixin):
     ) -> list[tuple[Job | None, Audio | None]]:
         if not items:
             return []
-        return await self._start_many(list(items))
-
-    async def _start_batches(
-        self, batches: list[list[tuple[str, str]]]
-    ) -> list[outcome.Outcome[list[tuple[Job | None, Audio | None]]]]:
-        started = await self._call(q.start_jobs_cached, [i for b in batches for i in b])
-        out, at = [], 0
-        for batch in batches:
-            out.append(outcome.Value(started[at : at + len(batch)]))
-            at += len(batch)
-        return out
+        return await self._call(q.start_jobs_cached, list(items))
 
     async def finish_job(self, job_id: str, audio: NewAudio) -> Job:
         job = await self._call(q.finish_job, job_id, "aud_" + uuid.uuid4().hex, audio)

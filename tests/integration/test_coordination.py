@@ -47,9 +47,9 @@ async def test_semaphore_limits_waits_and_frees_a_dead_holders_slot(redis_url):
             c = coordinator(q.client, keys, limit=2)
             peak = active = 0
 
-            async def use() -> None:
+            async def use(nursery: trio.Nursery) -> None:
                 nonlocal peak, active
-                async with c.slot(wait_s=5):
+                async with c.slot(wait_s=5, release_in=nursery):
                     active += 1
                     peak = max(peak, active)
                     await trio.sleep(0.05)  # a provider call in flight
@@ -57,7 +57,7 @@ async def test_semaphore_limits_waits_and_frees_a_dead_holders_slot(redis_url):
 
             async with trio.open_nursery() as nursery:
                 for _ in range(6):
-                    nursery.start_soon(use)
+                    nursery.start_soon(use, nursery)
             assert peak == 2 and await c.slots_in_use() == 0
 
             # a worker killed while holding both slots (taken, never renewed nor released)
@@ -66,12 +66,14 @@ async def test_semaphore_limits_waits_and_frees_a_dead_holders_slot(redis_url):
             for n in range(2):
                 assert await dead._sem_acquire(keys=[key], args=[f"w-dead|{n}", 2, 500])
             other = coordinator(q.client, keys, holder="w2", limit=2)
-            with pytest.raises(ProviderUnavailable):
-                async with other.slot(wait_s=0.05):
-                    pass
-            start = trio.current_time()
-            async with other.slot(wait_s=3):  # comes back once the dead holder's lease ends
-                waited = trio.current_time() - start
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(ProviderUnavailable):
+                    async with other.slot(wait_s=0.05, release_in=nursery):
+                        pass
+                start = trio.current_time()
+                # comes back once the dead holder's lease ends
+                async with other.slot(wait_s=3, release_in=nursery):
+                    waited = trio.current_time() - start
             assert 0.3 < waited < 2.0
 
             # and a restarted worker takes back its own slots at once, without the lease
