@@ -31,7 +31,7 @@ log = logging.getLogger("chorus")
 @contextlib.contextmanager
 def infrastructure(settings: Settings) -> Iterator[tuple[str, str]]:
     """(redis_url, database_url): configured ones, or embedded servers under the data dir."""
-    from protocols.embedded import embedded_postgres, embedded_redis
+    from protocols.embedded.servers import embedded_postgres, embedded_redis
 
     data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True)
@@ -53,7 +53,7 @@ async def open_provider(settings: Settings, name: str | None = None) -> AsyncIte
 
         yield FakeProvider(float(os.environ.get("CHORUS_FAKE_LATENCY_S", "0")))
     elif name == "elevenlabs":
-        from protocols.providers.elevenlabs import ElevenLabsProvider
+        from protocols.providers.elevenlabs.provider import ElevenLabsProvider
 
         async with ElevenLabsProvider.open(settings) as provider:
             yield provider
@@ -83,8 +83,8 @@ async def ensure_local_admin(store, settings: Settings) -> None:
 
 async def _serve(settings: Settings, role: str, redis_url: str, database_url: str) -> None:
     from actors.service import Role, Service
-    from actors.supervisor import run_with_signals
-    from protocols.store import PgStore
+    from actors.supervision.supervisor import run_with_signals
+    from protocols.postgres.store import PgStore
 
     async with (
         PgStore.open(database_url, timeout=settings.db_timeout_s) as store,
@@ -107,7 +107,7 @@ async def _serve(settings: Settings, role: str, redis_url: str, database_url: st
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from actors.supervisor import SupervisorGaveUp
+    from actors.supervision.supervisor import SupervisorGaveUp
 
     with infrastructure(settings) as (redis_url, database_url):
         try:
@@ -122,7 +122,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _with_store(settings: Settings, fn) -> int:
-    from protocols.store import PgStore
+    from protocols.postgres.store import PgStore
 
     async def main() -> int:
         async with PgStore.open(database_url, timeout=settings.db_timeout_s) as store:
@@ -180,10 +180,10 @@ def quota_arg(text: str) -> int | None:
 
 
 def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    from actors.dead_letters import redrive
-    from protocols.keys import Keys
-    from protocols.store import PgStore
-    from protocols.streams import open_queue
+    from actors.pipeline.dead_letters import redrive
+    from protocols.postgres.store import PgStore
+    from protocols.redis.keys import Keys
+    from protocols.redis.queue import open_queue
 
     async def main(redis_url: str, database_url: str) -> int:
         async with (
@@ -216,9 +216,9 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from protocols.keys import Keys
-    from protocols.store import PgStore
-    from protocols.streams import open_queue
+    from protocols.postgres.store import PgStore
+    from protocols.redis.keys import Keys
+    from protocols.redis.queue import open_queue
 
     print(f"data dir      {Path(settings.data_dir).resolve()}")
     print(f"redis         {settings.redis_url or 'embedded Valkey'}")

@@ -32,12 +32,12 @@ import psutil
 import trio
 
 from actors.service import Role, Service
-from protocols.cachekey import cache_key
-from protocols.embedded import embedded_postgres, embedded_redis, run_psql
+from protocols.domain.cachekey import cache_key
+from protocols.embedded.servers import embedded_postgres, embedded_redis, run_psql
 from protocols.messages import DEFAULT_FORMAT, NewJob, SpeechParams, SynthesisRequest
+from protocols.postgres.store import PgStore
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
-from protocols.store import PgStore
 from web.routes.jobs import new_job_id, request_hash
 
 SLOTS, SUBMITTERS, HTTP_CONCURRENCY, LATENCY_S = 3, 32, 32, 0.2

@@ -19,14 +19,16 @@ from pathlib import Path
 
 import trio
 
-from actors.event_publisher import EventPublisher
-from actors.inflight import InFlight
-from actors.prestart import Prestarter
-from actors.producer import CHANNEL_CAPACITY, Producer, Submitter, Ticket
-from actors.storer import QUEUE as STORE_QUEUE
-from actors.storer import Produced, Storer
-from actors.stream_reader import StreamReader
-from actors.supervisor import (
+from actors.events.publisher import EventPublisher
+from actors.pipeline.inflight import InFlight
+from actors.pipeline.prestart import Prestarter
+from actors.pipeline.producer import CHANNEL_CAPACITY, Producer, Submitter, Ticket
+from actors.pipeline.storer import QUEUE as STORE_QUEUE
+from actors.pipeline.storer import Produced, Storer
+from actors.pipeline.stream_reader import StreamReader
+from actors.pipeline.sweeper import OrphanSweeper
+from actors.pipeline.tts_actor import TTSActor
+from actors.supervision.supervisor import (
     ChildSpec,
     Restart,
     Strategy,
@@ -35,20 +37,18 @@ from actors.supervisor import (
     SupervisorPolicy,
     supervisor_child,
 )
-from actors.sweeper import OrphanSweeper
-from actors.tts_actor import TTSActor
-from actors.voice_sync import VoiceSync
-from protocols.blobs import FileBlobStore
-from protocols.coordination import Coordinator
+from actors.voices.voice_sync import VoiceSync
+from protocols.blobs.files import FileBlobStore
+from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError
-from protocols.event_bus import open_event_bus
-from protocols.keys import Keys
 from protocols.messages import Delivery, SpeechJob, Voice
 from protocols.ports import JobStore, SpeechProvider
+from protocols.redis.coordination import Coordinator
+from protocols.redis.event_bus import open_event_bus
+from protocols.redis.keys import Keys
+from protocols.redis.queue import open_queue
+from protocols.redis.voice_queue import RedisVoiceSyncQueue
 from protocols.settings import Settings
-from protocols.streams import open_queue
-from protocols.voice_queue import RedisVoiceSyncQueue
-from protocols.voices import VoiceCatalog
 from web.app import WebContext, serve
 
 log = logging.getLogger("chorus.service")

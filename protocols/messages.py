@@ -297,7 +297,7 @@ class NewVoice(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Voice(msgspec.Struct, frozen=True, kw_only=True):
-    """A voice row (``protocols/migrations/0003_voices.sql``)."""
+    """A voice row (``protocols/postgres/migrations/0003_voices.sql``)."""
 
     id: str
     provider: str

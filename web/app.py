@@ -17,11 +17,11 @@ from hypercorn.config import Config
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 
+from protocols.domain.voices import VoiceCatalog
 from protocols.events import NO_EVENTS
 from protocols.messages import SpeechJob, Voice
 from protocols.ports import BlobStore, EventLog, EventSink, JobStore, SpeechProvider
 from protocols.settings import Settings
-from protocols.voices import VoiceCatalog
 from web import problems
 from web.auth import KnownKeys
 from web.routes import audio, events, health, jobs, usage, voices

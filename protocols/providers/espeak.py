@@ -24,11 +24,11 @@ import av
 import espeakng_loader
 import trio
 
-from protocols.audio import FORMAT_NAMES, encode_pcm, parse_format, pcm_duration
+from protocols.domain.audio import FORMAT_NAMES, encode_pcm, parse_format, pcm_duration
+from protocols.domain.text import normalize_text, split_text
 from protocols.errors import InvalidInput, SynthesisFailed, TextEmpty, UnknownVoice
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
 from protocols.providers.base import LocalProvider
-from protocols.text import normalize_text, split_text
 
 SAMPLE_RATE = 22050
 DEFAULT_VOICE = "en-us"

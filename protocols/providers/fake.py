@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import trio
 
-from protocols.audio import FORMATS, encode_pcm, parse_format, silence
+from protocols.domain.audio import FORMATS, encode_pcm, parse_format, silence
 from protocols.errors import UnknownVoice
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
 from protocols.providers.base import LocalProvider

@@ -19,11 +19,10 @@ import msgspec
 import pytest
 import trio
 
-from actors.dead_letters import redrive
-from actors.supervisor import SupervisorEvent, SupervisorGaveUp
-from protocols.embedded import run_psql
+from actors.pipeline.dead_letters import redrive
+from actors.supervision.supervisor import SupervisorEvent, SupervisorGaveUp
+from protocols.embedded.servers import run_psql
 from protocols.faults import FaultPlan
-from protocols.keys import Keys
 from protocols.messages import (
     Job,
     JobStatus,
@@ -35,9 +34,10 @@ from protocols.messages import (
 from protocols.ports import JobStore
 from protocols.providers.base import LocalProvider
 from protocols.providers.fake import FakeProvider
+from protocols.redis.keys import Keys
+from protocols.redis.queue import open_queue
 from protocols.settings import Settings
-from protocols.streams import open_queue
-from tests.harness import Running, make_settings, running_service, total_queue_check
+from tests.support.harness import Running, make_settings, running_service, total_queue_check
 
 TEST_LIMIT_S = 60
 

@@ -19,12 +19,12 @@ import time
 
 import trio
 
-from protocols.keys import Keys
+from protocols.redis.keys import Keys
+from protocols.redis.queue import open_queue
 from protocols.settings import Settings
-from protocols.streams import open_queue
-from tests.faultproxy import FaultProxy
-from tests.harness import total_queue_check
-from tests.procs import (
+from tests.support.faultproxy import FaultProxy
+from tests.support.harness import total_queue_check
+from tests.support.procs import (
     ChorusProcess,
     audio_rows,
     chorus_process,

@@ -30,12 +30,12 @@ import httpx
 import pytest
 import trio
 
-from protocols.keys import Keys
+from protocols.redis.keys import Keys
+from protocols.redis.queue import open_queue
 from protocols.settings import Settings
-from protocols.streams import open_queue
-from tests.fake_elevenlabs import FakeElevenLabs
-from tests.harness import total_queue_check
-from tests.procs import (
+from tests.support.elevenlabs.server import FakeElevenLabs
+from tests.support.harness import total_queue_check
+from tests.support.procs import (
     ChorusProcess,
     chorus_process,
     client,
@@ -433,11 +433,11 @@ LANGUAGE_CASES = [
 
 
 async def test_korean_and_english_through_the_real_adapter(redis_url, store, tmp_path):
-    from protocols.audio import audio_duration, decode_to_pcm, parse_format
-    from protocols.providers.elevenlabs import ElevenLabsProvider
+    from protocols.domain.audio import audio_duration, decode_to_pcm, parse_format
+    from protocols.providers.elevenlabs.provider import ElevenLabsProvider
     from protocols.settings import Secret
-    from tests.fake_elevenlabs_catalog import LANGUAGE_CODE_MODELS
-    from tests.harness import make_settings, running_service
+    from tests.support.elevenlabs.catalog import LANGUAGE_CODE_MODELS
+    from tests.support.harness import make_settings, running_service
 
     with FakeElevenLabs(api_key=ACCOUNT_KEY) as fake, trio.fail_after(30):
         settings = make_settings(

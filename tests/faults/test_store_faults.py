@@ -17,9 +17,8 @@ import trio
 
 from protocols.errors import NotFound, StoreUnavailable
 from protocols.messages import NewAudio
+from protocols.postgres.store import PgStore
 from protocols.providers.fake import FakeProvider
-from protocols.store import PgStore
-from tests.faultproxy import FaultProxy
 from tests.faults.test_actor_faults import (
     audio_rows,
     of,
@@ -28,7 +27,8 @@ from tests.faults.test_actor_faults import (
     wait_terminal,
     wait_until,
 )
-from tests.harness import make_settings, total_queue_check
+from tests.support.faultproxy import FaultProxy
+from tests.support.harness import make_settings, total_queue_check
 
 AUDIO = NewAudio(
     owner="nobody", cache_key="k", format="mp3", content_type="audio/mpeg", duration_s=0.1,

@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import trio
 
-from protocols.coordination import read_counters
-from protocols.providers.elevenlabs import ElevenLabsProvider
+from protocols.providers.elevenlabs.provider import ElevenLabsProvider
+from protocols.redis.coordination import read_counters
+from protocols.redis.queue import open_queue
 from protocols.settings import Secret
-from protocols.streams import open_queue
-from tests.fake_elevenlabs import FakeElevenLabs
-from tests.harness import Running, make_settings, running_service, total_queue_check
+from tests.support.elevenlabs.server import FakeElevenLabs
+from tests.support.harness import Running, make_settings, running_service, total_queue_check
 
 LIMIT_S = 45
 

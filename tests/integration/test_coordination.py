@@ -7,11 +7,11 @@ import uuid
 import pytest
 import trio
 
-from protocols.coordination import Coordinator
 from protocols.errors import ProviderUnavailable
-from protocols.keys import Keys
 from protocols.messages import SpeechJob
-from protocols.streams import open_queue
+from protocols.redis.coordination import Coordinator
+from protocols.redis.keys import Keys
+from protocols.redis.queue import open_queue
 
 LIMIT_S = 10
 

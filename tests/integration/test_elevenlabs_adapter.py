@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from protocols.audio import audio_duration, parse_format
+from protocols.domain.audio import audio_duration, parse_format
 from protocols.errors import (
     InvalidInput,
     ProviderAuthFailed,
@@ -22,10 +22,10 @@ from protocols.errors import (
     UnknownVoice,
 )
 from protocols.messages import DictionaryRef, SpeechParams, SynthesisRequest
-from protocols.providers.el_models import FLASH, MULTILINGUAL, V3, Preference
-from protocols.providers.elevenlabs import ElevenLabsProvider
+from protocols.providers.elevenlabs.models import FLASH, MULTILINGUAL, V3, Preference
+from protocols.providers.elevenlabs.provider import ElevenLabsProvider
 from protocols.settings import Secret, Settings
-from tests.fake_elevenlabs import FakeElevenLabs
+from tests.support.elevenlabs.server import FakeElevenLabs
 
 LIMIT_S = 20
 RACHEL = "21m00Tcm4TlvDq8ikWAM"
@@ -248,7 +248,7 @@ async def test_a_clone_upload_is_resent_whole_after_a_429_but_never_after_a_5xx(
     fake_elevenlabs, tmp_path
 ):
     from protocols.messages import CloneFile
-    from protocols.providers.elevenlabs_voices import ElevenLabsVoices
+    from protocols.providers.elevenlabs.voices import ElevenLabsVoices
 
     fake = fake_elevenlabs
     sample = CloneFile(filename="a.mp3", content_type="audio/mpeg", data=b"ID3" + bytes(2000))

@@ -19,13 +19,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from protocols.embedded import embedded_postgres, embedded_redis, run_psql
+from protocols.embedded.servers import embedded_postgres, embedded_redis, run_psql
 
 ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = """
 import sys, time
-from protocols.embedded import embedded_postgres, embedded_redis
+from protocols.embedded.servers import embedded_postgres, embedded_redis
 from tests.integration.test_embedded import write_data
 data_dir, value, mode = sys.argv[1:4]
 with embedded_redis(data_dir) as r, embedded_postgres(data_dir) as p:

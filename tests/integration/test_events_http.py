@@ -14,14 +14,14 @@ import httpx
 import trio
 
 from protocols.errors import ProviderError
-from protocols.event_bus import RedisEventBus, open_event_bus
 from protocols.events import EventKind, job_event
-from protocols.keys import Keys
 from protocols.messages import NewJob, SynthesisRequest, SynthesisResult
 from protocols.providers.fake import FakeProvider
+from protocols.redis.event_bus import RedisEventBus, open_event_bus
+from protocols.redis.keys import Keys
 from protocols.settings import Settings
-from tests.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider
-from tests.harness import make_settings, running_service, total_queue_check
+from tests.support.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider
+from tests.support.harness import make_settings, running_service, total_queue_check
 from web.app import WebContext, serve
 from web.client import SSEvent, iter_sse
 

@@ -10,7 +10,7 @@ import trio
 
 from protocols.providers.espeak import EspeakProvider
 from protocols.providers.fake import FakeProvider
-from tests.harness import make_settings, running_service, total_queue_check
+from tests.support.harness import make_settings, running_service, total_queue_check
 
 
 def _decoded_duration(data: bytes) -> float:

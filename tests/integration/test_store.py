@@ -9,7 +9,7 @@ import msgspec
 import pytest
 import trio
 
-from protocols.embedded import run_psql
+from protocols.embedded.servers import run_psql
 from protocols.errors import (
     AlreadyExists,
     ConfigError,
@@ -20,8 +20,8 @@ from protocols.errors import (
     StoreUnavailable,
 )
 from protocols.messages import Job, JobStatus, NewAudio, NewJob
+from protocols.postgres.store import PgStore
 from protocols.settings import Secret
-from protocols.store import PgStore
 from tests.conftest import DB_TIMEOUT_S, free_port
 
 CAP_S = 20  # every test ends within this, whatever happens
@@ -56,7 +56,7 @@ def new_audio(owner: str, cache_key: str = "ck1") -> NewAudio:
     )
 
 
-MIGRATIONS = Path(__file__).parents[2] / "protocols" / "migrations"
+MIGRATIONS = Path(__file__).parents[2] / "protocols" / "postgres" / "migrations"
 
 
 async def test_migrations_apply_once_even_when_opened_concurrently(database_url: str) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import trio
 
-from actors.sweeper import OrphanSweeper
+from actors.pipeline.sweeper import OrphanSweeper
 from protocols.events import EventKind
-from protocols.keys import Keys
 from protocols.messages import DEFAULT_FORMAT, JobStatus, NewJob
-from protocols.streams import open_queue
-from tests.fakes import RecordingEvents
-from tests.harness import make_settings, running_service
+from protocols.redis.keys import Keys
+from protocols.redis.queue import open_queue
+from tests.support.fakes import RecordingEvents
+from tests.support.harness import make_settings, running_service
 from web.routes.jobs import request_hash
 
 LIMIT_S = 30

@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import trio
 
-from protocols.keys import Keys
-from protocols.providers.elevenlabs import ElevenLabsProvider
+from protocols.providers.elevenlabs.provider import ElevenLabsProvider
+from protocols.redis.keys import Keys
+from protocols.redis.queue import open_queue
+from protocols.redis.voice_queue import RedisVoiceSyncQueue
 from protocols.settings import Secret
-from protocols.streams import open_queue
-from protocols.voice_queue import RedisVoiceSyncQueue
-from tests.fake_elevenlabs import FakeElevenLabs
-from tests.harness import make_settings, running_service
+from tests.support.elevenlabs.server import FakeElevenLabs
+from tests.support.harness import make_settings, running_service
 
 CAP_S = 20.0
 

@@ -10,7 +10,7 @@ import av
 import pytest
 import trio
 
-from protocols.audio import (
+from protocols.domain.audio import (
     FORMAT_NAMES,
     FORMATS,
     SAMPLE_WIDTH,

@@ -8,7 +8,7 @@ import os
 import pytest
 import trio
 
-from protocols.blobs import BlobStoreError, FileBlobStore
+from protocols.blobs.files import BlobStoreError, FileBlobStore
 from protocols.errors import InvalidInput, NotFound
 from protocols.ports import BlobStore
 

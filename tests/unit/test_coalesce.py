@@ -7,7 +7,7 @@ import outcome
 import trio
 import trio.testing
 
-from protocols.coalesce import Coalescer
+from protocols.postgres.coalesce import Coalescer
 
 
 async def test_calls_made_while_a_batch_is_on_its_way_go_together_in_the_next():

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from protocols.settings import Settings
-from tests.procs import ROOT
+from tests.support.procs import ROOT
 
 CHILD = "import sys; from protocols.settings import Settings; " \
         "print(Settings(data_dir=sys.argv[1]).consumer_name())"

@@ -10,9 +10,8 @@ import msgspec
 import pytest
 import trio
 
-from actors.event_publisher import EventPublisher
-from actors.event_subscriber import EventSubscriber
-from protocols.event_bus import open_event_bus
+from actors.events.publisher import EventPublisher
+from actors.events.subscriber import EventSubscriber
 from protocols.events import (
     Event,
     EventKind,
@@ -21,7 +20,8 @@ from protocols.events import (
     job_event,
     valid_event_id,
 )
-from protocols.keys import Keys
+from protocols.redis.event_bus import open_event_bus
+from protocols.redis.keys import Keys
 
 CAP_S = 10.0
 

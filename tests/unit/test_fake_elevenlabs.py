@@ -16,8 +16,8 @@ import trio
 from elevenlabs import AsyncElevenLabs, PronunciationDictionaryVersionLocator
 from elevenlabs.core.api_error import ApiError
 
-from protocols.audio import FORMAT_NAMES
-from tests.fake_elevenlabs import FakeElevenLabs, tone_hz
+from protocols.domain.audio import FORMAT_NAMES
+from tests.support.elevenlabs.server import FakeElevenLabs, tone_hz
 
 NO_RETRY: Any = {"max_retries": 0}
 RACHEL = "21m00Tcm4TlvDq8ikWAM"

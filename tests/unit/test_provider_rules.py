@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.cachekey import cache_key
+from protocols.domain.cachekey import cache_key
 from protocols.errors import (
     InvalidInput,
     ProviderAuthFailed,
@@ -17,8 +17,8 @@ from protocols.errors import (
     UnsupportedLanguage,
 )
 from protocols.messages import DictionaryRef, SpeechParams, VoiceSettings
-from protocols.providers.el_errors import classify
-from protocols.providers.el_models import (
+from protocols.providers.elevenlabs.errors import classify
+from protocols.providers.elevenlabs.models import (
     FLASH,
     MULTILINGUAL,
     STATIC_MODELS,

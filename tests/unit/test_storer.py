@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import trio
 
-from actors.inflight import InFlight
-from actors.prestart import PendingStart
-from actors.storer import Produced, Storer
+from actors.pipeline.inflight import InFlight
+from actors.pipeline.prestart import PendingStart
+from actors.pipeline.storer import Produced, Storer
 from protocols.errors import ChorusError, InvalidInput, StoreUnavailable
 from protocols.events import EventKind
 from protocols.faults import FaultPlan
 from protocols.messages import Ack, Delivery, Job, JobStatus, NewAudio, NewJob, Release
 from protocols.settings import Settings
-from tests.fakes import FakeBlobStore, FakeJobStore, RecordingEvents
+from tests.support.fakes import FakeBlobStore, FakeJobStore, RecordingEvents
 
 LIMIT_S = 5
 

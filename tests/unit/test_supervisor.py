@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from actors.supervisor import (
+from actors.supervision.supervisor import (
     BRUTAL,
     INFINITY,
     ChildSpec,

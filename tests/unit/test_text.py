@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from protocols.text import normalize_text, split_text
+from protocols.domain.text import normalize_text, split_text
 
 
 def assert_lossless(text: str, chunks: list[str], max_chars: int) -> None:

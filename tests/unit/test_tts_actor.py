@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import trio
 
-from actors.inflight import InFlight
-from actors.storer import Produced, Storer
-from actors.tts_actor import TTSActor
+from actors.pipeline.inflight import InFlight
+from actors.pipeline.storer import Produced, Storer
+from actors.pipeline.tts_actor import TTSActor
 from protocols.events import EventKind
 from protocols.messages import Ack, Delivery, NewJob
 from protocols.settings import Settings
-from tests.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider, RecordingEvents
+from tests.support.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider, RecordingEvents
 
 
 async def run_one(store: FakeJobStore, provider: FakeSpeechProvider, events: RecordingEvents,
@@ -65,10 +65,10 @@ async def test_a_redelivered_finished_job_is_acked_and_its_final_event_published
 def test_the_provider_is_called_before_the_start_is_known_only_when_nothing_can_be_cached():
     import time
 
-    from actors.flight import FirstTry
-    from actors.prestart import PendingStart, Prestart
-    from protocols.coordination import Lock
+    from actors.pipeline.flight import FirstTry
+    from actors.pipeline.prestart import PendingStart, Prestart
     from protocols.messages import SpeechJob
+    from protocols.redis.coordination import Lock
 
     def case(*, deliveries: int = 1, held: bool = True, recently_done: bool = False,
              age_s: float = 1.0, tried: bool = True, known: bool = False) -> bool:

@@ -12,8 +12,9 @@ import msgspec
 import pytest
 import trio
 
-from actors.supervisor import ChildSpec, Strategy, Supervisor, SupervisorPolicy
-from actors.voice_sync import VoiceSync
+from actors.supervision.supervisor import ChildSpec, Strategy, Supervisor, SupervisorPolicy
+from actors.voices.voice_sync import VoiceSync
+from protocols.domain.voices import VoiceCatalog
 from protocols.events import EventKind
 from protocols.faults import FaultPlan
 from protocols.messages import (
@@ -26,9 +27,8 @@ from protocols.messages import (
     VoiceStatus,
 )
 from protocols.settings import Settings
-from protocols.voices import VoiceCatalog
-from tests.fake_voices import FakeVoiceManager, MemoryVoiceSyncQueue
-from tests.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider, RecordingEvents
+from tests.support.fake_voices import FakeVoiceManager, MemoryVoiceSyncQueue
+from tests.support.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider, RecordingEvents
 from tests.unit.test_web import problem_of
 from web.app import WebContext, create_app
 

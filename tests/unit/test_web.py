@@ -30,7 +30,7 @@ from protocols.messages import (
     User,
 )
 from protocols.settings import Settings
-from tests.fakes import (
+from tests.support.fakes import (
     FakeBlobStore,
     FakeJobStore,
     FakeSpeechProvider,

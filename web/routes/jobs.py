@@ -18,7 +18,9 @@ import msgspec
 import trio
 from quart import Blueprint, Response, request
 
-from protocols.cachekey import cache_key
+from protocols.domain.cachekey import cache_key
+from protocols.domain.text import normalize_text
+from protocols.domain.voices import VoiceCatalog
 from protocols.errors import (
     EnqueueFailed,
     InvalidInput,
@@ -41,8 +43,6 @@ from protocols.messages import (
     User,
     VoiceSettings,
 )
-from protocols.text import normalize_text
-from protocols.voices import VoiceCatalog
 from web.auth import current_user
 from web.problems import IdempotencyKeyMismatch, UnknownField, UnsupportedMediaType, json_response
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from quart import Blueprint, Response, request
 
+from protocols.domain.voices import VoiceCatalog, voice_event
 from protocols.errors import (
     ChorusError,
     InvalidCursor,
@@ -20,7 +21,6 @@ from protocols.errors import (
 )
 from protocols.events import EventKind
 from protocols.messages import Visibility, Voice, VoiceStatus
-from protocols.voices import VoiceCatalog, voice_event
 from web.auth import current_user
 from web.problems import UnknownField, json_response
 from web.routes.jobs import iso

@@ -1,0 +1,1 @@
+"""The event bus's actors: the buffered publisher and the durable subscriber."""

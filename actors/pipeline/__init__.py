@@ -1,0 +1,1 @@
+"""The job pipeline: Producer -> StreamReader -> TTSActors -> Storer, and its helpers."""

@@ -1,0 +1,389 @@
+"""TTSActor: one provider slot; the first stage of a job, exactly once in effect.
+
+cache -> single-flight lock -> global provider slot -> provider -> hand the audio to the Storer
+(``actors.pipeline.storer``: blob store -> Postgres -> settle -> release the lock), and on
+to the next job.
+The job row is the truth: starting is a compare-and-set (a terminal job is only acked), the
+audio file is content-addressed by the cache key, and finishing is a compare-and-set too, so a
+redelivered job never doubles its effect.
+
+Failures: a permanent typed error fails the job (the entry is acked); a retryable one is noted on
+the job and the entry released for redelivery after a backoff; anything else is recorded on the
+job, the entry released, and the actor crashes (its supervisor restarts it). Audio already handed
+to the Storer is stored whatever happens to the actor.
+
+Single flight: before generating, the actor takes the cache key's Redis lock. Another worker
+holding it is generating the same audio: this actor waits for the lock to go, then finds the
+audio in the cache. The lock is released only once the audio row is committed, so a waiter never
+misses it; a holder that dies releases by expiry, and its job comes back through the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+
+import msgspec
+import trio
+
+from actors.pipeline.flight import FirstTry, Flight
+from actors.pipeline.inflight import InFlight
+from actors.pipeline.outcomes import Outcomes
+from actors.pipeline.prestart import PendingStart, Prestart
+from actors.pipeline.storer import Produced
+from protocols.domain.audio import parse_format
+from protocols.domain.cachekey import job_cache_key
+from protocols.errors import ChorusError
+from protocols.events import NO_EVENTS
+from protocols.faults import FaultPlan
+from protocols.messages import (
+    Ack,
+    Audio,
+    Delivery,
+    Job,
+    NewAudio,
+    Settlement,
+    SpeechJob,
+    SynthesisRequest,
+    SynthesisResult,
+)
+from protocols.ports import BlobStore, EventSink, JobStore, SpeechProvider
+from protocols.redis.coordination import CLOCK_MARGIN_S, DONE_MARKER_S, Coordinator
+from protocols.settings import Settings
+
+log = logging.getLogger("chorus.tts")
+
+
+OpenCoordinator = Callable[[], AbstractAsyncContextManager[Coordinator]]
+
+
+class ActorStatistics(msgspec.Struct, frozen=True):
+    """Jobs the actor settled itself (the ones it produced audio for are the Storer's)."""
+
+    name: str
+    failed: int
+    retried: int
+    busy: bool
+
+
+class TTSActor:
+    """One provider slot: starts a delivered job and synthesizes it, hands the audio to the
+    Storer over ``produced`` and is free for its next job at once."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: Settings,
+        deliveries: trio.MemoryReceiveChannel[Delivery],
+        inflight: InFlight,
+        store: JobStore,
+        blobs: BlobStore,
+        provider: SpeechProvider,
+        produced: trio.MemorySendChannel[Produced],
+        open_coordinator: OpenCoordinator | None = None,
+        events: EventSink = NO_EVENTS,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._deliveries = deliveries
+        self._inflight = inflight
+        self._store = store
+        self._blobs = blobs
+        self._provider = provider
+        self._produced = produced
+        self._open_coordinator = open_coordinator
+        self._coord: Coordinator | None = None
+        self._flight: Flight | None = None  # what the job in the first stage holds in Redis
+        self._nursery: trio.Nursery | None = None
+        self._faults = settings.faults or FaultPlan()
+        self._outcomes = Outcomes(settings, store, events, self._faults)
+        self._busy = False
+        self._refilling = False  # between a provider call and the next (InFlight.refilling)
+        self._finishing = False  # its provider call ended, not waiting yet (InFlight.soon_free)
+        self._idle = trio.CancelScope()
+
+    def statistics(self) -> ActorStatistics:
+        o = self._outcomes
+        return ActorStatistics(self.name, o.failed, o.retried, self._busy)
+
+    async def run(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._run_with_coordinator(stop, task_status)
+        finally:
+            self._set_refilling(False)
+            self._set_finishing(False)
+
+    async def _run_with_coordinator(
+        self, stop: trio.Event, task_status: trio.TaskStatus[None]
+    ) -> None:
+        if self._open_coordinator is None:
+            await self._run(stop, task_status)
+            return
+        async with self._open_coordinator() as coord:
+            self._coord = coord
+            try:
+                await self._run(stop, task_status)
+            finally:
+                self._coord = None
+
+    async def _run(self, stop: trio.Event, task_status: trio.TaskStatus[None]) -> None:
+        async with (
+            self._deliveries.clone() as deliveries,
+            self._produced.clone() as produced,
+            trio.open_nursery() as nursery,  # lock renewals, slot releases
+        ):
+            self._nursery = nursery
+
+            async def stop_when_idle() -> None:
+                await stop.wait()
+                self._interrupt()
+
+            nursery.start_soon(stop_when_idle)
+            task_status.started()
+            while not stop.is_set():
+                self._set_finishing(False)
+                self._inflight.actor_waiting()
+                self._idle = trio.CancelScope()
+                try:
+                    with self._idle:
+                        delivery = await deliveries.receive()
+                except BaseException:
+                    self._inflight.actor_not_waiting()
+                    raise
+                if self._idle.cancelled_caught:
+                    self._inflight.actor_not_waiting()
+                    break
+                await self._work(delivery, produced)
+            nursery.cancel_scope.cancel()
+
+    def _set_finishing(self, finishing: bool) -> None:
+        if finishing != self._finishing:
+            self._finishing = finishing
+            self._inflight.actor_finishing(1 if finishing else -1)
+
+    def _set_refilling(self, refilling: bool) -> None:
+        if refilling != self._refilling:
+            self._refilling = refilling
+            self._inflight.refilling(refilling)
+
+    def _interrupt(self) -> None:
+        """End an idle wait for a delivery (stop requested)."""
+        if not self._busy:
+            self._idle.cancel()
+
+    async def _work(
+        self, delivery: Delivery, produced: trio.MemorySendChannel[Produced]
+    ) -> None:
+        self._busy = True
+        self._inflight.actor_busy(id(self), True)
+        self._flight = None
+        try:
+            outcome = await self._handle(delivery)
+            if isinstance(outcome, Produced):
+                # the Storer releases the flight once the audio row is committed
+                outcome = msgspec.structs.replace(outcome, flight=self._flight)
+                self._flight = None
+                await produced.send(outcome)
+                return
+        except BaseException as exc:
+            await self._give_back(delivery, exc)
+            raise
+        finally:
+            self._busy = False
+            self._inflight.actor_busy(id(self), False)
+            if self._flight is not None:  # cached, finished, failed: give back what it took
+                await self._flight.release()
+                self._flight = None
+        self._inflight.settle(delivery.entry_id, outcome)
+
+    async def _give_back(self, delivery: Delivery, exc: BaseException) -> None:
+        """Crashing, or cancelled at shutdown: release the entry before anything else."""
+        delay = self._outcomes.backoff(delivery) if isinstance(exc, Exception) else 0.0
+        self._inflight.release(delivery.entry_id, delay)
+        if isinstance(exc, Exception):
+            await self._outcomes.note(delivery, "crash", f"{type(exc).__name__}: {exc}")
+
+    async def _handle(self, delivery: Delivery) -> Settlement | Produced:
+        job_id = delivery.job.job_id
+        key = job_cache_key(delivery.job, self._provider.name, self.settings.cache_scope)
+        try:
+            started = await self._start(delivery, key)
+            if isinstance(started, PendingStart):  # the provider call goes first
+                started.then(self._announce_running)
+                await self._faults.hit("tts.before_synth")
+                return await self._produce_early(delivery, key, started)
+            job, cached = started
+            if job is None:
+                log.warning("entry %s names unknown job %s: dropped", delivery.entry_id, job_id)
+                return Ack(delivery.entry_id)
+            if job.status.terminal:  # a redelivery of a finished job
+                self._outcomes.publish_final(job)  # its event may have died with the last one
+                return Ack(delivery.entry_id)
+            self._outcomes.publish_running(job)
+            await self._faults.hit("tts.before_synth")  # mid-job: started, nothing produced
+            return await self._produce(delivery, job, key, cached)
+        except ChorusError as exc:
+            return await self._outcomes.job_error(delivery, exc)
+
+    async def _reuse(
+        self, delivery: Delivery, job: Job, key: str, audio: Audio | None
+    ) -> Produced | None:
+        """Point the job at existing audio with its key, if its file is there."""
+        if audio is None or not await self._blobs.exists(audio.path):
+            return None
+        return Produced(
+            delivery=delivery,
+            job=job,
+            audio=NewAudio(
+                owner=job.owner, cache_key=key, format=audio.format,
+                content_type=audio.content_type, duration_s=audio.duration_s,
+                size=audio.size, path=audio.path,
+            ),
+        )
+
+    async def _start(
+        self, delivery: Delivery, key: str
+    ) -> tuple[Job | None, Audio | None] | PendingStart:
+        """``start_job_cached``, and meanwhile the job's first try at its single-flight lock
+        and a provider slot (one Redis round trip, in parallel with Postgres); or what the
+        StreamReader did of both for a batch it read (``actors.pipeline.prestart``). A start
+        still on its way is returned as it is when the provider may be called first."""
+        job_id = delivery.job.job_id
+        prestart = self._inflight.take_prestart(delivery.entry_id)
+        if prestart is not None and prestart.key == key:
+            if self._coord is not None:
+                self._flight = self._new_flight(key, job_id, prestart.first_try)
+                if self._may_call_early(delivery, prestart):
+                    return prestart.start
+            return await prestart.start.get(2 * self.settings.db_timeout_s)
+        if self._coord is None or self._nursery is None:
+            return await self._store.start_job_cached(job_id, key)
+        self._flight = flight = self._new_flight(key, job_id, None)
+        failed: ChorusError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flight.begin)
+            try:
+                started = await self._store.start_job_cached(job_id, key)
+            except ChorusError as exc:  # raised after the nursery: never as an exception group
+                failed = exc
+        if failed is not None:
+            raise failed
+        return started
+
+    @staticmethod
+    def _may_call_early(delivery: Delivery, prestart: Prestart) -> bool:
+        """Whether the provider may be called before the job's start is known, its cost
+        (one Postgres round trip) then off the slot's critical path. Only when the start can
+        only say "running, nothing cached": a first delivery (a new entry's job is queued, never
+        finished), its lock taken with no "done" marker (no identical job finished since the
+        job was submitted, as the job is younger than the marker's life; so the cache miss its
+        submit saw still holds). Otherwise, or when Redis lost the marker, the start decides
+        first (at worst, after a Redis failure, one provider call too many; never an effect)."""
+        first_try = prestart.first_try
+        age = time.time() - delivery.job.submitted_at
+        return (
+            not prestart.start.ready
+            and delivery.deliveries == 1
+            and first_try is not None
+            and first_try.lock.held
+            and not first_try.lock.recently_done
+            and delivery.job.submitted_at > 0
+            and age < DONE_MARKER_S - CLOCK_MARGIN_S
+        )
+
+    def _announce_running(self, job: Job | None) -> None:
+        """``job.running`` as soon as the start made early is known."""
+        if job is not None:
+            self._outcomes.publish_running(job)
+
+    def _new_flight(self, key: str, job_id: str, first_try: FirstTry | None) -> Flight:
+        assert self._coord is not None and self._nursery is not None
+        return Flight(
+            self._coord, self._nursery, key=key, job_id=job_id,
+            shared_account=self._provider.shared_account,
+            wait_s=self.settings.provider_wait_s, first_try=first_try,
+        )
+
+    async def _produce(
+        self, delivery: Delivery, job: Job, key: str, audio: Audio | None
+    ) -> Produced:
+        if (reused := await self._reuse(delivery, job, key, audio)) is not None:
+            return reused
+        flight = self._flight
+
+        async def look_again() -> Produced | None:
+            found = await self._store.find_audio(job.owner, key)
+            return await self._reuse(delivery, job, key, found)
+
+        if flight is not None and (reused := await flight.own(look_again)) is not None:
+            return reused
+        result = await self._call_provider(flight, job)
+        return self._as_produced(delivery, job, key, result)
+
+    async def _produce_early(
+        self, delivery: Delivery, key: str, start: PendingStart
+    ) -> Settlement | Produced:
+        """The provider call first, the job's start meanwhile (``_may_call_early``)."""
+        flight = self._flight
+        assert flight is not None
+
+        async def look_again() -> Produced | None:  # not reached: no marker, lock held
+            job, _ = await start.get()
+            if job is None:
+                return None
+            found = await self._store.find_audio(job.owner, key)
+            return await self._reuse(delivery, job, key, found)
+
+        if (reused := await flight.own(look_again)) is not None:
+            return reused
+        result = await self._call_provider(flight, delivery.job)
+        if start.ready:
+            job, _ = await start.get()  # a failed start: retried later (the audio is lost)
+            if job is None:
+                log.warning("entry %s names unknown job %s: dropped", delivery.entry_id,
+                            delivery.job.job_id)
+                return Ack(delivery.entry_id)
+            if job.status.terminal:
+                self._outcomes.publish_final(job)
+                return Ack(delivery.entry_id)
+            return self._as_produced(delivery, job, key, result)
+        # the Storer checks the start when it is known (no wait here for the next job)
+        return self._as_produced(delivery, None, key, result, start)
+
+    async def _call_provider(self, flight: Flight | None, job: Job | SpeechJob) -> SynthesisResult:
+        request = SynthesisRequest(
+            text=job.text, voice_id=job.voice_id, language=job.language,
+            output_format=job.output_format, params=job.params,
+        )
+        async with flight.provider_slot() if flight is not None else nullcontext():
+            self._set_refilling(False)
+            try:
+                result = await self._provider.synthesize(request)
+            finally:
+                self._set_refilling(True)
+                self._set_finishing(True)
+        await self._faults.hit("tts.after_synth")
+        return result
+
+    def _as_produced(
+        self, delivery: Delivery, job: Job | None, key: str, result: SynthesisResult,
+        start: PendingStart | None = None,
+    ) -> Produced:
+        fmt = parse_format(delivery.job.output_format)
+        return Produced(
+            delivery=delivery,
+            job=job,
+            audio=NewAudio(
+                owner=delivery.job.owner, cache_key=key, format=fmt.name,
+                content_type=result.content_type, duration_s=result.duration_s,
+                size=len(result.audio), path="", request_ids=result.request_ids,
+                character_cost=result.character_cost,
+                charge=job.characters if job is not None else 0,  # the Storer sets it then
+            ),
+            data=result.audio,
+            extension=fmt.extension,
+            start=start,
+        )

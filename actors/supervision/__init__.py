@@ -1,0 +1,1 @@
+"""Supervision: OTP-style supervisors on trio nurseries."""

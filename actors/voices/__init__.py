@@ -1,0 +1,1 @@
+"""Voice services: VoiceSync tracks clones until they are ready."""

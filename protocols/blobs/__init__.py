@@ -1,0 +1,1 @@
+"""Blob stores: where audio bytes live, content-addressed."""

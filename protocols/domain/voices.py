@@ -1,0 +1,208 @@
+"""Voices as users see them: visibility, the provider's defaults kept in Postgres, resolving the
+voice a job names, cloning and deleting. Used by the web front and by VoiceSync.
+
+Visibility: a voice is visible to its owner, and to everyone when ``public`` or ``default``;
+another user's private voice does not exist for anyone else (``voice_not_found``, 404, with the
+same message as a voice that never existed). Default voices keep the provider's id as ours
+(``en-us``, ElevenLabs premade ids), so existing clients keep working; espeak variants such as
+``en-us+f3`` are not rows but resolve through the provider. Clones get ``voice_`` + random hex.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from protocols.domain.cachekey import cache_key
+from protocols.errors import (
+    ChorusError,
+    Forbidden,
+    ProviderError,
+    UnknownVoice,
+    VoiceNotReady,
+)
+from protocols.events import Event, EventKind
+from protocols.messages import (
+    NO_PARAMS,
+    CloneFile,
+    NewJob,
+    NewVoice,
+    Visibility,
+    Voice,
+    VoiceInfo,
+    VoiceStatus,
+)
+from protocols.ports import SpeechProvider, VoiceManager, VoiceStore
+from protocols.settings import Settings
+
+log = logging.getLogger("chorus.voices")
+
+DEFAULTS_TTL_S = 600.0
+SAMPLES = {
+    "en": "Hello! This is a preview of my voice. I hope you like how it sounds.",
+    "ko": "안녕하세요! 제 목소리 미리 듣기입니다. 마음에 드셨으면 좋겠어요.",
+    "de": "Hallo! Das ist eine Hörprobe meiner Stimme.",
+    "fr": "Bonjour ! Voici un aperçu de ma voix.",
+    "es": "¡Hola! Esta es una muestra de mi voz.",
+    "it": "Ciao! Questa è un'anteprima della mia voce.",
+    "ja": "こんにちは。これは私の声のプレビューです。",
+    "pt": "Olá! Esta é uma prévia da minha voz.",
+}
+
+
+def new_voice_id() -> str:
+    return "voice_" + secrets.token_hex(10)
+
+
+def not_found(voice_id: str) -> UnknownVoice:
+    """The one answer for a voice that does not exist and for another user's private voice."""
+    return UnknownVoice(f"No voice {voice_id!r}.", voice_id=voice_id)
+
+
+def voice_event(kind: EventKind, voice: Voice, **data: Any) -> Event:
+    return Event(kind=kind, owner=voice.owner or "", subject=voice.id, data=data, at=time.time())
+
+
+def manager_for(speech: SpeechProvider) -> VoiceManager:
+    from protocols.providers.elevenlabs.provider import ElevenLabsProvider
+
+    if isinstance(speech, ElevenLabsProvider):
+        from protocols.providers.elevenlabs.voices import ElevenLabsVoices
+
+        return ElevenLabsVoices(speech)
+    from protocols.providers.local_voices import LocalVoices
+
+    return LocalVoices(speech)
+
+
+class VoiceCatalog:
+    """One per process (the Service owns it): the store, the speech provider and its manager."""
+
+    def __init__(
+        self, store: VoiceStore, speech: SpeechProvider, manager: VoiceManager | None = None,
+        *, defaults_ttl_s: float = DEFAULTS_TTL_S,
+    ) -> None:
+        self.store, self.speech = store, speech
+        self.manager = manager or manager_for(speech)
+        self.provider = speech.name
+        self._ttl = defaults_ttl_s
+        self._synced_at = -float("inf")
+        self._lock = trio.Lock()
+
+    async def ensure_defaults(self, *, force: bool = False) -> None:
+        """Upsert the provider's default voices (at most every ``defaults_ttl_s``; idempotent).
+        A provider that cannot list them now leaves what the table has."""
+        async with self._lock:
+            if not force and trio.current_time() - self._synced_at < self._ttl:
+                return
+            try:
+                voices = await self.manager.default_voices()
+            except ProviderError as exc:
+                log.warning("could not list the %s default voices: %s", self.provider, exc.detail)
+                return
+            await self.store.upsert_default_voices(self.provider, voices)
+            self._synced_at = trio.current_time()
+
+    async def visible(self, voice_id: str, viewer: str) -> Voice:
+        voice = await self.store.get_voice(voice_id, viewer)
+        if voice is None or voice.provider != self.provider:
+            raise not_found(voice_id)
+        return voice
+
+    async def owned(self, voice_id: str, viewer: str) -> Voice:
+        voice = await self.visible(voice_id, viewer)
+        if voice.owner != viewer:
+            raise Forbidden("Only the owner of a voice can change or delete it.")
+        return voice
+
+    async def for_job(self, voice_id: str | None, language: str | None, viewer: str) -> VoiceInfo:
+        """The voice a job of ``viewer`` will speak with (what is sent to the provider)."""
+        if voice_id is None:
+            return await self.speech.resolve_voice(None, language)
+        row = await self.store.get_voice(voice_id)
+        if row is None:  # a provider id: only usable through its row when it is a clone
+            row = await self.store.voice_by_provider_id(self.provider, voice_id)
+            if row is not None and row.visibility is Visibility.default:
+                row = None
+        if row is not None:
+            if not row.visible_to(viewer) or row.provider != self.provider:
+                raise not_found(voice_id)
+            if row.visibility is not Visibility.default:
+                if row.status is not VoiceStatus.completed:
+                    raise VoiceNotReady(
+                        f"Voice {voice_id!r} is {row.status.value}"
+                        + (f": {row.status_reason}" if row.status_reason else "."),
+                        voice_id=voice_id, voice_status=row.status.value,
+                    )
+                return row.info()
+            voice_id = row.provider_voice_id
+        # a default voice, or a voice of the provider account that was not made through Chorus
+        # (e.g. in the ElevenLabs app): the operator's, usable by every user like a default one.
+        # Voices cloned through Chorus always have a row, checked above.
+        try:
+            return await self.speech.resolve_voice(voice_id, language)
+        except UnknownVoice:
+            raise not_found(voice_id) from None
+
+    async def clone(
+        self, *, owner: str, name: str, description: str, labels: dict[str, str],
+        files: Sequence[CloneFile], visibility: Visibility, language: str,
+    ) -> Voice:
+        """Check the account, upload to the provider, record the voice as processing."""
+        await self.manager.check_can_clone()
+        provider_id, verify = await self.manager.clone(name, description, labels, files)
+        new = NewVoice(
+            id=new_voice_id(), provider=self.provider, provider_voice_id=provider_id,
+            owner=owner, name=name, description=description, labels=labels,
+            language=language, languages=(language,), category="cloned",
+            status=VoiceStatus.processing, visibility=visibility,
+            status_reason="the provider requires verification of this voice" if verify else None,
+        )
+        try:
+            return await self.store.create_voice(new)
+        except ChorusError:
+            with trio.move_on_after(10, shield=True):
+                try:
+                    await self.manager.delete(provider_id)
+                except ChorusError as exc:
+                    log.error("voice %s left at the provider: %s", provider_id, exc.detail)
+            raise
+
+    async def delete(self, voice_id: str, viewer: str) -> Voice:
+        """Remove the voice at the provider, then here. Audio made with it is kept."""
+        voice = await self.owned(voice_id, viewer)
+        await self.manager.delete(voice.provider_voice_id)
+        gone = await self.store.delete_voice(voice.id, viewer)
+        if gone is None:
+            raise not_found(voice_id)
+        return gone
+
+
+def sample_text(language: str) -> str:
+    return SAMPLES.get((language or "en").split("-", 1)[0].lower(), SAMPLES["en"])
+
+
+async def preview_job(voice: Voice, speech: SpeechProvider, settings: Settings) -> NewJob:
+    """The preview clip of a ready voice as a job of its owner (idempotent per voice)."""
+    info = voice.info()
+    text = sample_text(voice.language)
+    language = voice.language or None
+    params = await speech.prepare(text, info, language, NO_PARAMS)
+    fmt = "mp3_44100_128"
+    owner = voice.owner or ""
+    return NewJob(
+        id=f"job_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}",
+        owner=owner, text=text, voice_id=info.voice_id, language=language, output_format=fmt,
+        idempotency_key=f"voice-preview:{voice.id}", request_hash=f"voice-preview:{voice.id}",
+        params=params,
+        cache_key=cache_key(
+            provider=speech.name, text=text, voice_id=info.voice_id, language=language,
+            output_format=fmt, params=params,
+            owner=owner if settings.cache_scope == "owner" else None,
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Embedded servers from pip wheels (Valkey, Postgres) for the zero-install default."""

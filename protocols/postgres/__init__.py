@@ -1,0 +1,2 @@
+"""Postgres adapters: the job and voice store (asyncpg through trio-asyncio), its SQL and
+migrations."""

@@ -1,0 +1,1 @@
+"""The ElevenLabs provider: speech, model choice, error classification, voice manager."""

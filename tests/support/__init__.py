@@ -1,0 +1,1 @@
+"""Test support: in-memory fakes of the Protocols, harnesses, process helpers."""

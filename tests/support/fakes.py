@@ -1,0 +1,513 @@
+"""In-memory fakes of the Protocols in ``protocols/ports.py``, for unit tests.
+
+They keep the documented semantics of the real adapters: idempotency by key (scoped per owner)
+with ``IdempotencyConflict`` on a different request, compare-and-set job transitions, audio
+upserted once per (owner, cache key), owner isolation (another user's rows are ``None``), and
+``StoreUnavailable`` / ``ProviderUnavailable`` when told to be down. Every method is a trio
+checkpoint, like a real network call.
+
+Test seams (public attributes): ``FakeJobStore.down``, ``FakeJobStore.calls``,
+``FakeSpeechProvider.script`` (queue of exceptions or delays, each consumed once),
+``FakeSpeechProvider.gate`` (an Event synthesis waits on), ``FakeSpeechProvider.requests``,
+``RecordingEvents.events`` (what was published, in order).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Callable, Sequence
+
+import msgspec
+import trio
+
+from protocols.errors import (
+    ChorusError,
+    IdempotencyConflict,
+    NotFound,
+    ProviderError,
+    QuotaExceeded,
+    StoreUnavailable,
+    UnknownVoice,
+)
+from protocols.events import Event, EventKind
+from protocols.messages import (
+    Audio,
+    Job,
+    JobStatus,
+    NewAudio,
+    NewJob,
+    SynthesisRequest,
+    SynthesisResult,
+    Usage,
+    User,
+    VoiceInfo,
+)
+from protocols.providers.base import LocalProvider
+from tests.support.fake_voices import FakeVoiceStoreMixin
+
+replace = msgspec.structs.replace
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def key_hash(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class FakeJobStore(FakeVoiceStoreMixin):
+    """``JobStore`` in memory."""
+
+    def __init__(self, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.clock = clock
+        self.down = False  # True: every call raises StoreUnavailable
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.users: dict[str, User] = {}
+        self.keys: dict[str, str] = {}  # sha256(api key) -> user id
+        self.jobs: dict[str, Job] = {}
+        self.by_idempotency_key: dict[tuple[str, str], str] = {}  # (owner, key) -> job id
+        self.audio: dict[str, Audio] = {}
+        self.audio_by_cache_key: dict[tuple[str, str], str] = {}  # (owner, cache key) -> id
+        self.charged: dict[tuple[str, str], int] = {}  # (owner, job id) -> characters
+
+    async def _enter(self, method: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self.calls[method] += 1
+        if self.down:
+            raise StoreUnavailable("fake store is down")
+
+    async def ping(self) -> None:
+        await self._enter("ping")
+
+    # users ------------------------------------------------------------------------------------
+
+    async def count_users(self) -> int:
+        await self._enter("count_users")
+        return len(self.users)
+
+    async def create_user(self, name: str, *, admin: bool = False) -> tuple[User, str]:
+        await self._enter("create_user")
+        user = User(
+            id=f"usr_{secrets.token_hex(8)}",
+            name=name,
+            role="admin" if admin else "user",
+            created_at=self.clock(),
+        )
+        api_key = f"ck_{secrets.token_urlsafe(24)}"
+        self.users[user.id] = user
+        self.keys[key_hash(api_key)] = user.id
+        return user, api_key
+
+    async def authenticate(self, api_key: str) -> User | None:
+        await self._enter("authenticate")
+        user_id = self.keys.get(key_hash(api_key))
+        return None if user_id is None else self.users.get(user_id)
+
+    async def list_users(self) -> list[User]:
+        await self._enter("list_users")
+        return sorted(self.users.values(), key=lambda user: (user.created_at, user.id))
+
+    # jobs -------------------------------------------------------------------------------------
+
+    async def set_quota(self, name: str, quota: int | None) -> User:
+        await self._enter("set_quota")
+        for user in self.users.values():
+            if user.name == name:
+                self.users[user.id] = replace(user, monthly_quota=quota)
+                return self.users[user.id]
+        raise NotFound(f"no user named {name!r}")
+
+    def _used(self, owner: str) -> tuple[int, int]:
+        used = sum(c for (o, _), c in self.charged.items() if o == owner)
+        reserved = sum(
+            j.characters for j in self.jobs.values()
+            if j.owner == owner and j.status in (JobStatus.queued, JobStatus.running)
+        )
+        return used, reserved
+
+    async def usage(self, owner: str) -> Usage:
+        await self._enter("usage")
+        used, reserved = self._used(owner)
+        user = self.users[owner]
+        return Usage(
+            period_start="2026-11-01", resets_at="2026-12-01T00:00:00Z",
+            limit=user.monthly_quota, used=used, reserved=reserved,
+            jobs_charged=sum(1 for (o, _) in self.charged if o == owner),
+        )
+
+    async def create_job(
+        self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None
+    ) -> tuple[Job, bool]:
+        await self._enter("create_job")
+        existing_id = None
+        if job.idempotency_key is not None:
+            existing_id = self.by_idempotency_key.get((job.owner, job.idempotency_key))
+        if existing_id is None and job.id in self.jobs:
+            existing_id = job.id
+        if existing_id is not None:
+            existing = self.jobs[existing_id]
+            if existing.owner != job.owner or existing.request_hash != job.request_hash:
+                extra = {"job_id": existing.id} if existing.owner == job.owner else {}
+                raise IdempotencyConflict(
+                    "This idempotency key was used for a different request.", **extra
+                )
+            return existing, False
+        if cached is None and quota is not None:
+            used, reserved = self._used(job.owner)
+            if used + reserved + job.characters > quota:
+                raise QuotaExceeded(
+                    "over quota", limit=quota, used=used, reserved=reserved,
+                    remaining=max(0, quota - used - reserved), retry_after=3600,
+                )
+        linked = None
+        if cached is not None:
+            linked = self._upsert_audio(NewAudio(
+                owner=job.owner, cache_key=cached.cache_key, format=cached.format,
+                content_type=cached.content_type, duration_s=cached.duration_s,
+                size=cached.size, path=cached.path,
+            ))
+        created = Job(
+            id=job.id,
+            owner=job.owner,
+            status=JobStatus.succeeded if linked else JobStatus.queued,
+            cached=linked is not None,
+            audio_id=linked.id if linked else None,
+            params=job.params,
+            cache_key=job.cache_key,
+            text=job.text,
+            voice_id=job.voice_id,
+            language=job.language,
+            output_format=job.output_format,
+            idempotency_key=job.idempotency_key,
+            request_hash=job.request_hash,
+            attempts=0,
+            characters=job.characters,
+            created_at=self.clock(),
+        )
+        self.jobs[job.id] = created
+        if job.idempotency_key is not None:
+            self.by_idempotency_key[(job.owner, job.idempotency_key)] = job.id
+        return created, True
+
+    async def discard_job(self, job_id: str) -> bool:
+        await self._enter("discard_job")
+        job = self.jobs.get(job_id)
+        if job is None:
+            return True
+        if job.status is not JobStatus.queued or job.attempts != 0:
+            return False
+        del self.jobs[job_id]
+        if job.idempotency_key is not None:
+            self.by_idempotency_key.pop((job.owner, job.idempotency_key), None)
+        return True
+
+    async def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
+        await self._enter("get_job")
+        job = self.jobs.get(job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            return None
+        return job
+
+    async def start_job(self, job_id: str) -> Job | None:
+        await self._enter("start_job")
+        job = self.jobs.get(job_id)
+        if job is None or job.status.terminal:
+            return job
+        job = replace(
+            job,
+            status=JobStatus.running,
+            attempts=job.attempts + 1,
+            started_at=job.started_at or self.clock(),
+        )
+        self.jobs[job_id] = job
+        return job
+
+    async def start_job_cached(
+        self, job_id: str, cache_key: str
+    ) -> tuple[Job | None, Audio | None]:
+        job = await self.start_job(job_id)
+        if job is None or job.status is not JobStatus.running:
+            return job, None
+        return job, self._any_audio(job.owner, cache_key)
+
+    async def start_jobs_cached(
+        self, items: Sequence[tuple[str, str]]
+    ) -> list[tuple[Job | None, Audio | None]]:
+        await self._enter("start_jobs_cached")
+        return [await self.start_job_cached(job_id, key) for job_id, key in items]
+
+    def _any_audio(self, owner: str, cache_key: str) -> Audio | None:
+        """The owner's audio with this key first, else anyone's (as PgStore)."""
+        audio_id = self.audio_by_cache_key.get((owner, cache_key))
+        if audio_id is not None:
+            return self.audio[audio_id]
+        for (_, key), other in self.audio_by_cache_key.items():
+            if key == cache_key:
+                return self.audio[other]
+        return None
+
+    async def finish_job(self, job_id: str, audio: NewAudio) -> Job:
+        await self._enter("finish_job")
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"No job {job_id!r}.")
+        if job.status is JobStatus.succeeded:
+            return job  # idempotent: a redelivery after success changes nothing
+        row = self._upsert_audio(audio)
+        if job.status is not JobStatus.running:
+            return job  # compare-and-set failed (queued, failed or dead)
+        job = replace(
+            job,
+            status=JobStatus.succeeded,
+            audio_id=row.id,
+            finished_at=self.clock(),
+            error_code=None,
+            error_message=None,
+            request_ids=audio.request_ids,
+            character_cost=audio.character_cost,
+        )
+        if audio.charge:
+            self.charged[(job.owner, job.id)] = audio.charge
+        self.jobs[job_id] = job
+        return job
+
+    async def finish_jobs(
+        self, items: Sequence[tuple[str, NewAudio]]
+    ) -> list[Job | ChorusError]:
+        try:
+            await self._enter("finish_jobs")
+        except ChorusError as exc:
+            return [exc] * len(items)
+        out: list[Job | ChorusError] = []
+        for job_id, audio in items:
+            try:
+                out.append(await self.finish_job(job_id, audio))
+            except ChorusError as exc:
+                out.append(exc)
+        return out
+
+    def _upsert_audio(self, audio: NewAudio) -> Audio:
+        existing = self.audio_by_cache_key.get((audio.owner, audio.cache_key))
+        if existing is not None:
+            return self.audio[existing]
+        row = Audio(
+            id=f"aud_{secrets.token_hex(8)}",
+            owner=audio.owner,
+            cache_key=audio.cache_key,
+            format=audio.format,
+            content_type=audio.content_type,
+            duration_s=audio.duration_s,
+            size=audio.size,
+            path=audio.path,
+            created_at=self.clock(),
+        )
+        self.audio[row.id] = row
+        self.audio_by_cache_key[(audio.owner, audio.cache_key)] = row.id
+        return row
+
+    async def fail_job(
+        self, job_id: str, code: str, message: str, *, status: JobStatus = JobStatus.failed
+    ) -> Job | None:
+        await self._enter("fail_job")
+        if status not in (JobStatus.failed, JobStatus.dead):
+            raise ValueError(f"fail_job cannot set status {status}")
+        job = self.jobs.get(job_id)
+        if job is None or job.status.terminal:
+            return job
+        job = replace(
+            job, status=status, error_code=code, error_message=message, finished_at=self.clock()
+        )
+        self.jobs[job_id] = job
+        return job
+
+    async def note_error(self, job_id: str, code: str, message: str) -> None:
+        await self._enter("note_error")
+        job = self.jobs.get(job_id)
+        if job is not None and not job.status.terminal:
+            self.jobs[job_id] = replace(job, error_code=code, error_message=message)
+
+    async def requeue_job(self, job_id: str) -> Job | None:
+        await self._enter("requeue_job")
+        job = self.jobs.get(job_id)
+        if job is None or job.status not in (JobStatus.failed, JobStatus.dead):
+            return job
+        job = replace(
+            job, status=JobStatus.queued, error_code=None, error_message=None, finished_at=None
+        )
+        self.jobs[job_id] = job
+        return job
+
+    async def orphan_candidates(
+        self, min_age_s: float, max_age_s: float, limit: int = 500
+    ) -> list[str]:
+        await self._enter("orphan_candidates")
+        now = self.clock()
+        return [
+            j.id for j in sorted(self.jobs.values(), key=lambda j: j.created_at)
+            if j.status is JobStatus.queued and j.attempts == 0
+            and min_age_s < (now - j.created_at).total_seconds() < max_age_s
+        ][:limit]
+
+    # audio ------------------------------------------------------------------------------------
+
+    async def find_audio(self, owner: str, cache_key: str) -> Audio | None:
+        await self._enter("find_audio")
+        return self._any_audio(owner, cache_key)
+
+    async def get_audio(self, audio_id: str, owner: str | None = None) -> Audio | None:
+        await self._enter("get_audio")
+        audio = self.audio.get(audio_id)
+        if audio is None or (owner is not None and audio.owner != owner):
+            return None
+        return audio
+
+
+class FakeBlobStore:
+    """``BlobStore`` in memory: content-addressed, first write wins."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.puts = 0
+
+    async def put(self, key: str, ext: str, data: bytes) -> str:
+        await trio.lowlevel.checkpoint()
+        self.puts += 1
+        path = f"{key[:2]}/{key}.{ext}"
+        self.files.setdefault(path, bytes(data))
+        return path
+
+    async def put_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[str | ChorusError]:
+        return [await self.put(key, ext, data) for key, ext, data in items]
+
+    async def get(self, path: str) -> bytes:
+        await trio.lowlevel.checkpoint()
+        try:
+            return self.files[path]
+        except KeyError:
+            raise FileNotFoundError(path) from None
+
+    async def exists(self, path: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return path in self.files
+
+
+FORMATS = frozenset(
+    {
+        "mp3_22050_32",
+        "mp3_44100_64",
+        "mp3_44100_128",
+        "mp3_44100_192",
+        "opus_48000_64",
+        "pcm_16000",
+        "pcm_24000",
+        "ulaw_8000",
+        "wav_44100",
+    }
+)
+
+CONTENT_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "pcm": "audio/L16",
+    "ulaw": "audio/basic",
+    "wav": "audio/wav",
+}
+
+DEFAULT_VOICES = (
+    VoiceInfo(voice_id="en-1", name="Ada", language="en", languages=("en",), provider="fake"),
+    VoiceInfo(voice_id="en-2", name="Ben", language="en", languages=("en",), provider="fake"),
+    VoiceInfo(voice_id="ko-1", name="Minji", language="ko", languages=("ko",), provider="fake"),
+)
+
+
+def content_type(output_format: str) -> str:
+    return CONTENT_TYPES.get(output_format.split("_", 1)[0], "application/octet-stream")
+
+
+class FakeSpeechProvider(LocalProvider):
+    """``SpeechProvider`` that returns deterministic bytes derived from the request."""
+
+    name = "fake"
+    model_id = "fake"
+
+    def __init__(self, voices: Sequence[VoiceInfo] = DEFAULT_VOICES) -> None:
+        self._voices = tuple(voices)
+        self.script: collections.deque[BaseException | float] = collections.deque()
+        self.gate: trio.Event | None = None
+        self.requests: list[SynthesisRequest] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    def formats(self) -> frozenset[str]:
+        return FORMATS
+
+    async def voices(self) -> Sequence[VoiceInfo]:
+        await trio.lowlevel.checkpoint()
+        return self._voices
+
+    async def resolve_voice(self, voice_id: str | None, language: str | None) -> VoiceInfo:
+        await trio.lowlevel.checkpoint()
+        if voice_id is not None:
+            for voice in self._voices:
+                if voice.voice_id == voice_id:
+                    return voice
+            raise UnknownVoice(f"No voice {voice_id!r}.", voice_id=voice_id)
+        if language is not None:
+            wanted = language.split("-", 1)[0].lower()
+            for voice in self._voices:
+                if wanted in (voice.language, *voice.languages):
+                    return voice
+            raise UnknownVoice(f"No voice for language {language!r}.", language=language)
+        if not self._voices:
+            raise UnknownVoice("This provider has no voices.")
+        return self._voices[0]
+
+    async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
+        await trio.lowlevel.checkpoint()
+        self.requests.append(request)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.script:
+                step = self.script.popleft()
+                if isinstance(step, BaseException):
+                    raise step
+                await trio.sleep(step)
+            if not any(voice.voice_id == request.voice_id for voice in self._voices):
+                raise UnknownVoice(f"No voice {request.voice_id!r}.")
+            if request.output_format not in FORMATS:
+                raise ProviderError(f"format {request.output_format} is not produced")
+            digest = hashlib.sha256(
+                msgspec.json.encode(
+                    [request.text, request.voice_id, request.language, request.output_format]
+                )
+            ).hexdigest()
+            audio = f"FAKE:{request.output_format}:{digest}".encode()
+            return SynthesisResult(
+                audio=audio,
+                content_type=content_type(request.output_format),
+                duration_s=round(0.06 * len(request.text), 3),
+                characters=len(request.text),
+                request_ids=(f"req_{digest[:12]}",),
+            )
+        finally:
+            self.in_flight -= 1
+
+
+class RecordingEvents:
+    """``EventSink`` that keeps what is published (no bus); never blocks, like the real one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+    def kinds(self, subject: str | None = None) -> list[EventKind]:
+        return [e.kind for e in self.events if subject is None or e.subject == subject]
