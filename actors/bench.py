@@ -135,8 +135,8 @@ async def _settled(service: Service, n: int, limit_s: float) -> None:
     assert service.reader is not None
     with trio.fail_after(limit_s):
         while service.finished() < n or service.reader.statistics().acked < n:
-            with trio.move_on_after(0.05):  # actors settle and acks land through InFlight
-                await service.inflight.wait_changed()
+            with trio.move_on_after(0.05):  # actors settle and acks land through the Ledger
+                await service.ledger.wait_changed()
 
 
 async def throughput(b: Bench, n: int) -> dict[str, Any]:
@@ -287,7 +287,7 @@ async def repeats(b: Bench, n: int) -> dict[str, Any]:
         with trio.fail_after(60 + n * REPEAT_LATENCY_S):
             while w1.succeeded() + w2.succeeded() < queued:
                 with trio.move_on_after(0.05):  # either worker may finish the last one
-                    await w1.inflight.wait_changed()
+                    await w1.ledger.wait_changed()
         seconds = time.perf_counter() - t0
     return {"jobs": len(texts), "distinct": n // 2, "answered_200_cached": statuses[200],
             "statuses": {str(k): v for k, v in statuses.items()},

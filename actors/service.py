@@ -20,7 +20,9 @@ from pathlib import Path
 import trio
 
 from actors.events.publisher import EventPublisher
-from actors.pipeline.inflight import InFlight
+from actors.pipeline.attempt import Attempt
+from actors.pipeline.ledger import Ledger
+from actors.pipeline.pacing import Pacing
 from actors.pipeline.prestart import Prestarter
 from actors.pipeline.producer import CHANNEL_CAPACITY, Producer, Submitter, Ticket
 from actors.pipeline.storer import QUEUE as STORE_QUEUE
@@ -41,7 +43,7 @@ from actors.voices.voice_sync import VoiceSync
 from protocols.blobs.files import FileBlobStore
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError
-from protocols.messages import Delivery, SpeechJob, Voice
+from protocols.messages import SpeechJob, Voice
 from protocols.ports import JobStore, SpeechProvider
 from protocols.redis.coordination import Coordinator
 from protocols.redis.event_bus import open_event_bus
@@ -82,8 +84,9 @@ class Service:
         self.provider = provider
         self.blobs = FileBlobStore(Path(settings.data_dir) / "audio")
         self.consumer = settings.consumer_name() if role != Role.api else ""
-        self.inflight = InFlight(settings.concurrency)
-        self._deliveries_send, self._deliveries_recv = trio.open_memory_channel[Delivery](0)
+        self.ledger = Ledger(settings.concurrency)
+        self.pacing = Pacing()
+        self._deliveries_send, self._deliveries_recv = trio.open_memory_channel[Attempt](0)
         self._produced_send, self._produced_recv = trio.open_memory_channel[Produced](
             STORE_QUEUE
         )
@@ -102,7 +105,7 @@ class Service:
         self._shared_coordinator: Coordinator | None = None
         self.events = EventPublisher(
             self.open_event_bus, timeout_s=settings.redis_timeout_s,
-            quiet=self.inflight.wait_quiet,
+            quiet=self.pacing.wait_quiet,
         )
         self._on_http_ready = on_http_ready
         self._on_event = on_event or _log_event  # both supervisors report here
@@ -217,14 +220,14 @@ class Service:
             self.actors = [
                 TTSActor(
                     name=f"tts-{i}", settings=s, deliveries=self._deliveries_recv,
-                    inflight=self.inflight, store=self.store, blobs=self.blobs,
+                    pacing=self.pacing, store=self.store, blobs=self.blobs,
                     provider=self.provider, produced=self._produced_send,
                     open_coordinator=self.open_coordinator, events=self.events,
                 )
                 for i in range(s.concurrency)
             ]
             self.storer = Storer(
-                settings=s, produced=self._produced_recv, inflight=self.inflight,
+                settings=s, produced=self._produced_recv, pacing=self.pacing,
                 store=self.store, blobs=self.blobs, events=self.events,
             )
             # the Storer starts before the actors and stops after them (it stores all they
@@ -246,11 +249,11 @@ class Service:
             self.reader = StreamReader(
                 settings=s, consumer=self.consumer,
                 open_queue=partial(self.open_queue, block_ms=s.read_block_ms),
-                store=self.store, inflight=self.inflight, deliveries=self._deliveries_send,
+                store=self.store, ledger=self.ledger, pacing=self.pacing,
+                deliveries=self._deliveries_send, provider_name=self.provider.name,
                 events=self.events,
                 prestarter=Prestarter(
-                    settings=s, store=self.store, inflight=self.inflight,
-                    provider_name=self.provider.name,
+                    settings=s, store=self.store,
                     shared_account=self.provider.shared_account,
                     open_coordinator=self.open_coordinator,
                 ),
@@ -353,7 +356,8 @@ class Service:
 
     def statistics(self) -> dict[str, object]:
         return {
-            "inflight": self.inflight.statistics(),
+            "ledger": self.ledger.statistics(),
+            "pacing": self.pacing.statistics(),
             "storer": self.storer.statistics() if self.storer is not None else None,
             "reader": self.reader.statistics() if self.reader else None,
             "producer": self.producer.statistics() if self.producer else None,

@@ -48,7 +48,7 @@ class EventPublisher:
         quiet: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._open_bus = open_bus
-        #: the moment to write (``InFlight.wait_quiet``: no provider slot is being refilled);
+        #: the moment to write (``Pacing.wait_quiet``: no provider slot is being refilled);
         #: waited for at most QUIET_WAIT_S
         self._quiet = quiet
         self._timeout = timeout_s

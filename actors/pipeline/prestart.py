@@ -12,78 +12,25 @@ exactly what its actor would have started (same compare-and-set).
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 
 import trio
 
+from actors.pipeline.attempt import Attempt, PendingStart
 from actors.pipeline.flight import FirstTry, abandon, first_tries
-from actors.pipeline.inflight import InFlight
-from protocols.domain.cachekey import job_cache_key
 from protocols.errors import ChorusError, StoreUnavailable
-from protocols.messages import Audio, Delivery, Job
+from protocols.messages import Delivery
 from protocols.ports import JobQueue, JobStore
 from protocols.redis.coordination import Coordinator
 from protocols.settings import Settings
+
+__all__ = ["Prestarter"]
 
 log = logging.getLogger("chorus.prestart")
 
 #: background starts made within this long go to Postgres as one statement
 START_LINGER_S = 0.003
-
-
-class PendingStart:
-    """A job's start (``start_job_cached``'s answer), possibly still on its way."""
-
-    def __init__(self) -> None:
-        self._done = trio.Event()
-        self._value: tuple[Job | None, Audio | None] = (None, None)
-        self._error: ChorusError | None = None
-        self._then: list[Callable[[Job | None], None]] = []
-
-    def then(self, callback: Callable[[Job | None], None]) -> None:
-        """Call ``callback(job)`` once the start succeeded (at once if it has): no task."""
-        if not self._done.is_set():
-            self._then.append(callback)
-        elif self._error is None:
-            callback(self._value[0])
-
-    @property
-    def ready(self) -> bool:
-        return self._done.is_set()
-
-    def set(self, value: tuple[Job | None, Audio | None]) -> None:
-        self._value = value
-        self._done.set()
-        callbacks, self._then = self._then, []
-        for callback in callbacks:
-            callback(value[0])
-
-    def fail(self, error: ChorusError) -> None:
-        self._error = error
-        self._done.set()
-
-    async def get(self, limit_s: float | None = None) -> tuple[Job | None, Audio | None]:
-        """The start's answer (its error raised); ``StoreUnavailable`` if it is not known
-        within ``limit_s``."""
-        with trio.move_on_after(limit_s if limit_s is not None else math.inf):
-            await self._done.wait()
-        if not self._done.is_set():
-            raise StoreUnavailable("the job's start did not come back in time")
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-@dataclass(frozen=True, slots=True)
-class Prestart:
-    """A delivery's job as started by the StreamReader, for its actor."""
-
-    key: str  # the job's cache key
-    start: PendingStart
-    first_try: FirstTry | None  # None: not tried (Redis failed), the actor tries itself
 
 
 class Prestarter:
@@ -92,15 +39,11 @@ class Prestarter:
         *,
         settings: Settings,
         store: JobStore,
-        inflight: InFlight,
-        provider_name: str,
         shared_account: bool,
         open_coordinator: Callable[[], AbstractAsyncContextManager[Coordinator]] | None,
     ) -> None:
         self.settings = settings
         self._store = store
-        self._inflight = inflight
-        self._provider_name = provider_name
         self._shared = shared_account
         self.open_coordinator = open_coordinator
         self._queued: list[tuple[tuple[str, str], PendingStart]] = []  # background starts
@@ -132,31 +75,27 @@ class Prestarter:
         return deliveries, {e: t for e, t in tries.items() if e in kept}
 
     async def start(
-        self, coord: Coordinator | None, deliveries: list[Delivery],
+        self, coord: Coordinator | None, attempts: Sequence[Attempt],
         tries_made: dict[str, FirstTry] | None = None,
         background: trio.Nursery | None = None,
     ) -> None:
-        """Start the deliveries' jobs and make their first tries at lock and slot (unless
-        ``tries_made`` by a locking read); what was done is left in ``InFlight`` for the actor
-        that receives each one. With every first try made and a ``background`` nursery, the
-        Postgres start goes on there while the entries are handed out (the actors wait for
-        it, or call the provider meanwhile where that is safe: ``TTSActor``)."""
-        if not deliveries:
+        """Start the attempts' jobs and make their first tries at lock and slot (unless
+        ``tries_made`` by a locking read); what was done is left on each attempt
+        (``start``, ``first_try``) for the actor that receives it. With every first try made
+        and a ``background`` nursery, the Postgres start goes on there while the attempts are
+        handed out (the actors wait for it, or call the provider meanwhile where that is safe:
+        ``TTSActor``)."""
+        if not attempts:
             return
-        keys = [job_cache_key(d.job, self._provider_name, self.settings.cache_scope)
-                for d in deliveries]
-        jobs = [(key, d.job.job_id) for key, d in zip(keys, deliveries, strict=True)]
         tries: list[FirstTry | None] = [
-            tries_made.get(d.entry_id) if tries_made is not None else None for d in deliveries
+            tries_made.get(a.entry_id) if tries_made is not None else None for a in attempts
         ]
         untried = [i for i, t in enumerate(tries) if t is None]
-        pending = [PendingStart() for _ in deliveries]
-        items = [(d.job.job_id, key) for d, key in zip(deliveries, keys, strict=True)]
+        pending = [PendingStart() for _ in attempts]
+        items = [(a.job.job_id, a.key) for a in attempts]
         if background is not None and not untried:
-            for i, delivery in enumerate(deliveries):
-                self._inflight.prestarted(
-                    delivery.entry_id, Prestart(keys[i], pending[i], tries[i])
-                )
+            for attempt, start, first_try in zip(attempts, pending, tries, strict=True):
+                attempt.start, attempt.first_try = start, first_try
             self._queued.extend(zip(items, pending, strict=True))
             if not self._writing:
                 background.start_soon(self._write_starts)
@@ -166,7 +105,8 @@ class Prestarter:
         async def try_locks(coord: Coordinator) -> None:
             try:
                 made = await first_tries(
-                    coord, [jobs[i] for i in untried], shared_account=self._shared
+                    coord, [(items[i][1], items[i][0]) for i in untried],
+                    shared_account=self._shared,
                 )
             except ChorusError as exc:  # the actors try again (and raise then)
                 log.debug("first tries at %d lock(s) failed: %s", len(untried), exc)
@@ -182,8 +122,8 @@ class Prestarter:
             if coord is not None:
                 await abandon(coord, [t for t in tries if t is not None])
             return
-        for i, delivery in enumerate(deliveries):
-            self._inflight.prestarted(delivery.entry_id, Prestart(keys[i], pending[i], tries[i]))
+        for attempt, start, first_try in zip(attempts, pending, tries, strict=True):
+            attempt.start, attempt.first_try = start, first_try
 
     async def _write_starts(self) -> None:
         """The background starts: what piles up within ``START_LINGER_S`` goes as one
@@ -221,9 +161,10 @@ class Prestarter:
             p.set(value)
         return True
 
-    async def give_back(self, coord: Coordinator | None, entry_ids: list[str]) -> None:
-        """Entries read but not handed to an actor (stopping): give back their first tries."""
-        tries = [p.first_try for e in entry_ids
-                 if (p := self._inflight.take_prestart(e)) is not None and p.first_try]
+    async def give_back(self, coord: Coordinator | None, attempts: Sequence[Attempt]) -> None:
+        """Attempts read but not handed to an actor (stopping): give back their first tries."""
+        tries = [a.first_try for a in attempts if a.first_try is not None]
+        for attempt in attempts:
+            attempt.first_try = attempt.start = None
         if coord is not None and tries:
-            await abandon(coord, tries)  # type: ignore[arg-type]
+            await abandon(coord, tries)

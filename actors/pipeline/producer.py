@@ -20,7 +20,7 @@ from protocols.messages import SpeechJob
 from protocols.ports import JobQueue
 
 MAX_BATCH = 256
-#: channel buffer: lets the Producer batch XADDs while one is in flight (see DESIGN habit 5)
+#: channel buffer: lets the Producer batch XADDs while one is in flight (bounded, as every channel)
 CHANNEL_CAPACITY = MAX_BATCH
 
 

@@ -2,9 +2,10 @@
 free for their next job at once; it stores what has piled up as one batch:
 
 files (one worker thread; one disk flush for the data, one for the renames) -> Postgres (one
-atomic, pipelined statement batch finishing every job) -> events -> settle (the StreamReader
-acks) -> release the single-flight locks (one Redis round trip; only now, so a job waiting on a
-lock finds the audio row). Up to ``CONCURRENT`` batches are under way at once.
+atomic, pipelined statement batch finishing every job) -> events -> release the attempts'
+single-flight locks (one Redis round trip; only now, so a job waiting on a lock finds the audio
+row) -> settle the attempts (the StreamReader acks). Up to ``CONCURRENT`` batches are under way
+at once.
 
 Every step is idempotent (content-addressed files, compare-and-set finish), so a batch that is
 stored twice (a crash between commit and ack) doubles nothing. A job whose file or row fails with
@@ -23,10 +24,9 @@ import logging
 import msgspec
 import trio
 
-from actors.pipeline.flight import Flight, release_all
-from actors.pipeline.inflight import InFlight
+from actors.pipeline.attempt import Attempt, release_flights
 from actors.pipeline.outcomes import Outcomes
-from actors.pipeline.prestart import PendingStart
+from actors.pipeline.pacing import Pacing
 from protocols.errors import ChorusError
 from protocols.events import NO_EVENTS
 from protocols.faults import FaultPlan
@@ -47,18 +47,20 @@ DEFER_S = 0.01
 
 
 class Produced(msgspec.Struct, frozen=True):
-    """Audio a TTSActor produced for a delivery: new bytes to write, or an existing file to
-    point at; and what the job holds in Redis (released once it is stored)."""
+    """Audio a TTSActor produced for an attempt: new bytes to write, or an existing file to
+    point at. The attempt carries what the job holds in Redis (released once it is stored)."""
 
-    delivery: Delivery
-    job: Job | None  # None: still starting (``start``)
+    attempt: Attempt
+    #: None: the provider was called before the job's start was known (``TTSActor``): the
+    #: start (``attempt.start``) is checked here, before the job is finished
+    job: Job | None
     audio: NewAudio
     data: bytes | None = None
     extension: str = ""
-    flight: Flight | None = None
-    #: the job's start when the provider was called before it was known (``TTSActor``):
-    #: checked here, before the job is finished
-    start: PendingStart | None = None
+
+    @property
+    def delivery(self) -> Delivery:
+        return self.attempt.delivery
 
 
 class StorerStatistics(msgspec.Struct, frozen=True):
@@ -74,14 +76,14 @@ class Storer:
         *,
         settings: Settings,
         produced: trio.MemoryReceiveChannel[Produced],
-        inflight: InFlight,
+        pacing: Pacing,
         store: JobStore,
         blobs: BlobStore,
         events: EventSink = NO_EVENTS,
     ) -> None:
         self.settings = settings
         self._produced = produced
-        self._inflight = inflight
+        self._pacing = pacing
         self._store = store
         self._blobs = blobs
         self._faults = settings.faults or FaultPlan()
@@ -124,7 +126,7 @@ class Storer:
                     break
                 idle = trio.CancelScope()
                 with trio.move_on_after(DEFER_S):
-                    await self._inflight.wait_quiet()
+                    await self._pacing.wait_quiet()
                 await limiter.acquire()  # meanwhile the next batch grows
                 nursery.start_soon(store, [first, *self._take(produced, BATCH - 1)])
             for _ in range(CONCURRENT):  # the batches under way, then what is left
@@ -155,10 +157,9 @@ class Storer:
             # unexpected, or cancelled: the batch goes back for redelivery (stored or not,
             # storing again doubles nothing); an Exception is noted on the jobs, in parallel
             for p in batch:
-                self._inflight.release(
-                    p.delivery.entry_id,
-                    self._outcomes.backoff(p.delivery) if isinstance(exc, Exception) else 0.0,
-                )
+                p.attempt.settle(p.attempt.release_later(
+                    self._outcomes.backoff(p.delivery) if isinstance(exc, Exception) else 0.0
+                ))
             if isinstance(exc, Exception):
                 message = f"{type(exc).__name__}: {exc}"
                 async with trio.open_nursery() as nursery:
@@ -167,11 +168,9 @@ class Storer:
             raise
         finally:
             # after the audio rows are committed (or not): a waiter then finds the row
-            flights = [p.flight for p in batch if p.flight is not None]
-            if flights:
-                await release_all(flights)
+            await release_flights([p.attempt for p in batch])
         for p, settlement in zip(batch, settlements, strict=True):
-            self._inflight.settle(p.delivery.entry_id, settlement)
+            p.attempt.settle(settlement)
 
     async def _persist(self, batch: list[Produced]) -> list[Settlement]:
         """Check the starts still unknown, write the new files, then finish the jobs in one
@@ -216,10 +215,12 @@ class Storer:
         out, settled = list(batch), {}
         errors: list[tuple[int, Delivery, ChorusError]] = []
         for i, p in enumerate(batch):
-            if p.start is None:
+            if p.job is not None:
                 continue
+            start = p.attempt.start
+            assert start is not None, "produced before its start without a start on its way"
             try:
-                job, _ = await p.start.get(2 * self.settings.db_timeout_s)
+                job, _ = await start.get(2 * self.settings.db_timeout_s)
             except ChorusError as exc:
                 errors.append((i, p.delivery, exc))
                 continue
@@ -232,7 +233,7 @@ class Storer:
                 settled[i] = Ack(p.delivery.entry_id)
             else:
                 out[i] = msgspec.structs.replace(
-                    p, job=job, start=None,
+                    p, job=job,
                     audio=msgspec.structs.replace(p.audio, charge=job.characters),
                 )
         if errors:

@@ -28,9 +28,12 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 import msgspec
 import trio
 
+from actors.pipeline.attempt import Attempt
 from actors.pipeline.flight import FirstTry
-from actors.pipeline.inflight import InFlight
+from actors.pipeline.ledger import Ledger
+from actors.pipeline.pacing import Pacing
 from actors.pipeline.prestart import Prestarter
+from protocols.domain.cachekey import job_cache_key
 from protocols.errors import ChorusError, DeliveriesExhausted
 from protocols.events import NO_EVENTS, EventKind, job_event
 from protocols.faults import FaultPlan
@@ -63,8 +66,10 @@ class StreamReader:
         consumer: str,
         open_queue: Callable[[], AbstractAsyncContextManager[JobQueue]],
         store: JobStore,
-        inflight: InFlight,
-        deliveries: trio.MemorySendChannel[Delivery],
+        ledger: Ledger,
+        pacing: Pacing,
+        deliveries: trio.MemorySendChannel[Attempt],
+        provider_name: str,
         events: EventSink = NO_EVENTS,
         prestarter: Prestarter | None = None,
     ) -> None:
@@ -72,8 +77,10 @@ class StreamReader:
         self.consumer = consumer
         self._open_queue = open_queue
         self._store = store
-        self._inflight = inflight
+        self._ledger = ledger
+        self._pacing = pacing
         self._deliveries = deliveries
+        self._provider_name = provider_name
         self._events = events
         self._prestarter = prestarter
         self._coord: Coordinator | None = None
@@ -88,6 +95,10 @@ class StreamReader:
             c["read"], c["recovered"], c["reclaimed"], c["acked"], c["released"],
             c["dead_lettered"], len(self._waiting),
         )
+
+    def _attempt(self, delivery: Delivery) -> Attempt:
+        key = job_cache_key(delivery.job, self._provider_name, self.settings.cache_scope)
+        return Attempt(delivery, key, self._ledger)
 
     @property
     def _lease_ms(self) -> int:
@@ -120,45 +131,48 @@ class StreamReader:
     # -- reading and dispatch ----------------------------------------------------------------------
 
     async def _read_loop(
-        self, queue: JobQueue, deliveries: trio.MemorySendChannel[Delivery], stop: trio.Event
+        self, queue: JobQueue, deliveries: trio.MemorySendChannel[Attempt], stop: trio.Event
     ) -> None:
         while not stop.is_set():
-            if self._inflight.free == 0:
+            if self._pacing.free == 0:
                 with trio.move_on_after(self.settings.read_block_ms / 1000):
-                    await self._inflight.wait_actors()
+                    await self._pacing.wait_actors()
                 continue
             if self._waiting:
-                await self._dispatch(queue, deliveries, self._waiting.popleft(), stop)
+                delivery = self._waiting.popleft()
+                await self._dispatch(queue, deliveries, self._attempt(delivery), stop)
                 continue
-            if self._inflight.soon_free(GATHER_S):
+            if self._pacing.soon_free(GATHER_S):
                 # actors about to be free too (their provider call just ended, or jobs are
                 # that short): one read and one batch start for all of them
                 with trio.move_on_after(GATHER_S):
-                    while self._inflight.soon_free(GATHER_S):
-                        await self._inflight.wait_actors()
+                    while self._pacing.soon_free(GATHER_S):
+                        await self._pacing.wait_actors()
             batch, tries = await self._read(queue, stop)
             self._counts["read"] += len(batch)
             await self._faults.hit("reader.after_read")
+            attempts = [self._attempt(d) for d in batch]
             if self._prestarter is not None and not stop.is_set():
                 await self._prestarter.start(self._coord, [
-                    d for d in batch
-                    if d.entry_id not in self._inflight
-                    and d.deliveries <= self.settings.max_deliveries
+                    a for a in attempts
+                    if a.entry_id not in self._ledger
+                    and a.delivery.deliveries <= self.settings.max_deliveries
                 ], tries, self._background)
-            for i, delivery in enumerate(batch):
+            for i, attempt in enumerate(attempts):
                 if stop.is_set():  # read but not started: give back for immediate redelivery
-                    rest = [d.entry_id for d in batch[i:]]
-                    await self._give_back_prestarts(rest)
-                    await queue.release(self.consumer, rest, self._lease_ms)
+                    await self._give_back_prestarts(attempts[i:])
+                    await queue.release(
+                        self.consumer, [a.entry_id for a in attempts[i:]], self._lease_ms
+                    )
                     break
-                await self._dispatch(queue, deliveries, delivery, stop)
+                await self._dispatch(queue, deliveries, attempt, stop)
 
     async def _read(
         self, queue: JobQueue, stop: trio.Event
     ) -> tuple[list[Delivery], dict[str, FirstTry] | None]:
         """New entries for the free actors: with a backlog, by the locking read (entries and
         their first tries at lock and slot in one round trip); else by a blocking read."""
-        count = self._inflight.free
+        count = self._pacing.free
         if self._prestarter is not None and self._coord is not None:
             locking = await self._prestarter.read(self._coord, queue, self.consumer, count)
             if locking is not None and locking[0]:
@@ -168,37 +182,38 @@ class StreamReader:
     async def _dispatch(
         self,
         queue: JobQueue,
-        deliveries: trio.MemorySendChannel[Delivery],
-        delivery: Delivery,
+        deliveries: trio.MemorySendChannel[Attempt],
+        attempt: Attempt,
         stop: trio.Event,
     ) -> None:
-        if delivery.entry_id in self._inflight:
+        delivery = attempt.delivery
+        if delivery.entry_id in self._ledger:
             return  # already running here (reclaimed while its lease was being renewed)
         if delivery.deliveries > self.settings.max_deliveries:
             await self._dead_letter(queue, delivery)
             return
-        self._inflight.add(delivery)
+        self._ledger.add(delivery)
         try:
             # no actor may be receiving (pool restarting or gone): look at the stop flag every
             # read_block_ms; a send that timed out delivered nothing (trio guarantees it)
             while True:
                 with trio.move_on_after(self.settings.read_block_ms / 1000):
-                    await deliveries.send(delivery)
-                    self._inflight.handed_off()
+                    await deliveries.send(attempt)
+                    self._pacing.handed_off()
                     return
                 if stop.is_set():
-                    await self._give_back_prestarts([delivery.entry_id])
-                    self._inflight.forget(delivery.entry_id)
+                    await self._give_back_prestarts([attempt])
+                    self._ledger.forget(delivery.entry_id)
                     self._waiting.appendleft(delivery)  # _drain releases it
                     return
         except BaseException:
             # not received by any actor (trio guarantees it on cancel): it stays in our PEL
-            self._inflight.forget(delivery.entry_id)
+            self._ledger.forget(delivery.entry_id)
             raise
 
-    async def _give_back_prestarts(self, entry_ids: list[str]) -> None:
+    async def _give_back_prestarts(self, attempts: list[Attempt]) -> None:
         if self._prestarter is not None:
-            await self._prestarter.give_back(self._coord, entry_ids)
+            await self._prestarter.give_back(self._coord, attempts)
 
     async def _dead_letter(self, queue: JobQueue, delivery: Delivery) -> None:
         job = await self._store.get_job(delivery.job.job_id)
@@ -224,7 +239,7 @@ class StreamReader:
         seen: set[str] = set()
         while True:
             pending = await queue.own_pending(self.consumer, 1000)
-            ids = [i for i, _ in pending if i not in self._inflight and i not in seen]
+            ids = [i for i, _ in pending if i not in self._ledger and i not in seen]
             if not ids:
                 return
             seen.update(ids)
@@ -237,12 +252,12 @@ class StreamReader:
         while True:
             await trio.sleep(self.settings.reclaim_interval_s)
             cursor = "0-0"
-            while (room := self._inflight.capacity - len(self._waiting)) > 0:
+            while (room := self._ledger.capacity - len(self._waiting)) > 0:
                 # claim no more than can start soon: claimed entries wait in our hands
                 cursor, claimed = await queue.autoclaim(
                     self.consumer, self._lease_ms, cursor, min(room, RECLAIM_BATCH)
                 )
-                fresh = [d for d in claimed if d.entry_id not in self._inflight]
+                fresh = [d for d in claimed if d.entry_id not in self._ledger]
                 self._waiting.extend(fresh)
                 self._counts["reclaimed"] += len(fresh)
                 if cursor in ("0-0", "0"):
@@ -254,13 +269,13 @@ class StreamReader:
         while True:
             await trio.sleep(self.settings.lease_s / 3)
             # running entries, and those taken back but not yet started
-            held = self._inflight.running_ids() + [d.entry_id for d in self._waiting]
+            held = self._ledger.running_ids() + [d.entry_id for d in self._waiting]
             await queue.renew(self.consumer, held)
 
     async def _settle_loop(self, queue: JobQueue) -> None:
         while True:
-            await self._inflight.wait_settled()
-            settled = self._inflight.settled()
+            await self._ledger.wait_settled()
+            settled = self._ledger.settled()
             if settled:
                 await self._write_settlements(queue, settled)
 
@@ -274,23 +289,23 @@ class StreamReader:
                 idle = self._lease_ms - int(s.delay * 1000)
                 await queue.release(self.consumer, [entry_id], idle)
                 self._counts["released"] += 1
-        self._inflight.done(list(settled))
+        self._ledger.done(list(settled))
 
     async def _drain(self, queue: JobQueue) -> None:
         """Graceful stop: let running jobs finish, then give back what is left."""
         with trio.move_on_after(self.settings.shutdown_grace_s):
-            while self._inflight.running_ids():
-                await self._inflight.wait_changed()
+            while self._ledger.running_ids():
+                await self._ledger.wait_changed()
         with trio.move_on_after(self.settings.redis_timeout_s * 2, shield=True):
             try:
-                settled = self._inflight.settled()
+                settled = self._ledger.settled()
                 if settled:
                     await self._write_settlements(queue, settled)
-                left = self._inflight.running_ids() + [d.entry_id for d in self._waiting]
+                left = self._ledger.running_ids() + [d.entry_id for d in self._waiting]
                 await queue.release(self.consumer, left, self._lease_ms)
                 self._counts["released"] += len(left)
                 for entry_id in left:
-                    self._inflight.forget(entry_id)
+                    self._ledger.forget(entry_id)
                 self._waiting.clear()
             except ChorusError as exc:  # Redis away: the lease expiry gives them back instead
                 log.warning("could not release in-flight entries at shutdown: %s", exc)

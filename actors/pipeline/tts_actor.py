@@ -28,20 +28,17 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 import msgspec
 import trio
 
+from actors.pipeline.attempt import Attempt, PendingStart
 from actors.pipeline.flight import FirstTry, Flight
-from actors.pipeline.inflight import InFlight
 from actors.pipeline.outcomes import Outcomes
-from actors.pipeline.prestart import PendingStart, Prestart
+from actors.pipeline.pacing import Pacing
 from actors.pipeline.storer import Produced
 from protocols.domain.audio import parse_format
-from protocols.domain.cachekey import job_cache_key
 from protocols.errors import ChorusError
 from protocols.events import NO_EVENTS
 from protocols.faults import FaultPlan
 from protocols.messages import (
-    Ack,
     Audio,
-    Delivery,
     Job,
     NewAudio,
     Settlement,
@@ -77,8 +74,8 @@ class TTSActor:
         *,
         name: str,
         settings: Settings,
-        deliveries: trio.MemoryReceiveChannel[Delivery],
-        inflight: InFlight,
+        deliveries: trio.MemoryReceiveChannel[Attempt],
+        pacing: Pacing,
         store: JobStore,
         blobs: BlobStore,
         provider: SpeechProvider,
@@ -89,20 +86,19 @@ class TTSActor:
         self.name = name
         self.settings = settings
         self._deliveries = deliveries
-        self._inflight = inflight
+        self._pacing = pacing
         self._store = store
         self._blobs = blobs
         self._provider = provider
         self._produced = produced
         self._open_coordinator = open_coordinator
         self._coord: Coordinator | None = None
-        self._flight: Flight | None = None  # what the job in the first stage holds in Redis
         self._nursery: trio.Nursery | None = None
         self._faults = settings.faults or FaultPlan()
         self._outcomes = Outcomes(settings, store, events, self._faults)
         self._busy = False
-        self._refilling = False  # between a provider call and the next (InFlight.refilling)
-        self._finishing = False  # its provider call ended, not waiting yet (InFlight.soon_free)
+        self._refilling = False  # between a provider call and the next (Pacing.refilling)
+        self._finishing = False  # its provider call ended, not waiting yet (Pacing.soon_free)
         self._idle = trio.CancelScope()
 
     def statistics(self) -> ActorStatistics:
@@ -145,29 +141,29 @@ class TTSActor:
             task_status.started()
             while not stop.is_set():
                 self._set_finishing(False)
-                self._inflight.actor_waiting()
+                self._pacing.actor_waiting()
                 self._idle = trio.CancelScope()
                 try:
                     with self._idle:
-                        delivery = await deliveries.receive()
+                        attempt = await deliveries.receive()
                 except BaseException:
-                    self._inflight.actor_not_waiting()
+                    self._pacing.actor_not_waiting()
                     raise
                 if self._idle.cancelled_caught:
-                    self._inflight.actor_not_waiting()
+                    self._pacing.actor_not_waiting()
                     break
-                await self._work(delivery, produced)
+                await self._work(attempt, produced)
             nursery.cancel_scope.cancel()
 
     def _set_finishing(self, finishing: bool) -> None:
         if finishing != self._finishing:
             self._finishing = finishing
-            self._inflight.actor_finishing(1 if finishing else -1)
+            self._pacing.actor_finishing(1 if finishing else -1)
 
     def _set_refilling(self, refilling: bool) -> None:
         if refilling != self._refilling:
             self._refilling = refilling
-            self._inflight.refilling(refilling)
+            self._pacing.refilling(refilling)
 
     def _interrupt(self) -> None:
         """End an idle wait for a delivery (stop requested)."""
@@ -175,93 +171,88 @@ class TTSActor:
             self._idle.cancel()
 
     async def _work(
-        self, delivery: Delivery, produced: trio.MemorySendChannel[Produced]
+        self, attempt: Attempt, produced: trio.MemorySendChannel[Produced]
     ) -> None:
         self._busy = True
-        self._inflight.actor_busy(id(self), True)
-        self._flight = None
+        self._pacing.actor_busy(id(self), True)
+        handed_over = False
         try:
-            outcome = await self._handle(delivery)
+            outcome = await self._handle(attempt)
             if isinstance(outcome, Produced):
                 # the Storer releases the flight once the audio row is committed
-                outcome = msgspec.structs.replace(outcome, flight=self._flight)
-                self._flight = None
                 await produced.send(outcome)
+                handed_over = True
                 return
         except BaseException as exc:
-            await self._give_back(delivery, exc)
+            await self._give_back(attempt, exc)
             raise
         finally:
             self._busy = False
-            self._inflight.actor_busy(id(self), False)
-            if self._flight is not None:  # cached, finished, failed: give back what it took
-                await self._flight.release()
-                self._flight = None
-        self._inflight.settle(delivery.entry_id, outcome)
+            self._pacing.actor_busy(id(self), False)
+            if not handed_over:  # cached, finished, failed: give back what it took
+                await attempt.release_flight()
+        attempt.settle(outcome)
 
-    async def _give_back(self, delivery: Delivery, exc: BaseException) -> None:
+    async def _give_back(self, attempt: Attempt, exc: BaseException) -> None:
         """Crashing, or cancelled at shutdown: release the entry before anything else."""
-        delay = self._outcomes.backoff(delivery) if isinstance(exc, Exception) else 0.0
-        self._inflight.release(delivery.entry_id, delay)
+        delay = self._outcomes.backoff(attempt.delivery) if isinstance(exc, Exception) else 0.0
+        attempt.settle(attempt.release_later(delay))
         if isinstance(exc, Exception):
-            await self._outcomes.note(delivery, "crash", f"{type(exc).__name__}: {exc}")
+            await self._outcomes.note(attempt.delivery, "crash", f"{type(exc).__name__}: {exc}")
 
-    async def _handle(self, delivery: Delivery) -> Settlement | Produced:
-        job_id = delivery.job.job_id
-        key = job_cache_key(delivery.job, self._provider.name, self.settings.cache_scope)
+    async def _handle(self, attempt: Attempt) -> Settlement | Produced:
         try:
-            started = await self._start(delivery, key)
+            started = await self._start(attempt)
             if isinstance(started, PendingStart):  # the provider call goes first
                 started.then(self._announce_running)
                 await self._faults.hit("tts.before_synth")
-                return await self._produce_early(delivery, key, started)
+                return await self._produce_early(attempt, started)
             job, cached = started
             if job is None:
-                log.warning("entry %s names unknown job %s: dropped", delivery.entry_id, job_id)
-                return Ack(delivery.entry_id)
+                log.warning("entry %s names unknown job %s: dropped", attempt.entry_id,
+                            attempt.job.job_id)
+                return attempt.ack()
             if job.status.terminal:  # a redelivery of a finished job
                 self._outcomes.publish_final(job)  # its event may have died with the last one
-                return Ack(delivery.entry_id)
+                return attempt.ack()
             self._outcomes.publish_running(job)
             await self._faults.hit("tts.before_synth")  # mid-job: started, nothing produced
-            return await self._produce(delivery, job, key, cached)
+            return await self._produce(attempt, job, cached)
         except ChorusError as exc:
-            return await self._outcomes.job_error(delivery, exc)
+            return await self._outcomes.job_error(attempt.delivery, exc)
 
-    async def _reuse(
-        self, delivery: Delivery, job: Job, key: str, audio: Audio | None
-    ) -> Produced | None:
+    async def _reuse(self, attempt: Attempt, job: Job, audio: Audio | None) -> Produced | None:
         """Point the job at existing audio with its key, if its file is there."""
         if audio is None or not await self._blobs.exists(audio.path):
             return None
         return Produced(
-            delivery=delivery,
+            attempt=attempt,
             job=job,
             audio=NewAudio(
-                owner=job.owner, cache_key=key, format=audio.format,
+                owner=job.owner, cache_key=attempt.key, format=audio.format,
                 content_type=audio.content_type, duration_s=audio.duration_s,
                 size=audio.size, path=audio.path,
             ),
         )
 
     async def _start(
-        self, delivery: Delivery, key: str
+        self, attempt: Attempt
     ) -> tuple[Job | None, Audio | None] | PendingStart:
         """``start_job_cached``, and meanwhile the job's first try at its single-flight lock
         and a provider slot (one Redis round trip, in parallel with Postgres); or what the
-        StreamReader did of both for a batch it read (``actors.pipeline.prestart``). A start
-        still on its way is returned as it is when the provider may be called first."""
-        job_id = delivery.job.job_id
-        prestart = self._inflight.take_prestart(delivery.entry_id)
-        if prestart is not None and prestart.key == key:
+        StreamReader did of both for the batch it read (``attempt.start``,
+        ``attempt.first_try``). A start still on its way is returned as it is when the
+        provider may be called first."""
+        job_id, key = attempt.job.job_id, attempt.key
+        if attempt.start is not None:
             if self._coord is not None:
-                self._flight = self._new_flight(key, job_id, prestart.first_try)
-                if self._may_call_early(delivery, prestart):
-                    return prestart.start
-            return await prestart.start.get(2 * self.settings.db_timeout_s)
+                attempt.flight = self._new_flight(key, job_id, attempt.first_try)
+                if self._may_call_early(attempt, attempt.start):
+                    return attempt.start
+            return await attempt.start.get(2 * self.settings.db_timeout_s)
         if self._coord is None or self._nursery is None:
             return await self._store.start_job_cached(job_id, key)
-        self._flight = flight = self._new_flight(key, job_id, None)
+        attempt.flight = flight = self._new_flight(key, job_id, None)
         failed: ChorusError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(flight.begin)
@@ -274,7 +265,7 @@ class TTSActor:
         return started
 
     @staticmethod
-    def _may_call_early(delivery: Delivery, prestart: Prestart) -> bool:
+    def _may_call_early(attempt: Attempt, start: PendingStart) -> bool:
         """Whether the provider may be called before the job's start is known, its cost
         (one Postgres round trip) then off the slot's critical path. Only when the start can
         only say "running, nothing cached": a first delivery (a new entry's job is queued, never
@@ -282,10 +273,10 @@ class TTSActor:
         job was submitted, as the job is younger than the marker's life; so the cache miss its
         submit saw still holds). Otherwise, or when Redis lost the marker, the start decides
         first (at worst, after a Redis failure, one provider call too many; never an effect)."""
-        first_try = prestart.first_try
+        first_try, delivery = attempt.first_try, attempt.delivery
         age = time.time() - delivery.job.submitted_at
         return (
-            not prestart.start.ready
+            not start.ready
             and delivery.deliveries == 1
             and first_try is not None
             and first_try.lock.held
@@ -307,51 +298,49 @@ class TTSActor:
             wait_s=self.settings.provider_wait_s, first_try=first_try,
         )
 
-    async def _produce(
-        self, delivery: Delivery, job: Job, key: str, audio: Audio | None
-    ) -> Produced:
-        if (reused := await self._reuse(delivery, job, key, audio)) is not None:
+    async def _produce(self, attempt: Attempt, job: Job, audio: Audio | None) -> Produced:
+        if (reused := await self._reuse(attempt, job, audio)) is not None:
             return reused
-        flight = self._flight
+        flight = attempt.flight
 
         async def look_again() -> Produced | None:
-            found = await self._store.find_audio(job.owner, key)
-            return await self._reuse(delivery, job, key, found)
+            found = await self._store.find_audio(job.owner, attempt.key)
+            return await self._reuse(attempt, job, found)
 
         if flight is not None and (reused := await flight.own(look_again)) is not None:
             return reused
         result = await self._call_provider(flight, job)
-        return self._as_produced(delivery, job, key, result)
+        return self._as_produced(attempt, job, result)
 
     async def _produce_early(
-        self, delivery: Delivery, key: str, start: PendingStart
+        self, attempt: Attempt, start: PendingStart
     ) -> Settlement | Produced:
         """The provider call first, the job's start meanwhile (``_may_call_early``)."""
-        flight = self._flight
+        flight = attempt.flight
         assert flight is not None
 
         async def look_again() -> Produced | None:  # not reached: no marker, lock held
             job, _ = await start.get()
             if job is None:
                 return None
-            found = await self._store.find_audio(job.owner, key)
-            return await self._reuse(delivery, job, key, found)
+            found = await self._store.find_audio(job.owner, attempt.key)
+            return await self._reuse(attempt, job, found)
 
         if (reused := await flight.own(look_again)) is not None:
             return reused
-        result = await self._call_provider(flight, delivery.job)
+        result = await self._call_provider(flight, attempt.job)
         if start.ready:
             job, _ = await start.get()  # a failed start: retried later (the audio is lost)
             if job is None:
-                log.warning("entry %s names unknown job %s: dropped", delivery.entry_id,
-                            delivery.job.job_id)
-                return Ack(delivery.entry_id)
+                log.warning("entry %s names unknown job %s: dropped", attempt.entry_id,
+                            attempt.job.job_id)
+                return attempt.ack()
             if job.status.terminal:
                 self._outcomes.publish_final(job)
-                return Ack(delivery.entry_id)
-            return self._as_produced(delivery, job, key, result)
+                return attempt.ack()
+            return self._as_produced(attempt, job, result)
         # the Storer checks the start when it is known (no wait here for the next job)
-        return self._as_produced(delivery, None, key, result, start)
+        return self._as_produced(attempt, None, result)
 
     async def _call_provider(self, flight: Flight | None, job: Job | SpeechJob) -> SynthesisResult:
         request = SynthesisRequest(
@@ -368,16 +357,16 @@ class TTSActor:
         await self._faults.hit("tts.after_synth")
         return result
 
-    def _as_produced(
-        self, delivery: Delivery, job: Job | None, key: str, result: SynthesisResult,
-        start: PendingStart | None = None,
-    ) -> Produced:
-        fmt = parse_format(delivery.job.output_format)
+    def _as_produced(self, attempt: Attempt, job: Job | None, result: SynthesisResult
+                     ) -> Produced:
+        """The audio for the Storer; ``job`` None: its start is still on its way
+        (``attempt.start``), for the Storer to check."""
+        fmt = parse_format(attempt.job.output_format)
         return Produced(
-            delivery=delivery,
+            attempt=attempt,
             job=job,
             audio=NewAudio(
-                owner=delivery.job.owner, cache_key=key, format=fmt.name,
+                owner=attempt.job.owner, cache_key=attempt.key, format=fmt.name,
                 content_type=result.content_type, duration_s=result.duration_s,
                 size=len(result.audio), path="", request_ids=result.request_ids,
                 character_cost=result.character_cost,
@@ -385,5 +374,4 @@ class TTSActor:
             ),
             data=result.audio,
             extension=fmt.extension,
-            start=start,
         )

@@ -5,7 +5,7 @@ order, each through ``nursery.start`` so a child is *ready* before the next one 
 ``async def child(stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED)``: it calls
 ``task_status.started()`` once its resources are live and returns soon after ``stop`` is set.
 
-Semantics follow OTP's ``supervisor`` (see ``DESIGN.md`` "Supervision rules"):
+Semantics follow OTP's ``supervisor`` (docs/ARCHITECTURE.md, "The supervision tree"):
 
 - restart ``permanent`` (always), ``transient`` (only after a crash), ``temporary`` (never, not
   even when a sibling's failure stopped it); strategies ``one_for_one``, ``one_for_all`` and

@@ -3,10 +3,12 @@ still on their way when the provider was called first, and a crash giving the ba
 
 from __future__ import annotations
 
+import msgspec
 import trio
 
-from actors.pipeline.inflight import InFlight
-from actors.pipeline.prestart import PendingStart
+from actors.pipeline.attempt import Attempt, PendingStart
+from actors.pipeline.ledger import Ledger
+from actors.pipeline.pacing import Pacing
 from actors.pipeline.storer import Produced, Storer
 from protocols.errors import ChorusError, InvalidInput, StoreUnavailable
 from protocols.events import EventKind
@@ -41,25 +43,29 @@ async def jobs(store: FakeJobStore, n: int) -> list[Job]:
 def produced(job: Job, key: str, *, start: PendingStart | None = None,
              running: Job | None = None) -> Produced:
     delivery = Delivery(entry_id=f"{job.id}-e", job=job.to_stream(), deliveries=1)
+    attempt = Attempt(delivery, key, Ledger(1))  # store_all gives it the ledger it reads
+    attempt.start = start
     return Produced(
-        delivery=delivery, job=None if start is not None else running,
+        attempt=attempt, job=None if start is not None else running,
         audio=NewAudio(owner=job.owner, cache_key=key, format="mp3_44100_128",
                        content_type="audio/mpeg", duration_s=1.0, size=3, path="",
                        charge=0 if start is not None else job.characters),
-        data=b"mp3", extension="mp3", start=start,
+        data=b"mp3", extension="mp3",
     )
 
 
 async def store_all(store: FakeJobStore, blobs: FakeBlobStore, items: list[Produced],
                     events: RecordingEvents | None = None,
-                    faults: FaultPlan | None = None) -> tuple[InFlight, Exception | None]:
+                    faults: FaultPlan | None = None) -> tuple[Ledger, Exception | None]:
     """Hand ``items`` to a Storer at once (one batch), stop it, return what was settled."""
-    inflight = InFlight(3)
+    ledger = Ledger(3)
     send, recv = trio.open_memory_channel[Produced](len(items))
     for p in items:
-        inflight.add(p.delivery)
-        send.send_nowait(p)
-    storer = Storer(settings=Settings(faults=faults), produced=recv, inflight=inflight,
+        attempt = Attempt(p.delivery, p.attempt.key, ledger)
+        attempt.start = p.attempt.start
+        ledger.add(p.delivery)
+        send.send_nowait(msgspec.structs.replace(p, attempt=attempt))
+    storer = Storer(settings=Settings(faults=faults), produced=recv, pacing=Pacing(),
                     store=store, blobs=blobs, events=events or RecordingEvents())
     stop, crash = trio.Event(), None
     stop.set()  # stops once the channel is drained
@@ -68,7 +74,7 @@ async def store_all(store: FakeJobStore, blobs: FakeBlobStore, items: list[Produ
             await storer.run(stop)
         except RuntimeError as exc:
             crash = exc
-    return inflight, crash
+    return ledger, crash
 
 
 async def test_a_batch_is_finished_in_one_call_and_a_bad_file_fails_only_its_job():
@@ -77,11 +83,11 @@ async def test_a_batch_is_finished_in_one_call_and_a_bad_file_fails_only_its_job
     items = [produced(j, key, running=j)  # type: ignore[arg-type]
              for j, key in zip(started, ["k0", "k1", "bad2", "k3"], strict=True)]
     events = RecordingEvents()
-    inflight, crash = await store_all(store, blobs, items, events)
+    ledger, crash = await store_all(store, blobs, items, events)
 
     assert crash is None
     assert store.calls["finish_jobs"] == 1  # the three good ones together
-    settled = inflight.settled()
+    settled = ledger.settled()
     assert [settled[f"j{i}-e"] for i in range(4)] == [Ack(f"j{i}-e") for i in range(4)]
     states = {i: (await store.get_job(f"j{i}")).status for i in range(4)}  # type: ignore[union-attr]
     assert states == {0: JobStatus.succeeded, 1: JobStatus.succeeded, 2: JobStatus.failed,
@@ -104,10 +110,10 @@ async def test_starts_made_during_the_provider_call_are_checked_before_finishing
     starts[2].fail(StoreUnavailable("database away"))
     items = [produced(j, f"k{i}", start=s)
              for i, (j, s) in enumerate(zip([fresh, finished, failing], starts, strict=True))]
-    inflight, crash = await store_all(store, blobs, items)
+    ledger, crash = await store_all(store, blobs, items)
 
     assert crash is None
-    settled = inflight.settled()
+    settled = ledger.settled()
     assert settled["j0-e"] == Ack("j0-e") and settled["j1-e"] == Ack("j1-e")
     assert isinstance(settled["j2-e"], Release)  # retried later: its start failed
     done = await store.get_job(fresh.id)
@@ -122,10 +128,10 @@ async def test_a_crash_gives_the_whole_batch_back_for_redelivery():
     started = [await store.start_job(j.id) for j in await jobs(store, 2)]
     items = [produced(j, f"k{i}", running=j) for i, j in enumerate(started)]  # type: ignore[arg-type]
     plan = FaultPlan(3).add("tts.after_store_before_ack", RuntimeError("injected"))
-    inflight, crash = await store_all(store, blobs, items, faults=plan)
+    ledger, crash = await store_all(store, blobs, items, faults=plan)
 
     assert isinstance(crash, RuntimeError) and str(crash) == "injected"
-    settled = inflight.settled()
+    settled = ledger.settled()
     assert all(isinstance(settled[f"j{i}-e"], Release) for i in range(2))
     # stored already: a redelivery finds them finished and only acks (nothing doubles)
     for i in range(2):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import trio
 
-from actors.pipeline.inflight import InFlight
+from actors.pipeline.attempt import Attempt
+from actors.pipeline.ledger import Ledger
+from actors.pipeline.pacing import Pacing
 from actors.pipeline.storer import Produced, Storer
 from actors.pipeline.tts_actor import TTSActor
+from protocols.domain.cachekey import job_cache_key
 from protocols.events import EventKind
 from protocols.messages import Ack, Delivery, NewJob
 from protocols.settings import Settings
@@ -15,15 +18,15 @@ from tests.support.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider,
 
 
 async def run_one(store: FakeJobStore, provider: FakeSpeechProvider, events: RecordingEvents,
-                  delivery: Delivery) -> InFlight:
-    inflight = InFlight(1)
-    send, recv = trio.open_memory_channel[Delivery](0)
+                  delivery: Delivery) -> Ledger:
+    ledger, pacing = Ledger(1), Pacing()
+    send, recv = trio.open_memory_channel[Attempt](0)
     produced_send, produced_recv = trio.open_memory_channel[Produced](8)
     blobs = FakeBlobStore()
-    storer = Storer(settings=Settings(), produced=produced_recv, inflight=inflight, store=store,
+    storer = Storer(settings=Settings(), produced=produced_recv, pacing=pacing, store=store,
                     blobs=blobs, events=events)
     actor = TTSActor(
-        name="tts-0", settings=Settings(), deliveries=recv, inflight=inflight, store=store,
+        name="tts-0", settings=Settings(), deliveries=recv, pacing=pacing, store=store,
         blobs=blobs, provider=provider, produced=produced_send, events=events,
     )
     stop_storer, stop = trio.Event(), trio.Event()
@@ -31,13 +34,13 @@ async def run_one(store: FakeJobStore, provider: FakeSpeechProvider, events: Rec
         async with trio.open_nursery() as nursery:
             await nursery.start(storer.run, stop_storer)
             await nursery.start(actor.run, stop)
-            inflight.add(delivery)
-            await send.send(delivery)
-            while delivery.entry_id not in inflight.settled():
-                await inflight.wait_changed()
+            ledger.add(delivery)
+            await send.send(Attempt(delivery, job_cache_key(delivery.job, provider.name), ledger))
+            while delivery.entry_id not in ledger.settled():
+                await ledger.wait_changed()
             stop.set()
             stop_storer.set()
-    return inflight
+    return ledger
 
 
 async def test_a_redelivered_finished_job_is_acked_and_its_final_event_published_again():
@@ -65,8 +68,8 @@ async def test_a_redelivered_finished_job_is_acked_and_its_final_event_published
 def test_the_provider_is_called_before_the_start_is_known_only_when_nothing_can_be_cached():
     import time
 
+    from actors.pipeline.attempt import PendingStart
     from actors.pipeline.flight import FirstTry
-    from actors.pipeline.prestart import PendingStart, Prestart
     from protocols.messages import SpeechJob
     from protocols.redis.coordination import Lock
 
@@ -80,9 +83,9 @@ def test_the_provider_is_called_before_the_start_is_known_only_when_nothing_can_
         job = SpeechJob(job_id="j1", owner="u", text="Hi.", voice_id="v", cache_key="k",
                         submitted_at=time.time() - age_s)
         delivery = Delivery(entry_id="1-0", job=job, deliveries=deliveries)
-        return TTSActor._may_call_early(
-            delivery, Prestart("k", start, FirstTry(lock, None) if tried else None)
-        )
+        attempt = Attempt(delivery, "k", Ledger(1))
+        attempt.start, attempt.first_try = start, FirstTry(lock, None) if tried else None
+        return TTSActor._may_call_early(attempt, start)
 
     assert case()  # new, lock free, no identical job finished lately, young
     assert not case(deliveries=2)  # a redelivery may be finished already
