@@ -345,8 +345,8 @@ class ProviderVoiceState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TrackedVoice(msgspec.Struct, frozen=True, kw_only=True):
-    """A voice VoiceSync watches (``protocols/voice_queue.py``): next poll at ``due``, given up
-    at ``deadline`` (unix seconds), ``attempts`` polls so far."""
+    """A voice VoiceSync watches (``protocols/redis/voice_queue.py``): next poll at ``due``,
+    given up at ``deadline`` (unix seconds), ``attempts`` polls so far."""
 
     voice_id: str
     due: float

@@ -1,5 +1,7 @@
-"""The Protocols actors and the web front depend on. ``run.py`` wires the real adapters in;
-unit tests use in-memory fakes (``tests/fakes.py``)."""
+"""The Protocols actors and the web front depend on (docs/ARCHITECTURE.md, "The layers").
+The composition root in ``run.py`` gives them the real adapters (``protocols/redis/``,
+``protocols/postgres/``, ``protocols/blobs/``, ``protocols/providers/``); unit tests use the
+in-memory fakes in ``tests/support/fakes.py``."""
 
 from __future__ import annotations
 
@@ -168,7 +170,7 @@ class SpeechProvider(Protocol):
 
 
 class JobQueue(Protocol):
-    """The Redis Streams side of the job queue (``protocols/streams.py``).
+    """The Redis Streams side of the job queue (``protocols/redis/queue.py``).
 
     Every write is idempotent: a cancelled call has an unknown outcome and may be repeated.
     """
@@ -218,7 +220,7 @@ QueueFactory = Callable[[], AbstractAsyncContextManager[JobQueue]]
 
 
 class EventSink(Protocol):
-    """Where actors and the web front publish events (``actors/event_publisher.py``).
+    """Where actors and the web front publish events (``actors/events/publisher.py``).
 
     ``publish`` never blocks and never raises: the job path must not depend on the event bus."""
 
@@ -226,7 +228,8 @@ class EventSink(Protocol):
 
 
 class EventLog(Protocol):
-    """Reading a stream of events (``protocols/event_bus.py``): what SSE streams are made of."""
+    """Reading a stream of events (``protocols/redis/event_bus.py``): what SSE streams are
+    made of."""
 
     def owner_stream(self, owner: str) -> str: ...
     async def tail(self, stream: str) -> str: ...
@@ -236,7 +239,7 @@ class EventLog(Protocol):
 
 
 class VoiceStore(Protocol):
-    """Voices in Postgres (``protocols/store_voices.py``). With a ``viewer``, another user's
+    """Voices in Postgres (``protocols/postgres/voices.py``). With a ``viewer``, another user's
     private voice is None: it does not exist for them."""
 
     async def upsert_default_voices(self, provider: str, voices: Sequence[VoiceInfo]) -> int: ...
@@ -294,7 +297,7 @@ class VoiceManager(Protocol):
 
 
 class VoiceSyncQueue(Protocol):
-    """VoiceSync's schedule (``protocols/voice_queue.py``): voice ids by next poll time, each
+    """VoiceSync's schedule (``protocols/redis/voice_queue.py``): voice ids by next poll time, each
     with its deadline and poll count. Postgres stays the truth; this is rebuilt from it."""
 
     async def track(self, voice_id: str, due: float, deadline: float) -> None:

@@ -1,6 +1,6 @@
-"""The SQL behind PgStore (``protocols/store.py``): asyncio-flavoured functions of an asyncpg
-connection, run on the store's trio-asyncio loop. Never call them directly; this module imports
-neither asyncio nor asyncpg (errors are recognised by SQLSTATE).
+"""The SQL behind PgStore (``protocols/postgres/store.py``): asyncio-flavoured functions of an
+asyncpg connection, run on the store's trio-asyncio loop. Never call them directly; this module
+imports neither asyncio nor asyncpg (errors are recognised by SQLSTATE).
 """
 
 from __future__ import annotations

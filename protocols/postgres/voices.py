@@ -1,4 +1,5 @@
-"""The ``VoiceStore`` half of PgStore: voices in Postgres (SQL in ``protocols/voices_sql.py``).
+"""The ``VoiceStore`` half of PgStore: voices in Postgres (SQL in
+``protocols/postgres/voices_sql.py``).
 
 Visibility is enforced in SQL: with a ``viewer``, another user's private voice is None (it does
 not exist for them). Every write is idempotent or a compare-and-set, like the rest of the store.

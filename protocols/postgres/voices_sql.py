@@ -1,4 +1,4 @@
-"""The SQL behind the voice half of PgStore (``protocols/store_voices.py``): asyncio-flavoured
+"""The SQL behind the voice half of PgStore (``protocols/postgres/voices.py``): asyncio-flavoured
 functions of an asyncpg connection, like ``store_sql``; imports neither asyncio nor asyncpg."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The ElevenLabs adapter against a real HTTP server on 127.0.0.1 that behaves like the
-documented API (tests/fake_elevenlabs.py): requests as sent, headers kept, every documented error
+documented API (tests/support/elevenlabs/): requests as sent, headers kept, every documented error
 mapped to our typed errors, retries as documented, long text split and stitched."""
 
 from __future__ import annotations

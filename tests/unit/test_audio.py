@@ -1,4 +1,5 @@
-"""protocols/audio.py: every format encodes and decodes back to the right codec, rate, length."""
+"""protocols/domain/audio.py: every format encodes and decodes back to the right codec, rate,
+length."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""protocols/blobs.py: content-addressed, atomic, idempotent file storage."""
+"""protocols/blobs/files.py: content-addressed, atomic, idempotent file storage."""
 
 from __future__ import annotations
 

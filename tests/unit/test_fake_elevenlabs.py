@@ -1,4 +1,4 @@
-"""tests/fake_elevenlabs.py behaves like the documented ElevenLabs API, seen through the official
+"""tests/support/elevenlabs/ behaves like the documented ElevenLabs API, seen through the official
 SDK (retries off, as everywhere under trio) and through plain httpx."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""protocols/text.py: normalisation and lossless sentence chunking."""
+"""protocols/domain/text.py: normalisation and lossless sentence chunking."""
 
 from __future__ import annotations
 
