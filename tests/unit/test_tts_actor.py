@@ -10,11 +10,12 @@ from actors.pipeline.storer import Produced, Storer
 from actors.pipeline.tts_actor import TTSActor
 from protocols.events import EventKind
 from protocols.messages import Ack, Delivery, NewJob
+from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
-from tests.support.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider, RecordingEvents
+from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
 
 
-async def run_one(store: FakeJobStore, provider: FakeSpeechProvider, events: RecordingEvents,
+async def run_one(store: FakeJobStore, provider: FakeProvider, events: RecordingEvents,
                   delivery: Delivery) -> InFlight:
     inflight = InFlight(1)
     send, recv = trio.open_memory_channel[Delivery](0)
@@ -41,7 +42,7 @@ async def run_one(store: FakeJobStore, provider: FakeSpeechProvider, events: Rec
 
 
 async def test_a_redelivered_finished_job_is_acked_and_its_final_event_published_again():
-    store, provider, events = FakeJobStore(), FakeSpeechProvider(), RecordingEvents()
+    store, provider, events = FakeJobStore(), FakeProvider(voices=TEST_VOICES), RecordingEvents()
     user, _ = await store.create_user("u")
     job, _ = await store.create_job(NewJob(
         id="j1", owner=user.id, text="Hello.", voice_id="en-1", language="en",
