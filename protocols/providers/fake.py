@@ -1,27 +1,47 @@
-"""A built-in stand-in provider with configurable latency (``run.py bench`` and tests).
+"""The built-in stand-in provider (``CHORUS_PROVIDER=fake``, ``run.py bench``, and every test).
 
-It does no synthesis: every job gets the same short clip of silence in the asked format, encoded
-once per format. It counts calls and the peak of concurrent calls, like a metered provider.
+It does no synthesis: every request gets ``CLIP_S`` of silence, really encoded in the asked
+format (it decodes, and ``duration_s`` is its true length), so what a bench user downloads is
+audio. The clip is encoded once per format per process (a few milliseconds, in the event loop:
+no thread, so a test's MockClock never jumps while one runs) and shared after that, so a call
+costs next to nothing and identical requests always get identical bytes.
+
+It behaves like a metered remote provider: calls go through the global semaphore
+(``shared_account``), each call is a checkpoint, waits ``latency_s``, and is counted.
+
+Test seams (public attributes): ``calls``, ``active`` and ``peak`` (concurrent calls now and at
+most), ``requests`` (the last ``KEPT_REQUESTS``, oldest first), ``script`` (a queue of exceptions
+to raise or extra seconds to wait, one per call), ``gate`` (an Event every call waits on),
+``latency_s``; the voices are a constructor argument.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 from collections.abc import Sequence
 
 import trio
 
-from protocols.domain.audio import FORMATS, encode_pcm, parse_format, silence
+from protocols.domain.audio import FORMAT_NAMES, encode_pcm, parse_format, silence
 from protocols.errors import UnknownVoice
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
 from protocols.providers.base import LocalProvider
 
 CLIP_S = 0.1
 RATE = 22050
+KEPT_REQUESTS = 1000  # ``requests`` is bounded: the fake may serve for days
 
-_VOICES = (
+VOICES = (
     VoiceInfo(voice_id="fake-en", name="Fake English", language="en", provider="fake"),
     VoiceInfo(voice_id="fake-ko", name="Fake Korean", language="ko", provider="fake"),
 )
+
+
+@functools.cache
+def _clip(format_name: str) -> bytes:
+    """``CLIP_S`` of silence encoded in this format (once per process)."""
+    return encode_pcm(silence(CLIP_S, RATE), RATE, parse_format(format_name))
 
 
 class FakeProvider(LocalProvider):
@@ -31,44 +51,67 @@ class FakeProvider(LocalProvider):
     model_id = "fake"
     shared_account = True
 
-    def __init__(self, latency_s: float = 0.0) -> None:
+    def __init__(self, latency_s: float = 0.0, *, voices: Sequence[VoiceInfo] = VOICES) -> None:
         self.latency_s = latency_s
+        self._voices = tuple(voices)
+        self._voice_ids = frozenset(voice.voice_id for voice in self._voices)
         self.calls = 0
         self.active = 0
         self.peak = 0
-        self._clips: dict[str, bytes] = {}
+        self.requests: collections.deque[SynthesisRequest] = collections.deque(
+            maxlen=KEPT_REQUESTS
+        )
+        self.script: collections.deque[BaseException | float] = collections.deque()
+        self.gate: trio.Event | None = None
 
     def formats(self) -> frozenset[str]:
-        return frozenset(FORMATS)
+        return FORMAT_NAMES
 
     async def voices(self) -> Sequence[VoiceInfo]:
-        return _VOICES
+        await trio.lowlevel.checkpoint()
+        return self._voices
 
     async def resolve_voice(self, voice_id: str | None, language: str | None) -> VoiceInfo:
-        for voice in _VOICES:
-            if voice.voice_id == voice_id or (voice_id is None and voice.language == language):
-                return voice
-        if voice_id is None:
-            return _VOICES[0]
-        raise UnknownVoice(f"voice {voice_id!r} does not exist")
+        """By id; else the first voice speaking ``language`` ("ko-KR" matches "ko"); else the
+        first voice. Raises ``UnknownVoice`` when nothing matches."""
+        await trio.lowlevel.checkpoint()
+        if voice_id is not None:
+            for voice in self._voices:
+                if voice.voice_id == voice_id:
+                    return voice
+            raise UnknownVoice(f"No voice {voice_id!r}.", voice_id=voice_id)
+        if language is not None:
+            wanted = language.split("-", 1)[0].lower()
+            for voice in self._voices:
+                if wanted in (voice.language, *voice.languages):
+                    return voice
+            raise UnknownVoice(f"No voice for language {language!r}.", language=language)
+        if not self._voices:
+            raise UnknownVoice("This provider has no voices.")
+        return self._voices[0]
 
     async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
-        fmt = parse_format(request.output_format)
+        await trio.lowlevel.checkpoint()
         self.calls += 1
+        self.requests.append(request)
         self.active += 1
         self.peak = max(self.peak, self.active)
         try:
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.script:
+                step = self.script.popleft()
+                if isinstance(step, BaseException):
+                    raise step
+                await trio.sleep(step)
             if self.latency_s:
                 await trio.sleep(self.latency_s)
-            clip = self._clips.get(fmt.name)
-            if clip is None:
-                clip = await trio.to_thread.run_sync(
-                    encode_pcm, silence(CLIP_S, RATE), RATE, fmt
-                )
-                self._clips[fmt.name] = clip
         finally:
             self.active -= 1
+        if request.voice_id not in self._voice_ids:
+            raise UnknownVoice(f"No voice {request.voice_id!r}.", voice_id=request.voice_id)
+        fmt = parse_format(request.output_format)
         return SynthesisResult(
-            audio=clip, content_type=fmt.content_type, duration_s=CLIP_S,
+            audio=_clip(fmt.name), content_type=fmt.content_type, duration_s=CLIP_S,
             characters=len(request.text),
         )

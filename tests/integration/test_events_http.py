@@ -20,7 +20,7 @@ from protocols.providers.fake import FakeProvider
 from protocols.redis.event_bus import RedisEventBus, open_event_bus
 from protocols.redis.keys import Keys
 from protocols.settings import Settings
-from tests.support.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider
+from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore
 from tests.support.harness import make_settings, running_service, total_queue_check
 from web.app import WebContext, serve
 from web.client import SSEvent, iter_sse
@@ -75,8 +75,9 @@ async def sse_server(redis_url: str, **overrides: Any) -> AsyncIterator[SSEServe
 
     async with open_event_bus(redis_url, keys, stream_timeout=4.0, max_connections=8) as bus:
         ctx = WebContext(
-            settings=settings, store=store, blobs=FakeBlobStore(), provider=FakeSpeechProvider(),
-            submit=submit, readiness=readiness, event_log=bus, stopping=stop,
+            settings=settings, store=store, blobs=FakeBlobStore(),
+            provider=FakeProvider(voices=TEST_VOICES), submit=submit, readiness=readiness,
+            event_log=bus, stopping=stop,
         )
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(

@@ -1,14 +1,13 @@
-"""In-memory fakes of the Protocols in ``protocols/ports.py``, for unit tests.
+"""In-memory fakes of the Protocols in ``protocols/ports.py``, for unit tests (the fake
+``SpeechProvider`` ships: ``protocols/providers/fake.py``; ``TEST_VOICES`` are its voices here).
 
 They keep the documented semantics of the real adapters: idempotency by key (scoped per owner)
 with ``IdempotencyConflict`` on a different request, compare-and-set job transitions, audio
 upserted once per (owner, cache key), owner isolation (another user's rows are ``None``), and
-``StoreUnavailable`` / ``ProviderUnavailable`` when told to be down. Every method is a trio
+``StoreUnavailable`` when told to be down. Every method is a trio
 checkpoint, like a real network call.
 
 Test seams (public attributes): ``FakeJobStore.down``, ``FakeJobStore.calls``,
-``FakeSpeechProvider.script`` (queue of exceptions or delays, each consumed once),
-``FakeSpeechProvider.gate`` (an Event synthesis waits on), ``FakeSpeechProvider.requests``,
 ``RecordingEvents.events`` (what was published, in order).
 """
 
@@ -27,10 +26,8 @@ from protocols.errors import (
     ChorusError,
     IdempotencyConflict,
     NotFound,
-    ProviderError,
     QuotaExceeded,
     StoreUnavailable,
-    UnknownVoice,
 )
 from protocols.events import Event, EventKind
 from protocols.messages import (
@@ -39,13 +36,10 @@ from protocols.messages import (
     JobStatus,
     NewAudio,
     NewJob,
-    SynthesisRequest,
-    SynthesisResult,
     Usage,
     User,
     VoiceInfo,
 )
-from protocols.providers.base import LocalProvider
 from tests.support.fake_voices import FakeVoiceStoreMixin
 
 replace = msgspec.structs.replace
@@ -395,109 +389,12 @@ class FakeBlobStore:
         return path in self.files
 
 
-FORMATS = frozenset(
-    {
-        "mp3_22050_32",
-        "mp3_44100_64",
-        "mp3_44100_128",
-        "mp3_44100_192",
-        "opus_48000_64",
-        "pcm_16000",
-        "pcm_24000",
-        "ulaw_8000",
-        "wav_44100",
-    }
-)
-
-CONTENT_TYPES = {
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",
-    "pcm": "audio/L16",
-    "ulaw": "audio/basic",
-    "wav": "audio/wav",
-}
-
-DEFAULT_VOICES = (
+#: the voices unit tests expect (``FakeProvider(voices=TEST_VOICES)``)
+TEST_VOICES = (
     VoiceInfo(voice_id="en-1", name="Ada", language="en", languages=("en",), provider="fake"),
     VoiceInfo(voice_id="en-2", name="Ben", language="en", languages=("en",), provider="fake"),
     VoiceInfo(voice_id="ko-1", name="Minji", language="ko", languages=("ko",), provider="fake"),
 )
-
-
-def content_type(output_format: str) -> str:
-    return CONTENT_TYPES.get(output_format.split("_", 1)[0], "application/octet-stream")
-
-
-class FakeSpeechProvider(LocalProvider):
-    """``SpeechProvider`` that returns deterministic bytes derived from the request."""
-
-    name = "fake"
-    model_id = "fake"
-
-    def __init__(self, voices: Sequence[VoiceInfo] = DEFAULT_VOICES) -> None:
-        self._voices = tuple(voices)
-        self.script: collections.deque[BaseException | float] = collections.deque()
-        self.gate: trio.Event | None = None
-        self.requests: list[SynthesisRequest] = []
-        self.in_flight = 0
-        self.peak_in_flight = 0
-
-    def formats(self) -> frozenset[str]:
-        return FORMATS
-
-    async def voices(self) -> Sequence[VoiceInfo]:
-        await trio.lowlevel.checkpoint()
-        return self._voices
-
-    async def resolve_voice(self, voice_id: str | None, language: str | None) -> VoiceInfo:
-        await trio.lowlevel.checkpoint()
-        if voice_id is not None:
-            for voice in self._voices:
-                if voice.voice_id == voice_id:
-                    return voice
-            raise UnknownVoice(f"No voice {voice_id!r}.", voice_id=voice_id)
-        if language is not None:
-            wanted = language.split("-", 1)[0].lower()
-            for voice in self._voices:
-                if wanted in (voice.language, *voice.languages):
-                    return voice
-            raise UnknownVoice(f"No voice for language {language!r}.", language=language)
-        if not self._voices:
-            raise UnknownVoice("This provider has no voices.")
-        return self._voices[0]
-
-    async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
-        await trio.lowlevel.checkpoint()
-        self.requests.append(request)
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-            if self.script:
-                step = self.script.popleft()
-                if isinstance(step, BaseException):
-                    raise step
-                await trio.sleep(step)
-            if not any(voice.voice_id == request.voice_id for voice in self._voices):
-                raise UnknownVoice(f"No voice {request.voice_id!r}.")
-            if request.output_format not in FORMATS:
-                raise ProviderError(f"format {request.output_format} is not produced")
-            digest = hashlib.sha256(
-                msgspec.json.encode(
-                    [request.text, request.voice_id, request.language, request.output_format]
-                )
-            ).hexdigest()
-            audio = f"FAKE:{request.output_format}:{digest}".encode()
-            return SynthesisResult(
-                audio=audio,
-                content_type=content_type(request.output_format),
-                duration_s=round(0.06 * len(request.text), 3),
-                characters=len(request.text),
-                request_ids=(f"req_{digest[:12]}",),
-            )
-        finally:
-            self.in_flight -= 1
 
 
 class RecordingEvents:

@@ -13,11 +13,12 @@ from actors.pipeline.tts_actor import TTSActor
 from protocols.domain.cachekey import job_cache_key
 from protocols.events import EventKind
 from protocols.messages import Ack, Delivery, NewJob
+from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
-from tests.support.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider, RecordingEvents
+from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
 
 
-async def run_one(store: FakeJobStore, provider: FakeSpeechProvider, events: RecordingEvents,
+async def run_one(store: FakeJobStore, provider: FakeProvider, events: RecordingEvents,
                   delivery: Delivery) -> Ledger:
     ledger, pacing = Ledger(1), Pacing()
     send, recv = trio.open_memory_channel[Attempt](0)
@@ -44,7 +45,7 @@ async def run_one(store: FakeJobStore, provider: FakeSpeechProvider, events: Rec
 
 
 async def test_a_redelivered_finished_job_is_acked_and_its_final_event_published_again():
-    store, provider, events = FakeJobStore(), FakeSpeechProvider(), RecordingEvents()
+    store, provider, events = FakeJobStore(), FakeProvider(voices=TEST_VOICES), RecordingEvents()
     user, _ = await store.create_user("u")
     job, _ = await store.create_job(NewJob(
         id="j1", owner=user.id, text="Hello.", voice_id="en-1", language="en",

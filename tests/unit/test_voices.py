@@ -26,9 +26,10 @@ from protocols.messages import (
     Visibility,
     VoiceStatus,
 )
+from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
 from tests.support.fake_voices import FakeVoiceManager, MemoryVoiceSyncQueue
-from tests.support.fakes import FakeBlobStore, FakeJobStore, FakeSpeechProvider, RecordingEvents
+from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
 from tests.unit.test_web import problem_of
 from web.app import WebContext, create_app
 
@@ -70,7 +71,7 @@ async def post_clone(client: Any, headers: dict[str, str], form: dict[str, str],
 
 @pytest.fixture
 async def venv() -> VEnv:
-    store, provider = FakeJobStore(), FakeSpeechProvider()
+    store, provider = FakeJobStore(), FakeProvider(voices=TEST_VOICES)
     manager = FakeVoiceManager(provider="fake", defaults=await provider.voices())
     events = RecordingEvents()
     submitted: list[SpeechJob] = []

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import trio
 
+from protocols.domain.audio import parse_format
 from protocols.errors import (
     IdempotencyConflict,
     NotFound,
@@ -29,14 +30,9 @@ from protocols.messages import (
     SynthesisRequest,
     User,
 )
+from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
-from tests.support.fakes import (
-    FakeBlobStore,
-    FakeJobStore,
-    FakeSpeechProvider,
-    RecordingEvents,
-    content_type,
-)
+from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
 from web.app import WebContext, create_app, serve
 
 CAP_S = 10.0
@@ -59,7 +55,7 @@ class Env:
     settings: Settings
     store: FakeJobStore
     blobs: FakeBlobStore
-    provider: FakeSpeechProvider
+    provider: FakeProvider
     ctx: WebContext
     user: User
     key: str
@@ -86,7 +82,7 @@ class Env:
             owner=job.owner,
             cache_key="ab" + job_id,
             format=job.output_format,
-            content_type=content_type(job.output_format),
+            content_type=parse_format(job.output_format).content_type,
             duration_s=1.5,
             size=len(data),
             path=path,
@@ -99,7 +95,7 @@ class Env:
 @pytest.fixture
 async def env() -> Env:
     settings = Settings(max_text_chars=100, shutdown_grace_s=1.0, db_timeout_s=1.0)
-    store, blobs, provider = FakeJobStore(), FakeBlobStore(), FakeSpeechProvider()
+    store, blobs, provider = FakeJobStore(), FakeBlobStore(), FakeProvider(voices=TEST_VOICES)
     user, key = await store.create_user("alice")
     other, other_key = await store.create_user("bob")
     holder: dict[str, Env] = {}
@@ -717,7 +713,7 @@ async def test_fake_store_compare_and_set() -> None:
 
 @capped
 async def test_fake_provider_and_blobs() -> None:
-    provider, blobs = FakeSpeechProvider(), FakeBlobStore()
+    provider, blobs = FakeProvider(voices=TEST_VOICES), FakeBlobStore()
     assert (await provider.resolve_voice(None, "ko")).voice_id == "ko-1"
     with pytest.raises(UnknownVoice):
         await provider.resolve_voice("nope", None)
