@@ -11,7 +11,8 @@ account's global semaphore, and shared counters.
   crashed holder's slot comes back within the lease.
 
 Every call has a deadline; Redis trouble raises ``QueueUnavailable`` (retryable: the job is
-released and redelivered).
+released and redelivered). The Lua scripts, with their KEYS and ARGV, are in
+``protocols.redis.scripts``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ import coredis
 import trio
 
 from protocols.errors import ProviderUnavailable, QueueUnavailable
+from protocols.redis import scripts
+from protocols.redis.client import REDIS_ERRORS, as_str, redis_errors
 from protocols.redis.keys import Keys
-from protocols.redis.queue import REDIS_ERRORS
+
+__all__ = ["CLOCK_MARGIN_S", "DONE_MARKER_S", "Coordinator", "Lock", "read_counters"]
 
 log = logging.getLogger("chorus.coordination")
 
@@ -40,171 +44,6 @@ RELEASE_LINGER_S = 0.005
 #: audio that its submit did not already see (``actors.pipeline.tts_actor``, the early call)
 DONE_MARKER_S = 120.0
 CLOCK_MARGIN_S = 30.0
-
-_NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-
-# KEYS[1] = zset; ARGV = token, limit, lease ms. 1 = holding a slot, 0 = all taken.
-_SEM_ACQUIRE = _NOW_MS + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3]))
-  return 1
-end
-return 0
-"""
-# KEYS[1] = zset; ARGV[1] = holder prefix. Removes that holder's slots (from a dead incarnation).
-_SEM_RECLAIM = """
-local n = 0
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if string.sub(member, 1, #ARGV[1]) == ARGV[1] then
-    redis.call('ZREM', KEYS[1], member)
-    n = n + 1
-  end
-end
-return n
-"""
-# KEYS = lock, its "done" marker; ARGV = token, lease ms, owner prefix ("<job id>|"). Taken when
-# free, or when held by an earlier delivery of the same job (cancelled or killed before it could
-# release). 2 = taken, but a holder finished recently: look in the cache again first.
-_LOCK_ACQUIRE = """
-local current = redis.call('GET', KEYS[1])
-if current and string.sub(current, 1, #ARGV[3]) ~= ARGV[3] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
-return 1
-"""
-# A job's try at its single-flight lock and, only when the lock is taken, a slot (a job waiting
-# for another's result never holds a slot). Returns lock 0 (held by another job) | 1 | 2 (taken,
-# but a holder finished recently: look in the cache again first), and slot 0 | 1. ``now`` is set
-# by _NOW_MS; expired slots must have been swept first.
-_TRY_FLIGHT = _NOW_MS + """
-local function try_flight(lock, done, token, prefix, sem, slot, lease, limit)
-  local current = redis.call('GET', lock)
-  if current and string.sub(current, 1, #prefix) ~= prefix then return 0, 0 end
-  redis.call('SET', lock, token, 'PX', lease)
-  local state = 1
-  if redis.call('EXISTS', done) == 1 then state = 2 end
-  if slot ~= '' and (redis.call('ZSCORE', sem, slot) or redis.call('ZCARD', sem) < limit) then
-    redis.call('ZADD', sem, now + lease, slot)
-    redis.call('PEXPIRE', sem, 2 * lease)
-    return state, 1
-  end
-  return state, 0
-end
-"""
-# When a job starts: KEYS = lock, its "done" marker, the semaphore; ARGV = lock token, lease
-# ms, owner prefix, slot token ("" for none), slot limit. Returns {lock, slot}.
-_FLIGHT_START = _TRY_FLIGHT + """
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-local lock, slot = try_flight(KEYS[1], KEYS[2], ARGV[1], ARGV[3], KEYS[3], ARGV[4],
-                              tonumber(ARGV[2]), tonumber(ARGV[5]))
-return {lock, slot}
-"""
-# Many at once (the StreamReader starting what it read): KEYS = the semaphore, then each lock
-# and its "done" marker; ARGV = lease ms, slot limit, slot tokens to give back first (space
-# separated), then each lock's token, owner prefix and slot token ("" for none). Returns
-# {lock, slot} per lock.
-_FLIGHTS_START = _TRY_FLIGHT + """
-for token in string.gmatch(ARGV[3], '%S+') do redis.call('ZREM', KEYS[1], token) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local lock, slot = try_flight(KEYS[2 * i], KEYS[2 * i + 1], ARGV[3 * i + 1], ARGV[3 * i + 2],
-                                KEYS[1], ARGV[3 * i + 3], lease, limit)
-  out[#out + 1] = lock
-  out[#out + 1] = slot
-end
-return out
-"""
-# The locking read: XREADGROUP (not blocking) for up to COUNT entries, and for each entry that
-# names its job and cache key (fields j, k), the first try at its lock and a slot: one round
-# trip instead of two when there is a backlog. KEYS = the stream, the semaphore; ARGV = group,
-# consumer, count, lease ms, slot limit, lock key prefix, slot tokens to give back first (space
-# separated), then per possible entry: lock token suffix, slot token ("" for none). Returns per
-# entry {id, fields, lock (-1: not tried), slot}; {} when none. Lock keys are built in the
-# script (not declared in KEYS): fine on one server, not on a cluster, which Chorus does not
-# support.
-_READ_AND_TRY = _TRY_FLIGHT + """
-for token in string.gmatch(ARGV[7], '%S+') do redis.call('ZREM', KEYS[2], token) end
-local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
-                         'STREAMS', KEYS[1], '>')
-if not reply then return {} end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local lease, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
-local out = {}
-for i, entry in ipairs(reply[1][2]) do
-  local fields, job, key = entry[2], nil, nil
-  for f = 1, #fields, 2 do
-    if fields[f] == 'j' then job = fields[f + 1] end
-    if fields[f] == 'k' then key = fields[f + 1] end
-  end
-  local lock, slot = -1, 0
-  if job and key and key ~= '' and ARGV[6 + 2 * i] then
-    local prefix = job .. '|'
-    lock, slot = try_flight(ARGV[6] .. key, ARGV[6] .. key .. ':done',
-                            prefix .. ARGV[6 + 2 * i], prefix, KEYS[2], ARGV[7 + 2 * i],
-                            lease, limit)
-  end
-  out[i] = {entry[1], fields, lock, slot}
-end
-return out
-"""
-# Renew many: KEYS = locks; ARGV = lease ms, then each lock's token. 1 = renewed, 0 = lost.
-_LOCKS_RENEW = """
-local out = {}
-for i, lock in ipairs(KEYS) do
-  if redis.call('GET', lock) == ARGV[i + 1] then
-    redis.call('PEXPIRE', lock, ARGV[1])
-    out[i] = 1
-  else
-    out[i] = 0
-  end
-end
-return out
-"""
-# KEYS[1] = the semaphore; ARGV = lease ms, then slot tokens. 1 = renewed, 0 = lost (expired).
-_SLOTS_RENEW = _NOW_MS + """
-local out = {}
-for i = 2, #ARGV do
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(score) >= now then
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i])
-    out[i - 1] = 1
-  else
-    out[i - 1] = 0
-  end
-end
-redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[1]))
-return out
-"""
-# KEYS = lock, its "done" marker, the counters; ARGV = token, marker ttl ms, counter to add one
-# to ("" for none: the counter rides along, one round trip for both).
-_LOCK_RELEASE = """
-if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[3], 1) end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-# Many at once: KEYS = the counters, then each lock and its "done" marker; ARGV = marker ttl ms,
-# then each lock's token ("" when not held: only its counter is added to) and counter.
-_LOCKS_RELEASE = """
-local released = 0
-for i = 1, (#KEYS - 1) / 2 do
-  local token, counter = ARGV[2 * i], ARGV[2 * i + 1]
-  if counter ~= '' then redis.call('HINCRBY', KEYS[1], counter, 1) end
-  if token ~= '' and redis.call('GET', KEYS[2 * i]) == token then
-    redis.call('SET', KEYS[2 * i + 1], '1', 'PX', ARGV[1])
-    redis.call('DEL', KEYS[2 * i])
-    released = released + 1
-  end
-end
-return released
-"""
 
 
 class Lock:
@@ -312,30 +151,29 @@ class Coordinator:
         #: cache first" (a job's lock try without it may skip ahead, ``DONE_MARKER_S``)
         self.done_ms = max(self.lease_ms, int(DONE_MARKER_S * 1000))
         self.timeout_s = timeout_s
-        self._sem_acquire = client.register_script(_SEM_ACQUIRE)
-        self._sem_reclaim = client.register_script(_SEM_RECLAIM)
-        self._lock_acquire = client.register_script(_LOCK_ACQUIRE)
-        self._flight_start = client.register_script(_FLIGHT_START)
-        self._flights_start = client.register_script(_FLIGHTS_START)
-        self._read_and_try = client.register_script(_READ_AND_TRY)
-        self._lock_release = client.register_script(_LOCK_RELEASE)
-        self._locks_release = client.register_script(_LOCKS_RELEASE)
+        self._sem_acquire = scripts.SEM_ACQUIRE.register(client)
+        self._sem_reclaim = scripts.SEM_RECLAIM.register(client)
+        self._lock_acquire = scripts.LOCK_ACQUIRE.register(client)
+        self._flight_start = scripts.FLIGHT_START.register(client)
+        self._flights_start = scripts.FLIGHTS_START.register(client)
+        self._read_and_try = scripts.READ_AND_TRY.register(client)
+        self._lock_release = scripts.LOCK_RELEASE.register(client)
+        self._locks_release = scripts.LOCKS_RELEASE.register(client)
         self._to_release: list[str] = []  # slot tokens to give back (``release_slot_soon``)
         self._release_wanted = trio.Event()
-        self._locks_renew = client.register_script(_LOCKS_RENEW)
-        self._slots_renew = client.register_script(_SLOTS_RENEW)
+        self._locks_renew = scripts.LOCKS_RENEW.register(client)
+        self._slots_renew = scripts.SLOTS_RENEW.register(client)
         self._locks_kept: set[Lock] = set()  # renewed by the keeper task (``keep``)
         self._slots_kept: set[str] = set()
         self._keeper_running = False
 
     async def _run(self, awaitable: Any) -> Any:
-        try:
-            with trio.fail_after(self.timeout_s):
-                return await awaitable
-        except trio.TooSlowError as exc:
-            raise QueueUnavailable("Redis did not answer in time") from exc
-        except REDIS_ERRORS as exc:
-            raise QueueUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+        with redis_errors("Redis"):
+            try:
+                with trio.fail_after(self.timeout_s):
+                    return await awaitable
+            except trio.TooSlowError as exc:
+                raise QueueUnavailable("Redis did not answer in time") from exc
 
     # -- single flight ---------------------------------------------------------------------------
 
@@ -402,8 +240,7 @@ class Coordinator:
                 lock.held = int(state) > 0
                 lock.recently_done = int(state) == 2
             slot = slots[i] if int(taken) else None
-            out.append((entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id),
-                        fields, lock, slot))
+            out.append((as_str(entry_id), fields, lock, slot))
         return out
 
     async def release_locks(self, locks: Sequence[Lock]) -> None:
@@ -569,6 +406,4 @@ class Coordinator:
 
 async def read_counters(client: coredis.Redis[bytes], keys: Keys) -> dict[str, int]:
     raw = await client.hgetall(keys.stats)
-    return {
-        (k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()
-    }
+    return {as_str(k): int(v) for k, v in raw.items()}
