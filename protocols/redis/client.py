@@ -75,8 +75,12 @@ async def open_client(
 ) -> AsyncIterator[coredis.Redis[bytes]]:
     """A coredis client of its own (coredis leaks a pool slot per dead blocking connection: the
     pool here gives it back, and a fresh client per actor incarnation bounds whatever else might
-    leak). ``stream_timeout`` must exceed any BLOCK. What leaves the block comes out as the one
-    exception it is (Redis errors as ``QueueUnavailable``), not as coredis' exception group."""
+    leak). ``stream_timeout`` must exceed any BLOCK.
+
+    What leaves the block comes out as the one exception it is, not as coredis' exception
+    group. coredis' own exceptions, and any Redis error the client raised while opening or
+    closing, come out as ``QueueUnavailable``; anything else the caller's code raised in the
+    block comes out unchanged (an ``OSError`` of the HTTP front stays that ``OSError``)."""
     pool = _SlotKeepingPool.from_url(
         url,
         decode_responses=False,
@@ -86,17 +90,26 @@ async def open_client(
         timeout=pool_timeout,
     )
     client: coredis.Redis[bytes] = coredis.Redis(connection_pool=pool, decode_responses=False)
+    from_body: BaseException | None = None
     try:
         async with client:
-            yield client
-    except BaseExceptionGroup as group:
-        # coredis' pool owns a task group, so anything leaving this block arrives as a group;
-        # give callers back the one exception they raised (or a typed one for Redis errors)
-        sole = _sole(group)
+            try:
+                yield client
+            except BaseException as exc:  # noted, then re-raised: whose error it is matters
+                from_body = exc
+                raise
+    except BaseException as exc:
+        # coredis' pool owns a task group, so what leaves this block usually arrives as a
+        # group: give callers back the one exception raised (typed, when it is Redis')
+        sole = _sole(exc)
         if sole is None:
             raise
-        if isinstance(sole, REDIS_ERRORS):
+        if isinstance(sole, coredis.exceptions.RedisError) or (
+            isinstance(sole, REDIS_ERRORS) and not _raised_in(sole, from_body)
+        ):
             raise _unavailable("Redis connection", sole) from sole
+        if sole is exc:
+            raise
         raise sole  # noqa: B904 - the original exception, with its own traceback
 
 
@@ -107,3 +120,12 @@ def _sole(exc: BaseException) -> BaseException | None:
             return None
         exc = exc.exceptions[0]
     return exc
+
+
+def _raised_in(exc: BaseException, raised: BaseException | None) -> bool:
+    """Whether ``exc`` is ``raised`` or one of the exceptions grouped in it."""
+    if raised is exc:
+        return True
+    if isinstance(raised, BaseExceptionGroup):
+        return any(_raised_in(exc, inner) for inner in raised.exceptions)
+    return False

@@ -15,6 +15,34 @@ from protocols.redis.client import open_client
 LIMIT_S = 10
 
 
+async def test_an_oserror_of_the_callers_code_leaves_the_block_unchanged(redis_url):
+    # e.g. EADDRINUSE from the HTTP front, which runs inside such a block
+    in_use = OSError(98, "Address already in use")
+    with trio.fail_after(LIMIT_S), pytest.raises(OSError) as caught:
+        async with open_client(redis_url, stream_timeout=5) as client:
+            await client.ping()
+            raise in_use
+    assert caught.value is in_use
+
+
+async def test_the_callers_errors_leave_as_themselves_even_from_a_nursery(redis_url):
+    refused = ConnectionRefusedError(111, "Connection refused")  # not Redis': another server
+
+    async def serve() -> None:
+        raise refused
+
+    with trio.fail_after(LIMIT_S), pytest.raises(ConnectionRefusedError) as caught:
+        async with open_client(redis_url, stream_timeout=5), trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+    assert caught.value is refused
+
+    typed = QueueUnavailable("the producer stopped")
+    with trio.fail_after(LIMIT_S), pytest.raises(QueueUnavailable) as unavailable:
+        async with open_client(redis_url, stream_timeout=5):
+            raise typed
+    assert unavailable.value is typed
+
+
 async def test_a_redis_error_in_the_block_leaves_as_queue_unavailable(redis_url):
     with trio.fail_after(LIMIT_S), pytest.raises(QueueUnavailable) as caught:
         async with open_client(redis_url, stream_timeout=5) as client:
