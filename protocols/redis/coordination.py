@@ -10,9 +10,11 @@ account's global semaphore, and shared counters.
   scripts, so hosts' clocks do not matter); expired members are swept on every acquire, so a
   crashed holder's slot comes back within the lease.
 
-Every call has a deadline; Redis trouble raises ``QueueUnavailable`` (retryable: the job is
-released and redelivered). The Lua scripts, with their KEYS and ARGV, are in
-``protocols.redis.scripts``.
+Every call has a deadline (``Coordinator.call``); Redis trouble raises ``QueueUnavailable``
+(retryable: the job is released and redelivered). A ``Lock`` is a handle with state (``held``,
+``recently_done``): its Redis calls are made by its coordinator (``try_lock``,
+``try_lock_with_slot``, ``release_lock``, ``keep`` / ``stop_keeping``). The Lua scripts, with
+their KEYS and ARGV, are in ``protocols.redis.scripts``.
 """
 
 from __future__ import annotations
@@ -47,16 +49,17 @@ CLOCK_MARGIN_S = 30.0
 
 
 class Lock:
-    """One single-flight lock on a cache key. ``acquire`` once; then ``keep_alive`` in a task
-    until ``release``."""
+    """One single-flight lock on a cache key: a handle whose Redis calls its coordinator makes.
+    ``acquire`` once; then ``keep_alive`` in a task until ``release``."""
 
     def __init__(
         self, coordinator: Coordinator, key: str, holder: str, token: str | None = None
     ) -> None:
         self._c = coordinator
         self.key = key
-        self._prefix = f"{holder}|"
-        self.token = token or self._prefix + secrets.token_hex(16)
+        #: "<holder>|": a token starting with it is this holder's (an earlier delivery's)
+        self.prefix = f"{holder}|"
+        self.token = token or self.prefix + secrets.token_hex(16)
         self.held = False
         #: a holder released this key within the last lease: its audio may just have been
         #: stored, so the cache must be looked at again before generating
@@ -64,13 +67,15 @@ class Lock:
         #: a counter to add one to when the lock is released (e.g. "provider_calls")
         self.count_on_release = ""
 
+    @property
+    def done_key(self) -> str:
+        """The lock's "done" marker, set when a holder releases it (``recently_done``)."""
+        return self.key + ":done"
+
     async def acquire(self) -> bool:
         """Take the lock if it is free, or held by an earlier delivery of the same holder
         (a redelivered job need not wait for its own dead attempt's lease)."""
-        reply = await self._c._run(
-            self._c._lock_acquire(keys=[self.key, self._done],
-                                  args=[self.token, self._c.lease_ms, self._prefix])
-        )
+        reply = await self._c.try_lock(self)
         self.held = bool(reply)
         self.recently_done = reply == 2
         return self.held
@@ -78,19 +83,10 @@ class Lock:
     async def acquire_with_slot(self, slot_token: str | None) -> bool:
         """``acquire``, and when the lock is taken, one try at a provider slot for
         ``slot_token``, in one round trip. True when the slot was taken too."""
-        c = self._c
-        reply = await c._run(c._flight_start(
-            keys=[self.key, self._done, c.keys.semaphore(c.account)],
-            args=[self.token, c.lease_ms, self._prefix, slot_token or "", c.limit],
-        ))
-        lock, slot = (int(x) for x in reply)
+        lock, slot = await self._c.try_lock_with_slot(self, slot_token)
         self.held = lock > 0
         self.recently_done = lock == 2
         return bool(slot)
-
-    @property
-    def _done(self) -> str:
-        return self.key + ":done"
 
     def keep_alive(self, nursery: trio.Nursery) -> None:
         """Renewed every third of the lease until released (``Coordinator.keep``); a lost
@@ -99,28 +95,25 @@ class Lock:
         if self.held:
             self._c.keep(nursery, lock=self)
 
+    def stop_renewing(self) -> None:
+        """No more renewals by ``keep_alive`` (the lock is being released)."""
+        self._c.stop_keeping(self)
+
     async def release(self) -> None:
         """Compare-and-delete; best effort and bounded (the lock expires anyway)."""
-        self._c._locks_kept.discard(self)
+        self.stop_renewing()
         if not self.held:
             if self.count_on_release:
                 await self._c.count(self.count_on_release)
             return
         self.held = False
-        with trio.move_on_after(self._c.timeout_s, shield=True):
-            try:
-                await self._c._lock_release(
-                    keys=[self.key, self._done, self._c.keys.stats],
-                    args=[self.token, self._c.done_ms, self.count_on_release],
-                )
-            except REDIS_ERRORS as exc:
-                log.warning("could not release lock %s (it expires): %s", self.key, exc)
+        await self._c.release_lock(self)
 
     async def wait_released(self, limit_s: float) -> None:
         """Until no one holds the lock (or ``limit_s`` passes): polled with backoff."""
         delay = POLL_MIN_S
         with trio.move_on_after(limit_s):
-            while await self._c._run(self._c._r.exists([self.key])):
+            while await self._c.call(self._c.client.exists([self.key])):
                 await trio.sleep(delay * (0.5 + random.random()))
                 delay = min(POLL_MAX_S * 2, delay * 2)
 
@@ -167,7 +160,14 @@ class Coordinator:
         self._slots_kept: set[str] = set()
         self._keeper_running = False
 
-    async def _run(self, awaitable: Any) -> Any:
+    @property
+    def client(self) -> coredis.Redis[bytes]:
+        """The coredis client (a call made on it directly goes through ``call``)."""
+        return self._r
+
+    async def call(self, awaitable: Any) -> Any:
+        """Await one Redis call within ``timeout_s``: Redis trouble, or no answer in time,
+        raises ``QueueUnavailable``."""
         with redis_errors("Redis"):
             try:
                 with trio.fail_after(self.timeout_s):
@@ -181,6 +181,35 @@ class Coordinator:
         """The single-flight lock of ``cache_key``, for ``holder`` (a job id)."""
         return Lock(self, self.keys.flight(cache_key), holder)
 
+    async def try_lock(self, lock: Lock) -> int:
+        """One try at ``lock`` (``Lock.acquire``): 0 = held by another holder, 1 = taken,
+        2 = taken, but a holder finished recently (look in the cache again first)."""
+        return int(await self.call(self._lock_acquire(
+            keys=[lock.key, lock.done_key], args=[lock.token, self.lease_ms, lock.prefix]
+        )))
+
+    async def try_lock_with_slot(self, lock: Lock, slot_token: str | None) -> tuple[int, int]:
+        """One try at ``lock`` and, when it is taken, at a slot for ``slot_token``
+        (``Lock.acquire_with_slot``): (lock as ``try_lock``, 1 = slot taken | 0)."""
+        reply = await self.call(self._flight_start(
+            keys=[lock.key, lock.done_key, self.keys.semaphore(self.account)],
+            args=[lock.token, self.lease_ms, lock.prefix, slot_token or "", self.limit],
+        ))
+        state, slot = (int(x) for x in reply)
+        return state, slot
+
+    async def release_lock(self, lock: Lock) -> None:
+        """Compare-and-delete ``lock``, adding one to its ``count_on_release`` counter
+        (``Lock.release``); best effort and bounded, shielded (the lock expires anyway)."""
+        with trio.move_on_after(self.timeout_s, shield=True):
+            try:
+                await self._lock_release(
+                    keys=[lock.key, lock.done_key, self.keys.stats],
+                    args=[lock.token, self.done_ms, lock.count_on_release],
+                )
+            except REDIS_ERRORS as exc:
+                log.warning("could not release lock %s (it expires): %s", lock.key, exc)
+
     async def acquire_many(self, tries: Sequence[tuple[Lock, str | None]]) -> list[bool]:
         """``Lock.acquire_with_slot`` for many (lock, slot token) pairs in one round trip:
         whether each slot was taken (each lock's ``held`` says whether it was)."""
@@ -191,10 +220,10 @@ class Coordinator:
         keys = [self.keys.semaphore(self.account)]
         args = [str(self.lease_ms), str(self.limit), " ".join(releasing)]
         for lock, slot in tries:
-            keys += [lock.key, lock._done]
-            args += [lock.token, lock._prefix, slot or ""]
+            keys += [lock.key, lock.done_key]
+            args += [lock.token, lock.prefix, slot or ""]
         try:
-            reply = [int(x) for x in await self._run(self._flights_start(keys=keys, args=args))]
+            reply = [int(x) for x in await self.call(self._flights_start(keys=keys, args=args))]
         except BaseException:
             self._to_release.extend(releasing)  # outcome unknown: ZREM is idempotent
             raise
@@ -220,7 +249,7 @@ class Coordinator:
         for suffix, slot in zip(suffixes, slots, strict=True):
             args += [suffix, slot]
         try:
-            reply = await self._run(self._read_and_try(
+            reply = await self.call(self._read_and_try(
                 keys=[stream, self.keys.semaphore(self.account)], args=args
             ))
         except BaseException:
@@ -247,9 +276,9 @@ class Coordinator:
         """``Lock.release`` for many locks in one round trip; best effort and bounded."""
         keys, args = [self.keys.stats], [str(self.done_ms)]
         for lock in locks:
-            lock._c._locks_kept.discard(lock)
+            lock.stop_renewing()
             if lock.held or lock.count_on_release:
-                keys += [lock.key, lock._done]
+                keys += [lock.key, lock.done_key]
                 args += [lock.token if lock.held else "", lock.count_on_release]
                 lock.held = False
         if len(keys) == 1:
@@ -283,7 +312,7 @@ class Coordinator:
         token = held or self.slot_token()
         delay = POLL_MIN_S
         with trio.move_on_after(wait_s) as waiting:
-            while held is None and not await self._run(
+            while held is None and not await self.call(
                 self._sem_acquire(keys=[key], args=[token, self.limit, self.lease_ms])
             ):
                 await trio.sleep(delay * (0.5 + random.random()))
@@ -330,6 +359,10 @@ class Coordinator:
             self._keeper_running = True
             nursery.start_soon(self._keeper)
 
+    def stop_keeping(self, lock: Lock) -> None:
+        """No more renewals of ``lock`` (``Lock.stop_renewing``)."""
+        self._locks_kept.discard(lock)
+
     async def _keeper(self) -> None:
         """Renews what is kept every third of the lease, and gives back the slots released
         (after ``RELEASE_LINGER_S``, unless a locking read took them meanwhile). Runs in the
@@ -358,7 +391,7 @@ class Coordinator:
         locks, slots = list(self._locks_kept), list(self._slots_kept)
         try:
             if locks:
-                renewed = await self._run(self._locks_renew(
+                renewed = await self.call(self._locks_renew(
                     keys=[lock.key for lock in locks],
                     args=[self.lease_ms, *(lock.token for lock in locks)],
                 ))
@@ -367,7 +400,7 @@ class Coordinator:
                         log.warning("lock %s expired while held", lock.key)
                         self._locks_kept.discard(lock)
             if slots:
-                renewed = await self._run(self._slots_renew(
+                renewed = await self.call(self._slots_renew(
                     keys=[self.keys.semaphore(self.account)], args=[self.lease_ms, *slots],
                 ))
                 for token, ok in zip(slots, renewed, strict=True):
@@ -384,14 +417,14 @@ class Coordinator:
         if not self.holder:
             return 0
         key = self.keys.semaphore(self.account)
-        freed = int(await self._run(self._sem_reclaim(keys=[key], args=[f"{self.holder}|"])))
+        freed = int(await self.call(self._sem_reclaim(keys=[key], args=[f"{self.holder}|"])))
         if freed:
             log.info("took back %d provider slot(s) held by this worker before a restart", freed)
         return freed
 
     async def slots_in_use(self) -> int:
         key = self.keys.semaphore(self.account)
-        return int(await self._run(self._r.zcard(key)))
+        return int(await self.call(self._r.zcard(key)))
 
     # -- counters -----------------------------------------------------------------------------
 
