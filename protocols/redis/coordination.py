@@ -10,8 +10,11 @@ account's global semaphore, and shared counters.
   scripts, so hosts' clocks do not matter); expired members are swept on every acquire, so a
   crashed holder's slot comes back within the lease.
 
-Every call has a deadline; Redis trouble raises ``QueueUnavailable`` (retryable: the job is
-released and redelivered).
+Every call has a deadline (``Coordinator.call``); Redis trouble raises ``QueueUnavailable``
+(retryable: the job is released and redelivered). A ``Lock`` is a handle with state (``held``,
+``recently_done``): its Redis calls are made by its coordinator (``try_lock``,
+``try_lock_with_slot``, ``release_lock``, ``keep`` / ``stop_keeping``). The Lua scripts, with
+their KEYS and ARGV, are in ``protocols.redis.scripts``.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ import coredis
 import trio
 
 from protocols.errors import ProviderUnavailable, QueueUnavailable
+from protocols.redis import scripts
+from protocols.redis.client import REDIS_ERRORS, as_str, redis_errors
 from protocols.redis.keys import Keys
-from protocols.redis.queue import REDIS_ERRORS
+
+__all__ = ["CLOCK_MARGIN_S", "DONE_MARKER_S", "Coordinator", "Lock", "read_counters"]
 
 log = logging.getLogger("chorus.coordination")
 
@@ -41,183 +47,19 @@ RELEASE_LINGER_S = 0.005
 DONE_MARKER_S = 120.0
 CLOCK_MARGIN_S = 30.0
 
-_NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
-
-# KEYS[1] = zset; ARGV = token, limit, lease ms. 1 = holding a slot, 0 = all taken.
-_SEM_ACQUIRE = _NOW_MS + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3]))
-  return 1
-end
-return 0
-"""
-# KEYS[1] = zset; ARGV[1] = holder prefix. Removes that holder's slots (from a dead incarnation).
-_SEM_RECLAIM = """
-local n = 0
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if string.sub(member, 1, #ARGV[1]) == ARGV[1] then
-    redis.call('ZREM', KEYS[1], member)
-    n = n + 1
-  end
-end
-return n
-"""
-# KEYS = lock, its "done" marker; ARGV = token, lease ms, owner prefix ("<job id>|"). Taken when
-# free, or when held by an earlier delivery of the same job (cancelled or killed before it could
-# release). 2 = taken, but a holder finished recently: look in the cache again first.
-_LOCK_ACQUIRE = """
-local current = redis.call('GET', KEYS[1])
-if current and string.sub(current, 1, #ARGV[3]) ~= ARGV[3] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
-return 1
-"""
-# A job's try at its single-flight lock and, only when the lock is taken, a slot (a job waiting
-# for another's result never holds a slot). Returns lock 0 (held by another job) | 1 | 2 (taken,
-# but a holder finished recently: look in the cache again first), and slot 0 | 1. ``now`` is set
-# by _NOW_MS; expired slots must have been swept first.
-_TRY_FLIGHT = _NOW_MS + """
-local function try_flight(lock, done, token, prefix, sem, slot, lease, limit)
-  local current = redis.call('GET', lock)
-  if current and string.sub(current, 1, #prefix) ~= prefix then return 0, 0 end
-  redis.call('SET', lock, token, 'PX', lease)
-  local state = 1
-  if redis.call('EXISTS', done) == 1 then state = 2 end
-  if slot ~= '' and (redis.call('ZSCORE', sem, slot) or redis.call('ZCARD', sem) < limit) then
-    redis.call('ZADD', sem, now + lease, slot)
-    redis.call('PEXPIRE', sem, 2 * lease)
-    return state, 1
-  end
-  return state, 0
-end
-"""
-# When a job starts: KEYS = lock, its "done" marker, the semaphore; ARGV = lock token, lease
-# ms, owner prefix, slot token ("" for none), slot limit. Returns {lock, slot}.
-_FLIGHT_START = _TRY_FLIGHT + """
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-local lock, slot = try_flight(KEYS[1], KEYS[2], ARGV[1], ARGV[3], KEYS[3], ARGV[4],
-                              tonumber(ARGV[2]), tonumber(ARGV[5]))
-return {lock, slot}
-"""
-# Many at once (the StreamReader starting what it read): KEYS = the semaphore, then each lock
-# and its "done" marker; ARGV = lease ms, slot limit, slot tokens to give back first (space
-# separated), then each lock's token, owner prefix and slot token ("" for none). Returns
-# {lock, slot} per lock.
-_FLIGHTS_START = _TRY_FLIGHT + """
-for token in string.gmatch(ARGV[3], '%S+') do redis.call('ZREM', KEYS[1], token) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local lock, slot = try_flight(KEYS[2 * i], KEYS[2 * i + 1], ARGV[3 * i + 1], ARGV[3 * i + 2],
-                                KEYS[1], ARGV[3 * i + 3], lease, limit)
-  out[#out + 1] = lock
-  out[#out + 1] = slot
-end
-return out
-"""
-# The locking read: XREADGROUP (not blocking) for up to COUNT entries, and for each entry that
-# names its job and cache key (fields j, k), the first try at its lock and a slot: one round
-# trip instead of two when there is a backlog. KEYS = the stream, the semaphore; ARGV = group,
-# consumer, count, lease ms, slot limit, lock key prefix, slot tokens to give back first (space
-# separated), then per possible entry: lock token suffix, slot token ("" for none). Returns per
-# entry {id, fields, lock (-1: not tried), slot}; {} when none. Lock keys are built in the
-# script (not declared in KEYS): fine on one server, not on a cluster, which Chorus does not
-# support.
-_READ_AND_TRY = _TRY_FLIGHT + """
-for token in string.gmatch(ARGV[7], '%S+') do redis.call('ZREM', KEYS[2], token) end
-local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
-                         'STREAMS', KEYS[1], '>')
-if not reply then return {} end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local lease, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
-local out = {}
-for i, entry in ipairs(reply[1][2]) do
-  local fields, job, key = entry[2], nil, nil
-  for f = 1, #fields, 2 do
-    if fields[f] == 'j' then job = fields[f + 1] end
-    if fields[f] == 'k' then key = fields[f + 1] end
-  end
-  local lock, slot = -1, 0
-  if job and key and key ~= '' and ARGV[6 + 2 * i] then
-    local prefix = job .. '|'
-    lock, slot = try_flight(ARGV[6] .. key, ARGV[6] .. key .. ':done',
-                            prefix .. ARGV[6 + 2 * i], prefix, KEYS[2], ARGV[7 + 2 * i],
-                            lease, limit)
-  end
-  out[i] = {entry[1], fields, lock, slot}
-end
-return out
-"""
-# Renew many: KEYS = locks; ARGV = lease ms, then each lock's token. 1 = renewed, 0 = lost.
-_LOCKS_RENEW = """
-local out = {}
-for i, lock in ipairs(KEYS) do
-  if redis.call('GET', lock) == ARGV[i + 1] then
-    redis.call('PEXPIRE', lock, ARGV[1])
-    out[i] = 1
-  else
-    out[i] = 0
-  end
-end
-return out
-"""
-# KEYS[1] = the semaphore; ARGV = lease ms, then slot tokens. 1 = renewed, 0 = lost (expired).
-_SLOTS_RENEW = _NOW_MS + """
-local out = {}
-for i = 2, #ARGV do
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(score) >= now then
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i])
-    out[i - 1] = 1
-  else
-    out[i - 1] = 0
-  end
-end
-redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[1]))
-return out
-"""
-# KEYS = lock, its "done" marker, the counters; ARGV = token, marker ttl ms, counter to add one
-# to ("" for none: the counter rides along, one round trip for both).
-_LOCK_RELEASE = """
-if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[3], 1) end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-# Many at once: KEYS = the counters, then each lock and its "done" marker; ARGV = marker ttl ms,
-# then each lock's token ("" when not held: only its counter is added to) and counter.
-_LOCKS_RELEASE = """
-local released = 0
-for i = 1, (#KEYS - 1) / 2 do
-  local token, counter = ARGV[2 * i], ARGV[2 * i + 1]
-  if counter ~= '' then redis.call('HINCRBY', KEYS[1], counter, 1) end
-  if token ~= '' and redis.call('GET', KEYS[2 * i]) == token then
-    redis.call('SET', KEYS[2 * i + 1], '1', 'PX', ARGV[1])
-    redis.call('DEL', KEYS[2 * i])
-    released = released + 1
-  end
-end
-return released
-"""
-
 
 class Lock:
-    """One single-flight lock on a cache key. ``acquire`` once; then ``keep_alive`` in a task
-    until ``release``."""
+    """One single-flight lock on a cache key: a handle whose Redis calls its coordinator makes.
+    ``acquire`` once; then ``keep_alive`` in a task until ``release``."""
 
     def __init__(
         self, coordinator: Coordinator, key: str, holder: str, token: str | None = None
     ) -> None:
         self._c = coordinator
         self.key = key
-        self._prefix = f"{holder}|"
-        self.token = token or self._prefix + secrets.token_hex(16)
+        #: "<holder>|": a token starting with it is this holder's (an earlier delivery's)
+        self.prefix = f"{holder}|"
+        self.token = token or self.prefix + secrets.token_hex(16)
         self.held = False
         #: a holder released this key within the last lease: its audio may just have been
         #: stored, so the cache must be looked at again before generating
@@ -225,13 +67,15 @@ class Lock:
         #: a counter to add one to when the lock is released (e.g. "provider_calls")
         self.count_on_release = ""
 
+    @property
+    def done_key(self) -> str:
+        """The lock's "done" marker, set when a holder releases it (``recently_done``)."""
+        return self.key + ":done"
+
     async def acquire(self) -> bool:
         """Take the lock if it is free, or held by an earlier delivery of the same holder
         (a redelivered job need not wait for its own dead attempt's lease)."""
-        reply = await self._c._run(
-            self._c._lock_acquire(keys=[self.key, self._done],
-                                  args=[self.token, self._c.lease_ms, self._prefix])
-        )
+        reply = await self._c.try_lock(self)
         self.held = bool(reply)
         self.recently_done = reply == 2
         return self.held
@@ -239,19 +83,10 @@ class Lock:
     async def acquire_with_slot(self, slot_token: str | None) -> bool:
         """``acquire``, and when the lock is taken, one try at a provider slot for
         ``slot_token``, in one round trip. True when the slot was taken too."""
-        c = self._c
-        reply = await c._run(c._flight_start(
-            keys=[self.key, self._done, c.keys.semaphore(c.account)],
-            args=[self.token, c.lease_ms, self._prefix, slot_token or "", c.limit],
-        ))
-        lock, slot = (int(x) for x in reply)
+        lock, slot = await self._c.try_lock_with_slot(self, slot_token)
         self.held = lock > 0
         self.recently_done = lock == 2
         return bool(slot)
-
-    @property
-    def _done(self) -> str:
-        return self.key + ":done"
 
     def keep_alive(self, nursery: trio.Nursery) -> None:
         """Renewed every third of the lease until released (``Coordinator.keep``); a lost
@@ -260,28 +95,25 @@ class Lock:
         if self.held:
             self._c.keep(nursery, lock=self)
 
+    def stop_renewing(self) -> None:
+        """No more renewals by ``keep_alive`` (the lock is being released)."""
+        self._c.stop_keeping(self)
+
     async def release(self) -> None:
         """Compare-and-delete; best effort and bounded (the lock expires anyway)."""
-        self._c._locks_kept.discard(self)
+        self.stop_renewing()
         if not self.held:
             if self.count_on_release:
                 await self._c.count(self.count_on_release)
             return
         self.held = False
-        with trio.move_on_after(self._c.timeout_s, shield=True):
-            try:
-                await self._c._lock_release(
-                    keys=[self.key, self._done, self._c.keys.stats],
-                    args=[self.token, self._c.done_ms, self.count_on_release],
-                )
-            except REDIS_ERRORS as exc:
-                log.warning("could not release lock %s (it expires): %s", self.key, exc)
+        await self._c.release_lock(self)
 
     async def wait_released(self, limit_s: float) -> None:
         """Until no one holds the lock (or ``limit_s`` passes): polled with backoff."""
         delay = POLL_MIN_S
         with trio.move_on_after(limit_s):
-            while await self._c._run(self._c._r.exists([self.key])):
+            while await self._c.call(self._c.client.exists([self.key])):
                 await trio.sleep(delay * (0.5 + random.random()))
                 delay = min(POLL_MAX_S * 2, delay * 2)
 
@@ -312,36 +144,71 @@ class Coordinator:
         #: cache first" (a job's lock try without it may skip ahead, ``DONE_MARKER_S``)
         self.done_ms = max(self.lease_ms, int(DONE_MARKER_S * 1000))
         self.timeout_s = timeout_s
-        self._sem_acquire = client.register_script(_SEM_ACQUIRE)
-        self._sem_reclaim = client.register_script(_SEM_RECLAIM)
-        self._lock_acquire = client.register_script(_LOCK_ACQUIRE)
-        self._flight_start = client.register_script(_FLIGHT_START)
-        self._flights_start = client.register_script(_FLIGHTS_START)
-        self._read_and_try = client.register_script(_READ_AND_TRY)
-        self._lock_release = client.register_script(_LOCK_RELEASE)
-        self._locks_release = client.register_script(_LOCKS_RELEASE)
+        self._sem_acquire = scripts.SEM_ACQUIRE.register(client)
+        self._sem_reclaim = scripts.SEM_RECLAIM.register(client)
+        self._lock_acquire = scripts.LOCK_ACQUIRE.register(client)
+        self._flight_start = scripts.FLIGHT_START.register(client)
+        self._flights_start = scripts.FLIGHTS_START.register(client)
+        self._read_and_try = scripts.READ_AND_TRY.register(client)
+        self._lock_release = scripts.LOCK_RELEASE.register(client)
+        self._locks_release = scripts.LOCKS_RELEASE.register(client)
         self._to_release: list[str] = []  # slot tokens to give back (``release_slot_soon``)
         self._release_wanted = trio.Event()
-        self._locks_renew = client.register_script(_LOCKS_RENEW)
-        self._slots_renew = client.register_script(_SLOTS_RENEW)
+        self._locks_renew = scripts.LOCKS_RENEW.register(client)
+        self._slots_renew = scripts.SLOTS_RENEW.register(client)
         self._locks_kept: set[Lock] = set()  # renewed by the keeper task (``keep``)
         self._slots_kept: set[str] = set()
         self._keeper_running = False
 
-    async def _run(self, awaitable: Any) -> Any:
-        try:
-            with trio.fail_after(self.timeout_s):
-                return await awaitable
-        except trio.TooSlowError as exc:
-            raise QueueUnavailable("Redis did not answer in time") from exc
-        except REDIS_ERRORS as exc:
-            raise QueueUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+    @property
+    def client(self) -> coredis.Redis[bytes]:
+        """The coredis client (a call made on it directly goes through ``call``)."""
+        return self._r
+
+    async def call(self, awaitable: Any) -> Any:
+        """Await one Redis call within ``timeout_s``: Redis trouble, or no answer in time,
+        raises ``QueueUnavailable``."""
+        with redis_errors("Redis"):
+            try:
+                with trio.fail_after(self.timeout_s):
+                    return await awaitable
+            except trio.TooSlowError as exc:
+                raise QueueUnavailable("Redis did not answer in time") from exc
 
     # -- single flight ---------------------------------------------------------------------------
 
     def lock(self, cache_key: str, holder: str) -> Lock:
         """The single-flight lock of ``cache_key``, for ``holder`` (a job id)."""
         return Lock(self, self.keys.flight(cache_key), holder)
+
+    async def try_lock(self, lock: Lock) -> int:
+        """One try at ``lock`` (``Lock.acquire``): 0 = held by another holder, 1 = taken,
+        2 = taken, but a holder finished recently (look in the cache again first)."""
+        return int(await self.call(self._lock_acquire(
+            keys=[lock.key, lock.done_key], args=[lock.token, self.lease_ms, lock.prefix]
+        )))
+
+    async def try_lock_with_slot(self, lock: Lock, slot_token: str | None) -> tuple[int, int]:
+        """One try at ``lock`` and, when it is taken, at a slot for ``slot_token``
+        (``Lock.acquire_with_slot``): (lock as ``try_lock``, 1 = slot taken | 0)."""
+        reply = await self.call(self._flight_start(
+            keys=[lock.key, lock.done_key, self.keys.semaphore(self.account)],
+            args=[lock.token, self.lease_ms, lock.prefix, slot_token or "", self.limit],
+        ))
+        state, slot = (int(x) for x in reply)
+        return state, slot
+
+    async def release_lock(self, lock: Lock) -> None:
+        """Compare-and-delete ``lock``, adding one to its ``count_on_release`` counter
+        (``Lock.release``); best effort and bounded, shielded (the lock expires anyway)."""
+        with trio.move_on_after(self.timeout_s, shield=True):
+            try:
+                await self._lock_release(
+                    keys=[lock.key, lock.done_key, self.keys.stats],
+                    args=[lock.token, self.done_ms, lock.count_on_release],
+                )
+            except REDIS_ERRORS as exc:
+                log.warning("could not release lock %s (it expires): %s", lock.key, exc)
 
     async def acquire_many(self, tries: Sequence[tuple[Lock, str | None]]) -> list[bool]:
         """``Lock.acquire_with_slot`` for many (lock, slot token) pairs in one round trip:
@@ -353,10 +220,10 @@ class Coordinator:
         keys = [self.keys.semaphore(self.account)]
         args = [str(self.lease_ms), str(self.limit), " ".join(releasing)]
         for lock, slot in tries:
-            keys += [lock.key, lock._done]
-            args += [lock.token, lock._prefix, slot or ""]
+            keys += [lock.key, lock.done_key]
+            args += [lock.token, lock.prefix, slot or ""]
         try:
-            reply = [int(x) for x in await self._run(self._flights_start(keys=keys, args=args))]
+            reply = [int(x) for x in await self.call(self._flights_start(keys=keys, args=args))]
         except BaseException:
             self._to_release.extend(releasing)  # outcome unknown: ZREM is idempotent
             raise
@@ -382,7 +249,7 @@ class Coordinator:
         for suffix, slot in zip(suffixes, slots, strict=True):
             args += [suffix, slot]
         try:
-            reply = await self._run(self._read_and_try(
+            reply = await self.call(self._read_and_try(
                 keys=[stream, self.keys.semaphore(self.account)], args=args
             ))
         except BaseException:
@@ -402,17 +269,16 @@ class Coordinator:
                 lock.held = int(state) > 0
                 lock.recently_done = int(state) == 2
             slot = slots[i] if int(taken) else None
-            out.append((entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id),
-                        fields, lock, slot))
+            out.append((as_str(entry_id), fields, lock, slot))
         return out
 
     async def release_locks(self, locks: Sequence[Lock]) -> None:
         """``Lock.release`` for many locks in one round trip; best effort and bounded."""
         keys, args = [self.keys.stats], [str(self.done_ms)]
         for lock in locks:
-            lock._c._locks_kept.discard(lock)
+            lock.stop_renewing()
             if lock.held or lock.count_on_release:
-                keys += [lock.key, lock._done]
+                keys += [lock.key, lock.done_key]
                 args += [lock.token if lock.held else "", lock.count_on_release]
                 lock.held = False
         if len(keys) == 1:
@@ -446,7 +312,7 @@ class Coordinator:
         token = held or self.slot_token()
         delay = POLL_MIN_S
         with trio.move_on_after(wait_s) as waiting:
-            while held is None and not await self._run(
+            while held is None and not await self.call(
                 self._sem_acquire(keys=[key], args=[token, self.limit, self.lease_ms])
             ):
                 await trio.sleep(delay * (0.5 + random.random()))
@@ -493,6 +359,10 @@ class Coordinator:
             self._keeper_running = True
             nursery.start_soon(self._keeper)
 
+    def stop_keeping(self, lock: Lock) -> None:
+        """No more renewals of ``lock`` (``Lock.stop_renewing``)."""
+        self._locks_kept.discard(lock)
+
     async def _keeper(self) -> None:
         """Renews what is kept every third of the lease, and gives back the slots released
         (after ``RELEASE_LINGER_S``, unless a locking read took them meanwhile). Runs in the
@@ -521,7 +391,7 @@ class Coordinator:
         locks, slots = list(self._locks_kept), list(self._slots_kept)
         try:
             if locks:
-                renewed = await self._run(self._locks_renew(
+                renewed = await self.call(self._locks_renew(
                     keys=[lock.key for lock in locks],
                     args=[self.lease_ms, *(lock.token for lock in locks)],
                 ))
@@ -530,7 +400,7 @@ class Coordinator:
                         log.warning("lock %s expired while held", lock.key)
                         self._locks_kept.discard(lock)
             if slots:
-                renewed = await self._run(self._slots_renew(
+                renewed = await self.call(self._slots_renew(
                     keys=[self.keys.semaphore(self.account)], args=[self.lease_ms, *slots],
                 ))
                 for token, ok in zip(slots, renewed, strict=True):
@@ -547,14 +417,14 @@ class Coordinator:
         if not self.holder:
             return 0
         key = self.keys.semaphore(self.account)
-        freed = int(await self._run(self._sem_reclaim(keys=[key], args=[f"{self.holder}|"])))
+        freed = int(await self.call(self._sem_reclaim(keys=[key], args=[f"{self.holder}|"])))
         if freed:
             log.info("took back %d provider slot(s) held by this worker before a restart", freed)
         return freed
 
     async def slots_in_use(self) -> int:
         key = self.keys.semaphore(self.account)
-        return int(await self._run(self._r.zcard(key)))
+        return int(await self.call(self._r.zcard(key)))
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -569,6 +439,4 @@ class Coordinator:
 
 async def read_counters(client: coredis.Redis[bytes], keys: Keys) -> dict[str, int]:
     raw = await client.hgetall(keys.stats)
-    return {
-        (k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()
-    }
+    return {as_str(k): int(v) for k, v in raw.items()}

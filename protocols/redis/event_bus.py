@@ -1,14 +1,15 @@
 """The event bus on Redis Streams (coredis 6): publish, read (SSE), consumer groups (subscribers).
 
-- ``publish`` writes a batch in one Lua call: each event is XADDed to the global stream
-  ``{prefix}:events`` (``MAXLEN ~ events_maxlen``) and, under the *same* entry id, to the owner's
-  stream ``{prefix}:events:{owner}`` (``MAXLEN ~ owner_events_maxlen``, expiry refreshed).
+- ``publish`` writes a batch in one Lua call (``scripts.PUBLISH``): each event is XADDed to
+  the global stream ``{prefix}:events`` (``MAXLEN ~ events_maxlen``) and, under the *same* entry
+  id, to the owner's stream ``{prefix}:events:{owner}`` (``MAXLEN ~ owner_events_maxlen``,
+  expiry refreshed).
   One id everywhere: it is the SSE event id, and ``Last-Event-ID`` resumes from it.
 - Trimming is approximate and ignores consumer groups: a subscriber down for longer than the
   retention finds its oldest pending entries gone (they are acked and skipped, and counted).
 - ``read`` is XREAD on one stream after an id (history and live alike); ``read_group`` and
-  ``ack`` serve durable subscribers (``actors/event_subscriber.py``).
-- coredis and builtin connection errors become ``QueueUnavailable``.
+  ``ack`` serve durable subscribers (``actors/events/subscriber.py``).
+- coredis and builtin connection errors become ``QueueUnavailable`` (``client.redis_errors``).
 """
 
 from __future__ import annotations
@@ -21,24 +22,12 @@ import coredis
 import coredis.exceptions
 import msgspec
 
-from protocols.errors import QueueUnavailable
 from protocols.events import Event, decode_event, encode_event
+from protocols.redis import scripts
+from protocols.redis.client import as_str, open_client, redis_errors
 from protocols.redis.keys import Keys
-from protocols.redis.queue import REDIS_ERRORS, _s, open_client
 
-# KEYS[1] = global stream, KEYS[1+i] = owner stream of event i;
-# ARGV = global maxlen, owner maxlen, owner ttl s, then one payload per event.
-_PUBLISH_LUA = """
-local ids = {}
-for i = 2, #KEYS do
-  local payload = ARGV[i + 2]
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', payload)
-  redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], id, 'e', payload)
-  redis.call('EXPIRE', KEYS[i], ARGV[3])
-  ids[#ids + 1] = id
-end
-return ids
-"""
+__all__ = ["RedisEventBus", "open_event_bus"]
 
 
 class RedisEventBus:
@@ -54,7 +43,7 @@ class RedisEventBus:
         self._r = client
         self.keys = keys
         self._limits = [maxlen, owner_maxlen, owner_ttl_s]
-        self._publish = client.register_script(_PUBLISH_LUA)
+        self._publish = scripts.PUBLISH.register(client)
         self.trimmed = 0  # pending entries found deleted by trimming (acked, skipped)
 
     # -- publishing ------------------------------------------------------------------------------
@@ -66,11 +55,9 @@ class RedisEventBus:
             return []
         keys = [self.keys.events, *(self.keys.owner_events(e.owner) for e in events)]
         args: list[Any] = [*self._limits, *(encode_event(e) for e in events)]
-        try:
+        with redis_errors("event publish"):
             ids = await self._publish(keys=keys, args=args)
-        except REDIS_ERRORS as exc:
-            raise QueueUnavailable(f"event publish failed: {type(exc).__name__}") from exc
-        return [_s(i) for i in ids]
+        return [as_str(i) for i in ids]
 
     # -- reading (SSE) ---------------------------------------------------------------------------
 
@@ -80,21 +67,17 @@ class RedisEventBus:
     async def tail(self, stream: str) -> str:
         """The id of the newest entry of ``stream`` (``0-0`` when empty): read after it for
         what happens from now on."""
-        try:
+        with redis_errors("xrevrange"):
             entries = await self._r.xrevrange(stream, "+", "-", count=1)
-        except REDIS_ERRORS as exc:
-            raise QueueUnavailable(f"xrevrange failed: {type(exc).__name__}") from exc
-        return _s(entries[0].identifier) if entries else "0-0"
+        return as_str(entries[0].identifier) if entries else "0-0"
 
     async def read(
         self, stream: str, after: str, *, count: int = 100, block_ms: int | None = None
     ) -> list[Event]:
         """Events of ``stream`` after id ``after``, oldest first; blocks up to ``block_ms``
         when there are none yet."""
-        try:
+        with redis_errors("xread"):
             reply = await self._r.xread({stream: after}, count=count, block=block_ms)
-        except REDIS_ERRORS as exc:
-            raise QueueUnavailable(f"xread failed: {type(exc).__name__}") from exc
         if not reply:
             return []
         return _decode(next(iter(reply.values())))
@@ -104,12 +87,11 @@ class RedisEventBus:
     async def ensure_group(self, group: str, start: str = "$") -> None:
         """Create the consumer group on the global stream (``start``: ``$`` = new events only,
         ``0`` = everything retained). An existing group keeps its position."""
-        try:
-            await self._r.xgroup_create(self.keys.events, group, start, mkstream=True)
-        except coredis.exceptions.StreamDuplicateConsumerGroupError:
-            pass
-        except REDIS_ERRORS as exc:
-            raise QueueUnavailable(f"cannot create consumer group: {exc}") from exc
+        with redis_errors("cannot create consumer group", detail=True):
+            try:
+                await self._r.xgroup_create(self.keys.events, group, start, mkstream=True)
+            except coredis.exceptions.StreamDuplicateConsumerGroupError:
+                pass
 
     async def read_group(
         self, group: str, consumer: str, after: str, *, count: int, block_ms: int | None
@@ -117,13 +99,11 @@ class RedisEventBus:
         """XREADGROUP: ``after`` = ``>`` for new events, an id for this consumer's own pending
         entries after it. Returns (events, ids of entries that could not be used: trimmed or
         undecodable; the caller acks them)."""
-        try:
+        with redis_errors("xreadgroup"):
             reply = await self._r.xreadgroup(
                 group, consumer, streams={self.keys.events: after}, count=count,
                 block=block_ms if after == ">" else None,
             )
-        except REDIS_ERRORS as exc:
-            raise QueueUnavailable(f"xreadgroup failed: {type(exc).__name__}") from exc
         if not reply:
             return [], []
         events: list[Event] = []
@@ -131,7 +111,7 @@ class RedisEventBus:
         for entry in next(iter(reply.values())):
             event = _decode_one(entry)
             if event is None:
-                unusable.append(_s(entry.identifier))
+                unusable.append(as_str(entry.identifier))
             else:
                 events.append(event)
         self.trimmed += len(unusable)
@@ -140,16 +120,12 @@ class RedisEventBus:
     async def ack(self, group: str, ids: Sequence[str]) -> None:
         if not ids:
             return
-        try:
+        with redis_errors("xack"):
             await self._r.xack(self.keys.events, group, list(ids))
-        except REDIS_ERRORS as exc:
-            raise QueueUnavailable(f"xack failed: {type(exc).__name__}") from exc
 
     async def pending(self, group: str) -> int:
-        try:
+        with redis_errors("xpending"):
             summary = await self._r.xpending(self.keys.events, group)
-        except REDIS_ERRORS as exc:
-            raise QueueUnavailable(f"xpending failed: {type(exc).__name__}") from exc
         return int(summary.pending)
 
 
@@ -158,7 +134,7 @@ def _decode_one(entry: Any) -> Event | None:
     if payload is None:
         return None
     try:
-        return decode_event(payload, _s(entry.identifier))
+        return decode_event(payload, as_str(entry.identifier))
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
 
@@ -179,7 +155,7 @@ async def open_event_bus(
     owner_maxlen: int = 10_000,
     owner_ttl_s: int = 7 * 24 * 3600,
 ) -> AsyncIterator[RedisEventBus]:
-    """A ``RedisEventBus`` on a client of its own (``streams.open_client``).
+    """A ``RedisEventBus`` on a client of its own (``client.open_client``).
     ``stream_timeout`` must exceed any BLOCK; ``max_connections`` bounds concurrent readers."""
     async with open_client(url, stream_timeout=stream_timeout, max_connections=max_connections,
                            pool_timeout=pool_timeout) as client:

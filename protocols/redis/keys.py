@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+__all__ = ["Keys"]
+
 
 class Keys(msgspec.Struct, frozen=True):
     prefix: str = "chorus"

@@ -2,7 +2,7 @@
 
 - 100 ``CLIENT KILL``s of the StreamReader's blocked XREADGROUP, with jobs submitted in between:
   no job lost or doubled, the reader never stalls on its connection pool (coredis 6.9 leaked one
-  pool slot per dead blocking connection; ``protocols.redis.queue`` now gives it back).
+  pool slot per dead blocking connection; ``protocols.redis.client`` now gives it back).
 - Valkey stopped and started again (AOF on) with jobs queued and running: submissions during the
   outage answer 503 quickly, never 202; everything accepted completes exactly once afterwards.
 
