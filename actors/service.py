@@ -140,9 +140,10 @@ class Service:
     async def coordination(self) -> AsyncIterator[None]:
         """One Redis client for coordination, outside the supervision tree: a TTSActor cancelled
         at shutdown still releases its lock and provider slot through it (a client inside the
-        actor would be cancelled with it)."""
-        async with self.open_queue() as queue:
-            self._shared_coordinator = self.coordinator(queue.client)
+        actor would be cancelled with it). Its keeper task, which renews every lock and slot
+        held in this process, is owned by this block and so outlives every actor."""
+        async with self.open_queue() as queue, self.coordinator(queue.client).keeping() as coord:
+            self._shared_coordinator = coord
             try:
                 with trio.move_on_after(self.settings.redis_timeout_s):
                     try:
@@ -158,8 +159,8 @@ class Service:
         if self._shared_coordinator is not None:
             yield self._shared_coordinator
             return
-        async with self.open_queue() as queue:
-            yield self.coordinator(queue.client)
+        async with self.open_queue() as queue, self.coordinator(queue.client).keeping() as coord:
+            yield coord
 
     def open_queue(self, *, block_ms: int = 0):
         return open_queue(

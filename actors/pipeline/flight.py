@@ -9,7 +9,8 @@ read (``first_tries``, or the locking read: ``FirstTry``), else by the actor whi
 starts the job (``begin``); the slot only with the lock, so a job waiting for another's result
 never holds a slot. Whatever is held is given back by ``release`` / ``release_all`` (the lock
 once the audio row is committed, by the Storer; an unused slot at once). While held, both are
-renewed by the coordinator's keeper task.
+renewed by the coordinator's keeper task (``Coordinator.keeping``), which also gives back slots
+and adds counts off the critical path: a flight starts no task of its own.
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ async def abandon(coord: Coordinator, tries: Sequence[FirstTry]) -> None:
 
 class Flight:
     def __init__(
-        self, coord: Coordinator, nursery: trio.Nursery, *, key: str, job_id: str,
-        shared_account: bool, wait_s: float, first_try: FirstTry | None = None,
+        self, coord: Coordinator, *, key: str, job_id: str, shared_account: bool,
+        wait_s: float, first_try: FirstTry | None = None,
     ) -> None:
-        self._coord, self._nursery = coord, nursery
+        self._coord = coord
         self._lock = first_try.lock if first_try is not None else coord.lock(key, job_id)
         self._shared = shared_account
         self._wait_s = wait_s
@@ -83,7 +84,7 @@ class Flight:
             log.debug("single-flight lock %s not tried: %s", self._lock.key, exc)
 
     async def own(self, look_again: Callable[[], Awaitable[T | None]]) -> T | None:
-        """Hold the lock (renewed in the actor's nursery) and return None; or, while another
+        """Hold the lock (renewed by the keeper) and return None; or, while another
         worker holds it, wait for it to go and return what ``look_again`` (the cache) finds."""
         first, self._first = self._first, None
         deadline = trio.current_time() + self._wait_s
@@ -100,7 +101,7 @@ class Flight:
                 raise ProviderUnavailable(
                     "an identical job is still being generated elsewhere; retrying later"
                 )
-        self._lock.keep_alive(self._nursery)
+        self._lock.keep_alive()
         if self.waited or self._lock.recently_done:
             # a holder may have stored it between our cache look-up and the lock
             return await look_again()
@@ -114,16 +115,16 @@ class Flight:
             yield
         else:
             held, self._slot = self._slot, None
-            async with self._coord.slot(self._wait_s, self._nursery, held=held):
+            async with self._coord.slot(self._wait_s, held=held):
                 yield
         if self._lock.held:
             self._lock.count_on_release = "provider_calls"  # one round trip with the release
         else:
-            self._nursery.start_soon(self._coord.count, "provider_calls")
+            self._coord.count_soon("provider_calls")
 
     def _give_back_slot(self) -> None:
         if self._slot is not None:
-            self._nursery.start_soon(self._coord.release_slot, self._slot)
+            self._coord.release_slot_soon(self._slot)
         self._slot = None
 
     async def release(self) -> None:

@@ -93,7 +93,6 @@ class TTSActor:
         self._produced = produced
         self._open_coordinator = open_coordinator
         self._coord: Coordinator | None = None
-        self._nursery: trio.Nursery | None = None
         self._faults = settings.faults or FaultPlan()
         self._outcomes = Outcomes(settings, store, events, self._faults)
         self._busy = False
@@ -129,9 +128,8 @@ class TTSActor:
         async with (
             self._deliveries.clone() as deliveries,
             self._produced.clone() as produced,
-            trio.open_nursery() as nursery,  # lock renewals, slot releases
+            trio.open_nursery() as nursery,  # the stop watcher
         ):
-            self._nursery = nursery
 
             async def stop_when_idle() -> None:
                 await stop.wait()
@@ -250,7 +248,7 @@ class TTSActor:
                 if self._may_call_early(attempt, attempt.start):
                     return attempt.start
             return await attempt.start.get(2 * self.settings.db_timeout_s)
-        if self._coord is None or self._nursery is None:
+        if self._coord is None:
             return await self._store.start_job_cached(job_id, key)
         attempt.flight = flight = self._new_flight(key, job_id, None)
         failed: ChorusError | None = None
@@ -291,9 +289,9 @@ class TTSActor:
             self._outcomes.publish_running(job)
 
     def _new_flight(self, key: str, job_id: str, first_try: FirstTry | None) -> Flight:
-        assert self._coord is not None and self._nursery is not None
+        assert self._coord is not None
         return Flight(
-            self._coord, self._nursery, key=key, job_id=job_id,
+            self._coord, key=key, job_id=job_id,
             shared_account=self._provider.shared_account,
             wait_s=self.settings.provider_wait_s, first_try=first_try,
         )

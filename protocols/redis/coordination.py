@@ -15,10 +15,16 @@ Every call has a deadline (``Coordinator.call``); Redis trouble raises ``QueueUn
 ``recently_done``): its Redis calls are made by its coordinator (``try_lock``,
 ``try_lock_with_slot``, ``release_lock``, ``keep`` / ``stop_keeping``). The Lua scripts, with
 their KEYS and ARGV, are in ``protocols.redis.scripts``.
+
+What is held is renewed, and slots are given back in batches, by one keeper task per
+coordinator. Its owner is the ``Coordinator.keeping()`` block: the Service opens it around its
+whole supervision tree (``actors/service.py``), so the keeper outlives every actor that holds a
+lock or a slot, and whatever is still to be given back when the block ends is given back then.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import secrets
@@ -88,12 +94,12 @@ class Lock:
         self.recently_done = lock == 2
         return bool(slot)
 
-    def keep_alive(self, nursery: trio.Nursery) -> None:
+    def keep_alive(self) -> None:
         """Renewed every third of the lease until released (``Coordinator.keep``); a lost
         lock is logged (the work goes on: finishing is a compare-and-set, so a double
         generation doubles nothing)."""
         if self.held:
-            self._c.keep(nursery, lock=self)
+            self._c.keep(lock=self)
 
     def stop_renewing(self) -> None:
         """No more renewals by ``keep_alive`` (the lock is being released)."""
@@ -158,7 +164,9 @@ class Coordinator:
         self._slots_renew = scripts.SLOTS_RENEW.register(client)
         self._locks_kept: set[Lock] = set()  # renewed by the keeper task (``keep``)
         self._slots_kept: set[str] = set()
-        self._keeper_running = False
+        self._counts_due: collections.Counter[str] = collections.Counter()  # ``count_soon``
+        self._work = trio.Event()  # wakes an idle keeper
+        self._keeping = False  # inside ``keeping()``: the keeper task runs
 
     @property
     def client(self) -> coredis.Redis[bytes]:
@@ -301,13 +309,11 @@ class Coordinator:
             await self._release_slot(self.keys.semaphore(self.account), *tokens)
 
     @asynccontextmanager
-    async def slot(
-        self, wait_s: float, release_in: trio.Nursery, *, held: str | None = None
-    ) -> AsyncIterator[None]:
+    async def slot(self, wait_s: float, *, held: str | None = None) -> AsyncIterator[None]:
         """Hold one of the account's slots for the body (renewed by the keeper while held).
         Waits up to ``wait_s`` for one, then raises ``ProviderUnavailable`` (retryable). The
-        slot is given back soon after (``release_slot_soon``, in ``release_in``). ``held``: the
-        token of a slot already taken (``Lock.acquire_with_slot``): no wait."""
+        slot is given back soon after (``release_slot_soon``). ``held``: the token of a slot
+        already taken (``Lock.acquire_with_slot``): no wait."""
         key = self.keys.semaphore(self.account)
         token = held or self.slot_token()
         delay = POLL_MIN_S
@@ -321,23 +327,21 @@ class Coordinator:
             raise ProviderUnavailable(
                 f"all {self.limit} provider slots stayed busy for {wait_s:g} s"
             )
-        self.keep(release_in, slot=token)
+        self.keep(slot=token)
         try:
             yield
         finally:
             self._slots_kept.discard(token)
-            self.release_slot_soon(token, release_in)
+            self.release_slot_soon(token)
 
-    def release_slot_soon(self, token: str, nursery: trio.Nursery) -> None:
+    def release_slot_soon(self, token: str) -> None:
         """Give a slot back within ``RELEASE_LINGER_S``, in one call with the slots released
         meanwhile, or with the next first tries (``acquire_many``), whichever comes first:
         slots that end together (three actors in step) cost one round trip, not three. The
-        keeper task does it (started in ``nursery`` if it is not running)."""
+        keeper task does it."""
         self._to_release.append(token)
         self._release_wanted.set()
-        if not self._keeper_running:
-            self._keeper_running = True
-            nursery.start_soon(self._keeper)
+        self._wake_keeper()
 
     async def _release_slot(self, key: str, *tokens: str) -> None:
         with trio.move_on_after(self.timeout_s, shield=True):
@@ -346,46 +350,77 @@ class Coordinator:
             except REDIS_ERRORS as exc:
                 log.warning("could not release a provider slot (it expires): %s", exc)
 
-    def keep(self, nursery: trio.Nursery, *, lock: Lock | None = None,
-             slot: str | None = None) -> None:
-        """Renew ``lock`` / ``slot`` every third of the lease until it is released: one
-        keeper task per coordinator renews everything held, in two round trips (it runs in
-        ``nursery`` while anything is held, and is started again when needed)."""
+    def keep(self, *, lock: Lock | None = None, slot: str | None = None) -> None:
+        """Renew ``lock`` / ``slot`` every third of the lease until it is released: the keeper
+        task renews everything held, in two round trips."""
         if lock is not None:
             self._locks_kept.add(lock)
         if slot is not None:
             self._slots_kept.add(slot)
-        if not self._keeper_running:
-            self._keeper_running = True
-            nursery.start_soon(self._keeper)
+        self._wake_keeper()
+
+    def _wake_keeper(self) -> None:
+        if not self._keeping:
+            raise RuntimeError("Coordinator used outside its keeping() block: nothing renews")
+        self._work.set()
 
     def stop_keeping(self, lock: Lock) -> None:
         """No more renewals of ``lock`` (``Lock.stop_renewing``)."""
         self._locks_kept.discard(lock)
 
+    @asynccontextmanager
+    async def keeping(self) -> AsyncIterator[Coordinator]:
+        """Run the keeper task for the body: it renews what is held and gives back released
+        slots and due counts. On exit, what is still to be given back is given back (bounded);
+        what is still held then expires with its lease."""
+        if self._keeping:
+            raise RuntimeError("this Coordinator's keeper is already running")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._keeping = True
+                nursery.start_soon(self._keeper)
+                try:
+                    yield self
+                finally:
+                    self._keeping = False
+                    nursery.cancel_scope.cancel()
+                    with trio.move_on_after(self.timeout_s, shield=True):
+                        await self._flush()
+        except BaseExceptionGroup as group:  # the body's own exception, not wrapped
+            if len(group.exceptions) != 1:
+                raise
+            raise group.exceptions[0] from group.exceptions[0].__cause__
+
     async def _keeper(self) -> None:
         """Renews what is kept every third of the lease, and gives back the slots released
-        (after ``RELEASE_LINGER_S``, unless a locking read took them meanwhile). Runs in the
-        nursery of whoever needed it first; if that ends (an actor stopping), the next
-        ``keep`` or release starts another (meanwhile nothing is renewed: a lease is three
-        renewal periods long, and any new job starts a keeper)."""
+        (after ``RELEASE_LINGER_S``, unless a locking read took them meanwhile) and the due
+        counts; idle while nothing is held or due."""
         period = self.lease_ms / 3000
         next_renewal = trio.current_time() + period
-        try:
-            while self._locks_kept or self._slots_kept or self._to_release:
-                with trio.move_on_at(next_renewal):
-                    await self._release_wanted.wait()
-                    await trio.sleep(RELEASE_LINGER_S)
-                if self._release_wanted.is_set():
-                    self._release_wanted = trio.Event()
-                tokens, self._to_release = self._to_release, []
-                if tokens:
-                    await self._release_slot(self.keys.semaphore(self.account), *tokens)
-                if trio.current_time() >= next_renewal:
-                    next_renewal = trio.current_time() + period
-                    await self._renew_kept()
-        finally:
-            self._keeper_running = False
+        while True:
+            if not (self._locks_kept or self._slots_kept or self._to_release
+                    or self._counts_due):
+                self._work = trio.Event()
+                await self._work.wait()
+                next_renewal = trio.current_time() + period
+            with trio.move_on_at(next_renewal):
+                await self._release_wanted.wait()
+                await trio.sleep(RELEASE_LINGER_S)
+            if self._release_wanted.is_set():
+                self._release_wanted = trio.Event()
+            await self._flush()
+            if trio.current_time() >= next_renewal:
+                next_renewal = trio.current_time() + period
+                await self._renew_kept()
+
+    async def _flush(self) -> None:
+        """Give back the released slots and add the due counts (best effort, bounded)."""
+        tokens, self._to_release = self._to_release, []
+        if tokens:
+            await self._release_slot(self.keys.semaphore(self.account), *tokens)
+        counts, self._counts_due = self._counts_due, collections.Counter()
+        for name, by in counts.items():
+            await self.count(name, by)
 
     async def _renew_kept(self) -> None:
         locks, slots = list(self._locks_kept), list(self._slots_kept)
@@ -427,6 +462,12 @@ class Coordinator:
         return int(await self.call(self._r.zcard(key)))
 
     # -- counters -----------------------------------------------------------------------------
+
+    def count_soon(self, name: str, by: int = 1) -> None:
+        """``count``, by the keeper task with the next slot release (no round trip now)."""
+        self._counts_due[name] += by
+        self._release_wanted.set()
+        self._wake_keeper()
 
     async def count(self, name: str, by: int = 1) -> None:
         """Add to a shared counter; best effort (a figure, not state)."""

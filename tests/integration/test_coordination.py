@@ -47,17 +47,17 @@ async def test_semaphore_limits_waits_and_frees_a_dead_holders_slot(redis_url):
             c = coordinator(q.client, keys, limit=2)
             peak = active = 0
 
-            async def use(nursery: trio.Nursery) -> None:
+            async def use() -> None:
                 nonlocal peak, active
-                async with c.slot(wait_s=5, release_in=nursery):
+                async with c.slot(wait_s=5):
                     active += 1
                     peak = max(peak, active)
                     await trio.sleep(0.05)  # a provider call in flight
                     active -= 1
 
-            async with trio.open_nursery() as nursery:
+            async with c.keeping(), trio.open_nursery() as nursery:
                 for _ in range(6):
-                    nursery.start_soon(use, nursery)
+                    nursery.start_soon(use)
             assert peak == 2 and await c.slots_in_use() == 0
 
             # a worker killed while holding both slots (taken, never renewed nor released)
@@ -66,13 +66,13 @@ async def test_semaphore_limits_waits_and_frees_a_dead_holders_slot(redis_url):
             for n in range(2):
                 assert await dead._sem_acquire(keys=[key], args=[f"w-dead|{n}", 2, 500])
             other = coordinator(q.client, keys, holder="w2", limit=2)
-            async with trio.open_nursery() as nursery:
+            async with other.keeping():
                 with pytest.raises(ProviderUnavailable):
-                    async with other.slot(wait_s=0.05, release_in=nursery):
+                    async with other.slot(wait_s=0.05):
                         pass
                 start = trio.current_time()
                 # comes back once the dead holder's lease ends
-                async with other.slot(wait_s=3, release_in=nursery):
+                async with other.slot(wait_s=3):
                     waited = trio.current_time() - start
             assert 0.3 < waited < 2.0
 
@@ -129,8 +129,8 @@ async def test_locking_read_takes_each_new_entrys_lock_and_a_slot_in_one_call(re
             assert [d.job.job_id for d in deliveries] == ["j1", "j2", "j3"]
             # the slot given back rides on the next locking read (before the keeper's
             # linger is over); nothing new: nothing read
-            async with trio.open_nursery() as nursery:
-                c.release_slot_soon(s1, nursery)
+            async with c.keeping():
+                c.release_slot_soon(s1)
                 assert await c.read_and_try(keys.jobs, keys.group, "w1", 5,
                                             shared_account=True) == []
                 assert await c.slots_in_use() == 0
@@ -143,15 +143,17 @@ async def test_one_keeper_renews_every_held_lock_and_slot_until_released(redis_u
         async with open_queue(redis_url, keys, stream_timeout=5) as q:
             c = coordinator(q.client, keys, lease_s=0.3)
             locks = [c.lock(f"k{i}", f"job-{i}") for i in range(3)]
-            async with trio.open_nursery() as nursery:
+            with pytest.raises(RuntimeError):  # outside its keeping() block nothing would renew
+                c.keep(slot=c.slot_token())
+            async with c.keeping():
                 for lock in locks:
                     assert await lock.acquire()
-                    lock.keep_alive(nursery)
-                async with c.slot(wait_s=1, release_in=nursery):
+                    lock.keep_alive()
+                async with c.slot(wait_s=1):
                     await trio.sleep(1.0)  # three leases long
                     assert await c.slots_in_use() == 1  # renewed, not expired
                 assert all([await q.client.exists([lock.key]) for lock in locks])
                 await c.release_locks(locks)
-            # the keeper ended once nothing was held; the slot went back with it
+                await trio.sleep(0.05)  # past the release linger: the keeper gave it back
+                assert await c.slots_in_use() == 0
             assert not await q.client.exists([lock.key for lock in locks])
-            assert await c.slots_in_use() == 0
