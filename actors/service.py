@@ -21,6 +21,7 @@ import trio
 
 from actors.events.publisher import EventPublisher
 from actors.pipeline.inflight import InFlight
+from actors.pipeline.intake import Intake
 from actors.pipeline.prestart import Prestarter
 from actors.pipeline.producer import CHANNEL_CAPACITY, Producer, Submitter, Ticket
 from actors.pipeline.storer import QUEUE as STORE_QUEUE
@@ -49,7 +50,8 @@ from protocols.redis.keys import Keys
 from protocols.redis.queue import open_queue
 from protocols.redis.voice_queue import RedisVoiceSyncQueue
 from protocols.settings import Settings
-from web.app import WebContext, serve
+from web.app import serve
+from web.context import WebContext
 
 log = logging.getLogger("chorus.service")
 
@@ -104,6 +106,11 @@ class Service:
             self.open_event_bus, timeout_s=settings.redis_timeout_s,
             quiet=self.inflight.wait_quiet,
         )
+        #: every job enters here (HTTP, the bench): through the Producer's mailbox
+        self.intake = Intake(
+            settings, store=store, blobs=self.blobs, provider=provider, voices=self.voices,
+            enqueue=self.submitter.submit, events=self.events, count=self.count,
+        )
         self._on_http_ready = on_http_ready
         self._on_event = on_event or _log_event  # both supervisors report here
         self._policy = SupervisorPolicy(
@@ -125,6 +132,12 @@ class Service:
         key = self.settings.elevenlabs_api_key
         secret = key.reveal() if key is not None and self.provider.name == "elevenlabs" else ""
         return f"{self.provider.name}-{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
+
+    async def count(self, name: str) -> None:
+        """Add one to a shared counter in Redis (a figure, best effort: through the shared
+        coordination client, so only while ``coordination()`` is open)."""
+        if self._shared_coordinator is not None:
+            await self._shared_coordinator.count(name)
 
     def coordinator(self, client) -> Coordinator:
         s = self.settings
@@ -292,8 +305,7 @@ class Service:
 
             ctx = WebContext(
                 settings=self.settings, store=self.store, blobs=self.blobs,
-                provider=self.provider, submit=self.submitter.submit, readiness=readiness,
-                count=(self._shared_coordinator or self.coordinator(queue.client)).count,
+                provider=self.provider, intake=self.intake, readiness=readiness,
                 events=self.events, event_log=event_log, stopping=stop,
                 voices=self.voices, track_voice=partial(self._track_voice, queue),
             )

@@ -7,7 +7,6 @@ child simply builds a fresh app. Everything the routes need comes in through ``W
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -17,13 +16,9 @@ from hypercorn.config import Config
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 
-from protocols.domain.voices import VoiceCatalog
-from protocols.events import NO_EVENTS
-from protocols.messages import SpeechJob, Voice
-from protocols.ports import BlobStore, EventLog, EventSink, JobStore, SpeechProvider
 from protocols.settings import Settings
 from web import problems
-from web.auth import KnownKeys
+from web.context import WebContext
 from web.routes import audio, events, health, jobs, usage, voices
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
@@ -34,14 +29,6 @@ BODY_OVERHEAD = 4096
 #: graceful timeout. Requests here are short, so stopping HTTP is bounded by a few seconds.
 HTTP_GRACE_S = 5.0
 KEEP_ALIVE_S = 2.0
-
-
-async def _no_count(name: str) -> None:
-    return None
-
-
-async def _no_track(voice: Voice) -> None:
-    return None
 
 
 class ChorusRequest(TrioRequest):
@@ -55,33 +42,6 @@ class ChorusRequest(TrioRequest):
         super().__init__(method, scheme, path, *args, **kwargs)
         if upload:
             self.max_content_length = MAX_UPLOAD_BODY
-
-
-@dataclasses.dataclass(frozen=True)
-class WebContext:
-    settings: Settings
-    store: JobStore
-    blobs: BlobStore
-    provider: SpeechProvider
-    #: hand the job to the Producer; returns once it is durable in Redis.
-    #: Raises ``QueueFull`` (channel full past the deadline) or ``QueueUnavailable``.
-    submit: Callable[[SpeechJob], Awaitable[None]]
-    #: per-dependency readiness, e.g. ``{"redis": True, "postgres": False}``
-    readiness: Callable[[], Awaitable[dict[str, bool]]]
-    #: add one to a shared counter (cache hits and misses); best effort
-    count: Callable[[str], Awaitable[None]] = _no_count
-    #: where routes publish events (never blocks)
-    events: EventSink = NO_EVENTS
-    #: what SSE streams read (its own bounded pool); None: the SSE routes answer 503
-    event_log: EventLog | None = None
-    #: set when the server is stopping: SSE streams end within one read block
-    stopping: trio.Event | None = None
-    #: voices (visibility, defaults, cloning); None: one built from ``store`` and ``provider``
-    voices: VoiceCatalog | None = None
-    #: API keys authenticated in the last few seconds (``web.auth``), per app
-    known_keys: KnownKeys = dataclasses.field(default_factory=dict)
-    #: schedule a new clone with VoiceSync at once (else it is found on its next rescan)
-    track_voice: Callable[[Voice], Awaitable[None]] = _no_track
 
 
 def create_app(ctx: WebContext) -> QuartTrio:

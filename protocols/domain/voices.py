@@ -18,7 +18,8 @@ from typing import Any
 
 import trio
 
-from protocols.domain.cachekey import cache_key
+from protocols.domain.cachekey import scoped_cache_key
+from protocols.domain.jobs import new_job_id
 from protocols.errors import (
     ChorusError,
     Forbidden,
@@ -196,13 +197,12 @@ async def preview_job(voice: Voice, speech: SpeechProvider, settings: Settings) 
     fmt = "mp3_44100_128"
     owner = voice.owner or ""
     return NewJob(
-        id=f"job_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}",
+        id=new_job_id(),
         owner=owner, text=text, voice_id=info.voice_id, language=language, output_format=fmt,
         idempotency_key=f"voice-preview:{voice.id}", request_hash=f"voice-preview:{voice.id}",
         params=params,
-        cache_key=cache_key(
-            provider=speech.name, text=text, voice_id=info.voice_id, language=language,
-            output_format=fmt, params=params,
-            owner=owner if settings.cache_scope == "owner" else None,
+        cache_key=scoped_cache_key(
+            owner=owner, scope=settings.cache_scope, provider=speech.name, text=text,
+            voice_id=info.voice_id, language=language, output_format=fmt, params=params,
         ),
     )
