@@ -1,5 +1,5 @@
 """The Protocols actors and the web front depend on. ``run.py`` wires the real adapters in;
-unit tests use in-memory fakes (``tests/fakes.py``)."""
+unit tests use in-memory fakes (``tests/support/fakes.py``)."""
 
 from __future__ import annotations
 
@@ -164,6 +164,14 @@ class SpeechProvider(Protocol):
         ...
     async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
         """Raises ``UnknownVoice``, ``ProviderUnavailable`` (retryable) or ``ProviderError``."""
+        ...
+    @property
+    def account(self) -> str:
+        """Names the account calls draw on (the global semaphore's key): the provider and a
+        hash of its credential, never the credential itself."""
+        ...
+    def voice_manager(self) -> VoiceManager:
+        """Voice management at this provider (cloning, readiness, its default voices)."""
         ...
 
 

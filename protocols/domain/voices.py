@@ -69,27 +69,16 @@ def voice_event(kind: EventKind, voice: Voice, **data: Any) -> Event:
     return Event(kind=kind, owner=voice.owner or "", subject=voice.id, data=data, at=time.time())
 
 
-def manager_for(speech: SpeechProvider) -> VoiceManager:
-    from protocols.providers.elevenlabs.provider import ElevenLabsProvider
-
-    if isinstance(speech, ElevenLabsProvider):
-        from protocols.providers.elevenlabs.voices import ElevenLabsVoices
-
-        return ElevenLabsVoices(speech)
-    from protocols.providers.local_voices import LocalVoices
-
-    return LocalVoices(speech)
-
-
 class VoiceCatalog:
-    """One per process (the Service owns it): the store, the speech provider and its manager."""
+    """One per process (built with the Service): the store, the speech provider and its voice
+    manager (the provider's own unless one is given)."""
 
     def __init__(
         self, store: VoiceStore, speech: SpeechProvider, manager: VoiceManager | None = None,
         *, defaults_ttl_s: float = DEFAULTS_TTL_S,
     ) -> None:
         self.store, self.speech = store, speech
-        self.manager = manager or manager_for(speech)
+        self.manager = manager or speech.voice_manager()
         self.provider = speech.name
         self._ttl = defaults_ttl_s
         self._synced_at = -float("inf")
