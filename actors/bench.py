@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -65,10 +65,16 @@ def refill_gaps(starts: Sequence[float], finishes: Sequence[float], slots: int) 
     return [s[k + slots] - f[k] for k in range(len(s) - slots)]
 
 
+#: how the process is composed (``run.build_service``): settings, role, redis_url=, store=,
+#: provider= -> a Service with its HTTP front door
+BuildService = Callable[..., Service]
+
+
 class Bench:
-    def __init__(self, store: PgStore, redis_url: str, database_url: str, data_dir: Path) -> None:
-        self.store, self.redis_url, self.database_url = store, redis_url, database_url
-        self.data_dir, self.run_id = data_dir, uuid.uuid4().hex[:6]
+    def __init__(self, build: BuildService, store: PgStore, redis_url: str, database_url: str,
+                 data_dir: Path) -> None:
+        self.build, self.store, self.redis_url = build, store, redis_url
+        self.database_url, self.data_dir, self.run_id = database_url, data_dir, uuid.uuid4().hex[:6]
 
     async def user(self, name: str) -> tuple[User, str]:
         return await self.store.create_user(f"bench-{name}-{self.run_id}")
@@ -95,8 +101,8 @@ class Bench:
             consumer=consumer, concurrency=SLOTS, shutdown_grace_s=5.0,
             submit_timeout_s=10.0, provider_concurrency=SLOTS,
         )
-        service = Service(settings, redis_url=self.redis_url, store=self.store,
-                          provider=provider, role=role)
+        service = self.build(settings, role, redis_url=self.redis_url, store=self.store,
+                             provider=provider)
         async with service.running():
             yield service
 
@@ -229,7 +235,7 @@ async def memory(b: Bench, n: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         await b.submit_many(svc, user, n, tasks=64)
         enqueue_s = time.perf_counter() - t0
-        async with svc.open_queue() as queue:
+        async with svc.redis.queue() as queue:
             backlog = await queue.backlog()
         rss = me.memory_info().rss
         valkey = sum(p.memory_info().rss for p in me.children(recursive=True)
@@ -290,11 +296,11 @@ WORKLOADS = {"throughput": throughput, "utilization": utilization, "pickup": pic
              "http": http, "memory": memory, "repeats": repeats}
 
 
-async def _all(database_url: str, redis_url: str, data_dir: Path, sizes: dict[str, int]
-               ) -> dict[str, Any]:
+async def _all(build: BuildService, database_url: str, redis_url: str, data_dir: Path,
+               sizes: dict[str, int]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with PgStore.open(database_url, timeout=Settings().db_timeout_s) as store:
-        b = Bench(store, redis_url, database_url, data_dir)
+        b = Bench(build, store, redis_url, database_url, data_dir)
         for name, workload in WORKLOADS.items():
             if name not in sizes:
                 continue
@@ -357,7 +363,8 @@ repeats: POST /v1/jobs over HTTP (16 concurrent), each text twice in a shuffled 
   Service; two worker Services (3 actors each) share one provider account limited to 3 slots."""
 
 
-def run_bench(args: Any) -> int:
+def run_bench(args: Any, build: BuildService) -> int:
+    """``build``: the composition root's ``build_service`` (bench composes nothing itself)."""
     quick = bool(getattr(args, "quick", False))
     sizes = {k: max(50, v // 10) for k, v in FULL.items()} if quick else dict(FULL)
     only = [w.strip() for w in (getattr(args, "only", None) or "").split(",") if w.strip()]
@@ -376,7 +383,7 @@ def run_bench(args: Any) -> int:
     ):
         redis_url = servers.enter_context(embedded_redis(Path(tmp) / "servers"))
         database_url = servers.enter_context(embedded_postgres(Path(tmp) / "servers"))
-        results = trio.run(_all, database_url, redis_url, Path(tmp) / "service", sizes)
+        results = trio.run(_all, build, database_url, redis_url, Path(tmp) / "service", sizes)
     runtime, load_after = time.perf_counter() - started, os.getloadavg()[0]
     figures = _figures(results) if len(results) == len(WORKLOADS) else _partial(results)
     print(f"\n{'figure':<46} {'measured':>16} {'target':>8}  result\n{'-' * 80}")
