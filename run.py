@@ -13,19 +13,25 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
 
-from protocols.errors import ChorusError, ConfigError
+from protocols.errors import ChorusError
+from protocols.providers import choose, open_provider
 from protocols.settings import Settings
+
+if TYPE_CHECKING:
+    from actors.service import Service
+    from actors.supervision.supervisor import SupervisorEvent
+    from protocols.ports import JobStore, SpeechProvider
 
 log = logging.getLogger("chorus")
 
 
-# -- infrastructure --------------------------------------------------------------------------------
+# -- the composition root: the one place a process is built from settings ----------------------
 
 
 @contextlib.contextmanager
@@ -42,27 +48,42 @@ def infrastructure(settings: Settings) -> Iterator[tuple[str, str]]:
         yield redis_url, database_url
 
 
-@contextlib.asynccontextmanager
-async def open_provider(settings: Settings, name: str | None = None) -> AsyncIterator[Any]:
-    """ElevenLabs when ELEVENLABS_API_KEY is set, else the embedded espeak-ng engine
-    (CHORUS_PROVIDER=espeak|elevenlabs|fake overrides; fake is for benchmarks and tests)."""
-    default = "elevenlabs" if settings.elevenlabs_api_key else "espeak"
-    name = name or os.environ.get("CHORUS_PROVIDER") or default
-    if name == "fake":
-        from protocols.providers.fake import FakeProvider
+def build_service(
+    settings: Settings,
+    role: str,
+    *,
+    redis_url: str,
+    store: JobStore,
+    provider: SpeechProvider,
+    on_event: Callable[[SupervisorEvent], None] | None = None,
+    on_http_ready: Callable[[list[str]], Awaitable[None] | None] | None = None,
+) -> Service:
+    """One process' Service around the store and the provider the caller opened (the provider:
+    ``open_provider(settings)``, chosen by name in ``protocols.providers``): the Redis openers,
+    audio files, the voice catalog with the provider's own voice manager and, for the serve and
+    api roles, the HTTP front door. Used by serve/api/worker, the bench and the tests."""
+    from actors.service import Role, Service
+    from protocols.blobs.files import FileBlobStore
+    from protocols.connections import RedisOpeners
+    from protocols.domain.voices import VoiceCatalog
+    from web.app import front_door
 
-        yield FakeProvider(float(os.environ.get("CHORUS_FAKE_LATENCY_S", "0")))
-    elif name == "elevenlabs":
-        from protocols.providers.elevenlabs.provider import ElevenLabsProvider
+    kind = Role(role)
+    return Service(
+        settings,
+        role=kind,
+        store=store,
+        provider=provider,
+        blobs=FileBlobStore(settings.data_path / "audio"),
+        voices=VoiceCatalog(store, provider, provider.voice_manager()),  # type: ignore[arg-type]
+        redis=RedisOpeners(redis_url, settings),
+        front=front_door if kind in (Role.serve, Role.api) else None,
+        on_event=on_event,
+        on_http_ready=on_http_ready,
+    )
 
-        async with ElevenLabsProvider.open(settings) as provider:
-            yield provider
-    elif name == "espeak":
-        from protocols.providers.espeak import EspeakProvider
 
-        yield EspeakProvider()
-    else:
-        raise ConfigError(f"CHORUS_PROVIDER={name!r}: use espeak, elevenlabs or fake")
+# -- serve / api / worker --------------------------------------------------------------------------
 
 
 async def ensure_local_admin(store, settings: Settings) -> None:
@@ -78,11 +99,7 @@ async def ensure_local_admin(store, settings: Settings) -> None:
     print(f"Created local admin user; its API key is in {path.resolve()}", flush=True)
 
 
-# -- serve / api / worker --------------------------------------------------------------------------
-
-
 async def _serve(settings: Settings, role: str, redis_url: str, database_url: str) -> None:
-    from actors.service import Role, Service
     from actors.supervision.supervisor import run_with_signals
     from protocols.postgres.store import PgStore
 
@@ -96,9 +113,9 @@ async def _serve(settings: Settings, role: str, redis_url: str, database_url: st
             print(f"Chorus {role} listening on {', '.join(binds)} (provider {provider.name})",
                   flush=True)
 
-        service = Service(
-            settings, redis_url=redis_url, store=store, provider=provider,
-            role=Role(role), on_http_ready=announce,
+        service = build_service(
+            settings, role, redis_url=redis_url, store=store, provider=provider,
+            on_http_ready=announce,
         )
         if role == "worker":
             print(f"Chorus worker {service.consumer} started", flush=True)
@@ -223,8 +240,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     print(f"data dir      {Path(settings.data_dir).resolve()}")
     print(f"redis         {settings.redis_url or 'embedded Valkey'}")
     print(f"postgres      {'configured (DATABASE_URL)' if settings.database_url else 'embedded'}")
-    print(f"elevenlabs    {'key set (not used yet)' if settings.elevenlabs_api_key else 'no key'};"
-          " speaking with offline espeak-ng")
+    print(f"provider      {_chosen_provider(settings)}")
+    print(f"elevenlabs    {'key set' if settings.elevenlabs_api_key else 'no key'}")
     print(f"http          {settings.host}:{settings.port}")
     print(f"concurrency   {settings.concurrency}   consumer {settings.consumer_name()}")
 
@@ -265,6 +282,14 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
         return trio.run(main, redis_url, database_url)
 
 
+def _chosen_provider(settings: Settings) -> str:
+    try:
+        registration, why = choose(settings)
+    except ChorusError as exc:
+        return f"none: {exc.detail}"
+    return f"{registration.name} ({why})"
+
+
 # -- say -------------------------------------------------------------------------------------------
 
 
@@ -280,7 +305,7 @@ def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from actors.bench import run_bench
 
-    return run_bench(args)
+    return run_bench(args, build_service)
 
 
 # -- argument parsing ------------------------------------------------------------------------------

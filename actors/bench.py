@@ -2,12 +2,13 @@
 
 Embedded Valkey and Postgres start in a temporary data dir (removed afterwards). Each workload
 runs a real ``Service`` (supervisor, Producer, StreamReader, three TTSActors, HTTP on 127.0.0.1)
-with a warmed-up FakeProvider, on its own stream prefix and user. Submitting does what
-``POST /v1/jobs`` does after validation: ``store.create_job``, then ``Submitter.submit``, from 32
-concurrent tasks. Times are read back with the bundled psql: ``started_at`` / ``finished_at`` are
-Postgres ``now()`` of ``start_job`` / of the ``finish_job`` transaction, on the same host clock as
-``time.time()``. Each figure is defined in ``NOTES`` (printed under the table). ``--quick``
-shrinks every workload ~10x. Exit status 0 when every target is met, 1 otherwise.
+with a warmed-up FakeProvider, on its own stream prefix and user. Submitting goes through the
+service's ``Intake``, as ``POST /v1/jobs`` does after parsing (validation, the cache lookup,
+``store.create_job``, then the Producer's XADD), from 32 concurrent tasks. Times are read back
+with the bundled psql: ``started_at`` / ``finished_at`` are Postgres ``now()`` of ``start_job`` /
+of the ``finish_job`` transaction, on the same host clock as ``time.time()``. Each figure is
+defined in ``NOTES`` (printed under the table). ``--quick`` shrinks every workload ~10x. Exit
+status 0 when every target is met, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,11 @@ import psutil
 import trio
 
 from actors.service import Role, Service
-from protocols.domain.cachekey import cache_key
 from protocols.embedded.servers import embedded_postgres, embedded_redis, run_psql
-from protocols.messages import DEFAULT_FORMAT, NewJob, SpeechParams, SynthesisRequest
+from protocols.messages import JobRequest, SynthesisRequest, User
 from protocols.postgres.store import PgStore
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
-from web.routes.jobs import new_job_id, request_hash
 
 SLOTS, SUBMITTERS, HTTP_CONCURRENCY, LATENCY_S = 3, 32, 32, 0.2
 VOICE, MB = "fake-en", 1024 * 1024
@@ -66,14 +65,19 @@ def refill_gaps(starts: Sequence[float], finishes: Sequence[float], slots: int) 
     return [s[k + slots] - f[k] for k in range(len(s) - slots)]
 
 
-class Bench:
-    def __init__(self, store: PgStore, redis_url: str, database_url: str, data_dir: Path) -> None:
-        self.store, self.redis_url, self.database_url = store, redis_url, database_url
-        self.data_dir, self.run_id = data_dir, uuid.uuid4().hex[:6]
+#: how the process is composed (``run.build_service``): settings, role, redis_url=, store=,
+#: provider= -> a Service with its HTTP front door
+BuildService = Callable[..., Service]
 
-    async def user(self, name: str) -> tuple[str, str]:
-        user, key = await self.store.create_user(f"bench-{name}-{self.run_id}")
-        return user.id, key
+
+class Bench:
+    def __init__(self, build: BuildService, store: PgStore, redis_url: str, database_url: str,
+                 data_dir: Path) -> None:
+        self.build, self.store, self.redis_url = build, store, redis_url
+        self.database_url, self.data_dir, self.run_id = database_url, data_dir, uuid.uuid4().hex[:6]
+
+    async def user(self, name: str) -> tuple[User, str]:
+        return await self.store.create_user(f"bench-{name}-{self.run_id}")
 
     async def times(self, owner: str) -> dict[str, tuple[str, float | None, float | None]]:
         """job id -> (status, started_at, finished_at) in unix seconds, read with psql."""
@@ -97,33 +101,25 @@ class Bench:
             consumer=consumer, concurrency=SLOTS, shutdown_grace_s=5.0,
             submit_timeout_s=10.0, provider_concurrency=SLOTS,
         )
-        service = Service(settings, redis_url=self.redis_url, store=self.store,
-                          provider=provider, role=role)
+        service = self.build(settings, role, redis_url=self.redis_url, store=self.store,
+                             provider=provider)
         async with service.running():
             yield service
 
-    async def submit(self, service: Service, owner: str, text: str) -> tuple[str, float, float]:
-        """(job id, wall clock when the submit call began, and when it returned)."""
-        new = NewJob(
-            id=new_job_id(), owner=owner, text=text, voice_id=VOICE, language=None,
-            output_format=DEFAULT_FORMAT, idempotency_key=None,
-            request_hash=request_hash(text, VOICE, None, DEFAULT_FORMAT),
-            cache_key=cache_key(provider=service.provider.name, text=text, voice_id=VOICE,
-                                language=None, output_format=DEFAULT_FORMAT,
-                                params=SpeechParams()),
-        )
-        job, _ = await self.store.create_job(new)
+    async def submit(self, service: Service, user: User, text: str) -> tuple[str, float, float]:
+        """Through the service's Intake, as ``POST /v1/jobs`` does after parsing (the provider's
+        default voice): (job id, wall clock when the submit call began, and when it returned)."""
         called = time.time()
-        await service.submitter.submit(job.to_stream(called))
+        job, _ = await service.intake.submit(JobRequest(text=text), user)
         return job.id, called, time.time()
 
-    async def submit_many(self, service: Service, owner: str, n: int, tasks: int = SUBMITTERS
+    async def submit_many(self, service: Service, user: User, n: int, tasks: int = SUBMITTERS
                           ) -> None:
         numbers = iter(range(n))
 
         async def submitter() -> None:
             for i in numbers:  # shared iterator: each number is taken once
-                await self.submit(service, owner, f"bench {self.run_id} {owner} line {i}")
+                await self.submit(service, user, f"bench {self.run_id} {user.id} line {i}")
 
         async with trio.open_nursery() as nursery:
             for _ in range(min(tasks, n)):
@@ -140,13 +136,13 @@ async def _settled(service: Service, n: int, limit_s: float) -> None:
 
 
 async def throughput(b: Bench, n: int) -> dict[str, Any]:
-    owner, _ = await b.user("throughput")
+    user, _ = await b.user("throughput")
     async with b.serving("throughput", Role.serve) as svc:
         t0 = time.time()
-        await b.submit_many(svc, owner, n)
+        await b.submit_many(svc, user, n)
         submitted = time.time()
         await _settled(svc, n, 60 + n / 20)
-    times = await b.times(owner)
+    times = await b.times(user.id)
     ok = sum(1 for st, _, _ in times.values() if st == "succeeded")
     seconds = max(f for _, _, f in times.values() if f is not None) - t0
     return {"jobs": n, "succeeded": ok, "submitters": SUBMITTERS, "seconds": seconds,
@@ -154,13 +150,13 @@ async def throughput(b: Bench, n: int) -> dict[str, Any]:
 
 
 async def utilization(b: Bench, n: int) -> dict[str, Any]:
-    owner, _ = await b.user("utilization")
+    user, _ = await b.user("utilization")
     async with b.serving("utilization", Role.api) as api:
-        await b.submit_many(api, owner, n)
+        await b.submit_many(api, user, n)
     async with b.serving("utilization", Role.worker, LATENCY_S) as worker:
         await _settled(worker, n, 60 + n * LATENCY_S)
         peak = worker.provider.peak  # type: ignore[attr-defined]
-    runs = [(s, f) for _, s, f in (await b.times(owner)).values() if s and f]
+    runs = [(s, f) for _, s, f in (await b.times(user.id)).values() if s and f]
     starts, finishes = [s for s, _ in runs], [f for _, f in runs]
     actual, ideal = max(finishes) - min(starts), n * LATENCY_S / SLOTS
     gaps = refill_gaps(starts, finishes, SLOTS)
@@ -172,16 +168,16 @@ async def utilization(b: Bench, n: int) -> dict[str, Any]:
 
 
 async def pickup(b: Bench, n: int) -> dict[str, Any]:
-    owner, _ = await b.user("pickup")
+    user, _ = await b.user("pickup")
     marks: dict[str, tuple[float, float]] = {}
     async with b.serving("pickup", Role.serve) as svc:
         await trio.sleep(0.2)  # the reader is blocked in XREADGROUP
         for i in range(n):
-            job_id, called, returned = await b.submit(svc, owner, f"pickup {b.run_id} {i}")
+            job_id, called, returned = await b.submit(svc, user, f"pickup {b.run_id} {i}")
             marks[job_id] = (called, returned)
             await _settled(svc, i + 1, 30)
             await trio.sleep(0.005)  # idle again: the next read is blocked before we submit
-    times = await b.times(owner)
+    times = await b.times(user.id)
     upper = [times[j][1] - c for j, (c, _) in marks.items()]  # type: ignore[operator]
     lower = [times[j][1] - r for j, (_, r) in marks.items()]  # type: ignore[operator]
     return {"jobs": n, "p50_ms": percentile(upper, 50) * 1000,
@@ -232,20 +228,20 @@ def _maxrss() -> int:
 
 
 async def memory(b: Bench, n: int) -> dict[str, Any]:
-    owner, _ = await b.user("backlog")
+    user, _ = await b.user("backlog")
     me = psutil.Process()
     before_rss, before_max = me.memory_info().rss, _maxrss()
     async with b.serving("backlog", Role.api) as svc:
         t0 = time.perf_counter()
-        await b.submit_many(svc, owner, n, tasks=64)
+        await b.submit_many(svc, user, n, tasks=64)
         enqueue_s = time.perf_counter() - t0
-        async with svc.open_queue() as queue:
+        async with svc.redis.queue() as queue:
             backlog = await queue.backlog()
         rss = me.memory_info().rss
         valkey = sum(p.memory_info().rss for p in me.children(recursive=True)
                      if p.name() == "valkey-server")
     return {"jobs": n, "backlog": backlog, "enqueue_s": enqueue_s, "enqueue_per_s": n / enqueue_s,
-            "path": "PgStore.create_job (concurrent ones share one INSERT)"
+            "path": "Intake.submit: PgStore.create_job (concurrent ones share one INSERT)"
                     " + Submitter.submit (batched XADD)",
             "rss_before_mb": before_rss / MB, "maxrss_before_mb": before_max / MB,
             "rss_mb": rss / MB, "maxrss_mb": _maxrss() / MB, "valkey_rss_mb": valkey / MB}
@@ -300,11 +296,11 @@ WORKLOADS = {"throughput": throughput, "utilization": utilization, "pickup": pic
              "http": http, "memory": memory, "repeats": repeats}
 
 
-async def _all(database_url: str, redis_url: str, data_dir: Path, sizes: dict[str, int]
-               ) -> dict[str, Any]:
+async def _all(build: BuildService, database_url: str, redis_url: str, data_dir: Path,
+               sizes: dict[str, int]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with PgStore.open(database_url, timeout=Settings().db_timeout_s) as store:
-        b = Bench(store, redis_url, database_url, data_dir)
+        b = Bench(build, store, redis_url, database_url, data_dir)
         for name, workload in WORKLOADS.items():
             if name not in sizes:
                 continue
@@ -356,17 +352,19 @@ NOTES = """\
 throughput: jobs / (last finished_at - first submit call); submitters and workers share the process.
 utilization: jobs x 0.2 s / 3 slots / (last finished_at - first started_at); all jobs were enqueued
   first by an api-role Service, then run by a worker-role one.
-pickup: Postgres started_at - wall clock when Submitter.submit was called (upper bound: includes
-  the hand-off to the Producer and the XADD round trip) or returned (lower bound).
+pickup: Postgres started_at - wall clock when Intake.submit was called (upper bound: includes
+  validation, the cache lookup, create_job, the hand-off to the Producer and the XADD round trip)
+  or returned (lower bound).
 refill gap: sorted start[k+3] - sorted finish[k] in workload 2; negative when a slot's next job
   starts before the previous one is stored (storing overlaps the next provider call).
 HTTP: api role (no workers running); the httpx client runs in the same process.
-memory: backlog enqueued through PgStore.create_job + Producer (no raw SQL); nothing consumes it.
+memory: backlog enqueued through the Intake (create_job + Producer); nothing consumes it.
 repeats: POST /v1/jobs over HTTP (16 concurrent), each text twice in a shuffled order, to an api
   Service; two worker Services (3 actors each) share one provider account limited to 3 slots."""
 
 
-def run_bench(args: Any) -> int:
+def run_bench(args: Any, build: BuildService) -> int:
+    """``build``: the composition root's ``build_service`` (bench composes nothing itself)."""
     quick = bool(getattr(args, "quick", False))
     sizes = {k: max(50, v // 10) for k, v in FULL.items()} if quick else dict(FULL)
     only = [w.strip() for w in (getattr(args, "only", None) or "").split(",") if w.strip()]
@@ -385,7 +383,7 @@ def run_bench(args: Any) -> int:
     ):
         redis_url = servers.enter_context(embedded_redis(Path(tmp) / "servers"))
         database_url = servers.enter_context(embedded_postgres(Path(tmp) / "servers"))
-        results = trio.run(_all, database_url, redis_url, Path(tmp) / "service", sizes)
+        results = trio.run(_all, build, database_url, redis_url, Path(tmp) / "service", sizes)
     runtime, load_after = time.perf_counter() - started, os.getloadavg()[0]
     figures = _figures(results) if len(results) == len(WORKLOADS) else _partial(results)
     print(f"\n{'figure':<46} {'measured':>16} {'target':>8}  result\n{'-' * 80}")

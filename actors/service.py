@@ -1,26 +1,29 @@
-"""The supervision tree of one Chorus process, by role.
+"""The supervision tree of one Chorus process, by role, from the adapters it is given.
 
 serve = everything; api = HTTP + Producer; worker = VoiceSync + TTS pool + StreamReader;
 every role runs the EventPublisher (first to start, last to stop: everything else publishes).
 Start order: events -> VoiceSync -> TTS pool -> StreamReader -> Producer -> HTTP; stop in reverse.
 The supervisor owns the channels and the in-flight registry; every child incarnation gets clones.
+The process is composed in ``run.py`` (``build_service``): the provider, store, blobs, voice
+catalog and Redis openers come in, and the HTTP front door as a callable (``web.app.front_door``),
+so nothing here imports the web stack.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import StrEnum
 from functools import partial
-from pathlib import Path
+from typing import Any
 
 import trio
 
 from actors.events.publisher import EventPublisher
 from actors.pipeline.attempt import Attempt
+from actors.pipeline.intake import Intake
 from actors.pipeline.ledger import Ledger
 from actors.pipeline.pacing import Pacing
 from actors.pipeline.prestart import Prestarter
@@ -40,18 +43,14 @@ from actors.supervision.supervisor import (
     supervisor_child,
 )
 from actors.voices.voice_sync import VoiceSync
-from protocols.blobs.files import FileBlobStore
+from protocols.connections import RedisOpeners
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError
 from protocols.messages import SpeechJob, Voice
-from protocols.ports import JobStore, SpeechProvider
+from protocols.ports import BlobStore, JobStore, SpeechProvider
 from protocols.redis.coordination import Coordinator
-from protocols.redis.event_bus import open_event_bus
-from protocols.redis.keys import Keys
-from protocols.redis.queue import open_queue
 from protocols.redis.voice_queue import RedisVoiceSyncQueue
 from protocols.settings import Settings
-from web.app import WebContext, serve
 
 log = logging.getLogger("chorus.service")
 
@@ -62,27 +61,37 @@ class Role(StrEnum):
     worker = "worker"
 
 
+#: The HTTP front door: a child of the tree started once per incarnation as
+#: ``front(service, stop, task_status=...)``; it serves until ``stop`` is set and reports its bound
+#: addresses (``['http://127.0.0.1:8000']``) through ``task_status.started``.
+Front = Callable[..., Awaitable[Any]]
+
+
 class Service:
-    """Everything one process runs, wired from settings and adapters."""
+    """Everything one process runs, wired from settings and the adapters it is given."""
 
     def __init__(
         self,
         settings: Settings,
         *,
-        redis_url: str,
         store: JobStore,
         provider: SpeechProvider,
+        blobs: BlobStore,
+        voices: VoiceCatalog,
+        redis: RedisOpeners,
         role: Role = Role.serve,
+        front: Front | None = None,
         on_event: Callable[[SupervisorEvent], None] | None = None,
         on_http_ready: Callable[[list[str]], Awaitable[None] | None] | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
-        self.redis_url = redis_url
-        self.keys = Keys(settings.redis_prefix)
+        self.redis = redis
+        self.redis_url, self.keys = redis.url, redis.keys
         self.store = store
         self.provider = provider
-        self.blobs = FileBlobStore(Path(settings.data_dir) / "audio")
+        self.blobs = blobs
+        self.voices = voices
         self.consumer = settings.consumer_name() if role != Role.api else ""
         self.ledger = Ledger(settings.concurrency)
         self.pacing = Pacing()
@@ -100,13 +109,18 @@ class Service:
         self.sweeper: OrphanSweeper | None = None
         self.producer: Producer | None = None
         self.http_binds: list[str] = []
-        self.voices = VoiceCatalog(store, provider)  # type: ignore[arg-type]
         self.voice_sync: VoiceSync | None = None
         self._shared_coordinator: Coordinator | None = None
         self.events = EventPublisher(
-            self.open_event_bus, timeout_s=settings.redis_timeout_s,
+            redis.event_bus, timeout_s=settings.redis_timeout_s,
             quiet=self.pacing.wait_quiet,
         )
+        #: every job enters here (HTTP, the bench): through the Producer's mailbox
+        self.intake = Intake(
+            settings, store=store, blobs=self.blobs, provider=provider, voices=self.voices,
+            enqueue=self.submitter.submit, events=self.events, count=self.count,
+        )
+        self._front = front
         self._on_http_ready = on_http_ready
         self._on_event = on_event or _log_event  # both supervisors report here
         self._policy = SupervisorPolicy(
@@ -121,18 +135,16 @@ class Service:
             on_event=self._on_event,
         )
 
-    @property
-    def account(self) -> str:
-        """Names the provider account whose slots the global semaphore counts (a hash of the
-        API key: two deployments on one Redis with different keys do not share slots)."""
-        key = self.settings.elevenlabs_api_key
-        secret = key.reveal() if key is not None and self.provider.name == "elevenlabs" else ""
-        return f"{self.provider.name}-{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
+    async def count(self, name: str) -> None:
+        """Add one to a shared counter in Redis (a figure, best effort: through the shared
+        coordination client, so only while ``coordination()`` is open)."""
+        if self._shared_coordinator is not None:
+            await self._shared_coordinator.count(name)
 
     def coordinator(self, client) -> Coordinator:
         s = self.settings
         return Coordinator(
-            client, self.keys, account=self.account, limit=s.provider_concurrency,
+            client, self.keys, account=self.provider.account, limit=s.provider_concurrency,
             lease_s=s.provider_lease, timeout_s=s.redis_timeout_s, holder=self.consumer,
         )
 
@@ -142,7 +154,7 @@ class Service:
         at shutdown still releases its lock and provider slot through it (a client inside the
         actor would be cancelled with it). Its keeper task, which renews every lock and slot
         held in this process, is owned by this block and so outlives every actor."""
-        async with self.open_queue() as queue, self.coordinator(queue.client).keeping() as coord:
+        async with self.redis.queue() as queue, self.coordinator(queue.client).keeping() as coord:
             self._shared_coordinator = coord
             try:
                 with trio.move_on_after(self.settings.redis_timeout_s):
@@ -159,33 +171,8 @@ class Service:
         if self._shared_coordinator is not None:
             yield self._shared_coordinator
             return
-        async with self.open_queue() as queue, self.coordinator(queue.client).keeping() as coord:
+        async with self.redis.queue() as queue, self.coordinator(queue.client).keeping() as coord:
             yield coord
-
-    def open_queue(self, *, block_ms: int = 0):
-        return open_queue(
-            self.redis_url,
-            self.keys,
-            stream_timeout=self.settings.redis_timeout_s + block_ms / 1000 + (3 if block_ms else 0),
-            max_connections=4,
-        )
-
-    def open_event_bus(self, *, block_ms: int = 0, max_connections: int = 2):
-        s = self.settings
-        return open_event_bus(
-            self.redis_url,
-            self.keys,
-            stream_timeout=s.redis_timeout_s + block_ms / 1000 + (3 if block_ms else 0),
-            max_connections=max_connections,
-            maxlen=s.events_maxlen,
-            owner_maxlen=s.owner_events_maxlen,
-            owner_ttl_s=s.owner_events_ttl_s,
-        )
-
-    @asynccontextmanager
-    async def open_voice_queue(self) -> AsyncIterator[RedisVoiceSyncQueue]:
-        async with self.open_queue() as queue:
-            yield RedisVoiceSyncQueue(queue.client, self.keys)
 
     async def _submit_preview(self, job: SpeechJob) -> None:
         """Preview jobs take the HTTP front's path (the Producer) when this process runs one;
@@ -193,10 +180,12 @@ class Service:
         if self.role is Role.serve:
             await self.submitter.submit(job)
             return
-        async with self.open_queue() as queue:
+        async with self.redis.queue() as queue:
             await queue.enqueue([job])
 
-    async def _track_voice(self, queue, voice: Voice) -> None:  # type: ignore[no-untyped-def]
+    async def track_voice(self, queue, voice: Voice) -> None:  # type: ignore[no-untyped-def]
+        """Schedule a new clone with VoiceSync at once, on ``queue``'s client (the front
+        door's own)."""
         deadline = voice.created_at.timestamp() + self.settings.voice_ready_timeout_s
         await RedisVoiceSyncQueue(queue.client, self.keys).track(voice.id, time.time(), deadline)
 
@@ -211,7 +200,7 @@ class Service:
         if self.role in (Role.serve, Role.worker):
             self.voice_sync = VoiceSync(
                 settings=s, catalog=self.voices, jobs=self.store,
-                open_queue=self.open_voice_queue, submit=self._submit_preview,
+                open_queue=self.redis.voice_queue, submit=self._submit_preview,
                 events=self.events, tick_s=min(1.0, s.voice_poll_s),
             )
             children.append(
@@ -249,7 +238,7 @@ class Service:
             )
             self.reader = StreamReader(
                 settings=s, consumer=self.consumer,
-                open_queue=partial(self.open_queue, block_ms=s.read_block_ms),
+                open_queue=partial(self.redis.queue, block_ms=s.read_block_ms),
                 store=self.store, ledger=self.ledger, pacing=self.pacing,
                 deliveries=self._deliveries_send, provider_name=self.provider.name,
                 events=self.events,
@@ -266,54 +255,35 @@ class Service:
                 )
             )
             self.sweeper = OrphanSweeper(
-                settings=s, store=self.store, open_queue=self.open_queue, events=self.events,
+                settings=s, store=self.store, open_queue=self.redis.queue, events=self.events,
             )
             children.append(
                 ChildSpec(id="sweeper", start=self.sweeper.run, restart=Restart.permanent,
                           shutdown=5.0)
             )
         if self.role in (Role.serve, Role.api):
-            self.producer = Producer(self.open_queue, self._tickets_recv, s.faults)
+            self.producer = Producer(self.redis.queue, self._tickets_recv, s.faults)
             children.append(
                 ChildSpec(id="producer", start=self.producer.run, restart=Restart.permanent,
                           shutdown=5.0)
             )
-            children.append(
-                ChildSpec(id="http", start=self._http, restart=Restart.permanent,
-                          shutdown=s.shutdown_grace_s + 1)
-            )
+            if self._front is not None:
+                children.append(
+                    ChildSpec(id="http", start=self._http, restart=Restart.permanent,
+                              shutdown=s.shutdown_grace_s + 1)
+                )
         return children
 
     async def _http(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        s = self.settings
-        sse_pool = self.open_event_bus(
-            block_ms=min(s.read_block_ms, 1000), max_connections=s.sse_max_streams + 2
-        )
-        async with self.open_queue() as queue, sse_pool as event_log:
-
-            async def readiness() -> dict[str, bool]:
-                return {"redis": await _ok(queue.ping), "postgres": await _ok(self.store.ping)}
-
-            ctx = WebContext(
-                settings=self.settings, store=self.store, blobs=self.blobs,
-                provider=self.provider, submit=self.submitter.submit, readiness=readiness,
-                count=(self._shared_coordinator or self.coordinator(queue.client)).count,
-                events=self.events, event_log=event_log, stopping=stop,
-                voices=self.voices, track_voice=partial(self._track_voice, queue),
-            )
-            async with trio.open_nursery() as nursery:
-                binds = await nursery.start(
-                    partial(
-                        serve, ctx, host=self.settings.host, port=self.settings.port,
-                        shutdown_trigger=stop.wait,
-                    )
-                )
-                self.http_binds = list(binds or [])
-                if self._on_http_ready is not None:
-                    maybe = self._on_http_ready(self.http_binds)
-                    if maybe is not None:
-                        await maybe
-                task_status.started(self.http_binds)
+        assert self._front is not None
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(self._front, self, stop)
+            self.http_binds = list(binds or [])
+            if self._on_http_ready is not None:
+                maybe = self._on_http_ready(self.http_binds)
+                if maybe is not None:
+                    await maybe
+            task_status.started(self.http_binds)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with self.coordination():
@@ -367,16 +337,6 @@ class Service:
             "actors": [a.statistics() for a in self.actors],
             "supervisor": self.supervisor.statistics(),
         }
-
-
-async def _ok(check: Callable[[], Awaitable[None]]) -> bool:
-    with trio.move_on_after(2):
-        try:
-            await check()
-            return True
-        except ChorusError:
-            return False
-    return False
 
 
 def _log_event(event: SupervisorEvent) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -62,6 +62,28 @@ class SpeechParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 
 NO_PARAMS = SpeechParams()
+
+
+# --- submitting a job --------------------------------------------------------------------------
+
+
+class JobRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A request for speech, as a client asks for it (the body of ``POST /v1/jobs``); every
+    front submits one of these through the ``Intake`` (``actors/pipeline/intake.py``)."""
+
+    text: str
+    voice_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    language: Annotated[str, msgspec.Meta(min_length=1, max_length=35)] | None = None
+    output_format: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    model_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    #: which model to prefer when ``model_id`` is not given
+    preference: Literal["balanced", "latency", "quality", "expressive"] | None = None
+    voice_settings: VoiceSettings | None = None
+    seed: Annotated[int, msgspec.Meta(ge=0, le=4294967295)] | None = None
+    pronunciation_dictionary_locators: (
+        Annotated[list[DictionaryRef], msgspec.Meta(max_length=3)] | None
+    ) = None
 
 
 # --- on the job stream -------------------------------------------------------------------------

@@ -167,6 +167,14 @@ class SpeechProvider(Protocol):
     async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
         """Raises ``UnknownVoice``, ``ProviderUnavailable`` (retryable) or ``ProviderError``."""
         ...
+    @property
+    def account(self) -> str:
+        """Names the account calls draw on (the global semaphore's key): the provider and a
+        hash of its credential, never the credential itself."""
+        ...
+    def voice_manager(self) -> VoiceManager:
+        """Voice management at this provider (cloning, readiness, its default voices)."""
+        ...
 
 
 class JobQueue(Protocol):

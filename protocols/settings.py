@@ -90,7 +90,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     restart_period_s: float = 60.0  # ... within this many seconds -> give up, exit non-zero
     redis_timeout_s: float = 2.0
     db_timeout_s: float = 5.0
-    # provider (ElevenLabs when a key is set)
+    # provider: a name from the registry (protocols/providers); None -> ElevenLabs when a key
+    # is set, else the embedded espeak-ng
+    provider: str | None = None
+    fake_latency_s: float = 0.0  # each call of the built-in fake provider (benchmarks, tests)
     elevenlabs_base_url: str | None = None  # None -> https://api.elevenlabs.io
     elevenlabs_timeout_s: float = 120.0  # per request (connect, read, write)
     elevenlabs_default_voice_id: str | None = None  # None -> the first premade voice
@@ -182,6 +185,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("max_text_chars", "CHORUS_MAX_TEXT_CHARS", int)
         put("restart_intensity", "CHORUS_RESTART_INTENSITY", int)
         put("restart_period_s", "CHORUS_RESTART_PERIOD_S", float)
+        put("provider", "CHORUS_PROVIDER")
+        put("fake_latency_s", "CHORUS_FAKE_LATENCY_S", float)
         put("elevenlabs_base_url", "ELEVENLABS_BASE_URL")
         put("elevenlabs_timeout_s", "ELEVENLABS_TIMEOUT_S", float)
         put("elevenlabs_default_voice_id", "ELEVENLABS_DEFAULT_VOICE_ID")
@@ -220,6 +225,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("CHORUS_PROVIDER_LEASE_S and ELEVENLABS_TIMEOUT_S must be positive")
         if len(self.elevenlabs_dictionaries) > 3:
             raise ConfigError("ELEVENLABS_PRONUNCIATION_DICTIONARIES takes at most 3 entries")
+        if self.fake_latency_s < 0:
+            raise ConfigError("CHORUS_FAKE_LATENCY_S cannot be negative")
         if self.concurrency < 1:
             raise ConfigError("CHORUS_CONCURRENCY must be at least 1")
         if not 0 <= self.port <= 65535:

@@ -1,15 +1,19 @@
-"""The HTTP front: ``create_app`` builds a new quart-trio app per call; ``serve`` runs one.
+"""The HTTP front: ``create_app`` builds a new quart-trio app per call; ``serve`` runs one;
+``front_door`` is the Service's HTTP child.
 
-The supervisor starts ``serve`` as one child per incarnation (``await nursery.start(...)``):
-the app holds no actors, no background tasks and no ``while_serving`` hooks, so a restarted
-child simply builds a fresh app. Everything the routes need comes in through ``WebContext``.
+The supervisor starts ``front_door`` as one child per incarnation (``await nursery.start(...)``):
+it opens its own Redis connections, builds a ``WebContext`` from the service's parts and serves
+a fresh app. The app holds no actors, no background tasks and no ``while_serving`` hooks, so a
+restarted child simply builds a fresh one. Everything the routes need comes in through
+``WebContext``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 import hypercorn.trio
 import trio
@@ -17,15 +21,15 @@ from hypercorn.config import Config
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 
-from protocols.domain.voices import VoiceCatalog
-from protocols.events import NO_EVENTS
-from protocols.messages import SpeechJob, Voice
-from protocols.ports import BlobStore, EventLog, EventSink, JobStore, SpeechProvider
+from protocols.errors import ChorusError
 from protocols.settings import Settings
 from web import problems
-from web.auth import KnownKeys
+from web.context import WebContext
 from web.routes import audio, events, health, jobs, usage, voices
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
+
+if TYPE_CHECKING:
+    from actors.service import Service
 
 #: room in the request body for JSON syntax and escapes around ``text`` (``\uXXXX`` = 6 bytes)
 BODY_BYTES_PER_CHAR = 6
@@ -34,14 +38,6 @@ BODY_OVERHEAD = 4096
 #: graceful timeout. Requests here are short, so stopping HTTP is bounded by a few seconds.
 HTTP_GRACE_S = 5.0
 KEEP_ALIVE_S = 2.0
-
-
-async def _no_count(name: str) -> None:
-    return None
-
-
-async def _no_track(voice: Voice) -> None:
-    return None
 
 
 class ChorusRequest(TrioRequest):
@@ -55,33 +51,6 @@ class ChorusRequest(TrioRequest):
         super().__init__(method, scheme, path, *args, **kwargs)
         if upload:
             self.max_content_length = MAX_UPLOAD_BODY
-
-
-@dataclasses.dataclass(frozen=True)
-class WebContext:
-    settings: Settings
-    store: JobStore
-    blobs: BlobStore
-    provider: SpeechProvider
-    #: hand the job to the Producer; returns once it is durable in Redis.
-    #: Raises ``QueueFull`` (channel full past the deadline) or ``QueueUnavailable``.
-    submit: Callable[[SpeechJob], Awaitable[None]]
-    #: per-dependency readiness, e.g. ``{"redis": True, "postgres": False}``
-    readiness: Callable[[], Awaitable[dict[str, bool]]]
-    #: add one to a shared counter (cache hits and misses); best effort
-    count: Callable[[str], Awaitable[None]] = _no_count
-    #: where routes publish events (never blocks)
-    events: EventSink = NO_EVENTS
-    #: what SSE streams read (its own bounded pool); None: the SSE routes answer 503
-    event_log: EventLog | None = None
-    #: set when the server is stopping: SSE streams end within one read block
-    stopping: trio.Event | None = None
-    #: voices (visibility, defaults, cloning); None: one built from ``store`` and ``provider``
-    voices: VoiceCatalog | None = None
-    #: API keys authenticated in the last few seconds (``web.auth``), per app
-    known_keys: KnownKeys = dataclasses.field(default_factory=dict)
-    #: schedule a new clone with VoiceSync at once (else it is found on its next rescan)
-    track_voice: Callable[[Voice], Awaitable[None]] = _no_track
 
 
 def create_app(ctx: WebContext) -> QuartTrio:
@@ -134,3 +103,40 @@ async def serve(
     await hypercorn.trio.serve(
         app, config, shutdown_trigger=shutdown_trigger, task_status=task_status
     )
+
+
+async def front_door(
+    service: Service,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The Service's HTTP child (``actors.service.Front``), one call per incarnation: a queue
+    client for readiness and clone tracking, the SSE pool, and a fresh ``WebContext`` on the
+    service's parts, served until ``stop`` is set."""
+    s = service.settings
+    sse_pool = service.redis.event_bus(
+        block_ms=min(s.read_block_ms, 1000), max_connections=s.sse_max_streams + 2
+    )
+    async with service.redis.queue() as queue, sse_pool as event_log:
+
+        async def readiness() -> dict[str, bool]:
+            return {"redis": await _ok(queue.ping), "postgres": await _ok(service.store.ping)}
+
+        ctx = WebContext(
+            settings=s, store=service.store, blobs=service.blobs, provider=service.provider,
+            intake=service.intake, readiness=readiness, events=service.events,
+            event_log=event_log, stopping=stop, voices=service.voices,
+            track_voice=partial(service.track_voice, queue),
+        )
+        await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
+
+
+async def _ok(check: Callable[[], Awaitable[None]]) -> bool:
+    with trio.move_on_after(2):
+        try:
+            await check()
+            return True
+        except ChorusError:
+            return False
+    return False

@@ -46,13 +46,32 @@ def cache_key(
     return hashlib.sha256(canonical).hexdigest()
 
 
+def scoped_cache_key(
+    *,
+    owner: str,
+    scope: str,
+    provider: str,
+    text: str,
+    voice_id: str,
+    language: str | None,
+    output_format: str,
+    params: SpeechParams,
+) -> str:
+    """The cache key of a job of ``owner`` under the cache scope (``Settings.cache_scope``):
+    the owner is part of it only with the per-owner scope (the one place this rule lives)."""
+    return cache_key(
+        provider=provider, text=text, voice_id=voice_id, language=language,
+        output_format=output_format, params=params,
+        owner=owner if scope == "owner" else None,
+    )
+
+
 def job_cache_key(job: Job | SpeechJob, provider: str, scope: str = "global") -> str:
     """A job's cache key: the one settled at submit, else (stream entries from before it was
     carried) computed the same way."""
     if job.cache_key:
         return job.cache_key
-    return cache_key(
-        provider=provider, text=job.text, voice_id=job.voice_id, language=job.language,
-        output_format=job.output_format, params=job.params,
-        owner=job.owner if scope == "owner" else None,
+    return scoped_cache_key(
+        owner=job.owner, scope=scope, provider=provider, text=job.text, voice_id=job.voice_id,
+        language=job.language, output_format=job.output_format, params=job.params,
     )

@@ -18,7 +18,8 @@ from typing import Any
 
 import trio
 
-from protocols.domain.cachekey import cache_key
+from protocols.domain.cachekey import scoped_cache_key
+from protocols.domain.jobs import new_job_id
 from protocols.errors import (
     ChorusError,
     Forbidden,
@@ -68,27 +69,16 @@ def voice_event(kind: EventKind, voice: Voice, **data: Any) -> Event:
     return Event(kind=kind, owner=voice.owner or "", subject=voice.id, data=data, at=time.time())
 
 
-def manager_for(speech: SpeechProvider) -> VoiceManager:
-    from protocols.providers.elevenlabs.provider import ElevenLabsProvider
-
-    if isinstance(speech, ElevenLabsProvider):
-        from protocols.providers.elevenlabs.voices import ElevenLabsVoices
-
-        return ElevenLabsVoices(speech)
-    from protocols.providers.local_voices import LocalVoices
-
-    return LocalVoices(speech)
-
-
 class VoiceCatalog:
-    """One per process (the Service owns it): the store, the speech provider and its manager."""
+    """One per process (built with the Service): the store, the speech provider and its voice
+    manager (the provider's own unless one is given)."""
 
     def __init__(
         self, store: VoiceStore, speech: SpeechProvider, manager: VoiceManager | None = None,
         *, defaults_ttl_s: float = DEFAULTS_TTL_S,
     ) -> None:
         self.store, self.speech = store, speech
-        self.manager = manager or manager_for(speech)
+        self.manager = manager or speech.voice_manager()
         self.provider = speech.name
         self._ttl = defaults_ttl_s
         self._synced_at = -float("inf")
@@ -196,13 +186,12 @@ async def preview_job(voice: Voice, speech: SpeechProvider, settings: Settings) 
     fmt = "mp3_44100_128"
     owner = voice.owner or ""
     return NewJob(
-        id=f"job_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}",
+        id=new_job_id(),
         owner=owner, text=text, voice_id=info.voice_id, language=language, output_format=fmt,
         idempotency_key=f"voice-preview:{voice.id}", request_hash=f"voice-preview:{voice.id}",
         params=params,
-        cache_key=cache_key(
-            provider=speech.name, text=text, voice_id=info.voice_id, language=language,
-            output_format=fmt, params=params,
-            owner=owner if settings.cache_scope == "owner" else None,
+        cache_key=scoped_cache_key(
+            owner=owner, scope=settings.cache_scope, provider=speech.name, text=text,
+            voice_id=info.voice_id, language=language, output_format=fmt, params=params,
         ),
     )

@@ -1,12 +1,24 @@
 """What local providers (the embedded engine, the built-in fake) share: one model, nothing to
-meter, no account to protect."""
+meter, no account to protect, no cloning (``LocalVoices``); and how any provider names its
+account."""
 
 from __future__ import annotations
+
+import hashlib
 
 import msgspec
 
 from protocols.errors import InvalidInput
 from protocols.messages import SpeechParams, VoiceInfo
+from protocols.ports import VoiceManager
+from protocols.providers.local_voices import LocalVoices
+
+
+def account_name(provider: str, secret: str = "") -> str:
+    """Names a provider account (whose slots the global semaphore counts): the provider and a
+    hash of its credential, so two deployments on one Redis with different keys do not share
+    slots, and the key itself is never in Redis."""
+    return f"{provider}-{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
 
 
 class LocalProvider:
@@ -37,3 +49,10 @@ class LocalProvider:
 
     async def remaining_characters(self) -> int | None:
         return None
+
+    @property
+    def account(self) -> str:
+        return account_name(self.name)
+
+    def voice_manager(self) -> VoiceManager:
+        return LocalVoices(self)

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import trio
 
+from actors.pipeline.intake import Intake
+from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ProviderError
 from protocols.events import EventKind, job_event
 from protocols.messages import NewJob, SynthesisRequest, SynthesisResult
@@ -22,8 +24,9 @@ from protocols.redis.keys import Keys
 from protocols.settings import Settings
 from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore
 from tests.support.harness import make_settings, running_service, total_queue_check
-from web.app import WebContext, serve
+from web.app import serve
 from web.client import SSEvent, iter_sse
+from web.context import WebContext
 
 CAP_S = 10.0
 
@@ -74,10 +77,12 @@ async def sse_server(redis_url: str, **overrides: Any) -> AsyncIterator[SSEServe
         return {}
 
     async with open_event_bus(redis_url, keys, stream_timeout=4.0, max_connections=8) as bus:
+        blobs, provider = FakeBlobStore(), FakeProvider(voices=TEST_VOICES)
+        intake = Intake(settings, store=store, blobs=blobs, provider=provider,
+                        voices=VoiceCatalog(store, provider), enqueue=submit)
         ctx = WebContext(
-            settings=settings, store=store, blobs=FakeBlobStore(),
-            provider=FakeProvider(voices=TEST_VOICES), submit=submit, readiness=readiness,
-            event_log=bus, stopping=stop,
+            settings=settings, store=store, blobs=blobs, provider=provider,
+            intake=intake, readiness=readiness, event_log=bus, stopping=stop,
         )
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(

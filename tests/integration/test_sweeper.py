@@ -7,13 +7,13 @@ from __future__ import annotations
 import trio
 
 from actors.pipeline.sweeper import OrphanSweeper
+from protocols.domain.jobs import request_hash
 from protocols.events import EventKind
 from protocols.messages import DEFAULT_FORMAT, JobStatus, NewJob
 from protocols.redis.keys import Keys
 from protocols.redis.queue import open_queue
 from tests.support.fakes import RecordingEvents
 from tests.support.harness import make_settings, running_service
-from web.routes.jobs import request_hash
 
 LIMIT_S = 30
 

@@ -21,6 +21,7 @@ from protocols.providers.fake import FakeProvider
 from protocols.redis.keys import Keys
 from protocols.redis.queue import open_queue
 from protocols.settings import Settings
+from run import build_service
 
 FAST = dict(
     lease_s=3.0, reclaim_interval_s=0.3, read_block_ms=200, shutdown_grace_s=3.0,
@@ -79,9 +80,9 @@ async def running_service(
     role: Role = Role.serve,
 ) -> AsyncIterator[Running]:
     events: list[SupervisorEvent] = []
-    service = Service(
-        settings, redis_url=redis_url, store=store, provider=provider or FakeProvider(),
-        role=role, on_event=events.append,
+    service = build_service(
+        settings, role, redis_url=redis_url, store=store, provider=provider or FakeProvider(),
+        on_event=events.append,
     )
     _, key = await store.create_user(f"user-{uuid.uuid4().hex[:6]}")
     async with service.running(stop_limit_s=15):

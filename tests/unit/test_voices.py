@@ -12,6 +12,7 @@ import msgspec
 import pytest
 import trio
 
+from actors.pipeline.intake import Intake
 from actors.supervision.supervisor import ChildSpec, Strategy, Supervisor, SupervisorPolicy
 from actors.voices.voice_sync import VoiceSync
 from protocols.domain.voices import VoiceCatalog
@@ -31,7 +32,8 @@ from protocols.settings import Settings
 from tests.support.fake_voices import FakeVoiceManager, MemoryVoiceSyncQueue
 from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
 from tests.unit.test_web import problem_of
-from web.app import WebContext, create_app
+from web.app import create_app
+from web.context import WebContext
 
 MP3 = ("a.mp3", b"ID3" + b"\0" * 100, "audio/mpeg")
 
@@ -45,6 +47,8 @@ class VEnv:
     keys: dict[str, str]
     ids: dict[str, str]
     submitted: list[SpeechJob]
+    #: what jobs are handed to (records them in ``submitted``)
+    enqueue: Any = None
 
     def client(self) -> Any:
         return create_app(self.ctx).test_client()
@@ -86,11 +90,13 @@ async def venv() -> VEnv:
         return {}
 
     catalog = VoiceCatalog(store, provider, manager)
-    ctx = WebContext(settings=Settings(max_text_chars=100), store=store, blobs=FakeBlobStore(),
-                     provider=provider, submit=submit, readiness=readiness, events=events,
-                     voices=catalog)
+    settings, blobs = Settings(max_text_chars=100), FakeBlobStore()
+    intake = Intake(settings, store=store, blobs=blobs, provider=provider, voices=catalog,
+                    enqueue=submit, events=events)
+    ctx = WebContext(settings=settings, store=store, blobs=blobs, provider=provider,
+                     intake=intake, readiness=readiness, events=events, voices=catalog)
     return VEnv(store, manager, events, ctx, {"alice": akey, "bob": bkey},
-                {"alice": alice.id, "bob": bob.id}, submitted)
+                {"alice": alice.id, "bob": bob.id}, submitted, submit)
 
 
 async def add_voice(env: VEnv, owner: str, *, visibility: Visibility = Visibility.private,
@@ -278,7 +284,7 @@ class Sync:
         return VoiceSync(
             settings=msgspec.structs.replace(SETTINGS, faults=faults),
             catalog=self.env.ctx.voices, jobs=self.env.store, open_queue=_Open,  # type: ignore
-            submit=self.env.ctx.submit, events=self.env.events, clock=self.clock,
+            submit=self.env.enqueue, events=self.env.events, clock=self.clock,
         )
 
 

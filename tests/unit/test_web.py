@@ -12,7 +12,9 @@ import httpx
 import pytest
 import trio
 
+from actors.pipeline.intake import Intake
 from protocols.domain.audio import parse_format
+from protocols.domain.voices import VoiceCatalog
 from protocols.errors import (
     IdempotencyConflict,
     NotFound,
@@ -33,7 +35,8 @@ from protocols.messages import (
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
 from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
-from web.app import WebContext, create_app, serve
+from web.app import create_app, serve
+from web.context import WebContext
 
 CAP_S = 10.0
 PROBLEM = "application/problem+json"
@@ -65,6 +68,8 @@ class Env:
     submit_errors: list[Exception] = dataclasses.field(default_factory=list)
     submit_hangs: bool = False
     ready: dict[str, bool] = dataclasses.field(default_factory=dict)
+    #: what the Intake hands jobs to (records them in ``submitted``)
+    enqueue: Callable[[SpeechJob], Awaitable[None]] | None = None
 
     @property
     def auth(self) -> dict[str, str]:
@@ -118,12 +123,23 @@ async def env() -> Env:
         store=store,
         blobs=blobs,
         provider=provider,
-        submit=submit,
+        intake=intake_of(settings, store, blobs, provider, submit),
         readiness=readiness,
     )
-    holder["env"] = Env(settings, store, blobs, provider, ctx, user, key, other, other_key)
+    holder["env"] = Env(settings, store, blobs, provider, ctx, user, key, other, other_key,
+                        enqueue=submit)
     holder["env"].ready.update(redis=True, postgres=True)
     return holder["env"]
+
+
+def intake_of(
+    settings: Settings, store: FakeJobStore, blobs: FakeBlobStore, provider: FakeProvider,
+    enqueue: Callable[[SpeechJob], Awaitable[None]], events: Any = None,
+) -> Intake:
+    voices = VoiceCatalog(store, provider)
+    extra = {} if events is None else {"events": events}
+    return Intake(settings, store=store, blobs=blobs, provider=provider, voices=voices,
+                  enqueue=enqueue, **extra)
 
 
 async def problem_of(response: Any, status: int, code: str) -> dict[str, Any]:
@@ -351,14 +367,16 @@ async def test_enqueue_error_after_a_worker_started_the_job_is_still_accepted(en
     """The XADD landed but its reply was lost, and a worker started the job before the front
     could undo it: the job will run, so the client must hear 202, not 503 (a retry without an
     idempotency key would otherwise make a second job)."""
-    original = env.ctx.submit
+    original = env.enqueue
+    assert original is not None
 
     async def landed_then_lost(job: SpeechJob) -> None:
         await original(job)
         await env.store.start_job(job.job_id)  # a worker picked it up meanwhile
         raise QueueUnavailable("reply lost")
 
-    env.ctx = dataclasses.replace(env.ctx, submit=landed_then_lost)
+    intake = intake_of(env.settings, env.store, env.blobs, env.provider, landed_then_lost)
+    env.ctx = dataclasses.replace(env.ctx, intake=intake)
     response = await post_job(env, {"text": "hi"})
     assert response.status_code == 202
     body = await response.get_json()
@@ -733,7 +751,9 @@ async def test_fake_provider_and_blobs() -> None:
 @capped
 async def test_submit_publishes_job_queued_once(env: Env) -> None:
     recorded = RecordingEvents()
-    env.ctx = dataclasses.replace(env.ctx, events=recorded)
+    intake = intake_of(env.settings, env.store, env.blobs, env.provider,
+                       env.enqueue, recorded)
+    env.ctx = dataclasses.replace(env.ctx, events=recorded, intake=intake)
     r = await post_job(env, {"text": "hello", "idempotency_key": "k1"})
     assert r.status_code == 202
     job_id = (await r.get_json())["id"]

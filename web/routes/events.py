@@ -30,7 +30,7 @@ from web.auth import current_user
 from web.problems import InvalidLastEventId, TooManyStreams
 
 if TYPE_CHECKING:
-    from web.app import WebContext
+    from web.context import WebContext
 
 log = logging.getLogger("chorus.web.events")
 

@@ -14,7 +14,7 @@ from quart import Blueprint, Response
 from web.problems import NotReady, json_response
 
 if TYPE_CHECKING:
-    from web.app import WebContext
+    from web.context import WebContext
 
 log = logging.getLogger("chorus.web")
 

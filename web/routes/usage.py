@@ -10,7 +10,7 @@ from web.auth import current_user
 from web.problems import json_response
 
 if TYPE_CHECKING:
-    from web.app import WebContext
+    from web.context import WebContext
 
 
 def blueprint(ctx: WebContext) -> Blueprint:

@@ -23,7 +23,6 @@ from protocols.events import EventKind
 from protocols.messages import Visibility, Voice, VoiceStatus
 from web.auth import current_user
 from web.problems import UnknownField, json_response
-from web.routes.jobs import iso
 from web.routes.voice_uploads import (
     check_description,
     check_labels,
@@ -31,9 +30,10 @@ from web.routes.voice_uploads import (
     check_visibility,
     parse_clone,
 )
+from web.views import iso
 
 if TYPE_CHECKING:
-    from web.app import WebContext
+    from web.context import WebContext
 
 log = logging.getLogger("chorus.web")
 

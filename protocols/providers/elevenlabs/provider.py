@@ -55,6 +55,8 @@ from protocols.messages import (
     SynthesisResult,
     VoiceInfo,
 )
+from protocols.ports import VoiceManager
+from protocols.providers.base import account_name
 from protocols.providers.elevenlabs.errors import Failure, classify
 from protocols.providers.elevenlabs.models import (
     STATIC_MODELS,
@@ -150,6 +152,18 @@ class ElevenLabsProvider:
                 timeout=timeout,
             )
             yield cls(sdk, settings)
+
+    @property
+    def account(self) -> str:
+        """The account the API key opens (named by a hash of the key)."""
+        key = self.settings.elevenlabs_api_key
+        return account_name(self.name, key.reveal() if key is not None else "")
+
+    def voice_manager(self) -> VoiceManager:
+        """Cloning, readiness and the premade voices on this account."""
+        from protocols.providers.elevenlabs.voices import ElevenLabsVoices  # imports this module
+
+        return ElevenLabsVoices(self)
 
     def statistics(self) -> ProviderStatistics:
         return ProviderStatistics(

@@ -1,0 +1,200 @@
+"""Intake: submitting a job, the same for every front (HTTP, the bench, storybooks next).
+
+From a transport-neutral ``JobRequest`` and the user to an accepted job: the text normalized and
+within limits, the format offered, the voice resolved (``VoiceCatalog``), the provider's
+parameters settled and the cache key known. A job is accepted only once it is durable twice:
+its row in Postgres (``store.create_job``, where the quota is checked) and its entry in the Redis
+stream (``enqueue``, the Producer's mailbox). If the stream cannot take it, the row is discarded
+and the error propagates (HTTP answers 503 with ``Retry-After``): nothing half-accepted remains.
+A request whose audio already exists is answered from the cache: the job is created succeeded,
+the provider is not touched and nothing is charged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from protocols.domain.cachekey import scoped_cache_key
+from protocols.domain.jobs import new_job_id, request_hash
+from protocols.domain.text import normalize_text
+from protocols.domain.voices import VoiceCatalog
+from protocols.errors import (
+    EnqueueFailed,
+    ProviderQuotaExhausted,
+    QueueUnavailable,
+    TextEmpty,
+    TextTooLong,
+    UnsupportedFormat,
+)
+from protocols.events import NO_EVENTS, EventKind, job_event
+from protocols.messages import (
+    DEFAULT_FORMAT,
+    Job,
+    JobRequest,
+    JobStatus,
+    NewJob,
+    SpeechJob,
+    SpeechParams,
+    User,
+)
+from protocols.ports import BlobStore, EventSink, JobStore, SpeechProvider
+from protocols.settings import Settings
+
+log = logging.getLogger("chorus.intake")
+
+
+async def _no_count(name: str) -> None:
+    return None
+
+
+class Intake:
+    """One per process (the Service builds it): every job enters through ``submit``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: JobStore,
+        blobs: BlobStore,
+        provider: SpeechProvider,
+        voices: VoiceCatalog,
+        enqueue: Callable[[SpeechJob], Awaitable[None]],
+        events: EventSink = NO_EVENTS,
+        count: Callable[[str], Awaitable[None]] = _no_count,
+    ) -> None:
+        self.settings = settings
+        self.store, self.blobs, self.provider, self.voices = store, blobs, provider, voices
+        #: hand the job to the Producer; returns once it is durable in Redis. Raises
+        #: ``QueueFull`` (channel full past the deadline) or ``QueueUnavailable``.
+        self._enqueue = enqueue
+        self._events = events
+        #: add one to a shared counter (cache hits and misses); best effort
+        self._count = count
+        # create_job + enqueue, each with its own deadline inside; this bounds the whole
+        s = settings
+        self._bound = 2 * s.db_timeout_s + s.submit_timeout_s + s.redis_timeout_s
+
+    async def submit(self, request: JobRequest, user: User) -> tuple[Job, bool]:
+        """The accepted job, and whether this call created it (False: an idempotent repeat
+        of ``request.idempotency_key``, answered with the job as it is now). Raises the typed
+        error of a request that cannot be accepted (nothing is then left behind)."""
+        new = await self.settle(request, user.id)
+        job, created = await self._accept(user, new)
+        if created and job.status is JobStatus.queued:  # durable in the stream: announce it
+            self._events.publish(job_event(EventKind.job_queued, job.id, job.owner))
+        elif created and job.cached:  # answered from the cache: already final
+            self._events.publish(job_event(
+                EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id, cached=True
+            ))
+        if not created:
+            log.debug("idempotent repeat of %s (%s)", job.id, job.status)
+        return job, created
+
+    async def settle(self, request: JobRequest, owner: str) -> NewJob:
+        """The request as a job of ``owner``, with its parameters settled and its cache key
+        known. Raises ``TextEmpty``, ``TextTooLong``, ``UnsupportedFormat``, ``UnknownVoice``,
+        ``VoiceNotReady``, ``InvalidInput`` or ``UnsupportedLanguage``."""
+        limit = self.settings.max_text_chars
+        text = normalize_text(request.text)
+        if not text:
+            raise TextEmpty("text must contain something to say.")
+        if len(text) > limit:
+            raise TextTooLong(
+                f"text has {len(text)} characters; the limit is {limit}.",
+                limit=limit, characters=len(text),
+            )
+        fmt = request.output_format or DEFAULT_FORMAT
+        formats = self.provider.formats()
+        if fmt not in formats:
+            raise UnsupportedFormat(
+                f"output_format {fmt!r} is not supported.", supported=sorted(formats)
+            )
+        language = (request.language or "").strip() or None
+        voice = await self.voices.for_job(request.voice_id, language, owner)  # visibility
+        asked = SpeechParams(
+            model_id=request.model_id or "",
+            voice_settings=request.voice_settings,
+            seed=request.seed,
+            dictionaries=tuple(request.pronunciation_dictionary_locators or ()),
+        )
+        params = await self.provider.prepare(text, voice, language, asked, request.preference)
+        return NewJob(
+            id=new_job_id(),
+            owner=owner,
+            text=text,
+            voice_id=voice.voice_id,
+            language=language,
+            output_format=fmt,
+            idempotency_key=request.idempotency_key,
+            request_hash=request_hash(text, request.voice_id, language, fmt, request),
+            params=params,
+            cache_key=scoped_cache_key(
+                owner=owner, scope=self.settings.cache_scope, provider=self.provider.name,
+                text=text, voice_id=voice.voice_id, language=language, output_format=fmt,
+                params=params,
+            ),
+        )
+
+    async def _accept(self, user: User, new: NewJob) -> tuple[Job, bool]:
+        """create_job + enqueue, shielded: a submit cancelled half-way (client gone, server
+        stopping) never leaves a job that is in the database but not in the stream."""
+        if (hit := await self._from_cache(new)) is not None:
+            return hit
+        await self._check_account(new)
+        store = self.store
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self._bound):
+            job, created = await store.create_job(new, quota=user.monthly_quota)
+            if job.error_code == EnqueueFailed.code and job.status is JobStatus.failed:
+                # an idempotent retry of a submit that never reached the queue: this time it may
+                job = await store.requeue_job(job.id) or job
+            if job.status.terminal:
+                return job, created
+            try:
+                await self._enqueue(job.to_stream(time.time()))
+            except Exception:  # QueueFull / QueueUnavailable -> 503; anything else -> 500
+                if created and not await self._discard(job.id):
+                    started = await store.get_job(job.id)
+                    if started is not None:
+                        return started, created  # it is running: accepted, not a 503
+                raise
+            return job, created
+        # only reached when the bound expired: outcome unknown, undo what may have been done
+        if not await self._discard(new.id) and (started := await store.get_job(new.id)):
+            return started, True
+        raise QueueUnavailable("Submitting the job did not finish in time.")
+
+    async def _from_cache(self, new: NewJob) -> tuple[Job, bool] | None:
+        """Existing audio with the job's cache key: the job is created succeeded, pointing at
+        it; the provider is not touched and nothing is charged."""
+        found = await self.store.find_audio(new.owner, new.cache_key)
+        if found is not None and not await self.blobs.exists(found.path):
+            log.warning("audio %s has no file; generating again", found.id)
+            found = None
+        await self._count("api_cache_hits" if found is not None else "api_cache_misses")
+        if found is None:
+            return None
+        return await self.store.create_job(new, cached=found)
+
+    async def _check_account(self, new: NewJob) -> None:
+        remaining = await self.provider.remaining_characters()
+        if remaining is not None and remaining < new.characters:
+            raise ProviderQuotaExhausted(
+                f"The provider account has {remaining} characters left; this job needs"
+                f" {new.characters}. Nothing was queued."
+            )
+
+    async def _discard(self, job_id: str) -> bool:
+        """Undo a job whose enqueue failed. False: a worker already started it (the XADD did
+        land), so it is accepted after all; an undo that fails is logged and counts as done."""
+        with trio.move_on_after(self.settings.db_timeout_s, shield=True) as scope:
+            try:
+                return await self.store.discard_job(job_id)
+            except Exception:
+                log.exception("could not discard job %s after a failed submit", job_id)
+        if scope.cancelled_caught:
+            log.error("discarding job %s timed out after a failed submit", job_id)
+        return True

@@ -1,0 +1,53 @@
+"""How the parts of one process open their Redis connections: each opener is an async context
+manager with its own small pool, its timeouts from settings (a blocking read gets its block
+time on top). Built once by the composition root (``run.py``) and handed to the Service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from protocols.redis.event_bus import RedisEventBus, open_event_bus
+from protocols.redis.keys import Keys
+from protocols.redis.queue import RedisQueue, open_queue
+from protocols.redis.voice_queue import RedisVoiceSyncQueue
+from protocols.settings import Settings
+
+
+def _read_slack(block_ms: int) -> float:
+    """Extra time a call gets when it blocks on the server for ``block_ms``."""
+    return block_ms / 1000 + 3 if block_ms else 0.0
+
+
+class RedisOpeners:
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+
+    def queue(self, *, block_ms: int = 0) -> AbstractAsyncContextManager[RedisQueue]:
+        """The job stream (also the client coordination and counters use)."""
+        return open_queue(
+            self.url, self.keys,
+            stream_timeout=self.settings.redis_timeout_s + _read_slack(block_ms),
+            max_connections=4,
+        )
+
+    def event_bus(
+        self, *, block_ms: int = 0, max_connections: int = 2
+    ) -> AbstractAsyncContextManager[RedisEventBus]:
+        s = self.settings
+        return open_event_bus(
+            self.url, self.keys,
+            stream_timeout=s.redis_timeout_s + _read_slack(block_ms),
+            max_connections=max_connections,
+            maxlen=s.events_maxlen,
+            owner_maxlen=s.owner_events_maxlen,
+            owner_ttl_s=s.owner_events_ttl_s,
+        )
+
+    @asynccontextmanager
+    async def voice_queue(self) -> AsyncIterator[RedisVoiceSyncQueue]:
+        """VoiceSync's schedule, on a queue client of its own."""
+        async with self.queue() as queue:
+            yield RedisVoiceSyncQueue(queue.client, self.keys)

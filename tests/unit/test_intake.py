@@ -1,0 +1,132 @@
+"""The Intake on in-memory fakes: what a submitter sees of a cache hit, a failed enqueue and an
+idempotent repeat (the HTTP status codes on top of it are in ``test_web.py``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+
+from actors.pipeline.intake import Intake
+from protocols.domain.audio import parse_format
+from protocols.domain.voices import VoiceCatalog
+from protocols.errors import QueueUnavailable
+from protocols.events import EventKind
+from protocols.messages import JobRequest, JobStatus, NewAudio, SpeechJob, User
+from protocols.providers.fake import FakeProvider
+from protocols.settings import Settings
+from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
+
+CAP_S = 10.0
+
+
+def capped(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    @functools.wraps(test)
+    async def run(*args: Any, **kwargs: Any) -> None:
+        with trio.fail_after(CAP_S):
+            await test(*args, **kwargs)
+
+    return run
+
+
+@dataclasses.dataclass
+class Env:
+    store: FakeJobStore
+    blobs: FakeBlobStore
+    events: RecordingEvents
+    intake: Intake
+    user: User
+    enqueued: list[SpeechJob] = dataclasses.field(default_factory=list)
+    enqueue_errors: list[Exception] = dataclasses.field(default_factory=list)
+    counted: list[str] = dataclasses.field(default_factory=list)
+
+    async def finish(self, job_id: str, data: bytes = b"ID3-audio") -> str:
+        """Run a job to success as the TTS pool would (audio under its cache key)."""
+        job = await self.store.start_job(job_id)
+        assert job is not None and job.cache_key
+        path = await self.blobs.put(job.cache_key, "mp3", data)
+        done = await self.store.finish_job(job_id, NewAudio(
+            owner=job.owner, cache_key=job.cache_key, format=job.output_format,
+            content_type=parse_format(job.output_format).content_type, duration_s=1.0,
+            size=len(data), path=path,
+        ))
+        assert done.audio_id is not None
+        return done.audio_id
+
+
+@pytest.fixture
+async def env() -> Env:
+    store, blobs, provider = FakeJobStore(), FakeBlobStore(), FakeProvider(voices=TEST_VOICES)
+    events = RecordingEvents()
+    user, _ = await store.create_user("alice")
+    holder: dict[str, Env] = {}
+
+    async def enqueue(job: SpeechJob) -> None:
+        await trio.lowlevel.checkpoint()
+        if holder["env"].enqueue_errors:
+            raise holder["env"].enqueue_errors.pop(0)
+        holder["env"].enqueued.append(job)
+
+    async def count(name: str) -> None:
+        holder["env"].counted.append(name)
+
+    intake = Intake(
+        Settings(max_text_chars=100, db_timeout_s=1.0), store=store, blobs=blobs,
+        provider=provider, voices=VoiceCatalog(store, provider), enqueue=enqueue,
+        events=events, count=count,
+    )
+    holder["env"] = Env(store, blobs, events, intake, user)
+    return holder["env"]
+
+
+@capped
+async def test_a_repeated_text_is_answered_from_the_cache_and_never_enqueued(env: Env) -> None:
+    first, created = await env.intake.submit(JobRequest(text="Read me once."), env.user)
+    assert created and first.status is JobStatus.queued and not first.cached
+    audio_id = await env.finish(first.id)
+
+    again, created = await env.intake.submit(JobRequest(text="  Read me   once. "), env.user)
+
+    assert created and again.id != first.id
+    assert again.status is JobStatus.succeeded and again.cached
+    assert again.audio_id == audio_id  # the same audio, not generated again
+    assert [job.job_id for job in env.enqueued] == [first.id]  # only the first was enqueued
+    assert env.counted == ["api_cache_misses", "api_cache_hits"]
+    assert [(e.kind, e.subject, e.data.get("cached")) for e in env.events.events] == [
+        (EventKind.job_queued, first.id, None),
+        (EventKind.job_succeeded, again.id, True),
+    ]
+
+
+@capped
+async def test_an_enqueue_failure_discards_the_job_and_raises(env: Env) -> None:
+    env.enqueue_errors.append(QueueUnavailable("redis is away"))
+    request = JobRequest(text="Nobody will hear this.", idempotency_key="k1")
+
+    with pytest.raises(QueueUnavailable):
+        await env.intake.submit(request, env.user)
+
+    assert env.store.jobs == {} and env.store.by_idempotency_key == {}  # nothing half-accepted
+    assert env.enqueued == [] and env.events.events == []
+    # the client's retry with the same key is a fresh job, accepted this time
+    job, created = await env.intake.submit(request, env.user)
+    assert created and job.status is JobStatus.queued
+    assert list(env.store.jobs) == [job.id]
+
+
+@capped
+async def test_an_idempotent_repeat_returns_the_same_job(env: Env) -> None:
+    request = JobRequest(text="Once upon a time.", idempotency_key="story-1")
+    job, created = await env.intake.submit(request, env.user)
+    assert created
+
+    again, created = await env.intake.submit(request, env.user)
+
+    assert not created and again.id == job.id and again.status is JobStatus.queued
+    assert len(env.store.jobs) == 1
+    assert [j.job_id for j in env.enqueued] == [job.id, job.id]  # re-enqueued: heals a lost XADD
+    assert [e.kind for e in env.events.events] == [EventKind.job_queued]  # announced once

@@ -1,0 +1,44 @@
+"""``WebContext``: everything the routes need, built by the front door per incarnation."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from actors.pipeline.intake import Intake
+from protocols.domain.voices import VoiceCatalog
+from protocols.events import NO_EVENTS
+from protocols.messages import Voice
+from protocols.ports import BlobStore, EventLog, EventSink, JobStore, SpeechProvider
+from protocols.settings import Settings
+from web.auth import KnownKeys
+
+
+async def _no_track(voice: Voice) -> None:
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class WebContext:
+    settings: Settings
+    store: JobStore
+    blobs: BlobStore
+    provider: SpeechProvider
+    #: submitting jobs (``POST /v1/jobs``): the process' one ``Intake``
+    intake: Intake
+    #: per-dependency readiness, e.g. ``{"redis": True, "postgres": False}``
+    readiness: Callable[[], Awaitable[dict[str, bool]]]
+    #: where routes publish events (never blocks)
+    events: EventSink = NO_EVENTS
+    #: what SSE streams read (its own bounded pool); None: the SSE routes answer 503
+    event_log: EventLog | None = None
+    #: set when the server is stopping: SSE streams end within one read block
+    stopping: trio.Event | None = None
+    #: voices (visibility, defaults, cloning); None: one built from ``store`` and ``provider``
+    voices: VoiceCatalog | None = None
+    #: API keys authenticated in the last few seconds (``web.auth``), per app
+    known_keys: KnownKeys = dataclasses.field(default_factory=dict)
+    #: schedule a new clone with VoiceSync at once (else it is found on its next rescan)
+    track_voice: Callable[[Voice], Awaitable[None]] = _no_track
