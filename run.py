@@ -64,8 +64,8 @@ def build_service(
     api roles, the HTTP front door. Used by serve/api/worker, the bench and the tests."""
     from actors.service import Role, Service
     from protocols.blobs.files import FileBlobStore
-    from protocols.connections import RedisOpeners
     from protocols.domain.voices import VoiceCatalog
+    from protocols.redis.openers import RedisOpeners
     from web.app import front_door
 
     kind = Role(role)

@@ -3,7 +3,7 @@
 serve = everything; api = HTTP + Producer; worker = VoiceSync + TTS pool + StreamReader;
 every role runs the EventPublisher (first to start, last to stop: everything else publishes).
 Start order: events -> VoiceSync -> TTS pool -> StreamReader -> Producer -> HTTP; stop in reverse.
-The supervisor owns the channels and the in-flight registry; every child incarnation gets clones.
+The Service owns the channels, the Ledger and Pacing; every child incarnation gets clones.
 The process is composed in ``run.py`` (``build_service``): the provider, store, blobs, voice
 catalog and Redis openers come in, and the HTTP front door as a callable (``web.app.front_door``),
 so nothing here imports the web stack.
@@ -43,12 +43,12 @@ from actors.supervision.supervisor import (
     supervisor_child,
 )
 from actors.voices.voice_sync import VoiceSync
-from protocols.connections import RedisOpeners
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError
 from protocols.messages import SpeechJob, Voice
 from protocols.ports import BlobStore, JobStore, SpeechProvider
 from protocols.redis.coordination import Coordinator
+from protocols.redis.openers import RedisOpeners
 from protocols.redis.voice_queue import RedisVoiceSyncQueue
 from protocols.settings import Settings
 

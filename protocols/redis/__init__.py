@@ -1,5 +1,8 @@
 """Redis adapters: the job stream (``queue``), coordination (locks, the provider semaphore),
 the event bus, the voice-sync schedule, key names (``keys``), every Lua script (``scripts``),
-and the client they share with its error mapping (``client``)."""
+the client they share with its error mapping (``client``), and the openers one process uses
+(``openers``)."""
 
-__all__ = ["client", "coordination", "event_bus", "keys", "queue", "scripts", "voice_queue"]
+__all__ = [
+    "client", "coordination", "event_bus", "keys", "openers", "queue", "scripts", "voice_queue",
+]

@@ -66,6 +66,7 @@ from protocols.providers.elevenlabs.models import (
     pick_model,
     primary_language,
 )
+from protocols.providers.elevenlabs.voices import ElevenLabsVoices
 from protocols.settings import Settings
 
 T = TypeVar("T")
@@ -161,8 +162,6 @@ class ElevenLabsProvider:
 
     def voice_manager(self) -> VoiceManager:
         """Cloning, readiness and the premade voices on this account."""
-        from protocols.providers.elevenlabs.voices import ElevenLabsVoices  # imports this module
-
         return ElevenLabsVoices(self)
 
     def statistics(self) -> ProviderStatistics:

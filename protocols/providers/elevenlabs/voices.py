@@ -15,8 +15,8 @@ follows the same rule.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from protocols.errors import (
     CloningNotAllowed,
@@ -26,9 +26,23 @@ from protocols.errors import (
     VoiceLimitReached,
 )
 from protocols.messages import CloneFile, ProviderVoiceState, VoiceInfo
-from protocols.providers.elevenlabs.provider import ElevenLabsProvider
 
 log = logging.getLogger("chorus.elevenlabs.voices")
+
+T = TypeVar("T")
+
+
+class Account(Protocol):
+    """What the voice manager uses of an open ``ElevenLabsProvider`` (its SDK client, calls
+    under its retry policy, the voice search), so this module need not import the provider."""
+
+    @property
+    def sdk(self) -> Any: ...
+
+    async def call(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any,
+                   idempotent: bool = True, **kwargs: Any) -> T: ...
+
+    async def search_voices(self, **filters: Any) -> dict[str, VoiceInfo]: ...
 
 PROCESSING_STATES = frozenset({"fine_tuning", "queued", "delayed", "processing"})
 
@@ -75,11 +89,11 @@ def voice_state(raw: Mapping[str, Any]) -> ProviderVoiceState:
 
 
 class ElevenLabsVoices:
-    """``VoiceManager`` on an open ``ElevenLabsProvider``."""
+    """``VoiceManager`` on an open ``ElevenLabsProvider`` (``Account``)."""
 
     provider = "elevenlabs"
 
-    def __init__(self, el: ElevenLabsProvider) -> None:
+    def __init__(self, el: Account) -> None:
         self._el = el
 
     async def check_can_clone(self) -> None:

@@ -13,6 +13,8 @@ from protocols.redis.queue import RedisQueue, open_queue
 from protocols.redis.voice_queue import RedisVoiceSyncQueue
 from protocols.settings import Settings
 
+__all__ = ["RedisOpeners"]
+
 
 def _read_slack(block_ms: int) -> float:
     """Extra time a call gets when it blocks on the server for ``block_ms``."""
@@ -20,6 +22,8 @@ def _read_slack(block_ms: int) -> float:
 
 
 class RedisOpeners:
+    """One process's Redis connections by purpose (queue, event bus, voice schedule)."""
+
     def __init__(self, url: str, settings: Settings) -> None:
         self.url = url
         self.settings = settings
