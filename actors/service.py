@@ -135,11 +135,11 @@ class Service:
             on_event=self._on_event,
         )
 
-    async def count(self, name: str) -> None:
-        """Add one to a shared counter in Redis (a figure, best effort: through the shared
-        coordination client, so only while ``coordination()`` is open)."""
+    def count(self, name: str) -> None:
+        """Add one to a shared counter in Redis (a figure, best effort: batched by the shared
+        coordinator's keeper, so only while ``coordination()`` is open)."""
         if self._shared_coordinator is not None:
-            await self._shared_coordinator.count(name)
+            self._shared_coordinator.count_soon(name)
 
     def coordinator(self, client) -> Coordinator:
         s = self.settings

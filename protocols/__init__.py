@@ -1,1 +1,3 @@
-"""Contracts (messages, errors, settings, Protocols) and the adapters behind them."""
+"""Contracts at the top (ports, messages, errors, events, settings, faults; no client library is
+imported here), adapters below by technology (redis/, postgres/, blobs/, embedded/, providers/)
+and pure rules in domain/. The map: docs/ARCHITECTURE.md."""

@@ -47,7 +47,7 @@ from protocols.settings import Settings
 log = logging.getLogger("chorus.intake")
 
 
-async def _no_count(name: str) -> None:
+def _no_count(name: str) -> None:
     return None
 
 
@@ -64,7 +64,7 @@ class Intake:
         voices: VoiceCatalog,
         enqueue: Callable[[SpeechJob], Awaitable[None]],
         events: EventSink = NO_EVENTS,
-        count: Callable[[str], Awaitable[None]] = _no_count,
+        count: Callable[[str], None] = _no_count,
     ) -> None:
         self.settings = settings
         self.store, self.blobs, self.provider, self.voices = store, blobs, provider, voices
@@ -72,7 +72,7 @@ class Intake:
         #: ``QueueFull`` (channel full past the deadline) or ``QueueUnavailable``.
         self._enqueue = enqueue
         self._events = events
-        #: add one to a shared counter (cache hits and misses); best effort
+        #: add one to a shared counter (cache hits and misses); best effort, no waiting
         self._count = count
         # create_job + enqueue, each with its own deadline inside; this bounds the whole
         s = settings
@@ -174,7 +174,7 @@ class Intake:
         if found is not None and not await self.blobs.exists(found.path):
             log.warning("audio %s has no file; generating again", found.id)
             found = None
-        await self._count("api_cache_hits" if found is not None else "api_cache_misses")
+        self._count("api_cache_hits" if found is not None else "api_cache_misses")
         if found is None:
             return None
         return await self.store.create_job(new, cached=found)

@@ -434,6 +434,24 @@ async def find_audio(conn: Any, owner: str, cache_key: str) -> Audio | None:
     )
 
 
+_FIND_AUDIOS = (
+    "SELECT DISTINCT ON (r.i) r.i AS wanted, "
+    + ", ".join(f"a.{c}" for c in _AUDIO_COLS)
+    + " FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(owner, key, i)"
+    " JOIN audio a ON a.cache_key = r.key"
+    " ORDER BY r.i, a.owner = r.owner DESC, a.created_at"
+)
+
+
+async def find_audios(conn: Any, items: list[tuple[str, str]]) -> list[Audio | None]:
+    """``find_audio`` for many (owner, cache key) at once, in order: one statement."""
+    rows = await conn.fetch(
+        _FIND_AUDIOS, [owner for owner, _ in items], [key for _, key in items]
+    )
+    found = {row["wanted"]: Audio(**{c: row[c] for c in _AUDIO_COLS}) for row in rows}
+    return [found.get(i) for i in range(1, len(items) + 1)]
+
+
 async def set_quota(conn: Any, name: str, quota: int | None) -> User:
     row = await conn.fetchrow(
         f"UPDATE users SET monthly_quota = $2 WHERE name = $1 RETURNING {_USER}", name, quota

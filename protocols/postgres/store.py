@@ -196,6 +196,7 @@ class PgStore(VoiceStoreMixin):
         self._closed = False
         #: concurrent submits without quota or cache hit, inserted together (group commit)
         self._create_many: Coalescer[NewJob, Job | None] = Coalescer(self._create_batch)
+        self._find_many: Coalescer[tuple[str, str], Audio | None] = Coalescer(self._find_batch)
 
     @classmethod
     @asynccontextmanager
@@ -371,7 +372,15 @@ class PgStore(VoiceStoreMixin):
     # audio
 
     async def find_audio(self, owner: str, cache_key: str) -> Audio | None:
-        return await self._call(q.find_audio, owner, cache_key)
+        """Concurrent look-ups (every submit makes one) share one statement."""
+        return await self._find_many((owner, cache_key))
+
+    async def _find_batch(
+        self, items: list[tuple[str, str]]
+    ) -> list[outcome.Outcome[Audio | None]]:
+        if len(items) == 1:
+            return [outcome.Value(await self._call(q.find_audio, *items[0]))]
+        return [outcome.Value(a) for a in await self._call(q.find_audios, items)]
 
     async def get_audio(self, audio_id: str, owner: str | None = None) -> Audio | None:
         return await self._call(q.get_audio, audio_id, owner)

@@ -255,6 +255,33 @@ async def test_cache_hit_links_shared_audio_to_the_new_owner_without_charge(
         assert (await store.usage(alice.id)).used == 11
 
 
+async def test_concurrent_cache_look_ups_share_one_statement_and_answer_as_single_ones(
+    store: PgStore,
+) -> None:
+    with trio.fail_after(CAP_S):
+        alice, _ = await store.create_user("alice")
+        bob, _ = await store.create_user("bob")
+        await store.create_job(new_job(alice.id, "j1"))
+        await store.start_job("j1")
+        alices = (await store.finish_job("j1", new_audio(alice.id))).audio_id
+        await store.create_job(new_job(bob.id, "j2", key="k2"))
+        await store.start_job("j2")
+        bobs = (await store.finish_job("j2", new_audio(bob.id))).audio_id  # the same file
+        asked = [(alice.id, "ck1"), (bob.id, "ck1"), (bob.id, "nothing"), (alice.id, "ck1")]
+        found: dict[int, object] = {}
+
+        async def look(i: int, owner: str, key: str) -> None:
+            found[i] = await store.find_audio(owner, key)
+
+        async with trio.open_nursery() as nursery:  # the first alone, the rest as one batch
+            for i, (owner, key) in enumerate(asked):
+                nursery.start_soon(look, i, owner, key)
+        # each owner gets their own row of a shared file first; a miss is None
+        assert [getattr(found[i], "id", None) for i in range(4)] == [alices, bobs, None, alices]
+        for i, (owner, key) in enumerate(asked):
+            assert found[i] == await store.find_audio(owner, key)  # as when asked alone
+
+
 async def test_store_reconnects_after_its_connections_are_killed(
     store: PgStore, database_url: str
 ) -> None:

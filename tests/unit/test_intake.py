@@ -71,7 +71,7 @@ async def env() -> Env:
             raise holder["env"].enqueue_errors.pop(0)
         holder["env"].enqueued.append(job)
 
-    async def count(name: str) -> None:
+    def count(name: str) -> None:
         holder["env"].counted.append(name)
 
     intake = Intake(

@@ -1,5 +1,5 @@
-"""Voices: list, get, clone, edit, delete, and the preview clip (``protocols/voices.py`` holds
-the rules). Another user's private voice answers exactly like a voice that does not exist."""
+"""Voices: list, get, clone, edit, delete, and the preview clip (``protocols/domain/voices.py``
+holds the rules). Another user's private voice answers exactly like a voice that does not exist."""
 
 from __future__ import annotations
 
