@@ -56,6 +56,14 @@ class UnsupportedFormat(InvalidInput):
     title = "Unsupported output format"
 
 
+class InvalidAudio(InvalidInput):
+    """An uploaded file's bytes are not audio a decoder can read (checked before they are sent
+    anywhere or stored)."""
+
+    code = "invalid_audio"
+    title = "Not a readable audio file"
+
+
 class UnknownVoice(ChorusError):
     code = "voice_not_found"
     status = 404

@@ -17,6 +17,11 @@ Content types:
 
 ``encode_pcm`` is synchronous and CPU-bound (~10-300 ms for a 20 s clip): run it in
 ``trio.to_thread.run_sync``.
+
+``probe_audio`` checks that uploaded bytes really are audio (a clone sample named ``.mp3`` may
+be text or a binary): only the demuxers of the accepted upload types may open it, it needs an
+audio stream with a sane sample rate, channel count and duration, and one frame of it must
+decode. Also synchronous (a few ms, bounded by the probe size and a packet count): a thread.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from types import MappingProxyType
 import av
 import msgspec
 
-from protocols.errors import UnsupportedFormat
+from protocols.errors import InvalidAudio, UnsupportedFormat
 from protocols.messages import DEFAULT_FORMAT
 
 SAMPLE_WIDTH = 2  # bytes per sample: s16 mono
@@ -223,3 +228,92 @@ def audio_duration(data: bytes, fmt: AudioFormat) -> float:
         width = SAMPLE_WIDTH if fmt.family == "pcm" else 1
         return len(data) / width / fmt.sample_rate
     return pcm_duration(decode_to_pcm(data, fmt), fmt.sample_rate)
+
+
+# --- probing uploaded audio ----------------------------------------------------------------------
+
+#: the only demuxers an upload may be opened with: those of mp3, wav, m4a/mp4, ogg/opus, flac,
+#: webm and raw aac. Probing anything else (hls or concat playlists open other URLs and files,
+#: subtitle and image demuxers are not audio) is refused by FFmpeg itself.
+PROBE_DEMUXERS = "mp3,wav,mov,mp4,m4a,ogg,flac,matroska,webm,aac"
+PROBE_BYTES = 2 * 1024 * 1024  # how much FFmpeg may read to identify the streams
+PROBE_PACKETS = 64  # packets of the audio stream read to find one decodable frame
+SAMPLE_RATES = (4000, 384_000)  # a sane sample rate, inclusive
+MAX_CHANNELS = 8
+MAX_DURATION_S = 3 * 3600.0  # more is a lying header (an upload is at most a few MB)
+
+
+class AudioProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``probe_audio`` found. ``duration_s`` is None when the container does not say
+    (a browser's MediaRecorder webm, say)."""
+
+    container: str  # FFmpeg demuxer name, e.g. "mp3", "wav", "mov,mp4,m4a,3gp,3g2,mj2"
+    codec: str
+    sample_rate: int
+    channels: int
+    duration_s: float | None
+
+
+def probe_audio(data: bytes, *, name: str = "the file") -> AudioProbe:
+    """Check that ``data`` is audio by decoding its headers and its first frame.
+
+    Raises ``InvalidAudio`` naming ``name`` when it is not: no container FFmpeg recognises among
+    ``PROBE_DEMUXERS``, no audio stream, an insane sample rate, channel count or duration, or
+    no frame that decodes. Synchronous and bounded (``PROBE_BYTES``, ``PROBE_PACKETS``)."""
+    options = {"format_whitelist": PROBE_DEMUXERS, "probesize": str(PROBE_BYTES)}
+    try:
+        with av.open(io.BytesIO(data), mode="r", container_options=options,
+                     metadata_errors="ignore") as source:
+            if not source.streams.audio:
+                raise InvalidAudio(f"{name} has no audio stream.", file=name)
+            stream = source.streams.audio[0]
+            frame = _first_frame(source, stream)
+            if frame is None:
+                raise InvalidAudio(f"{name} has no audio frame that decodes.", file=name)
+            found = AudioProbe(
+                container=source.format.name,
+                codec=stream.codec_context.name,
+                sample_rate=stream.codec_context.sample_rate or frame.sample_rate,
+                channels=stream.codec_context.channels or len(frame.layout.channels),
+                duration_s=_duration(source, stream),
+            )
+    except (av.error.FFmpegError, ValueError, EOFError) as exc:
+        raise InvalidAudio(f"{name} is not a readable audio file ({type(exc).__name__}).",
+                           file=name) from exc
+    return _sane(found, name)
+
+
+def _first_frame(source: av.container.InputContainer, stream: av.AudioStream
+                 ) -> av.AudioFrame | None:
+    """The first decoded frame with samples within ``PROBE_PACKETS`` packets; a packet that
+    fails to decode is skipped (real files may start with junk)."""
+    for count, packet in enumerate(source.demux(stream)):
+        if count >= PROBE_PACKETS:
+            break
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            continue
+        for frame in frames:
+            if frame.samples > 0:
+                return frame
+    return None
+
+
+def _duration(source: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if source.duration is not None and source.duration > 0:
+        return source.duration / av.time_base
+    return None
+
+
+def _sane(found: AudioProbe, name: str) -> AudioProbe:
+    low, high = SAMPLE_RATES
+    if not low <= found.sample_rate <= high:
+        raise InvalidAudio(f"{name} declares a sample rate of {found.sample_rate} Hz.", file=name)
+    if not 1 <= found.channels <= MAX_CHANNELS:
+        raise InvalidAudio(f"{name} declares {found.channels} channels.", file=name)
+    if found.duration_s is not None and not 0 < found.duration_s <= MAX_DURATION_S:
+        raise InvalidAudio(f"{name} declares a duration of {found.duration_s:.0f} s.", file=name)
+    return found

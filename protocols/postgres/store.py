@@ -6,6 +6,10 @@ in a transaction, under an advisory lock). Every method may be called from any t
 the context is open: calls carry the loop explicitly and run under ``trio.fail_after(timeout)``.
 Connection trouble and timeouts raise ``StoreUnavailable``; other database errors a typed
 ``ChorusError``. A cancelled call has an unknown outcome, so every write here is idempotent.
+
+While the database is down, asyncpg's pool retries its connection floor with a warning and
+a traceback each time, and orphaned asyncio tasks report their connection errors: ``QuietOutages``
+makes each of those one line (an unexpected error type still shows its traceback, once).
 """
 
 from __future__ import annotations
@@ -72,6 +76,38 @@ def _translate(exc: Exception) -> ChorusError | None:
     if isinstance(exc, asyncpg.PostgresError):
         return ChorusError(f"database error {exc.sqlstate} ({type(exc).__name__})")
     return None
+
+
+class QuietOutages(logging.Filter):
+    """One concise line, no traceback, for a record carrying a connection error (the database
+    is down or restarting: asyncpg's pool logs one on every reconnect attempt). A record with
+    any other exception keeps its traceback the first time its logger reports that type, and
+    is one line, pointing back to it, after that."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[str, type]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        outage = isinstance(exc, _UNAVAILABLE)
+        if not outage and (record.name, type(exc)) not in self._seen:
+            self._seen.add((record.name, type(exc)))
+            return True
+        text = " ".join(str(exc).split())[:200]
+        what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        note = "" if outage else "; traceback logged before"
+        record.msg = f"{record.getMessage()} ({what}{note})"
+        record.args = None
+        record.exc_info = record.exc_text = None
+        return True
+
+
+_QUIET = QuietOutages()
+for _name in ("asyncpg.pool", log.name):
+    logging.getLogger(_name).addFilter(_QUIET)
 
 
 def hash_api_key(api_key: str) -> bytes:

@@ -8,6 +8,7 @@ socket, so the service reaches Postgres over TCP as it would a remote server.
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Awaitable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -181,3 +182,54 @@ async def test_store_survives_a_flapping_database(store, database_url):
     # bounded, though not by the timeout alone: cancelling a query stuck on a dead connection
     # waits up to one more timeout inside asyncpg
     assert slowest[0] < 2 * timeout + 0.3, slowest
+
+
+async def test_an_outage_logs_one_line_per_reconnect_attempt_without_tracebacks(
+    database_url, caplog
+):
+    """The database's port closes under an open store: asyncpg's pool tries to restore its
+    connection floor (at once, then after 1 s, 2 s, ...) and the calls made meanwhile fail. Each
+    failed attempt is one WARNING line naming the error; no record carries a traceback. (asyncpg
+    logged every attempt with ``exc_info``: a full traceback each time.)"""
+    caplog.set_level(logging.WARNING)
+    socket_path, _ = socket_and_proxied_url(database_url, 0)
+    proxy, proxy_scope = FaultProxy(socket_path), trio.CancelScope()
+
+    async def run_proxy(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with proxy_scope:
+            await proxy.run(task_status=task_status)
+
+    def attempts() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "asyncpg.pool"]
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(run_proxy)
+            _, url = socket_and_proxied_url(database_url, port)
+            async with PgStore.open(url, timeout=DB_TIMEOUT_S) as proxied:
+                await proxied.ping()
+                proxy_scope.cancel()  # the port closes; the pool's connection is dropped
+
+                async def closed() -> bool:
+                    return proxy.connections == 0
+
+                await wait_until(closed, "the proxy to close its connections", 5)
+                for _ in range(3):  # calls during the outage reconnect, and fail
+                    with pytest.raises(StoreUnavailable):
+                        await proxied.get_job("job_unknown")
+
+                async def two_attempts() -> bool:
+                    return len(attempts()) >= 2
+
+                await wait_until(two_attempts, "two failed reconnect attempts logged", 10)
+            gc.collect()  # orphaned asyncio tasks report their errors when collected
+            await trio.lowlevel.checkpoint()
+
+    for record in caplog.records:
+        text = logging.Formatter().format(record)
+        assert record.exc_info is None and "Traceback" not in text, text
+        assert "\n" not in text, text  # one line
+    assert "Traceback" not in caplog.text
+    assert all(r.levelno == logging.WARNING for r in attempts())
+    assert all("ConnectionRefusedError" in r.getMessage() for r in attempts()), [
+        r.getMessage() for r in attempts()]

@@ -25,6 +25,7 @@ from protocols.messages import DictionaryRef, SpeechParams, SynthesisRequest
 from protocols.providers.elevenlabs.models import FLASH, MULTILINGUAL, V3, Preference
 from protocols.providers.elevenlabs.provider import ElevenLabsProvider
 from protocols.settings import Secret, Settings
+from tests.support.clips import clip
 from tests.support.elevenlabs.server import FakeElevenLabs
 
 LIMIT_S = 20
@@ -251,7 +252,7 @@ async def test_a_clone_upload_is_resent_whole_after_a_429_but_never_after_a_5xx(
     from protocols.providers.elevenlabs.voices import ElevenLabsVoices
 
     fake = fake_elevenlabs
-    sample = CloneFile(filename="a.mp3", content_type="audio/mpeg", data=b"ID3" + bytes(2000))
+    sample = CloneFile(filename="a.mp3", content_type="audio/mpeg", data=clip("mp3"))
     with trio.fail_after(LIMIT_S):
         async with adapter(fake, tmp_path) as el:
             voices = ElevenLabsVoices(el)

@@ -15,6 +15,7 @@ from protocols.redis.keys import Keys
 from protocols.redis.queue import open_queue
 from protocols.redis.voice_queue import RedisVoiceSyncQueue
 from protocols.settings import Secret
+from tests.support.clips import clip as sample_clip
 from tests.support.elevenlabs.server import FakeElevenLabs
 from tests.support.harness import make_settings, running_service
 
@@ -43,8 +44,8 @@ async def test_clone_over_http_becomes_completed_with_a_preview(
         async with ElevenLabsProvider.open(settings) as provider, running_service(
             redis_url=redis_url, store=store, settings=settings, provider=provider
         ) as run:
-            files = [("files", ("a.mp3", b"ID3" + b"\1" * 2000, "audio/mpeg")),
-                     ("files", ("b.wav", b"RIFF" + b"\2" * 2000, "audio/wav"))]
+            files = [("files", ("a.mp3", sample_clip("mp3"), "audio/mpeg")),
+                     ("files", ("b.wav", sample_clip("wav"), "audio/wav"))]
             r = await run.client.post(
                 "/v1/voices", files=files,
                 data={"name": "Fox", "description": "warm", "labels": '{"accent": "irish"}'},
@@ -103,7 +104,7 @@ async def test_tracked_voices_survive_a_restart_even_with_the_redis_schedule_los
         voice_poll_max_s=0.2, elevenlabs_timeout_s=5.0,
     )
     keys = Keys(settings.redis_prefix)
-    sample = [("files", ("a.mp3", b"ID3" + b"\1" * 2000, "audio/mpeg"))]
+    sample = [("files", ("a.mp3", sample_clip("mp3"), "audio/mpeg"))]
     with trio.fail_after(2 * CAP_S):
         async with ElevenLabsProvider.open(settings) as provider:
             async with running_service(

@@ -29,13 +29,15 @@ from protocols.messages import (
 )
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
+from tests.support.clips import clip, elf_bytes, text_bytes
 from tests.support.fake_voices import FakeVoiceManager, MemoryVoiceSyncQueue
 from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
 from tests.unit.test_web import problem_of
 from web.app import create_app
 from web.context import WebContext
 
-MP3 = ("a.mp3", b"ID3" + b"\0" * 100, "audio/mpeg")
+MP3 = ("a.mp3", clip("mp3"), "audio/mpeg")
+WAV = ("b.wav", clip("wav"), "audio/wav")
 
 
 @dataclasses.dataclass
@@ -191,7 +193,7 @@ async def test_clone_patch_delete_publish_events(venv: VEnv) -> None:
         c = venv.client()
         r = await post_clone(c, venv.auth("alice"),
                              {"name": "Fox", "labels": '{"accent": "irish"}'},
-                             [MP3, ("b.wav", b"RIFF" + b"\0" * 50, "audio/wav")])
+                             [MP3, WAV])
         assert r.status_code == 202, await r.get_data(as_text=True)
         voice = await r.get_json()
         assert voice["status"] == "processing" and voice["visibility"] == "private"
@@ -232,13 +234,20 @@ async def test_clone_patch_delete_publish_events(venv: VEnv) -> None:
         ({"name": "Fox"}, [("a.mp3", b"\0" * (9 * 2**20), "audio/mpeg")] * 6, 413,
          "payload_too_large"),  # past the route's body limit: refused while reading
         ({"name": "Fox", "visibility": "default"}, [MP3], 422, "invalid_input"),
+        ({"name": "Fox"}, [MP3, ("notes.mp3", text_bytes(), "audio/mpeg")], 422,
+         "invalid_audio"),
+        ({"name": "Fox"}, [("tool.wav", elf_bytes(), "audio/wav"), WAV], 422, "invalid_audio"),
+        ({"name": "Fox"}, [("cut.wav", clip("wav")[:44], "audio/wav")], 422, "invalid_audio"),
     ],
 )
 async def test_clone_limits(venv: VEnv, form: dict, files: list, status: int, code: str) -> None:
     with trio.fail_after(10):
         r = await post_clone(venv.client(), venv.auth("alice"), form, files)
-        await problem_of(r, status, code)
+        body = await problem_of(r, status, code)
         assert venv.manager.uploads == []
+        if code == "invalid_audio":  # names the file that is not audio
+            bad = {f[0] for f in files} - {MP3[0], WAV[0]}
+            assert body["file"] in bad and body["file"] in body["detail"]
 
 
 async def test_clone_with_the_embedded_engine_is_501(venv: VEnv) -> None:

@@ -1,12 +1,20 @@
-"""Parsing and limits of ``POST /v1/voices`` (multipart): each violation a distinct 4xx."""
+"""Parsing and limits of ``POST /v1/voices`` (multipart): each violation a distinct 4xx.
+
+Every sample must be audio by its bytes, not only by its name and type: ``probe_audio``
+(``protocols/domain/audio.py``) decodes its headers and first frame in a worker thread, at most
+``PROBE_THREADS`` at a time per process, before anything is sent to the provider or stored.
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import msgspec
+import trio
 from quart import request
 
+from protocols.domain.audio import probe_audio
 from protocols.errors import ChorusError, InvalidInput
 from protocols.messages import CloneFile, Visibility
 
@@ -29,6 +37,9 @@ CONTENT_TYPES = frozenset({
     "audio/mp4", "audio/x-m4a", "audio/m4a", "audio/aac", "audio/ogg", "audio/opus",
     "audio/flac", "audio/x-flac", "audio/webm", "video/webm",
 })
+#: probes of uploaded samples running at once in this process (they are CPU work)
+PROBE_THREADS = 2
+_probe_slots: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("probe_slots")
 
 
 class NoSamples(InvalidInput):
@@ -135,6 +146,26 @@ def _audio_type(filename: str, content_type: str) -> str:
     )
 
 
+def _slots() -> trio.CapacityLimiter:
+    try:
+        return _probe_slots.get()
+    except LookupError:
+        slots = trio.CapacityLimiter(PROBE_THREADS)
+        _probe_slots.set(slots)
+        return slots
+
+
+async def check_audio(sample: CloneFile) -> None:
+    """Raise ``InvalidAudio`` (422) unless the sample's bytes decode as audio.
+
+    Bounded by its work, not by a clock: ``probe_audio`` reads at most ``PROBE_BYTES`` to find
+    the streams and ``PROBE_PACKETS`` packets to find a frame (well under a second for any
+    10 MB file), and ``PROBE_THREADS`` run at once. A deadline would not help: a thread cannot
+    be cancelled, and abandoning it would not give its CPU back."""
+    await trio.to_thread.run_sync(partial(probe_audio, sample.data, name=sample.filename),
+                                  limiter=_slots())
+
+
 async def parse_clone() -> dict[str, Any]:
     """The clone request: name, description, labels, visibility, language and the samples."""
     if request.mimetype != "multipart/form-data":
@@ -165,6 +196,8 @@ async def parse_clone() -> dict[str, Any]:
     if total > MAX_TOTAL_BYTES:
         raise UploadTooLarge(f"{total} bytes in all; at most {MAX_TOTAL_BYTES}.",
                              limit=MAX_TOTAL_BYTES)
+    for sample in files:  # the cheap limits first: this is the costly check
+        await check_audio(sample)
     language = str(form.get("language") or labels.get("language") or "en").strip()[:35]
     return dict(name=name, description=description, labels=labels, visibility=visibility,
                 language=language, files=files)
