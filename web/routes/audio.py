@@ -13,6 +13,7 @@ from quart import Blueprint, Response, request
 
 from protocols.errors import NotFound
 from web.auth import current_user
+from web.inputs import stored_id
 from web.problems import AudioMissing
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
     @bp.route("/v1/audio/<audio_id>", methods=["GET", "HEAD"])
     async def get_audio(audio_id: str) -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
-        audio = await ctx.store.get_audio(audio_id, owner=user.id)
+        audio = await ctx.store.get_audio(stored_id(audio_id, "audio"), owner=user.id)
         if audio is None:
             raise NotFound(f"No audio {audio_id!r}.")
         headers = {
