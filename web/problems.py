@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from protocols.errors import (
     ChorusError,
     InvalidInput,
+    MalformedJSON,
     QueueFull,
     Unauthorized,
 )
@@ -57,6 +58,18 @@ class IdempotencyKeyMismatch(InvalidInput):
     code = "idempotency_key_mismatch"
     status = 400
     title = "Idempotency-Key header and body field differ"
+
+
+class JSONTooDeep(MalformedJSON):
+    code = "json_too_deep"
+    title = "JSON nested too deeply"
+
+
+class InvalidCharacter(InvalidInput):
+    """A value holds U+0000, which no stored text can (Postgres refuses it)."""
+
+    code = "invalid_character"
+    title = "A value contains a character that cannot be stored"
 
 
 class UnsupportedMediaType(InvalidInput):

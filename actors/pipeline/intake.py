@@ -20,7 +20,7 @@ import trio
 
 from protocols.domain.cachekey import scoped_cache_key
 from protocols.domain.jobs import new_job_id, request_hash
-from protocols.domain.text import normalize_text
+from protocols.domain.text import normalize_text, speakable
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import (
     EnqueueFailed,
@@ -100,7 +100,7 @@ class Intake:
         ``VoiceNotReady``, ``InvalidInput`` or ``UnsupportedLanguage``."""
         limit = self.settings.max_text_chars
         text = normalize_text(request.text)
-        if not text:
+        if not speakable(text):  # empty, or only zero-width / format characters
             raise TextEmpty("text must contain something to say.")
         if len(text) > limit:
             raise TextTooLong(

@@ -1,4 +1,5 @@
-"""Text preparation for speech: normalisation and lossless chunking at sentence boundaries.
+"""Text preparation for speech: normalisation, whether anything is speakable, and lossless
+chunking at sentence boundaries.
 
 ``split_text`` never drops, adds or reorders a character: every chunk is a slice of the input
 with only the whitespace at its two ends removed, so joining the chunks with the whitespace that
@@ -35,6 +36,18 @@ def normalize_text(text: str) -> str:
         return "\n" if "\n" in match.group() or "\r" in match.group() else " "
 
     return _WS_RUN.sub(collapse, text)
+
+
+#: Unicode general categories of characters a voice can say: letters, numbers, punctuation,
+#: symbols. Separators, controls, format characters (zero-width space, word joiner, BOM),
+#: unassigned and private-use code points and lone combining marks are not speech.
+_SPEAKABLE = frozenset("LNPS")
+
+
+def speakable(text: str) -> bool:
+    """Whether ``text`` holds anything to say (one letter, digit, punctuation mark or symbol):
+    a text of only whitespace and zero-width or other format characters has nothing."""
+    return any(unicodedata.category(char)[0] in _SPEAKABLE for char in text)
 
 
 def _last_break(pattern: re.Pattern[str], text: str, start: int, stop: int) -> int | None:

@@ -62,7 +62,7 @@ class FakeVoiceStoreMixin:
                    for r in self._voices().values())
 
     async def create_voice(self, voice: NewVoice) -> Voice:
-        await self._enter("create_voice")
+        await self._enter("create_voice", voice)
         rows = self._voices()
         if voice.id not in rows:
             now = self.clock()
@@ -73,14 +73,14 @@ class FakeVoiceStoreMixin:
         return rows[voice.id]
 
     async def get_voice(self, voice_id: str, viewer: str | None = None) -> Voice | None:
-        await self._enter("get_voice")
+        await self._enter("get_voice", voice_id)
         row = self._voices().get(voice_id)
         if row is None or (viewer is not None and not row.visible_to(viewer)):
             return None
         return row
 
     async def voice_by_provider_id(self, provider: str, provider_voice_id: str) -> Voice | None:
-        await self._enter("voice_by_provider_id")
+        await self._enter("voice_by_provider_id", provider_voice_id)
         for row in self._voices().values():
             if row.provider == provider and row.provider_voice_id == provider_voice_id:
                 return row
@@ -91,7 +91,7 @@ class FakeVoiceStoreMixin:
         language: str | None = None, status: str | None = None, search: str | None = None,
         after: str | None = None, limit: int = 100,
     ) -> list[Voice]:
-        await self._enter("list_voices")
+        await self._enter("list_voices", language, search, after)
 
         def lang_ok(r: Voice) -> bool:
             langs = (r.language, *r.languages)
@@ -110,7 +110,7 @@ class FakeVoiceStoreMixin:
         return rows[:limit]
 
     async def update_voice(self, voice_id: str, owner: str, **changes: Any) -> Voice | None:
-        await self._enter("update_voice")
+        await self._enter("update_voice", voice_id, changes)
         row = self._voices().get(voice_id)
         if row is None or row.owner != owner:
             return None

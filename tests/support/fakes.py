@@ -3,9 +3,10 @@
 
 They keep the documented semantics of the real adapters: idempotency by key (scoped per owner)
 with ``IdempotencyConflict`` on a different request, compare-and-set job transitions, audio
-upserted once per (owner, cache key), owner isolation (another user's rows are ``None``), and
-``StoreUnavailable`` when told to be down. Every method is a trio
-checkpoint, like a real network call.
+upserted once per (owner, cache key), owner isolation (another user's rows are ``None``),
+``StoreUnavailable`` when told to be down, and a failed call (a bare ``ChorusError``, a 500) when
+a text holding U+0000 is sent, which Postgres refuses. Every method is a trio checkpoint, like a
+real network call.
 
 Test seams (public attributes): ``FakeJobStore.down``, ``FakeJobStore.calls``,
 ``RecordingEvents.events`` (what was published, in order).
@@ -49,6 +50,16 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def key_hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
@@ -68,11 +79,15 @@ class FakeJobStore(FakeVoiceStoreMixin):
         self.audio_by_cache_key: dict[tuple[str, str], str] = {}  # (owner, cache key) -> id
         self.charged: dict[tuple[str, str], int] = {}  # (owner, job id) -> characters
 
-    async def _enter(self, method: str) -> None:
+    async def _enter(self, method: str, *sent: object) -> None:
+        """One call: a checkpoint, counted; ``sent`` is what the call hands the database. Like
+        Postgres, a text holding U+0000 fails the call (SQLSTATE 22021, a bare ChorusError)."""
         await trio.lowlevel.checkpoint()
         self.calls[method] += 1
         if self.down:
             raise StoreUnavailable("fake store is down")
+        if _holds_nul(msgspec.to_builtins(sent)):
+            raise ChorusError("database error 22021 (CharacterNotInRepertoireError)")
 
     async def ping(self) -> None:
         await self._enter("ping")
@@ -97,7 +112,7 @@ class FakeJobStore(FakeVoiceStoreMixin):
         return user, api_key
 
     async def authenticate(self, api_key: str) -> User | None:
-        await self._enter("authenticate")
+        await self._enter("authenticate", api_key)
         user_id = self.keys.get(key_hash(api_key))
         return None if user_id is None else self.users.get(user_id)
 
@@ -136,7 +151,7 @@ class FakeJobStore(FakeVoiceStoreMixin):
     async def create_job(
         self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None
     ) -> tuple[Job, bool]:
-        await self._enter("create_job")
+        await self._enter("create_job", job)
         existing_id = None
         if job.idempotency_key is not None:
             existing_id = self.by_idempotency_key.get((job.owner, job.idempotency_key))
@@ -200,7 +215,7 @@ class FakeJobStore(FakeVoiceStoreMixin):
         return True
 
     async def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
-        await self._enter("get_job")
+        await self._enter("get_job", job_id)
         job = self.jobs.get(job_id)
         if job is None or (owner is not None and job.owner != owner):
             return None
@@ -353,7 +368,7 @@ class FakeJobStore(FakeVoiceStoreMixin):
         return self._any_audio(owner, cache_key)
 
     async def get_audio(self, audio_id: str, owner: str | None = None) -> Audio | None:
-        await self._enter("get_audio")
+        await self._enter("get_audio", audio_id)
         audio = self.audio.get(audio_id)
         if audio is None or (owner is not None and audio.owner != owner):
             return None

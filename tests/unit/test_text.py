@@ -1,4 +1,4 @@
-"""protocols/domain/text.py: normalisation and lossless sentence chunking."""
+"""protocols/domain/text.py: normalisation, speakable text and lossless sentence chunking."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from protocols.domain.text import normalize_text, split_text
+from protocols.domain.text import normalize_text, speakable, split_text
 
 
 def assert_lossless(text: str, chunks: list[str], max_chars: int) -> None:
@@ -30,6 +30,14 @@ def test_normalize_text():
     assert normalize_text("cafe\u0301") == "café"  # NFC
     assert normalize_text("\u1100\u1161") == "가"  # conjoining jamo → syllable
     assert normalize_text(" \n\t ") == ""
+
+
+def test_speakable_needs_a_letter_digit_mark_or_symbol():
+    for nothing in ("", " \n\t", "\u200b\u200b", "\u2060", "\ufeff", "\u00ad", "\u200c\u200d",
+                    "\u0301", "\x00\x07", "\ue000", "\u2028\u3000"):
+        assert not speakable(normalize_text(nothing)), repr(nothing)
+    for something in ("a", "\u200bhi", "7", "?", "안", "\u0301e", "🙂", "€"):
+        assert speakable(normalize_text(something)), repr(something)
 
 
 def test_short_text_is_one_chunk():

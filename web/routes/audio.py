@@ -1,7 +1,7 @@
 """``GET|HEAD /v1/audio/<id>``: the caller's own audio bytes (another user's audio is a 404).
 
 The ETag is the audio's cache key (content-addressed, so it never changes), which makes
-``If-None-Match`` answer 304 and ``Range`` requests work.
+``If-None-Match`` answer 304 and ``Range`` requests work (one range; see ``single_range``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from quart import Blueprint, Response, request
 
 from protocols.errors import NotFound
 from web.auth import current_user
+from web.inputs import stored_id
 from web.problems import AudioMissing
 
 if TYPE_CHECKING:
@@ -26,13 +27,23 @@ def file_extension(output_format: str) -> str:
     return output_format.split("_", 1)[0] or "bin"
 
 
+def single_range() -> bool:
+    """Whether to honour the request's ``Range``: only one byte range is served (206, or 416
+    when it lies beyond the end). Several ranges, another unit or a header that does not parse
+    are ignored and the whole body is answered (200), as RFC 9110 §14.2 allows."""
+    if "Range" not in request.headers:
+        return False
+    wanted = request.range
+    return wanted is not None and wanted.units == "bytes" and len(wanted.ranges) == 1
+
+
 def blueprint(ctx: WebContext) -> Blueprint:
     bp = Blueprint("audio", __name__)
 
     @bp.route("/v1/audio/<audio_id>", methods=["GET", "HEAD"])
     async def get_audio(audio_id: str) -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
-        audio = await ctx.store.get_audio(audio_id, owner=user.id)
+        audio = await ctx.store.get_audio(stored_id(audio_id, "audio"), owner=user.id)
         if audio is None:
             raise NotFound(f"No audio {audio_id!r}.")
         headers = {
@@ -55,6 +66,8 @@ def blueprint(ctx: WebContext) -> Blueprint:
             raise AudioMissing(f"audio {audio.id} has no file at {audio.path}") from exc
         response = Response(data, 200, headers, content_type=audio.content_type)
         response.headers["Accept-Ranges"] = "bytes"
+        if not single_range():  # no length given: Quart leaves Range alone
+            return await response.make_conditional(request)
         return await response.make_conditional(
             request, accept_ranges=True, complete_length=len(data)
         )

@@ -27,6 +27,7 @@ from protocols.events import Event, EventKind, job_state_event, valid_event_id
 from protocols.messages import Job
 from protocols.ports import EventLog
 from web.auth import current_user
+from web.inputs import stored_id
 from web.problems import InvalidLastEventId, TooManyStreams
 
 if TYPE_CHECKING:
@@ -188,6 +189,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
     @bp.get("/v1/jobs/<job_id>/events")
     async def job_events(job_id: str) -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
+        stored_id(job_id, "job")
         after = last_event_id()
         source = event_log()
         stream = source.owner_stream(user.id)

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 import msgspec
 from quart import Blueprint, Response, request
 
-from protocols.errors import InvalidInput, MalformedJSON, NotFound
+from protocols.errors import InvalidInput, NotFound
 from protocols.messages import JobRequest
 from web.auth import current_user
+from web.inputs import json_object, reject_nul, stored_id
 from web.problems import IdempotencyKeyMismatch, UnknownField, UnsupportedMediaType, json_response
 from web.views import job_view
 
@@ -26,16 +27,12 @@ FIELDS = frozenset(JobRequest.__struct_fields__)
 
 
 def parse_body(body: bytes) -> JobRequest:
-    """Decode and type-check the body: 400 malformed_json, 422 unknown_field / invalid_input."""
+    """Decode and type-check the body: 400 malformed_json / json_too_deep, 422 unknown_field /
+    invalid_character / invalid_input."""
     mimetype = request.mimetype
     if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(f"Content-Type must be application/json, not {mimetype}.")
-    try:
-        raw = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise MalformedJSON(f"The body is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise MalformedJSON("The body must be a JSON object.")
+    raw = json_object(body)
     unknown = sorted(str(name)[:64] for name in set(raw) - FIELDS)
     if unknown:
         names = ", ".join(f"'{name}'" for name in unknown)
@@ -54,6 +51,7 @@ def idempotency_key(body_key: str | None) -> str | None:
         header = header.strip()
         if not 1 <= len(header) <= 255:
             raise InvalidInput("The Idempotency-Key header must be 1 to 255 characters.")
+        reject_nul(header, "Idempotency-Key")
         if body_key is not None and body_key != header:
             raise IdempotencyKeyMismatch(
                 "The Idempotency-Key header and the idempotency_key field differ."
@@ -79,7 +77,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
     @bp.get("/v1/jobs/<job_id>")
     async def get_job(job_id: str) -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
-        job = await ctx.store.get_job(job_id, owner=user.id)
+        job = await ctx.store.get_job(stored_id(job_id, "job"), owner=user.id)
         if job is None:
             raise NotFound(f"No job {job_id!r}.")
         return json_response(job_view(job), 200, {"Cache-Control": "no-store"})

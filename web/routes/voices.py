@@ -7,23 +7,23 @@ import base64
 import logging
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from quart import Blueprint, Response, request
 
-from protocols.domain.voices import VoiceCatalog, voice_event
+from protocols.domain.voices import VoiceCatalog, not_found, voice_event
 from protocols.errors import (
     ChorusError,
     InvalidCursor,
     InvalidInput,
-    MalformedJSON,
     NotFound,
     UnknownVoice,
 )
 from protocols.events import EventKind
 from protocols.messages import Visibility, Voice, VoiceStatus
 from web.auth import current_user
+from web.inputs import json_object, reject_nul, stored_id
 from web.problems import UnknownField, json_response
 from web.routes.voice_uploads import (
+    InvalidLabels,
     check_description,
     check_labels,
     check_name,
@@ -70,7 +70,10 @@ def _cursor(value: str | None) -> str | None:
     try:
         if not value.replace("-", "").replace("_", "").isalnum():
             raise ValueError(value)
-        return base64.urlsafe_b64decode(value.encode() + b"==").decode()
+        after = base64.urlsafe_b64decode(value.encode() + b"==").decode()
+        if "\x00" in after:
+            raise ValueError(value)
+        return after
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidCursor("cursor is not one this API returned.") from exc
 
@@ -81,6 +84,12 @@ def _choice(name: str, allowed: type) -> str | None:
         raise InvalidInput(f"{name} must be one of {', '.join(m.value for m in allowed)}.",
                            field=name)
     return value
+
+
+def too_deep() -> InvalidLabels:
+    """Labels given as JSON text nested too deeply for the decoder: refused like any other bad
+    labels (422 invalid_labels), never a 500."""
+    return InvalidLabels("labels must be a JSON object of strings (these nest too deeply).")
 
 
 def blueprint(ctx: WebContext) -> Blueprint:
@@ -98,11 +107,14 @@ def blueprint(ctx: WebContext) -> Blueprint:
         if not 1 <= limit <= PAGE:
             raise InvalidInput("limit must be a number from 1 to 100.", field="limit")
         language = request.args.get("language", "").strip()
+        search = request.args.get("search", "").strip()[:100]
+        reject_nul(language, "language")
+        reject_nul(search, "search")
         voices = await catalog.store.list_voices(
             user.id, catalog.provider, visibility=_choice("visibility", Visibility),
             language=primary(language) if language else None,
             status=_choice("status", VoiceStatus),
-            search=request.args.get("search", "").strip()[:100] or None,
+            search=search or None,
             after=_cursor(request.args.get("cursor")), limit=limit + 1,
         )
         more = len(voices) > limit
@@ -115,6 +127,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
     @bp.get("/v1/voices/<voice_id>")
     async def get_voice(voice_id: str) -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
+        stored_id(voice_id, "voice", not_found)
         try:
             voice = await catalog.visible(voice_id, user.id)
         except UnknownVoice:
@@ -125,7 +138,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
     @bp.get("/v1/voices/<voice_id>/preview")
     async def get_preview(voice_id: str) -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
-        voice = await catalog.visible(voice_id, user.id)
+        voice = await catalog.visible(stored_id(voice_id, "voice", not_found), user.id)
         audio = voice.preview_audio_id and await ctx.store.get_audio(voice.preview_audio_id)
         if not audio:
             raise NotFound(f"Voice {voice_id!r} has no preview yet.")
@@ -136,7 +149,12 @@ def blueprint(ctx: WebContext) -> Blueprint:
     @bp.post("/v1/voices")
     async def clone_voice() -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
-        fields = await parse_clone()
+        try:
+            fields = await parse_clone()
+        except RecursionError as exc:  # from decoding the labels field
+            raise too_deep() from exc
+        for name in ("name", "description", "labels", "language"):
+            reject_nul(fields[name], name)
         voice = await catalog.clone(owner=user.id, **fields)
         ctx.events.publish(voice_event(EventKind.voice_created, voice, status="processing"))
         try:
@@ -149,13 +167,8 @@ def blueprint(ctx: WebContext) -> Blueprint:
     @bp.patch("/v1/voices/<voice_id>")
     async def patch_voice(voice_id: str) -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
-        await catalog.owned(voice_id, user.id)
-        try:
-            body = msgspec.json.decode(await request.get_data(cache=False))
-        except msgspec.DecodeError as exc:
-            raise MalformedJSON(f"The body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise MalformedJSON("The body must be a JSON object.")
+        await catalog.owned(stored_id(voice_id, "voice", not_found), user.id)
+        body = json_object(await request.get_data(cache=False))
         if unknown := sorted(set(body) - PATCHABLE):
             raise UnknownField(f"Unknown field(s): {', '.join(unknown)}.", fields=unknown)
         changes: dict[str, Any] = {}
@@ -164,9 +177,14 @@ def blueprint(ctx: WebContext) -> Blueprint:
         if "description" in body:
             changes["description"] = check_description(body["description"])
         if "labels" in body:
-            changes["labels"] = check_labels(body["labels"] or {})
+            try:
+                changes["labels"] = check_labels(body["labels"] or {})
+            except RecursionError as exc:
+                raise too_deep() from exc
         if "visibility" in body:
             changes["visibility"] = check_visibility(body["visibility"]).value
+        for name, value in changes.items():  # labels may have been JSON text with escapes
+            reject_nul(value, name)
         voice = await catalog.store.update_voice(voice_id, user.id, **changes)
         if voice is None:
             raise NotFound(f"No voice {voice_id!r}.")
@@ -178,7 +196,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
     @bp.delete("/v1/voices/<voice_id>")
     async def delete_voice(voice_id: str) -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
-        voice = await catalog.delete(voice_id, user.id)
+        voice = await catalog.delete(stored_id(voice_id, "voice", not_found), user.id)
         ctx.events.publish(voice_event(EventKind.voice_deleted, voice))
         return Response(b"", status=204)
 

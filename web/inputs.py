@@ -1,0 +1,105 @@
+"""What a client sends, checked in one place before anything reaches the store or the provider.
+
+- ``json_object``: a request body as a JSON object. Bytes that are not UTF-8 are malformed JSON
+  (RFC 8259 §8.1), nesting is bounded *before* decoding (msgspec recurses), and a string holding
+  U+0000 is refused naming its field: Postgres cannot store it (SQLSTATE 22021).
+- ``reject_nul``: the same refusal for values that come another way (form fields, headers,
+  query parameters).
+- ``stored_id``: an id taken from the URL path. One holding U+0000 cannot exist, so it is
+  answered as not found without asking the store.
+
+Routes call these and stay thin; the errors are typed (``web/problems.py``) and become 4xx.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from protocols.errors import ChorusError, MalformedJSON, NotFound
+from web.problems import InvalidCharacter, JSONTooDeep
+
+#: deepest nesting of arrays and objects a body may have (a job needs 3)
+MAX_JSON_DEPTH = 32
+NUL = "\x00"
+#: a complete JSON string (escapes included), so brackets inside strings are not counted
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
+
+
+def nests_deeper(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether arrays and objects in ``body`` nest deeper than ``limit``, without decoding.
+
+    Brackets inside strings do not count. Bytes that are not JSON may be judged too deep
+    (an unterminated string's brackets count): they are refused either way.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:  # the common case, at C speed
+        return False
+    depth = 0
+    for byte in _STRING.sub(b"", body):
+        if byte in _OPEN:
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in _CLOSE:
+            depth -= 1
+    return False
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """``body`` decoded as a JSON object.
+
+    Raises ``MalformedJSON`` (400: not JSON, not UTF-8, not an object), ``JSONTooDeep`` (400)
+    or ``InvalidCharacter`` (422: a string or key holding U+0000, naming its field).
+    """
+    if nests_deeper(body):
+        raise JSONTooDeep(
+            f"The body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels.",
+            limit=MAX_JSON_DEPTH,
+        )
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise MalformedJSON(f"The body is not valid JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        reason = f"The body is not valid UTF-8 ({exc.reason}); JSON must be UTF-8."
+        raise MalformedJSON(reason) from exc
+    except RecursionError as exc:  # past the scan only if it misjudged bytes that are not JSON
+        raise JSONTooDeep("The body nests arrays or objects too deeply.") from exc
+    if not isinstance(value, dict):
+        raise MalformedJSON("The body must be a JSON object.")
+    # a decoded string can only hold U+0000 if the body spelt it as an escape
+    if b"\\u0000" in body:
+        for key, item in value.items():
+            reject_nul(item, str(key), key=key)
+    return value
+
+
+def reject_nul(value: Any, field: str, *, key: str = "") -> None:
+    """Raise ``InvalidCharacter`` naming ``field`` (``labels.mood``, ``locators[0].id``) if
+    ``value``, one of its keys or ``key`` (the name it was given under) holds U+0000."""
+    if NUL in key or (isinstance(value, str) and NUL in value):
+        shown = field.replace(NUL, "\\u0000")
+        raise InvalidCharacter(
+            f"{shown} contains U+0000 (NUL), which cannot be stored; remove it.", field=shown
+        )
+    if isinstance(value, dict):
+        for name, item in value.items():
+            reject_nul(item, f"{field}.{name}", key=str(name))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            reject_nul(item, f"{field}[{index}]")
+
+
+def stored_id(
+    value: str, what: str, missing: Callable[[str], ChorusError] | None = None
+) -> str:
+    """``value`` (an id from the URL path), or the route's not-found answer if no row can have
+    it (``missing(value)``, else ``NotFound("No <what> ...")``), given without a query that
+    the database would refuse."""
+    if NUL in value:
+        raise missing(value) if missing is not None else NotFound(f"No {what} {value!r}.")
+    return value
