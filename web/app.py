@@ -24,6 +24,7 @@ from quart_trio.wrappers import TrioRequest
 from protocols.errors import ChorusError
 from protocols.settings import Settings
 from web import problems
+from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.routes import audio, events, health, jobs, usage, voices
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
@@ -34,15 +35,19 @@ if TYPE_CHECKING:
 #: room in the request body for JSON syntax and escapes around ``text`` (``\uXXXX`` = 6 bytes)
 BODY_BYTES_PER_CHAR = 6
 BODY_OVERHEAD = 4096
-#: hypercorn does not close idle keep-alive connections at shutdown: it waits for them up to the
-#: graceful timeout. Requests here are short, so stopping HTTP is bounded by a few seconds.
+#: in-flight requests get this long at shutdown (requests here are short). Idle keep-alive
+#: connections close at once, and after KEEP_ALIVE_S, now that their timer survives quart-trio's
+#: cancellation (``web.bodies.UnreadBodyGuard``).
 HTTP_GRACE_S = 5.0
 KEEP_ALIVE_S = 2.0
 
 
 class ChorusRequest(TrioRequest):
     """The body limit is sized for JSON jobs; only ``POST /v1/voices`` (clone uploads) gets
-    room for its audio samples (``web/routes/voice_uploads.py``)."""
+    room for its audio samples (``web/routes/voice_uploads.py``). The limit holds while the
+    body streams, with or without Content-Length (``web.bodies.LimitedBody``)."""
+
+    body_class = LimitedBody
 
     def __init__(self, method: str, scheme: str, path: str, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         upload = method == "POST" and path.rstrip("/") == "/v1/voices"
@@ -57,6 +62,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     """A new app object on every call (an app must not be served twice)."""
     app = QuartTrio(__name__)
     app.request_class = ChorusRequest
+    app.asgi_app = UnreadBodyGuard(app.asgi_app)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = (
         ctx.settings.max_text_chars * BODY_BYTES_PER_CHAR + BODY_OVERHEAD
     )
