@@ -17,7 +17,7 @@ that stay usable after an answer given before the body was read.
   bytes and time, so hypercorn sees the request complete and keeps the connection; (2) says
   ``Connection: close`` when the rest is too large or of unknown size; (3) shields the last
   ``send`` from the app's cancellation (with its own deadline), so hypercorn finishes its
-  bookkeeping either way.
+  bookkeeping either way. See docs/ARCHITECTURE.md, "The HTTP front and its connections".
 """
 
 from __future__ import annotations
