@@ -10,20 +10,23 @@ restarted child simply builds a fresh one. Everything the routes need comes in t
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-import hypercorn.trio
 import trio
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 
-from protocols.errors import ChorusError
+from protocols.errors import ChorusError, ConfigError
 from protocols.settings import Settings
 from web import problems
+from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.routes import audio, events, health, jobs, usage, voices
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
@@ -34,15 +37,27 @@ if TYPE_CHECKING:
 #: room in the request body for JSON syntax and escapes around ``text`` (``\uXXXX`` = 6 bytes)
 BODY_BYTES_PER_CHAR = 6
 BODY_OVERHEAD = 4096
-#: hypercorn does not close idle keep-alive connections at shutdown: it waits for them up to the
-#: graceful timeout. Requests here are short, so stopping HTTP is bounded by a few seconds.
+#: in-flight requests get this long at shutdown (requests here are short). Idle keep-alive
+#: connections close at once, and after KEEP_ALIVE_S, now that their timer survives quart-trio's
+#: cancellation (``web.bodies.UnreadBodyGuard``).
 HTTP_GRACE_S = 5.0
 KEEP_ALIVE_S = 2.0
 
 
+class ListenFailed(ConfigError):
+    """The HTTP front cannot listen on its address (in use, not allowed): a configuration
+    error, reported with the address. At start the supervisor fails fast on it (exit 1)."""
+
+    code = "listen_failed"
+    title = "The HTTP address cannot be listened on"
+
+
 class ChorusRequest(TrioRequest):
     """The body limit is sized for JSON jobs; only ``POST /v1/voices`` (clone uploads) gets
-    room for its audio samples (``web/routes/voice_uploads.py``)."""
+    room for its audio samples (``web/routes/voice_uploads.py``). The limit holds while the
+    body streams, with or without Content-Length (``web.bodies.LimitedBody``)."""
+
+    body_class = LimitedBody
 
     def __init__(self, method: str, scheme: str, path: str, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         upload = method == "POST" and path.rstrip("/") == "/v1/voices"
@@ -57,6 +72,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     """A new app object on every call (an app must not be served twice)."""
     app = QuartTrio(__name__)
     app.request_class = ChorusRequest
+    app.asgi_app = UnreadBodyGuard(app.asgi_app)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = (
         ctx.settings.max_text_chars * BODY_BYTES_PER_CHAR + BODY_OVERHEAD
     )
@@ -100,9 +116,33 @@ async def serve(
         ctx.settings.host if host is None else host,
         ctx.settings.port if port is None else port,
     )
-    await hypercorn.trio.serve(
-        app, config, shutdown_trigger=shutdown_trigger, task_status=task_status
-    )
+    sockets = listen(config)
+    try:
+        # ``hypercorn.trio.serve`` minus its warnings, with the sockets bound here
+        await worker_serve(
+            wrap_app(app, config.wsgi_max_body_size, None), config, sockets=sockets,
+            shutdown_trigger=shutdown_trigger, task_status=task_status,
+        )
+    finally:
+        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+            sock.close()
+
+
+def listen(config: Config) -> Sockets:
+    """The listening sockets for ``config.bind``. Raises ``ListenFailed`` naming the address
+    when one cannot be bound (hypercorn's own error names neither the address nor the port)."""
+    try:
+        sockets = config.create_sockets()
+    except OSError as exc:
+        where = ", ".join(config.bind)
+        if exc.errno == errno.EADDRINUSE:
+            why = "address already in use (another process listens there; set CHORUS_PORT)"
+        else:
+            why = exc.strerror or type(exc).__name__
+        raise ListenFailed(f"cannot listen on {where}: {why}", address=where) from exc
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        sock.listen(config.backlog)
+    return sockets
 
 
 async def front_door(
