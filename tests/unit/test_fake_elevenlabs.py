@@ -3,9 +3,8 @@ SDK (retries off, as everywhere under trio) and through plain httpx."""
 
 from __future__ import annotations
 
-import functools
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,6 +17,7 @@ from elevenlabs.core.api_error import ApiError
 
 from protocols.domain.audio import FORMAT_NAMES
 from tests.support.elevenlabs.server import FakeElevenLabs, tone_hz
+from tests.support.timing import capped_at
 
 NO_RETRY: Any = {"max_retries": 0}
 RACHEL = "21m00Tcm4TlvDq8ikWAM"
@@ -56,15 +56,7 @@ async def convert(client: AsyncElevenLabs, text: str, voice: str = RACHEL, **kw:
     return b"".join([chunk async for chunk in chunks])
 
 
-def capped(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """Every test here is fast: fail after 5 s instead of hanging."""
-
-    @functools.wraps(test)
-    async def run(*args: Any, **kwargs: Any) -> None:
-        with trio.fail_after(5):
-            await test(*args, **kwargs)
-
-    return run
+capped = capped_at(5)
 
 
 @capped

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,6 +28,7 @@ from protocols.messages import SpeechJob
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
 from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore
+from tests.support.timing import capped_at
 from web.app import serve
 from web.context import WebContext
 
@@ -36,13 +37,7 @@ CAP_S = 15.0
 ANSWER_S = 5.0
 
 
-def capped(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    @functools.wraps(test)
-    async def run(*args: Any, **kwargs: Any) -> None:
-        with trio.fail_after(CAP_S):
-            await test(*args, **kwargs)
-
-    return run
+capped = capped_at(CAP_S)
 
 
 # --- a raw HTTP/1.1 client ------------------------------------------------------------------

@@ -4,9 +4,6 @@ idempotent repeat (the HTTP status codes on top of it are in ``test_web.py``).""
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 import trio
@@ -20,17 +17,12 @@ from protocols.messages import JobRequest, JobStatus, NewAudio, SpeechJob, User
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
 from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
+from tests.support.timing import capped_at
 
 CAP_S = 10.0
 
 
-def capped(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    @functools.wraps(test)
-    async def run(*args: Any, **kwargs: Any) -> None:
-        with trio.fail_after(CAP_S):
-            await test(*args, **kwargs)
-
-    return run
+capped = capped_at(CAP_S)
 
 
 @dataclasses.dataclass

@@ -35,6 +35,7 @@ from protocols.messages import (
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
 from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
+from tests.support.timing import capped_at
 from web.app import create_app, serve
 from web.context import WebContext
 
@@ -42,15 +43,7 @@ CAP_S = 10.0
 PROBLEM = "application/problem+json"
 
 
-def capped(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """Every test runs under ``trio.fail_after``: a hang is a failure, never a stuck run."""
-
-    @functools.wraps(test)
-    async def run(*args: Any, **kwargs: Any) -> None:
-        with trio.fail_after(CAP_S):
-            await test(*args, **kwargs)
-
-    return run
+capped = capped_at(CAP_S)
 
 
 @dataclasses.dataclass
