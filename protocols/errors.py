@@ -100,6 +100,30 @@ class IdempotencyConflict(ChorusError):
     title = "Idempotency key reused with a different request"
 
 
+class RoundRunning(ChorusError):
+    """A storybook retry asked for while the book's lines are still being made."""
+
+    code = "retry_round_running"
+    status = 409
+    title = "The storybook is still running"
+
+
+class NotCancellable(ChorusError):
+    """A job or storybook that has already ended."""
+
+    code = "already_finished"
+    status = 409
+    title = "Already finished"
+
+
+class NotReady(ChorusError):
+    """An output asked for before it can exist (a storybook whose lines are still running)."""
+
+    code = "not_ready"
+    status = 409
+    title = "Not ready yet"
+
+
 class QuotaExceeded(ChorusError):
     """The user's monthly character quota cannot hold this job (nothing was queued)."""
 

@@ -23,6 +23,8 @@ from protocols.messages import Job, JobStatus
 
 
 class EventKind(StrEnum):
+    #: a job was accepted (the seed's TTS_CREATION): owner, job id, voice, characters
+    tts_creation = "tts.creation"
     tts_created = "tts.created"
     tts_failed = "tts.failed"
     voice_created = "voice.created"
@@ -33,6 +35,16 @@ class EventKind(StrEnum):
     job_succeeded = "job.succeeded"
     job_failed = "job.failed"
     job_dead = "job.dead"
+    job_cancelled = "job.cancelled"
+    storybook_progress = "storybook.progress"
+    storybook_line_succeeded = "storybook.line.succeeded"
+    storybook_line_failed = "storybook.line.failed"
+    storybook_retry_started = "storybook.retry.started"
+    storybook_retry_finished = "storybook.retry.finished"
+    storybook_succeeded = "storybook.succeeded"
+    storybook_partial = "storybook.partial"
+    storybook_failed = "storybook.failed"
+    storybook_cancelled = "storybook.cancelled"
 
     @classmethod
     def for_status(cls, status: JobStatus) -> EventKind:
@@ -43,7 +55,9 @@ class EventKind(StrEnum):
         return self in TERMINAL_JOB_KINDS
 
 
-TERMINAL_JOB_KINDS = frozenset({EventKind.job_succeeded, EventKind.job_failed, EventKind.job_dead})
+TERMINAL_JOB_KINDS = frozenset({
+    EventKind.job_succeeded, EventKind.job_failed, EventKind.job_dead, EventKind.job_cancelled
+})
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

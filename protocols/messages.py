@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -20,10 +20,27 @@ class JobStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     dead = "dead"
+    cancelled = "cancelled"  # withdrawn while queued: never generated, nothing charged
 
     @property
     def terminal(self) -> bool:
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.dead)
+        return self in (
+            JobStatus.succeeded, JobStatus.failed, JobStatus.dead, JobStatus.cancelled
+        )
+
+
+class Lane(StrEnum):
+    """Which stream a job waits in. The StreamReader takes ``interactive`` entries first and
+    reads ``batch`` ones only when no interactive job waits, so a single job never queues
+    behind a storybook (docs/ARCHITECTURE.md, "Lanes and fairness")."""
+
+    interactive = "interactive"  # POST /v1/jobs and every other single request
+    batch = "batch"  # storybook lines, released into it by the StorybookRunner
+
+
+#: a job's or a storybook's ``metadata``: the caller's own JSON object, stored and returned
+#: as given (its encoded size is bounded by ``Settings.max_metadata_bytes`` at the edge)
+Metadata = dict[str, Any]
 
 
 # --- synthesis parameters ----------------------------------------------------------------------
@@ -84,6 +101,8 @@ class JobRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     pronunciation_dictionary_locators: (
         Annotated[list[DictionaryRef], msgspec.Meta(max_length=3)] | None
     ) = None
+    #: the caller's context, stored with the job and returned as given (size-bounded)
+    metadata: Metadata | None = None
 
 
 # --- on the job stream -------------------------------------------------------------------------
@@ -101,6 +120,7 @@ class SpeechJob(msgspec.Struct, frozen=True, kw_only=True, tag="speech"):
     submitted_at: float = 0.0  # unix seconds, for pickup-latency figures
     params: SpeechParams = NO_PARAMS
     cache_key: str = ""  # "" in entries written before it existed: the actor computes it
+    lane: Lane = Lane.interactive
 
 
 StreamMessage = SpeechJob  # grows into a tagged union (e.g. ``SpeechJob | PreviewJob``)
@@ -172,6 +192,8 @@ class NewJob(msgspec.Struct, frozen=True, kw_only=True):
     request_hash: str  # detects an idempotency key reused for a different request
     params: SpeechParams = NO_PARAMS
     cache_key: str = ""
+    lane: Lane = Lane.interactive
+    metadata: Metadata | None = None
 
     @property
     def characters(self) -> int:
@@ -201,6 +223,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     cached: bool = False  # answered from existing audio at submit, without a provider call
     request_ids: tuple[str, ...] = ()  # the provider's request ids (one per text part)
     character_cost: int | None = None  # what the provider said it charged
+    lane: Lane = Lane.interactive
+    metadata: Metadata | None = None
 
     def to_stream(self, submitted_at: float = 0.0) -> SpeechJob:
         return SpeechJob(
@@ -213,6 +237,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             submitted_at=submitted_at,
             params=self.params,
             cache_key=self.cache_key,
+            lane=self.lane,
         )
 
 

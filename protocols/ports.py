@@ -34,6 +34,7 @@ from protocols.messages import (
     VoiceStatus,
 )
 from protocols.redis.keys import Keys
+from protocols.storybooks import Line, NewStorybook, RetryRound, Storybook
 
 
 class JobStore(Protocol):
@@ -117,6 +118,83 @@ class JobStore(Protocol):
         file is shared; each owner gets a row of their own when a job links to it)."""
         ...
     async def get_audio(self, audio_id: str, owner: str | None = None) -> Audio | None: ...
+
+
+class StorybookStore(Protocol):
+    """Storybooks, their lines and retry rounds in Postgres (``protocols/postgres/storybooks.py``).
+    With an ``owner``, another user's book is None: it does not exist for them. Every write is a
+    compare-and-set, so a repeated call (a redelivered event, a runner restarted half-way) has
+    no second effect."""
+
+    async def create_storybook(
+        self, book: NewStorybook, *, quota: int | None = None
+    ) -> tuple[Storybook, bool]:
+        """Insert the book and its lines (all ``pending``, round 0), or return the owner's book
+        with the same idempotency key (``created`` False; ``IdempotencyConflict`` if its request
+        hash differs). With a ``quota``: used + reserved (unfinished jobs, and pending lines of
+        unfinished books) + the whole book must fit, else ``QuotaExceeded`` (all or nothing)."""
+        ...
+    async def get_storybook(self, book_id: str, owner: str | None = None) -> Storybook | None: ...
+    async def list_storybooks(
+        self, owner: str, *, before: str | None = None, limit: int = 50
+    ) -> list[Storybook]:
+        """The owner's books, newest first, with ids below ``before`` (cursor pagination)."""
+        ...
+    async def storybook_lines(self, book_id: str) -> list[Line]:
+        """Every line in reading order, with ``audio_id`` / ``duration_s`` of succeeded ones."""
+        ...
+    async def retry_rounds(self, book_id: str) -> list[RetryRound]: ...
+
+    # the runner
+    async def active_storybooks(self, limit: int = 100) -> list[Storybook]:
+        """Books not ended (queued or running), oldest first."""
+        ...
+    async def pending_lines(self, book_id: str, limit: int) -> list[Line]:
+        """The book's next ``pending`` lines in reading order."""
+        ...
+    async def line_counts(self, book_id: str) -> dict[str, int]:
+        """Lines by status (every ``LineStatus`` present, zeros included)."""
+        ...
+    async def line_submitted(self, line_id: str, round: int, job: Job) -> Line | None:
+        """A pending line of ``round`` now has ``job``: status follows the job (queued, or
+        already ended when answered from the cache), ``attempts`` + 1. None if the line is no
+        longer pending in that round (a repeat)."""
+        ...
+    async def sync_lines(
+        self, *, book_id: str | None = None, job_ids: Sequence[str] = ()
+    ) -> list[Line]:
+        """Bring queued/running lines (of ``book_id``, or whose job is in ``job_ids``) up to
+        their job: running, succeeded (audio id, duration), failed (the job's error), cancelled.
+        One statement; returns the lines that changed."""
+        ...
+    async def finish_storybook(self, book_id: str) -> Storybook | None:
+        """If every line has ended and the book has not: its final status (``cancelled`` when
+        cancel was asked, else succeeded / partial / failed), ``finished_at``, and the open
+        retry round's outcome counts. Returns the book if this call ended it, else None."""
+        ...
+    async def mark_running(self, book_id: str) -> None:
+        """queued -> running (the first line started)."""
+        ...
+    async def start_round(
+        self, book_id: str, owner: str, *, line_ids: Sequence[str] | None, force: bool,
+        permanent: frozenset[str],
+    ) -> RetryRound:
+        """A new retry round: the chosen lines (``line_ids``, else every failed one) go back to
+        ``pending`` in round n+1, skipping lines whose error code is in ``permanent`` unless
+        ``force``. The book is running again and its assembled audio forgotten. Raises
+        ``NotFound``, ``RoundRunning`` (book not ended), ``InvalidInput`` (unknown or succeeded
+        line ids, or nothing to retry)."""
+        ...
+    async def cancel_storybook(self, book_id: str, owner: str) -> Storybook | None:
+        """Ask the book to stop: pending lines and lines whose job is still queued are cancelled
+        (those jobs too, so they are never generated nor charged); running lines finish. None if
+        not the owner's; ``NotCancellable`` if the book has ended."""
+        ...
+    async def set_storybook_audio(self, book_id: str, path: str) -> None: ...
+    async def cancel_job(self, job_id: str, owner: str | None = None) -> Job | None:
+        """Compare-and-set queued -> cancelled (its quota reservation is freed). Returns the job
+        as it now is (unchanged if it had started or ended), None if unknown or not the owner's."""
+        ...
 
 
 class BlobStore(Protocol):
