@@ -86,6 +86,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace_s: float = 20.0  # running jobs get this long to finish on SIGTERM
     submit_timeout_s: float = 2.0  # a full job channel past this answers 503
     max_text_chars: int = 5000
+    max_metadata_bytes: int = 4096  # a job's or a storybook's metadata, JSON-encoded
     restart_intensity: int = 10  # more than this many restarts ...
     restart_period_s: float = 60.0  # ... within this many seconds -> give up, exit non-zero
     redis_timeout_s: float = 2.0
@@ -183,6 +184,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("shutdown_grace_s", "CHORUS_SHUTDOWN_GRACE_S", float)
         put("submit_timeout_s", "CHORUS_SUBMIT_TIMEOUT_S", float)
         put("max_text_chars", "CHORUS_MAX_TEXT_CHARS", int)
+        put("max_metadata_bytes", "CHORUS_MAX_METADATA_BYTES", int)
         put("restart_intensity", "CHORUS_RESTART_INTENSITY", int)
         put("restart_period_s", "CHORUS_RESTART_PERIOD_S", float)
         put("provider", "CHORUS_PROVIDER")

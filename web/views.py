@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from protocols.messages import Job
+from protocols.messages import Job, Lane
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -53,4 +53,8 @@ def job_view(job: Job) -> dict[str, Any]:
         view["audio_url"] = f"/v1/audio/{job.audio_id}"
     if job.idempotency_key is not None:
         view["idempotency_key"] = job.idempotency_key
+    if job.metadata is not None:
+        view["metadata"] = job.metadata
+    if job.lane is not Lane.interactive:
+        view["lane"] = job.lane.value
     return view

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import trio
 
 from protocols.domain.cachekey import scoped_cache_key
@@ -24,6 +25,7 @@ from protocols.domain.text import normalize_text, speakable
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import (
     EnqueueFailed,
+    InvalidInput,
     ProviderQuotaExhausted,
     QueueUnavailable,
     TextEmpty,
@@ -36,6 +38,7 @@ from protocols.messages import (
     Job,
     JobRequest,
     JobStatus,
+    Lane,
     NewJob,
     SpeechJob,
     SpeechParams,
@@ -78,12 +81,22 @@ class Intake:
         s = settings
         self._bound = 2 * s.db_timeout_s + s.submit_timeout_s + s.redis_timeout_s
 
-    async def submit(self, request: JobRequest, user: User) -> tuple[Job, bool]:
+    async def submit(
+        self, request: JobRequest, user: User, *, lane: Lane = Lane.interactive,
+        quota: bool = True,
+    ) -> tuple[Job, bool]:
         """The accepted job, and whether this call created it (False: an idempotent repeat
         of ``request.idempotency_key``, answered with the job as it is now). Raises the typed
-        error of a request that cannot be accepted (nothing is then left behind)."""
-        new = await self.settle(request, user.id)
-        job, created = await self._accept(user, new)
+        error of a request that cannot be accepted (nothing is then left behind).
+        ``lane``: the stream it waits in; ``quota`` False: the characters were already
+        reserved (a storybook line, checked with its whole book)."""
+        new = await self.settle(request, user.id, lane=lane)
+        job, created = await self._accept(user, new, quota=quota)
+        if created:  # the seed's TTS_CREATION: a job was accepted
+            self._events.publish(job_event(
+                EventKind.tts_creation, job.id, job.owner, voice_id=job.voice_id,
+                characters=job.characters, lane=job.lane.value,
+            ))
         if created and job.status is JobStatus.queued:  # durable in the stream: announce it
             self._events.publish(job_event(EventKind.job_queued, job.id, job.owner))
         elif created and job.cached:  # answered from the cache: already final
@@ -94,10 +107,13 @@ class Intake:
             log.debug("idempotent repeat of %s (%s)", job.id, job.status)
         return job, created
 
-    async def settle(self, request: JobRequest, owner: str) -> NewJob:
+    async def settle(
+        self, request: JobRequest, owner: str, *, lane: Lane = Lane.interactive
+    ) -> NewJob:
         """The request as a job of ``owner``, with its parameters settled and its cache key
         known. Raises ``TextEmpty``, ``TextTooLong``, ``UnsupportedFormat``, ``UnknownVoice``,
         ``VoiceNotReady``, ``InvalidInput`` or ``UnsupportedLanguage``."""
+        check_metadata(request.metadata, self.settings.max_metadata_bytes)
         limit = self.settings.max_text_chars
         text = normalize_text(request.text)
         if not speakable(text):  # empty, or only zero-width / format characters
@@ -137,9 +153,11 @@ class Intake:
                 text=text, voice_id=voice.voice_id, language=language, output_format=fmt,
                 params=params,
             ),
+            lane=lane,
+            metadata=request.metadata,
         )
 
-    async def _accept(self, user: User, new: NewJob) -> tuple[Job, bool]:
+    async def _accept(self, user: User, new: NewJob, *, quota: bool) -> tuple[Job, bool]:
         """create_job + enqueue, shielded: a submit cancelled half-way (client gone, server
         stopping) never leaves a job that is in the database but not in the stream."""
         if (hit := await self._from_cache(new)) is not None:
@@ -147,7 +165,9 @@ class Intake:
         await self._check_account(new)
         store = self.store
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self._bound):
-            job, created = await store.create_job(new, quota=user.monthly_quota)
+            job, created = await store.create_job(
+                new, quota=user.monthly_quota if quota else None
+            )
             if job.error_code == EnqueueFailed.code and job.status is JobStatus.failed:
                 # an idempotent retry of a submit that never reached the queue: this time it may
                 job = await store.requeue_job(job.id) or job
@@ -198,3 +218,15 @@ class Intake:
         if scope.cancelled_caught:
             log.error("discarding job %s timed out after a failed submit", job_id)
         return True
+
+
+def check_metadata(metadata: object, limit: int) -> None:
+    """A caller's metadata must be a JSON object of at most ``limit`` bytes encoded."""
+    if metadata is None:
+        return
+    size = len(msgspec.json.encode(metadata))
+    if size > limit:
+        raise InvalidInput(
+            f"metadata is {size} bytes as JSON; the limit is {limit}.", field="metadata",
+            limit=limit,
+        )
