@@ -89,9 +89,15 @@ async def test_a_repeated_text_is_answered_from_the_cache_and_never_enqueued(env
     assert [job.job_id for job in env.enqueued] == [first.id]  # only the first was enqueued
     assert env.counted == ["api_cache_misses", "api_cache_hits"]
     assert [(e.kind, e.subject, e.data.get("cached")) for e in env.events.events] == [
+        (EventKind.tts_creation, first.id, None),
         (EventKind.job_queued, first.id, None),
+        (EventKind.tts_creation, again.id, None),
         (EventKind.job_succeeded, again.id, True),
     ]
+    # the seed's TTS_CREATION names the request: voice and characters
+    creation = env.events.events[0].data
+    assert creation["voice_id"] == first.voice_id
+    assert creation["characters"] == first.characters
 
 
 @capped
@@ -121,4 +127,5 @@ async def test_an_idempotent_repeat_returns_the_same_job(env: Env) -> None:
     assert not created and again.id == job.id and again.status is JobStatus.queued
     assert len(env.store.jobs) == 1
     assert [j.job_id for j in env.enqueued] == [job.id, job.id]  # re-enqueued: heals a lost XADD
-    assert [e.kind for e in env.events.events] == [EventKind.job_queued]  # announced once
+    # announced once
+    assert [e.kind for e in env.events.events] == [EventKind.tts_creation, EventKind.job_queued]

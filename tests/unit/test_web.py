@@ -756,7 +756,8 @@ async def test_submit_publishes_job_queued_once(env: Env) -> None:
     r = await post_job(env, {"text": "other"})
     assert r.status_code == 503
     assert [(e.kind, e.subject, e.owner) for e in recorded.events] == [
-        (EventKind.job_queued, job_id, env.user.id)
+        (EventKind.tts_creation, job_id, env.user.id),
+        (EventKind.job_queued, job_id, env.user.id),
     ]
 
 
