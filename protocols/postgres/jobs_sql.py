@@ -18,7 +18,17 @@ from protocols.errors import (
     QuotaExceeded,
     StoreUnavailable,
 )
-from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, SpeechParams, User
+from protocols.messages import (
+    Audio,
+    Job,
+    JobStatus,
+    Lane,
+    Metadata,
+    NewAudio,
+    NewJob,
+    SpeechParams,
+    User,
+)
 
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
@@ -29,13 +39,22 @@ _USER = "id, name, role, created_at, monthly_quota"
 _JOB = (
     "id, owner, status, text, voice_id, language, output_format, idempotency_key, request_hash,"
     " attempts, characters, error_code, error_message, audio_id, created_at, started_at,"
-    " finished_at, params, cache_key, cached, request_ids, character_cost"
+    " finished_at, params, cache_key, cached, request_ids, character_cost, lane, metadata"
 )
 _PERIOD = "date_trunc('month', now() AT TIME ZONE 'UTC')::date"  # the quota month (UTC)
 _params_decoder = msgspec.json.Decoder(SpeechParams)
+_metadata_decoder = msgspec.json.Decoder(Metadata)
 _JOB_Q = ", ".join(f"jobs.{c.strip()}" for c in _JOB.split(","))  # qualified, for joins
 _AUDIO = "id, owner, cache_key, format, content_type, duration_s, size, path, created_at"
 _ACTIVE = "status IN ('queued', 'running')"
+#: characters an owner ($1) has reserved against the quota: unfinished jobs, and the lines of
+#: unfinished storybooks not yet released as jobs (a released line is counted by its job)
+RESERVED = (
+    f"(SELECT coalesce(sum(characters), 0) FROM jobs WHERE owner = $1 AND {_ACTIVE})"
+    " + (SELECT coalesce(sum(l.characters), 0) FROM storybooks b JOIN storybook_lines l"
+    " ON l.book_id = b.id AND l.status = 'pending'"
+    " WHERE b.owner = $1 AND b.status IN ('queued', 'running'))"
+)
 
 
 def _job(row: Any) -> Job | None:
@@ -48,8 +67,20 @@ def _job(row: Any) -> Job | None:
             "status": JobStatus(fields["status"]),
             "params": _params_decoder.decode(fields["params"]),
             "request_ids": tuple(fields["request_ids"]),
+            "lane": Lane(fields["lane"]),
+            "metadata": decode_metadata(fields["metadata"]),
         }
     )
+
+
+def decode_metadata(value: str | None) -> Metadata | None:
+    """A ``jsonb`` column as asyncpg returns it (text), or None."""
+    return None if value is None else _metadata_decoder.decode(value)
+
+
+def encode_metadata(metadata: Metadata | None) -> str | None:
+    """For a ``$n::jsonb`` parameter: None stays SQL NULL (not the JSON ``null``)."""
+    return None if metadata is None else msgspec.json.encode(metadata).decode()
 
 
 def _encode_params(params: SpeechParams) -> str:
@@ -130,8 +161,9 @@ async def list_users(conn: Any) -> list[User]:
 _INSERT_JOB = (
     "INSERT INTO jobs (id, owner, idempotency_key, request_hash, text, voice_id, language,"
     " output_format, characters, params, cache_key, status, cached, audio_id, started_at,"
-    " finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14,"
-    " CASE WHEN $13 THEN now() END, CASE WHEN $13 THEN now() END)"
+    " finished_at, lane, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11,"
+    " $12, $13, $14, CASE WHEN $13 THEN now() END, CASE WHEN $13 THEN now() END, $15,"
+    " $16::jsonb)"
     f" ON CONFLICT DO NOTHING RETURNING {_JOB}"
 )
 _LINK_AUDIO = (
@@ -159,28 +191,31 @@ async def _existing(conn: Any, job: NewJob) -> Job | None:
     return existing
 
 
-async def _check_quota(conn: Any, job: NewJob, quota: int) -> None:
-    """Used this month + reserved by unfinished jobs + this job must fit. Serialised per owner
-    by a transaction-scoped advisory lock, so two concurrent submits cannot both squeeze in."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _QUOTA_LOCK, job.owner)
+async def check_quota(
+    conn: Any, owner: str, required: int, quota: int, what: str = "This job"
+) -> None:
+    """Used this month + reserved (unfinished jobs, pending lines of unfinished storybooks) +
+    ``required`` must fit. Call inside the transaction that then inserts: it takes the owner's
+    transaction-scoped advisory lock, so two concurrent submits (jobs or whole books) cannot
+    both squeeze in."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _QUOTA_LOCK, owner)
     row = await conn.fetchrow(
         f"SELECT {_PERIOD} AS period,"
         " (SELECT coalesce(sum(characters), 0) FROM usage"
         f"   WHERE owner = $1 AND period = {_PERIOD}) AS used,"
-        " (SELECT coalesce(sum(characters), 0) FROM jobs"
-        f"   WHERE owner = $1 AND {_ACTIVE}) AS reserved",
-        job.owner,
+        f" {RESERVED} AS reserved",
+        owner,
     )
     used, reserved = int(row["used"]), int(row["reserved"])
-    if used + reserved + job.characters > quota:
+    if used + reserved + required > quota:
         remaining = max(0, quota - used - reserved)
         reset = next_period(row["period"])
         raise QuotaExceeded(
-            f"This job needs {job.characters} characters; {remaining} of your monthly quota"
-            f" of {quota} remain (used {used}, reserved by unfinished jobs {reserved})."
+            f"{what} needs {required} characters; {remaining} of your monthly quota"
+            f" of {quota} remain (used {used}, reserved by unfinished jobs and books {reserved})."
             f" The quota resets at {reset.isoformat().replace('+00:00', 'Z')}.",
             limit=quota, used=used, reserved=reserved, remaining=remaining,
-            required=job.characters, reset_at=reset.isoformat().replace("+00:00", "Z"),
+            required=required, reset_at=reset.isoformat().replace("+00:00", "Z"),
             retry_after=max(1, int((reset - dt.datetime.now(dt.UTC)).total_seconds()) + 1),
         )
 
@@ -205,6 +240,7 @@ async def create_job(
             job.text, job.voice_id, job.language, job.output_format, job.characters,
             _encode_params(job.params), job.cache_key,
             "succeeded" if linked else "queued", linked is not None, linked,
+            str(job.lane), encode_metadata(job.metadata),
         )
 
     for _ in range(3):  # the existing row may be discarded between our INSERT and SELECT
@@ -216,7 +252,7 @@ async def create_job(
                     if cached is None and quota is not None:
                         if (existing := await _existing(conn, job)) is not None:
                             return existing, False
-                        await _check_quota(conn, job, quota)
+                        await check_quota(conn, job.owner, job.characters, quota)
                     row = await insert()
         except Exception as exc:
             if getattr(exc, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
@@ -231,13 +267,15 @@ async def create_job(
 
 _INSERT_JOBS = (
     "INSERT INTO jobs (id, owner, idempotency_key, request_hash, text, voice_id, language,"
-    " output_format, characters, params, cache_key, status)"
+    " output_format, characters, params, cache_key, status, lane, metadata)"
     " SELECT i.id, i.owner, i.idempotency_key, i.request_hash, i.text, i.voice_id, i.language,"
-    " i.output_format, i.characters, i.params::jsonb, i.cache_key, 'queued'"
+    " i.output_format, i.characters, i.params::jsonb, i.cache_key, 'queued', i.lane,"
+    " i.metadata::jsonb"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-    " $7::text[], $8::text[], $9::integer[], $10::text[], $11::text[]) AS i(id, owner,"
-    " idempotency_key, request_hash, text, voice_id, language, output_format, characters,"
-    f" params, cache_key) ON CONFLICT DO NOTHING RETURNING {_JOB}"
+    " $7::text[], $8::text[], $9::integer[], $10::text[], $11::text[], $12::text[],"
+    " $13::text[]) AS i(id, owner, idempotency_key, request_hash, text, voice_id, language,"
+    " output_format, characters, params, cache_key, lane, metadata)"
+    f" ON CONFLICT DO NOTHING RETURNING {_JOB}"
 )
 
 
@@ -245,12 +283,12 @@ async def create_jobs(conn: Any, jobs: list[NewJob]) -> list[Job | None]:
     """Insert new jobs (no quota to check, no cached audio) in one statement; each job as
     inserted, or None where it was not (its id or idempotency key exists, or its owner does
     not): those go through ``create_job`` one by one."""
-    columns: list[list[Any]] = [[] for _ in range(11)]
+    columns: list[list[Any]] = [[] for _ in range(13)]
     for job in jobs:
         for column, value in zip(columns, (
             job.id, job.owner, job.idempotency_key, job.request_hash, job.text, job.voice_id,
             job.language, job.output_format, job.characters, _encode_params(job.params),
-            job.cache_key,
+            job.cache_key, str(job.lane), encode_metadata(job.metadata),
         ), strict=True):
             column.append(value)
     try:
@@ -412,6 +450,22 @@ async def note_error(conn: Any, job_id: str, code: str, message: str) -> None:
     )
 
 
+async def cancel_job(conn: Any, job_id: str, owner: str | None) -> Job | None:
+    """Compare-and-set queued -> cancelled: a worker that reads its entry later finds it ended
+    (``start_job`` returns it unchanged) and only acks it; it reserves no quota any more.
+    (The TTSActor calls the provider before a job's start is known only in the interactive
+    lane: cancelling an interactive job can still cost that one provider call, never a
+    charge.) The job as it now is; None if unknown (or not the owner's)."""
+    row = await conn.fetchrow(
+        "UPDATE jobs SET status = 'cancelled', finished_at = now()"
+        " WHERE id = $1 AND status = 'queued' AND ($2::text IS NULL OR owner = $2)"
+        f" RETURNING {_JOB}",
+        job_id,
+        owner,
+    )
+    return _job(row) if row is not None else await get_job(conn, job_id, owner)
+
+
 async def requeue_job(conn: Any, job_id: str) -> Job | None:
     row = await conn.fetchrow(
         "UPDATE jobs SET status = 'queued', finished_at = NULL"
@@ -462,15 +516,15 @@ async def set_quota(conn: Any, name: str, quota: int | None) -> User:
 
 
 async def usage(conn: Any, owner: str) -> dict[str, Any]:
-    """This month's usage of one user: charged characters, reserved by unfinished jobs."""
+    """This month's usage of one user: charged characters, reserved by unfinished jobs and by
+    the pending lines of unfinished storybooks."""
     row = await conn.fetchrow(
         f"SELECT {_PERIOD} AS period, u.monthly_quota AS quota,"
         " (SELECT coalesce(sum(characters), 0) FROM usage"
         f"   WHERE owner = $1 AND period = {_PERIOD}) AS used,"
         " (SELECT count(*) FROM usage"
         f"   WHERE owner = $1 AND period = {_PERIOD}) AS jobs,"
-        " (SELECT coalesce(sum(characters), 0) FROM jobs"
-        f"   WHERE owner = $1 AND {_ACTIVE}) AS reserved"
+        f" {RESERVED} AS reserved"
         " FROM users u WHERE u.id = $1",
         owner,
     )

@@ -1,4 +1,5 @@
-"""PgStore: the JobStore on Postgres, asyncpg running on one trio-asyncio loop.
+"""PgStore: the JobStore on Postgres (with the VoiceStore and StorybookStore mixins), asyncpg
+running on one trio-asyncio loop.
 
 The only module that imports asyncio or asyncpg. ``PgStore.open(url, timeout=...)`` opens a
 trio-asyncio loop, an asyncpg pool inside it and applies ``protocols/migrations/*.sql`` (each once,
@@ -35,6 +36,7 @@ from protocols.errors import ChorusError, ConfigError, InvalidInput, NotFound, S
 from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, Usage, User
 from protocols.postgres import jobs_sql as q
 from protocols.postgres.coalesce import Coalescer
+from protocols.postgres.storybooks import StorybookStoreMixin
 from protocols.postgres.voices import VoiceStoreMixin
 
 T = TypeVar("T")
@@ -224,8 +226,9 @@ async def _on_loop(loop: Any, limit_s: float, fn: Callable[..., Awaitable[T]], *
         raise err from exc
 
 
-class PgStore(VoiceStoreMixin):
-    """The JobStore and VoiceStore (``protocols.ports``) on Postgres; ``PgStore.open``."""
+class PgStore(VoiceStoreMixin, StorybookStoreMixin):
+    """The JobStore, VoiceStore and StorybookStore (``protocols.ports``) on Postgres;
+    ``PgStore.open``."""
 
     def __init__(self, loop: Any, pool: asyncpg.Pool, timeout: float) -> None:
         self._loop, self._pool, self._timeout = loop, pool, timeout
@@ -397,6 +400,9 @@ class PgStore(VoiceStoreMixin):
 
     async def note_error(self, job_id: str, code: str, message: str) -> None:
         await self._call(q.note_error, job_id, code, message[:2000])
+
+    async def cancel_job(self, job_id: str, owner: str | None = None) -> Job | None:
+        return await self._call(q.cancel_job, job_id, owner)
 
     async def requeue_job(self, job_id: str) -> Job | None:
         return await self._call(q.requeue_job, job_id)
