@@ -104,6 +104,8 @@ class Outcomes:
         """The final event again (events are at-least-once: a repeat is harmless)."""
         if job.status is JobStatus.succeeded:
             event = job_event(EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id)
+        elif job.status is JobStatus.cancelled:  # withdrawn while queued: never generated
+            event = job_event(EventKind.job_cancelled, job.id, job.owner)
         else:
             kind = EventKind.job_dead if job.status is JobStatus.dead else EventKind.job_failed
             error = {"code": job.error_code or "", "message": job.error_message or ""}

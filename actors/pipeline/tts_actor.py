@@ -40,6 +40,7 @@ from protocols.faults import FaultPlan
 from protocols.messages import (
     Audio,
     Job,
+    Lane,
     NewAudio,
     Settlement,
     SpeechJob,
@@ -269,12 +270,15 @@ class TTSActor:
         only say "running, nothing cached": a first delivery (a new entry's job is queued, never
         finished), its lock taken with no "done" marker (no identical job finished since the
         job was submitted, as the job is younger than the marker's life; so the cache miss its
-        submit saw still holds). Otherwise, or when Redis lost the marker, the start decides
-        first (at worst, after a Redis failure, one provider call too many; never an effect)."""
+        submit saw still holds), and in the interactive lane: a batch job (a storybook line)
+        may have been cancelled while queued, and only its start can say so. Otherwise, or
+        when Redis lost the marker, the start decides first (at worst, after a Redis failure,
+        one provider call too many; never an effect)."""
         first_try, delivery = attempt.first_try, attempt.delivery
         age = time.time() - delivery.job.submitted_at
         return (
             not start.ready
+            and delivery.job.lane is Lane.interactive
             and delivery.deliveries == 1
             and first_try is not None
             and first_try.lock.held

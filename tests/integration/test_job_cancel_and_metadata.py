@@ -1,7 +1,10 @@
-"""Jobs' lane, metadata and the cancelled status, on the real embedded Postgres: a cancelled job
-is ended everywhere in the store."""
+"""Jobs' lane, metadata and the cancelled status, on the real embedded Postgres (and Valkey for
+the worker): a cancelled job is ended everywhere, and a worker that reads its entry never
+generates it."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 import trio
@@ -9,6 +12,10 @@ import trio
 from protocols.errors import QuotaExceeded
 from protocols.messages import JobStatus, Lane, NewAudio, NewJob
 from protocols.postgres.store import PgStore
+from protocols.providers.fake import FakeProvider
+from protocols.redis.keys import Keys
+from protocols.redis.queue import open_queue
+from tests.support.harness import make_settings, running_service
 
 CAP_S = 20
 
@@ -96,3 +103,39 @@ async def test_a_cancelled_job_stays_ended_for_every_store_path(store: PgStore) 
         assert (await store.usage(alice.id)).used == 0  # never charged
         assert await store.orphan_candidates(0.0, 3600.0) == []  # the sweeper ignores it
         assert await store.discard_job("c") is False  # ended: kept as it is
+
+
+async def test_a_worker_acks_a_cancelled_batch_job_without_generating_it(
+    redis_url, store, tmp_path
+) -> None:
+    """Regression: the TTSActor may call the provider before the job's start is known (a
+    first delivery with its lock free); a batch job cancelled while queued was generated."""
+    settings = make_settings(tmp_path)
+    provider = FakeProvider()
+    with trio.fail_after(60):
+        alice, _ = await store.create_user("alice")
+        jobs = [
+            (await store.create_job(new_job(alice.id, f"c{i}", text=f"Cancelled line {i}.",
+                                            lane=Lane.batch)))[0]
+            for i in range(3)
+        ]
+        async with open_queue(redis_url, Keys(settings.redis_prefix), stream_timeout=5) as q:
+            await q.ensure_group()
+            await q.enqueue([job.to_stream(time.time()) for job in jobs])
+            for job in jobs:
+                assert (await store.cancel_job(job.id, alice.id)).status is JobStatus.cancelled
+            async with running_service(
+                redis_url=redis_url, store=store, settings=settings, provider=provider
+            ) as svc:
+                r = await svc.submit("Still spoken.")
+                assert r.status_code == 202
+                done = await svc.wait_done(svc.accepted)
+                assert [j["status"] for j in done.values()] == ["succeeded"]
+                while True:  # the cancelled entries are acked too (polled: real servers)
+                    if not (await q.backlog() or await q.pending_count()):
+                        break
+                    await trio.sleep(0.02)
+        assert [req.text for req in provider.requests] == ["Still spoken."]
+        for job in jobs:
+            after = await store.get_job(job.id)
+            assert after.status is JobStatus.cancelled and after.audio_id is None

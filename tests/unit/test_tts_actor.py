@@ -3,6 +3,7 @@ publish for deliveries."""
 
 from __future__ import annotations
 
+import msgspec
 import trio
 
 from actors.pipeline.attempt import Attempt
@@ -12,7 +13,7 @@ from actors.pipeline.storer import Produced, Storer
 from actors.pipeline.tts_actor import TTSActor
 from protocols.domain.cachekey import job_cache_key
 from protocols.events import EventKind
-from protocols.messages import Ack, Delivery, NewJob
+from protocols.messages import Ack, Delivery, JobStatus, Lane, NewJob
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
 from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
@@ -75,14 +76,15 @@ def test_the_provider_is_called_before_the_start_is_known_only_when_nothing_can_
     from protocols.redis.coordination import Lock
 
     def case(*, deliveries: int = 1, held: bool = True, recently_done: bool = False,
-             age_s: float = 1.0, tried: bool = True, known: bool = False) -> bool:
+             age_s: float = 1.0, tried: bool = True, known: bool = False,
+             lane: Lane = Lane.interactive) -> bool:
         lock = Lock(None, "flight:k", "j1")  # type: ignore[arg-type]
         lock.held, lock.recently_done = held, recently_done
         start = PendingStart()
         if known:
             start.set((None, None))
         job = SpeechJob(job_id="j1", owner="u", text="Hi.", voice_id="v", cache_key="k",
-                        submitted_at=time.time() - age_s)
+                        submitted_at=time.time() - age_s, lane=lane)
         delivery = Delivery(entry_id="1-0", job=job, deliveries=deliveries)
         attempt = Attempt(delivery, "k", Ledger(1))
         attempt.start, attempt.first_try = start, FirstTry(lock, None) if tried else None
@@ -95,3 +97,20 @@ def test_the_provider_is_called_before_the_start_is_known_only_when_nothing_can_
     assert not case(age_s=100)  # older than the "done" marker's life minus the margin
     assert not case(tried=False)  # no first try (Redis failed)
     assert not case(known=True)  # the start is known already: no need to guess
+    assert not case(lane=Lane.batch)  # a storybook line may have been cancelled while queued
+
+
+async def test_a_cancelled_job_is_acked_without_a_provider_call_and_announced_cancelled():
+    store, provider, events = FakeJobStore(), FakeProvider(voices=TEST_VOICES), RecordingEvents()
+    user, _ = await store.create_user("u")
+    job, _ = await store.create_job(NewJob(
+        id="j1", owner=user.id, text="Hello.", voice_id="en-1", language="en",
+        output_format="mp3_44100_128", idempotency_key=None, request_hash="h", lane=Lane.batch,
+    ))
+    store.jobs["j1"] = msgspec.structs.replace(job, status=JobStatus.cancelled)  # cancel_job
+    delivery = Delivery(entry_id="1-0", job=job.to_stream(), deliveries=1)
+    ledger = await run_one(store, provider, events, delivery)
+    assert ledger.settled()["1-0"] == Ack("1-0")
+    assert len(provider.requests) == 0
+    assert events.kinds("j1") == [EventKind.job_cancelled]
+    assert store.jobs["j1"].status is JobStatus.cancelled
