@@ -73,6 +73,7 @@ def build_service(
         settings,
         role=kind,
         store=store,
+        books=store,  # type: ignore[arg-type]  # PgStore is every Postgres port at once
         provider=provider,
         blobs=FileBlobStore(settings.data_path / "audio"),
         voices=VoiceCatalog(store, provider, provider.voice_manager()),  # type: ignore[arg-type]

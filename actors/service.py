@@ -1,8 +1,10 @@
 """The supervision tree of one Chorus process, by role, from the adapters it is given.
 
-serve = everything; api = HTTP + Producer; worker = VoiceSync + TTS pool + StreamReader;
+serve = everything; api = HTTP + Producer + StorybookRunner; worker = VoiceSync + TTS pool +
+StreamReader;
 every role runs the EventPublisher (first to start, last to stop: everything else publishes).
-Start order: events -> VoiceSync -> TTS pool -> StreamReader -> Producer -> HTTP; stop in reverse.
+Start order: events -> VoiceSync -> TTS pool -> StreamReader -> Producer -> StorybookRunner ->
+HTTP; stop in reverse. The runner lives where the Producer is: it submits lines as jobs.
 The Service owns the channels, the Ledger and Pacing; every child incarnation gets clones.
 The process is composed in ``run.py`` (``build_service``): the provider, store, blobs, voice
 catalog and Redis openers come in, and the HTTP front door as a callable (``web.app.front_door``),
@@ -12,6 +14,7 @@ so nothing here imports the web stack.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -33,6 +36,9 @@ from actors.pipeline.storer import Produced, Storer
 from actors.pipeline.stream_reader import StreamReader
 from actors.pipeline.sweeper import OrphanSweeper
 from actors.pipeline.tts_actor import TTSActor
+from actors.storybooks.intake import StorybookIntake
+from actors.storybooks.outputs import BookOutputs
+from actors.storybooks.runner import StorybookRunner
 from actors.supervision.supervisor import (
     ChildSpec,
     Restart,
@@ -46,7 +52,7 @@ from actors.voices.voice_sync import VoiceSync
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError
 from protocols.messages import SpeechJob, Voice
-from protocols.ports import BlobStore, JobStore, SpeechProvider
+from protocols.ports import BlobStore, BookStore, JobStore, SpeechProvider
 from protocols.redis.coordination import Coordinator
 from protocols.redis.openers import RedisOpeners
 from protocols.redis.voice_queue import RedisVoiceSyncQueue
@@ -79,6 +85,7 @@ class Service:
         blobs: BlobStore,
         voices: VoiceCatalog,
         redis: RedisOpeners,
+        books: BookStore | None = None,
         role: Role = Role.serve,
         front: Front | None = None,
         on_event: Callable[[SupervisorEvent], None] | None = None,
@@ -120,6 +127,17 @@ class Service:
             settings, store=store, blobs=self.blobs, provider=provider, voices=self.voices,
             enqueue=self.submitter.submit, events=self.events, count=self.count,
         )
+        #: storybooks (the same Postgres store, seen as that port); None: no storybooks here
+        self.books = books
+        self.runner: StorybookRunner | None = None
+        self.storybooks = (
+            StorybookIntake(settings, store=self.books, provider=provider, voices=self.voices,
+                            kick=self.kick_runner)
+            if self.books is not None else None
+        )
+        self.book_outputs = (
+            BookOutputs(self.books, self.blobs) if self.books is not None else None
+        )
         self._front = front
         self._on_http_ready = on_http_ready
         self._on_event = on_event or _log_event  # both supervisors report here
@@ -134,6 +152,11 @@ class Service:
             name="root",
             on_event=self._on_event,
         )
+
+    def kick_runner(self) -> None:
+        """Wake this process' StorybookRunner (a book was accepted, retried or cancelled)."""
+        if self.runner is not None:
+            self.runner.kick()
 
     def count(self, name: str) -> None:
         """Add one to a shared counter in Redis (a figure, best effort: batched by the shared
@@ -267,6 +290,15 @@ class Service:
                 ChildSpec(id="producer", start=self.producer.run, restart=Restart.permanent,
                           shutdown=5.0)
             )
+            if self.books is not None:
+                self.runner = StorybookRunner(
+                    s, store=self.books, intake=self.intake, open_bus=self.redis.event_bus,
+                    consumer=self.consumer or f"api-{socket.gethostname()}", events=self.events,
+                )
+                children.append(
+                    ChildSpec(id="storybook-runner", start=self.runner.run,
+                              restart=Restart.permanent, shutdown=5.0)
+                )
             if self._front is not None:
                 children.append(
                     ChildSpec(id="http", start=self._http, restart=Restart.permanent,
@@ -334,6 +366,7 @@ class Service:
             "producer": self.producer.statistics() if self.producer else None,
             "events": self.events.statistics(),
             "voice_sync": self.voice_sync.statistics() if self.voice_sync else None,
+            "storybooks": self.runner.statistics() if self.runner else None,
             "actors": [a.statistics() for a in self.actors],
             "supervisor": self.supervisor.statistics(),
         }

@@ -160,6 +160,13 @@ class StorybookStore(Protocol):
         already ended when answered from the cache), ``attempts`` + 1. None if the line is no
         longer pending in that round (a repeat)."""
         ...
+    async def fail_line(
+        self, line_id: str, round: int, code: str, message: str
+    ) -> Line | None:
+        """A pending line of ``round`` that cannot become a job (its voice was deleted since
+        the book was accepted, ...): failed with the typed error, its reserved characters
+        freed. None if the line is no longer pending in that round."""
+        ...
     async def sync_lines(
         self, *, book_id: str | None = None, job_ids: Sequence[str] = ()
     ) -> list[Line]:
@@ -195,6 +202,11 @@ class StorybookStore(Protocol):
         """Compare-and-set queued -> cancelled (its quota reservation is freed). Returns the job
         as it now is (unchanged if it had started or ended), None if unknown or not the owner's."""
         ...
+
+
+class BookStore(JobStore, StorybookStore, Protocol):
+    """The one Postgres store seen as both ports: what the storybook actors need (a book's
+    lines and their jobs' audio)."""
 
 
 class BlobStore(Protocol):

@@ -116,7 +116,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     voice_rescan_s: float = 60.0  # VoiceSync re-reads the voices to track from Postgres
     orphan_age_s: float = 600.0  # a never-started job queued this long is checked for an XADD
     orphan_sweep_interval_s: float = 60.0
+    storybook_max_lines: int = 2000  # lines in one storybook
+    storybook_max_chars: int = 200_000  # characters in one storybook
+    #: lines of one book released into the batch lane and not yet ended (the runner's window);
+    #: 0: twice the provider concurrency, enough to keep every slot busy between refills
+    storybook_window: int = 0
+    storybook_reconcile_s: float = 5.0  # the runner re-reads every active book from Postgres
+    storybook_progress_s: float = 1.0  # storybook.progress events, at most one per book per this
     faults: FaultPlan | None = None  # tests only
+
+    @property
+    def book_window(self) -> int:
+        return self.storybook_window or 2 * self.provider_concurrency
 
     @property
     def provider_lease(self) -> float:
@@ -205,6 +216,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("voice_ready_timeout_s", "CHORUS_VOICE_READY_TIMEOUT_S", float)
         put("orphan_age_s", "CHORUS_ORPHAN_AGE_S", float)
         put("voice_poll_s", "CHORUS_VOICE_POLL_S", float)
+        put("storybook_max_lines", "CHORUS_STORYBOOK_MAX_LINES", int)
+        put("storybook_max_chars", "CHORUS_STORYBOOK_MAX_CHARS", int)
+        put("storybook_window", "CHORUS_STORYBOOK_WINDOW", int)
+        put("storybook_reconcile_s", "CHORUS_STORYBOOK_RECONCILE_S", float)
         raw.update(overrides)
         settings = cls(**raw)  # type: ignore[arg-type]
         settings.validate()
@@ -233,6 +248,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("CHORUS_CONCURRENCY must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ConfigError("CHORUS_PORT must be between 0 and 65535")
+        if self.storybook_max_lines < 1 or self.storybook_max_chars < 1 or (
+            self.storybook_window < 0 or self.storybook_reconcile_s <= 0
+        ):
+            raise ConfigError(
+                "CHORUS_STORYBOOK_MAX_LINES and _MAX_CHARS must be at least 1, _WINDOW at least 0,"
+                " _RECONCILE_S positive"
+            )
         if self.max_deliveries < 1:
             raise ConfigError("CHORUS_MAX_DELIVERIES must be at least 1")
         if self.lease_s <= 0 or self.reclaim_interval_s <= 0:

@@ -28,7 +28,7 @@ from protocols.settings import Settings
 from web import problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
-from web.routes import audio, events, health, jobs, usage, voices
+from web.routes import audio, events, health, jobs, storybooks, usage, voices
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
 if TYPE_CHECKING:
@@ -53,25 +53,30 @@ class ListenFailed(ConfigError):
 
 
 class ChorusRequest(TrioRequest):
-    """The body limit is sized for JSON jobs; only ``POST /v1/voices`` (clone uploads) gets
-    room for its audio samples (``web/routes/voice_uploads.py``). The limit holds while the
-    body streams, with or without Content-Length (``web.bodies.LimitedBody``)."""
+    """The body limit is sized for JSON jobs; ``POST /v1/voices`` (clone uploads) gets room
+    for its audio samples (``web/routes/voice_uploads.py``) and ``POST /v1/storybooks`` for a
+    whole book (``large_bodies``, set per app). The limit holds while the body streams, with or
+    without Content-Length (``web.bodies.LimitedBody``)."""
 
     body_class = LimitedBody
+    large_bodies: dict[str, int] = {"/v1/voices": MAX_UPLOAD_BODY}
 
     def __init__(self, method: str, scheme: str, path: str, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        upload = method == "POST" and path.rstrip("/") == "/v1/voices"
-        if upload:
-            kwargs["max_content_length"] = MAX_UPLOAD_BODY
+        limit = self.large_bodies.get(path.rstrip("/")) if method == "POST" else None
+        if limit is not None:
+            kwargs["max_content_length"] = limit
         super().__init__(method, scheme, path, *args, **kwargs)
-        if upload:
-            self.max_content_length = MAX_UPLOAD_BODY
+        if limit is not None:
+            self.max_content_length = limit
 
 
 def create_app(ctx: WebContext) -> QuartTrio:
     """A new app object on every call (an app must not be served twice)."""
     app = QuartTrio(__name__)
-    app.request_class = ChorusRequest
+    book_body = ctx.settings.storybook_max_chars * BODY_BYTES_PER_CHAR + 64 * BODY_OVERHEAD
+    app.request_class = type("Request", (ChorusRequest,), {  # type: ignore[assignment]
+        "large_bodies": {**ChorusRequest.large_bodies, "/v1/storybooks": book_body}
+    })
     app.asgi_app = UnreadBodyGuard(app.asgi_app)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = (
         ctx.settings.max_text_chars * BODY_BYTES_PER_CHAR + BODY_OVERHEAD
@@ -79,7 +84,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROPAGATE_EXCEPTIONS"] = False
     problems.install(app)
-    for module in (jobs, events, audio, voices, usage, health):
+    for module in (jobs, events, audio, voices, storybooks, usage, health):
         app.register_blueprint(module.blueprint(ctx))
     return app
 
@@ -168,6 +173,8 @@ async def front_door(
             intake=service.intake, readiness=readiness, events=service.events,
             event_log=event_log, stopping=stop, voices=service.voices,
             track_voice=partial(service.track_voice, queue),
+            books=service.books, storybooks=service.storybooks,
+            book_outputs=service.book_outputs, kick_runner=service.kick_runner,
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
 

@@ -8,15 +8,28 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from actors.pipeline.intake import Intake
+from actors.storybooks.intake import StorybookIntake
+from actors.storybooks.outputs import BookOutputs
 from protocols.domain.voices import VoiceCatalog
 from protocols.events import NO_EVENTS
 from protocols.messages import Voice
-from protocols.ports import BlobStore, EventLog, EventSink, JobStore, SpeechProvider
+from protocols.ports import (
+    BlobStore,
+    EventLog,
+    EventSink,
+    JobStore,
+    SpeechProvider,
+    StorybookStore,
+)
 from protocols.settings import Settings
 from web.auth import KnownKeys
 
 
 async def _no_track(voice: Voice) -> None:
+    return None
+
+
+def _nothing() -> None:
     return None
 
 
@@ -42,3 +55,9 @@ class WebContext:
     known_keys: KnownKeys = dataclasses.field(default_factory=dict)
     #: schedule a new clone with VoiceSync at once (else it is found on its next rescan)
     track_voice: Callable[[Voice], Awaitable[None]] = _no_track
+    #: storybooks (None: the storybook routes answer 503): the store, submitting, the outputs
+    books: StorybookStore | None = None
+    storybooks: StorybookIntake | None = None
+    book_outputs: BookOutputs | None = None
+    #: wake this process' StorybookRunner after a change to a book
+    kick_runner: Callable[[], None] = _nothing

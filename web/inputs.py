@@ -5,6 +5,7 @@
   U+0000 is refused naming its field: Postgres cannot store it (SQLSTATE 22021).
 - ``reject_nul``: the same refusal for values that come another way (form fields, headers,
   query parameters).
+- ``encode_cursor`` / ``decode_cursor``: the opaque cursors of paginated lists.
 - ``stored_id``: an id taken from the URL path. One holding U+0000 cannot exist, so it is
   answered as not found without asking the store.
 
@@ -13,13 +14,14 @@ Routes call these and stay thin; the errors are typed (``web/problems.py``) and 
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from protocols.errors import ChorusError, MalformedJSON, NotFound
+from protocols.errors import ChorusError, InvalidCursor, MalformedJSON, NotFound
 from web.problems import InvalidCharacter, JSONTooDeep
 
 #: deepest nesting of arrays and objects a body may have (a job needs 3)
@@ -103,3 +105,24 @@ def stored_id(
     if NUL in value:
         raise missing(value) if missing is not None else NotFound(f"No {what} {value!r}.")
     return value
+
+
+def encode_cursor(last_id: str) -> str:
+    """An opaque pagination cursor: the last id of a page (``decode_cursor`` reads it)."""
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None) -> str | None:
+    """The id a ``cursor`` query parameter names; ``InvalidCursor`` (400) if it is not one
+    this API returned."""
+    if not value:
+        return None
+    try:
+        if not value.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(value)
+        after = base64.urlsafe_b64decode(value.encode() + b"==").decode()
+        if NUL in after:
+            raise ValueError(value)
+        return after
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("cursor is not one this API returned.") from exc

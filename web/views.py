@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from protocols.messages import Job, Lane
+from protocols.storybooks import BookStatus, Line, LineStatus, RetryRound, Storybook
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -57,4 +58,92 @@ def job_view(job: Job) -> dict[str, Any]:
         view["metadata"] = job.metadata
     if job.lane is not Lane.interactive:
         view["lane"] = job.lane.value
+    return view
+
+
+def storybook_summary(book: Storybook) -> dict[str, Any]:
+    """A book in lists and in the answer to a submit."""
+    view: dict[str, Any] = {
+        "id": book.id,
+        "title": book.title,
+        "status": book.status.value,
+        "lines_total": book.lines_total,
+        "characters": book.characters,
+        "pages": len(book.page_titles),
+        "language": book.language,
+        "output_format": book.output_format,
+        "round": book.round,
+        "created_at": iso(book.created_at),
+        "updated_at": iso(book.updated_at),
+    }
+    if book.finished_at is not None:
+        view["finished_at"] = iso(book.finished_at)
+    if book.cancel_requested and book.status is not BookStatus.cancelled:
+        view["cancel_requested"] = True
+    if book.metadata is not None:
+        view["metadata"] = book.metadata
+    if book.idempotency_key is not None:
+        view["idempotency_key"] = book.idempotency_key
+    return view
+
+
+def line_view(line: Line) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": line.id,
+        "index": line.index,
+        "speaker": line.speaker,
+        "voice_id": line.voice_id,
+        "characters": line.characters,
+        "status": line.status.value,
+        "job_id": line.job_id,
+        "attempts": line.attempts,
+        "round": line.round,
+    }
+    if line.audio_id is not None:
+        view["audio_id"] = line.audio_id
+        view["audio_url"] = f"/v1/audio/{line.audio_id}"
+    if line.duration_s is not None:
+        view["duration_s"] = round(line.duration_s, 3)
+    if line.error_code is not None:
+        view["error"] = {"code": line.error_code, "message": line.error_message or ""}
+    return view
+
+
+def round_view(r: RetryRound) -> dict[str, Any]:
+    return {
+        "round": r.number,
+        "requested_by": r.requested_by,
+        "requested_at": iso(r.requested_at),
+        "scope": r.scope,
+        "forced": r.forced,
+        "lines": list(r.line_ids),
+        "succeeded": r.succeeded,
+        "failed": r.failed,
+        "finished_at": iso(r.finished_at),
+    }
+
+
+def storybook_view(
+    book: Storybook, lines: list[Line], rounds: list[RetryRound]
+) -> dict[str, Any]:
+    """A book whole: counts by line status, each page and line, the retry rounds."""
+    counts = dict.fromkeys((s.value for s in LineStatus), 0)
+    pages: list[dict[str, Any]] = [
+        {"index": n, "title": title, "lines": []} for n, title in enumerate(book.page_titles)
+    ]
+    for line in lines:
+        counts[line.status.value] += 1
+        pages[line.page]["lines"].append(line_view(line))
+    view = storybook_summary(book)
+    view["counts"] = counts
+    view["cast"] = msgspec.to_builtins(book.cast)
+    view["pause_ms"] = {"line": book.pause_line_ms, "page": book.pause_page_ms}
+    view["pages"] = pages
+    view["retry_rounds"] = [round_view(r) for r in rounds]
+    if book.status.terminal and counts["succeeded"]:  # what the output routes will serve
+        base = f"/v1/storybooks/{book.id}"
+        view["outputs"] = {
+            "audio": f"{base}/audio", "captions_vtt": f"{base}/captions.vtt",
+            "captions_srt": f"{base}/captions.srt", "chapters": f"{base}/chapters",
+        }
     return view

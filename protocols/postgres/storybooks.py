@@ -54,6 +54,11 @@ class StorybookStoreMixin:
         job that ended before this call is seen ended."""
         return await self._call(sq.line_submitted, line_id, round, job.id)
 
+    async def fail_line(
+        self, line_id: str, round: int, code: str, message: str
+    ) -> Line | None:
+        return await self._call(sq.fail_line, line_id, round, code, message)
+
     async def sync_lines(
         self, *, book_id: str | None = None, job_ids: Sequence[str] = ()
     ) -> list[Line]:

@@ -275,6 +275,21 @@ async def line_submitted(conn: Any, line_id: str, round_: int, job_id: str) -> L
     return None if row is None else _line(row)
 
 
+async def fail_line(
+    conn: Any, line_id: str, round_: int, code: str, message: str
+) -> Line | None:
+    """A pending line of ``round_`` that could not become a job: failed with the typed error
+    (a failed line reserves no quota). None if it is no longer pending in that round."""
+    row = await conn.fetchrow(
+        "UPDATE storybook_lines SET status = 'failed', error_code = $3, error_message = $4,"
+        " attempts = attempts + 1"
+        " WHERE id = $1 AND status = 'pending' AND round = $2"
+        f" RETURNING {_LINE}",
+        line_id, round_, code, message[:2000],
+    )
+    return None if row is None else _line(row)
+
+
 async def sync_lines(
     conn: Any, book_id: str | None, job_ids: Sequence[str]
 ) -> list[Line]:

@@ -55,7 +55,7 @@ class Running:
                     r = await self.client.get(f"/v1/jobs/{job_id}", headers=headers)
                     assert r.status_code == 200, r.text
                     jobs[job_id] = r.json()
-                    if jobs[job_id]["status"] in ("succeeded", "failed", "dead"):
+                    if jobs[job_id]["status"] in ("succeeded", "failed", "dead", "cancelled"):
                         break
                     await trio.sleep(0.02)
         return jobs

@@ -1,5 +1,6 @@
-"""Server-sent events: ``GET /v1/events`` (the caller's events) and ``GET /v1/jobs/<id>/events``
-(one job's, ending after its terminal event).
+"""Server-sent events: ``GET /v1/events`` (the caller's events), ``GET /v1/jobs/<id>/events``
+(one job's, ending after its terminal event) and ``GET /v1/storybooks/<id>/events`` (one book's,
+ending after ``storybook.succeeded | partial | failed | cancelled``).
 
 Frames: ``id:`` = the stream entry id, ``event:`` = the kind, ``data:`` = JSON
 ``{id, kind, subject, at, data}``; a ``retry:`` hint first, a comment line on an idle stream every
@@ -29,6 +30,7 @@ from protocols.ports import EventLog
 from web.auth import current_user
 from web.inputs import stored_id
 from web.problems import InvalidLastEventId, TooManyStreams
+from web.routes.storybooks import BOOK_ENDS, book_state_event, recheck_book
 
 if TYPE_CHECKING:
     from web.context import WebContext
@@ -125,12 +127,16 @@ def blueprint(ctx: WebContext) -> Blueprint:
         first: list[Event],
         kinds: frozenset[EventKind] | None = None,
         subject: str | None = None,
-        recheck: Callable[[], Awaitable[Job | None]] | None = None,
+        ends: Callable[[Event], bool] = lambda event: event.kind.ends_job,
+        recheck: Callable[[], Awaitable[Event | None]] | None = None,
     ) -> AsyncGenerator[bytes, None]:
+        """``subject``: follow one job or book, ending after the event ``ends`` says is its
+        last; ``recheck``: its final state if it has ended (an event lost at the source never
+        strands a client), else None."""
         yield f"retry: {RETRY_MS}\n\n".encode()
         for event in first:
             yield frame(event)
-            if subject is not None and event.kind.ends_job:
+            if subject is not None and ends(event):
                 return
         quiet_since = trio.current_time()
         while not stopping.is_set():
@@ -151,15 +157,12 @@ def blueprint(ctx: WebContext) -> Blueprint:
                     continue
                 yield frame(event)
                 quiet_since = trio.current_time()
-                if subject is not None and event.kind.ends_job:
+                if subject is not None and ends(event):
                     return
             if trio.current_time() - quiet_since >= settings.sse_heartbeat_s:
-                if recheck is not None:  # an event lost at the source never strands a client
-                    job = await recheck()
-                    if job is None or job.status.terminal:
-                        if job is not None:
-                            yield frame(job_state_event(job))
-                        return
+                if recheck is not None and (last := await recheck()) is not None:
+                    yield frame(last)
+                    return
                 yield b": keep-alive\n\n"
                 quiet_since = trio.current_time()
 
@@ -201,15 +204,49 @@ def blueprint(ctx: WebContext) -> Blueprint:
                 raise NotFound(f"No job {job_id!r}.")
             first = [job_state_event(job)] if after is None or job.status.terminal else []
 
-            async def recheck() -> Job | None:
+            async def recheck() -> Event | None:
+                now: Job | None = job  # unknown: keep streaming
                 with trio.move_on_after(settings.db_timeout_s):
                     try:
-                        return await ctx.store.get_job(job_id, owner=user.id)
+                        now = await ctx.store.get_job(job_id, owner=user.id)
                     except ChorusError:
                         pass
-                return job  # unknown: keep streaming
+                if now is None:
+                    return job_state_event(job)  # gone: end with what was last known
+                return job_state_event(now) if now.status.terminal else None
 
             body = frames(source, stream, start, first=first, subject=job_id, recheck=recheck)
+        except BaseException:
+            release()
+            raise
+        return respond(body, release)
+
+    @bp.get("/v1/storybooks/<book_id>/events")
+    async def book_events(book_id: str) -> Response:
+        user = await current_user(ctx.store, ctx.known_keys)
+        stored_id(book_id, "storybook")
+        after = last_event_id()
+        source = event_log()
+        stream = source.owner_stream(user.id)
+        if ctx.books is None:
+            raise QueueUnavailable("Storybooks are not available in this process.")
+        release = take_slot()
+        try:
+            start = after or await source.tail(stream)  # before the state: nothing falls between
+            book = await ctx.books.get_storybook(book_id, owner=user.id)
+            if book is None:
+                raise NotFound(f"No storybook {book_id!r}.")
+            state = await book_state_event(ctx, book)
+            first = [state] if after is None or book.status.terminal else []
+
+            async def recheck() -> Event | None:
+                now = await recheck_book(ctx, book_id, user.id)
+                return await book_state_event(ctx, now) if now and now.status.terminal else None
+
+            body = frames(
+                source, stream, start, first=first, subject=book_id,
+                ends=lambda event: event.kind in BOOK_ENDS, recheck=recheck,
+            )
         except BaseException:
             release()
             raise

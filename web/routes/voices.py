@@ -3,7 +3,6 @@ holds the rules). Another user's private voice answers exactly like a voice that
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,6 @@ from quart import Blueprint, Response, request
 from protocols.domain.voices import VoiceCatalog, not_found, voice_event
 from protocols.errors import (
     ChorusError,
-    InvalidCursor,
     InvalidInput,
     NotFound,
     UnknownVoice,
@@ -20,7 +18,7 @@ from protocols.errors import (
 from protocols.events import EventKind
 from protocols.messages import Visibility, Voice, VoiceStatus
 from web.auth import current_user
-from web.inputs import json_object, reject_nul, stored_id
+from web.inputs import decode_cursor, encode_cursor, json_object, reject_nul, stored_id
 from web.problems import UnknownField, json_response
 from web.routes.voice_uploads import (
     InvalidLabels,
@@ -64,20 +62,6 @@ def voice_view(voice: Voice, viewer: str) -> dict[str, Any]:
     return view
 
 
-def _cursor(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        if not value.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(value)
-        after = base64.urlsafe_b64decode(value.encode() + b"==").decode()
-        if "\x00" in after:
-            raise ValueError(value)
-        return after
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidCursor("cursor is not one this API returned.") from exc
-
-
 def _choice(name: str, allowed: type) -> str | None:
     value = request.args.get(name, "").strip() or None
     if value is not None and value not in {m.value for m in allowed}:
@@ -115,12 +99,11 @@ def blueprint(ctx: WebContext) -> Blueprint:
             language=primary(language) if language else None,
             status=_choice("status", VoiceStatus),
             search=search or None,
-            after=_cursor(request.args.get("cursor")), limit=limit + 1,
+            after=decode_cursor(request.args.get("cursor")), limit=limit + 1,
         )
         more = len(voices) > limit
         voices = voices[:limit]
-        cursor = (base64.urlsafe_b64encode(voices[-1].id.encode()).decode().rstrip("=")
-                  if more else None)
+        cursor = encode_cursor(voices[-1].id) if more else None
         return json_response({"voices": [voice_view(v, user.id) for v in voices],
                               "next_cursor": cursor})
 

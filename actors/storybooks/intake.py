@@ -1,0 +1,75 @@
+"""Submitting a storybook: the book checked whole, then stored whole, or nothing.
+
+The book's structure and limits are checked by ``protocols.domain.storybooks.plan``; here the
+parts that need the world: the output format against the provider, the default voice of the
+book's language, and every distinct voice for existence and visibility (another user's private
+voice is "not found", as for a single job). Then one transaction stores the book and its lines
+with the whole book checked against the user's quota (all or nothing). No job exists yet: the
+StorybookRunner releases the lines into the batch lane, a few at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from actors.pipeline.intake import check_metadata
+from protocols.domain.storybooks import plan, voices_used
+from protocols.domain.voices import VoiceCatalog
+from protocols.errors import ChorusError, UnsupportedFormat
+from protocols.messages import DEFAULT_FORMAT, User
+from protocols.ports import SpeechProvider, StorybookStore
+from protocols.settings import Settings
+from protocols.storybooks import Storybook, StorybookRequest
+
+
+def _nothing() -> None:
+    return None
+
+
+class StorybookIntake:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: StorybookStore,
+        provider: SpeechProvider,
+        voices: VoiceCatalog,
+        kick: Callable[[], None] = _nothing,
+    ) -> None:
+        self.settings = settings
+        self.store, self.provider, self.voices = store, provider, voices
+        #: tell this process' runner a book is waiting (else it finds it on its next pass)
+        self._kick = kick
+
+    async def submit(self, request: StorybookRequest, user: User) -> tuple[Storybook, bool]:
+        """The accepted book and whether this call created it (False: an idempotent repeat).
+        Raises the typed error of the first problem found, naming its page and line."""
+        s = self.settings
+        check_metadata(request.metadata, s.max_metadata_bytes)
+        fmt = request.output_format or DEFAULT_FORMAT
+        formats = self.provider.formats()
+        if fmt not in formats:
+            raise UnsupportedFormat(
+                f"output_format {fmt!r} is not supported.", supported=sorted(formats)
+            )
+        language = (request.language or "").strip() or None
+        default = await self.voices.for_job(None, language, user.id)
+        book = plan(
+            request, user.id, output_format=fmt, default_voice=default.voice_id,
+            max_line_chars=s.max_text_chars, max_lines=s.storybook_max_lines,
+            max_chars=s.storybook_max_chars,
+        )
+        for voice_id, (page, index) in voices_used(book).items():
+            if voice_id == default.voice_id:
+                continue
+            try:
+                await self.voices.for_job(voice_id, language, user.id)
+            except ChorusError as exc:  # voice_not_found, voice_not_ready: name the line
+                where = f"pages[{page}].lines[{index}]"
+                raise type(exc)(
+                    f"{where}: {exc.detail}", **{**exc.extra, "page": page, "line": index}
+                ) from None
+        stored, created = await self.store.create_storybook(book, quota=user.monthly_quota)
+        if created:
+            self._kick()
+        return stored, created
