@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="bench-results.json")
     bench.add_argument("--only", default=None,
                        help="comma-separated workloads: throughput, utilization, pickup, http,"
-                            " memory, repeats")
+                            " memory, repeats, lanes")
     return p
 
 
