@@ -253,7 +253,10 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
                 async with open_queue(redis_url, Keys(settings.redis_prefix),
                                       stream_timeout=settings.redis_timeout_s) as q:
                     await q.ping()
-                    print(f"redis ok      backlog {await q.backlog()}, "
+                    figures = await q.lane_figures()
+                    lanes = ", ".join(f"{lane} {n} ({p} pending)"
+                                      for lane, (n, p) in figures.items())
+                    print(f"redis ok      backlog {lanes}, "
                           f"dead letters {len(await q.dead_letters(10_000))}")
         except (ChorusError, trio.TooSlowError) as exc:
             ok = False
@@ -360,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="bench-results.json")
     bench.add_argument("--only", default=None,
                        help="comma-separated workloads: throughput, utilization, pickup, http,"
-                            " memory, repeats")
+                            " memory, repeats, lanes")
     return p
 
 

@@ -18,6 +18,7 @@ from protocols.messages import (
     Delivery,
     Job,
     JobStatus,
+    Lane,
     NewAudio,
     NewJob,
     NewVoice,
@@ -279,7 +280,11 @@ class JobQueue(Protocol):
     async def enqueue(self, jobs: Sequence[SpeechJob]) -> None:
         """XADD each job once (idempotent by job id)."""
         ...
-    async def read_new(self, consumer: str, count: int, block_ms: int) -> list[Delivery]: ...
+    async def read_new(
+        self, consumer: str, count: int, block_ms: int, *, lanes: Sequence[Lane] | None = None
+    ) -> list[Delivery]:
+        """Up to ``count`` new entries of ``lanes`` (default: both), interactive first."""
+        ...
     async def decode(self, entries: Sequence[tuple[str, dict[bytes, bytes]]]) -> list[Delivery]:
         """Deliveries from (entry id, fields) read by a locking read (first deliveries);
         undecodable entries are dead-lettered."""

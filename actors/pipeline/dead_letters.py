@@ -2,7 +2,9 @@
 
 Order per letter: the job row first (dead -> queued), then a fresh stream entry, then the dead
 letter is removed. A crash in between leaves the letter to be redriven again (the job's
-compare-and-set start makes a second entry for the same job harmless); nothing is lost.
+compare-and-set start makes a second entry for the same job harmless); nothing is lost. The
+fresh entry goes into the job's own lane (``SpeechJob.lane``: a storybook line back into the
+batch lane, never ahead of interactive jobs).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from protocols.errors import ChorusError, StoreUnavailable
 from protocols.messages import Delivery
 from protocols.ports import JobQueue, JobStore
 from protocols.redis.coordination import Coordinator
+from protocols.redis.queue import lane_streams
 from protocols.settings import Settings
 
 __all__ = ["Prestarter"]
@@ -52,13 +53,13 @@ class Prestarter:
     async def read(
         self, coord: Coordinator, queue: JobQueue, consumer: str, count: int
     ) -> tuple[list[Delivery], dict[str, FirstTry]] | None:
-        """The locking read: up to ``count`` new entries and their first tries at lock and
-        slot in one Redis round trip (without blocking). None when it failed: the caller
-        reads the plain way."""
+        """The locking read: up to ``count`` new entries, interactive lane first and the batch
+        lane filling the rest, and their first tries at lock and slot in one Redis round trip
+        (without blocking). None when it failed: the caller reads the plain way."""
         try:
             rows = await coord.read_and_try(
-                queue.keys.jobs, queue.keys.group, consumer, count,
-                shared_account=self._shared,
+                [(lane.stream, lane.prefix) for lane in lane_streams(queue.keys)],
+                queue.keys.group, consumer, count, shared_account=self._shared,
             )
         except ChorusError as exc:
             log.debug("locking read failed (reading the plain way): %s", exc)

@@ -1,6 +1,13 @@
 """StreamReader: the bridge from the Redis job stream to the TTSActors.
 
 - Reads only for free actors: COUNT = actors waiting for a delivery (zero-capacity channel).
+- Interactive before batch (docs/ARCHITECTURE.md, "Lanes and fairness"): every read takes the
+  interactive lane's entries first and fills the rest from the batch lane, so a single job
+  never waits behind queued storybook lines. Entries already in hand (``_waiting``: taken back
+  at start, reclaimed, or over-read by a blocking read that woke on both lanes) go
+  interactive first too, and before a batch entry in hand goes to an actor the interactive
+  lane is looked at (not blocking): a job that arrived meanwhile goes first. What a read takes
+  beyond the free actors waits in hand, so it cannot get ahead of what arrives later.
 - Starts what it read as one batch (``actors.pipeline.prestart``: one Postgres transaction,
   one Redis script for the locks and slots) before handing each entry to an actor.
 - On start, takes back its own pending entries (stable consumer name) that no actor is running.
@@ -37,7 +44,7 @@ from protocols.domain.cachekey import job_cache_key
 from protocols.errors import ChorusError, DeliveriesExhausted
 from protocols.events import NO_EVENTS, EventKind, job_event
 from protocols.faults import FaultPlan
-from protocols.messages import Ack, Delivery, JobStatus, Release
+from protocols.messages import Ack, Delivery, JobStatus, Lane, Release
 from protocols.ports import EventSink, JobQueue, JobStore
 from protocols.redis.coordination import Coordinator
 from protocols.settings import Settings
@@ -139,7 +146,18 @@ class StreamReader:
                     await self._pacing.wait_actors()
                 continue
             if self._waiting:
-                delivery = self._waiting.popleft()
+                delivery = self._take_waiting()
+                if delivery.job.lane is Lane.batch:
+                    # an interactive job that arrived meanwhile goes before batch entries
+                    # already in hand
+                    fresh = await queue.read_new(
+                        self.consumer, self._pacing.free, 0, lanes=(Lane.interactive,)
+                    )
+                    if fresh:
+                        self._counts["read"] += len(fresh)
+                        self._waiting.appendleft(delivery)
+                        self._waiting.extendleft(reversed(fresh))
+                        continue
                 await self._dispatch(queue, deliveries, self._attempt(delivery), stop)
                 continue
             if self._pacing.soon_free(GATHER_S):
@@ -177,7 +195,20 @@ class StreamReader:
             locking = await self._prestarter.read(self._coord, queue, self.consumer, count)
             if locking is not None and locking[0]:
                 return locking
-        return await queue.read_new(self.consumer, count, self.settings.read_block_ms), None
+        read = await queue.read_new(self.consumer, count, self.settings.read_block_ms)
+        # a blocking read that woke on both lanes at once may bring more than asked (interactive
+        # first): the rest waits in hand, where a later interactive entry still goes first
+        self._waiting.extend(read[count:])
+        self._counts["read"] += len(read[count:])
+        return read[:count], None
+
+    def _take_waiting(self) -> Delivery:
+        """The next entry in hand: the first interactive one, else the oldest."""
+        for i, delivery in enumerate(self._waiting):
+            if delivery.job.lane is Lane.interactive:
+                del self._waiting[i]
+                return delivery
+        return self._waiting.popleft()
 
     async def _dispatch(
         self,

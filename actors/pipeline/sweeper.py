@@ -7,7 +7,9 @@ against the owner's quota. Every ``orphan_sweep_interval_s`` this actor looks at
 jobs queued for longer than ``orphan_age_s`` (and less than the enqueue marker's lifetime), asks
 Redis which of them were XADDed (the enqueue marker), and fails the others with
 ``enqueue_failed`` (compare-and-set: a job started meanwhile is left alone). The client was told
-the submit failed; a retry with the same idempotency key puts the job back on the queue.
+the submit failed; a retry with the same idempotency key puts the job back on the queue, in
+its own lane (``Job.to_stream`` carries it). The enqueue marker is per job id, whichever lane's
+stream the job went to, so one look covers both lanes.
 Several workers may sweep at once: every step is idempotent.
 """
 

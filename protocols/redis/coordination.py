@@ -244,11 +244,14 @@ class Coordinator:
         return taken
 
     async def read_and_try(
-        self, stream: str, group: str, consumer: str, count: int, *, shared_account: bool
+        self, streams: Sequence[tuple[str, str]], group: str, consumer: str, count: int, *,
+        shared_account: bool,
     ) -> list[tuple[str, dict[bytes, bytes], Lock | None, str | None]]:
-        """Read up to ``count`` new entries (not blocking) and make each one's first try at
-        its lock and, with it, a provider slot, in one round trip: (entry id, fields, the lock
-        (``held`` says if taken; None: the entry names no key, not tried), the slot taken)."""
+        """Read up to ``count`` new entries (not blocking) from ``streams`` ((stream, entry id
+        prefix) pairs, the first stream first: ``protocols.redis.queue.lane_streams``) and make
+        each one's first try at its lock and, with it, a provider slot, in one round trip:
+        (its stream's prefix + entry id, fields, the lock (``held`` says if taken; None: the
+        entry names no key, not tried), the slot taken)."""
         releasing, self._to_release = self._to_release, []
         suffixes = [secrets.token_hex(16) for _ in range(count)]
         slots = [self.slot_token() if shared_account else "" for _ in range(count)]
@@ -258,7 +261,7 @@ class Coordinator:
             args += [suffix, slot]
         try:
             reply = await self.call(self._read_and_try(
-                keys=[stream, self.keys.semaphore(self.account)], args=args
+                keys=[self.keys.semaphore(self.account), *(s for s, _ in streams)], args=args
             ))
         except BaseException:
             # outcome unknown: the script may have run (its entries then come back through
@@ -267,7 +270,7 @@ class Coordinator:
             self._to_release.extend(releasing + [slot for slot in slots if slot])
             raise
         out = []
-        for i, (entry_id, flat, state, taken) in enumerate(reply or []):
+        for i, (stream_no, entry_id, flat, state, taken) in enumerate(reply or []):
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             lock = None
             if int(state) >= 0:
@@ -277,7 +280,8 @@ class Coordinator:
                 lock.held = int(state) > 0
                 lock.recently_done = int(state) == 2
             slot = slots[i] if int(taken) else None
-            out.append((as_str(entry_id), fields, lock, slot))
+            prefix = streams[int(stream_no) - 1][1]
+            out.append((prefix + as_str(entry_id), fields, lock, slot))
         return out
 
     async def release_locks(self, locks: Sequence[Lock]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from protocols.messages import Lane
+
 __all__ = ["Keys"]
 
 
@@ -12,12 +14,22 @@ class Keys(msgspec.Struct, frozen=True):
 
     @property
     def jobs(self) -> str:
-        """The job stream."""
+        """The job stream of the interactive lane (every job before lanes existed, too)."""
         return f"{self.prefix}:jobs"
 
     @property
+    def jobs_batch(self) -> str:
+        """The job stream of the batch lane (storybook lines), read when no interactive entry
+        waits (``protocols.redis.queue``)."""
+        return f"{self.prefix}:jobs:batch"
+
+    def lane(self, lane: Lane) -> str:
+        """The job stream of ``lane``."""
+        return self.jobs_batch if lane is Lane.batch else self.jobs
+
+    @property
     def group(self) -> str:
-        """The workers' consumer group on the job stream."""
+        """The workers' consumer group (the same name on both job streams)."""
         return f"{self.prefix}:workers"
 
     @property

@@ -2,7 +2,7 @@
 and reply (``help(scripts.LOCK_ACQUIRE)``). The adapters register them on their client
 (``LuaScript.register``).
 
-- the job stream (``protocols.redis.queue``): ``ENQUEUE``;
+- the job streams, one per lane (``protocols.redis.queue``): ``ENQUEUE``, ``READ_LANES``;
 - the event bus (``protocols.redis.event_bus``): ``PUBLISH``;
 - the voice-sync schedule (``protocols.redis.voice_queue``): ``TRACK``;
 - coordination (``protocols.redis.coordination``): the provider semaphore (``SEM_ACQUIRE``,
@@ -33,6 +33,7 @@ __all__ = [
     "LOCK_RELEASE",
     "PUBLISH",
     "READ_AND_TRY",
+    "READ_LANES",
     "SEM_ACQUIRE",
     "SEM_RECLAIM",
     "SLOTS_RENEW",
@@ -62,27 +63,68 @@ class LuaScript:
 
 ENQUEUE = LuaScript(
     name="enqueue",
-    doc="""Idempotent XADD of jobs, by job id (``RedisQueue.enqueue``).
+    doc="""Idempotent XADD of jobs, by job id, each into its lane's stream
+    (``RedisQueue.enqueue``).
 
-    KEYS: the job stream, then each job's enqueue marker.
+    KEYS: per job: its lane's job stream, then its enqueue marker.
     ARGV: the markers' ttl (ms), then per job: payload, job id, cache key.
     Reply: how many jobs were added.
 
-    A job whose marker exists is skipped. Each other job is XADDed with fields ``m`` (payload),
-    ``j`` (job id) and ``k`` (cache key), and its marker is set to the entry id. The id and key
-    ride along in plain fields for the locking read (``READ_AND_TRY``).
+    A job whose marker exists is skipped (whichever lane it was added to). Each other job is
+    XADDed with fields ``m`` (payload), ``j`` (job id) and ``k`` (cache key), and its marker is
+    set to the entry id. The id and key ride along in plain fields for the locking read
+    (``READ_AND_TRY``).
     """,
     source="""
 local added = 0
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    local a = 3 * (i - 2) + 2
-    local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[a], 'j', ARGV[a + 1], 'k', ARGV[a + 2])
-    redis.call('SET', KEYS[i], id, 'PX', ARGV[1])
+for i = 1, #KEYS / 2 do
+  if redis.call('EXISTS', KEYS[2 * i]) == 0 then
+    local a = 3 * (i - 1) + 2
+    local id = redis.call('XADD', KEYS[2 * i - 1], '*', 'm', ARGV[a], 'j', ARGV[a + 1],
+                          'k', ARGV[a + 2])
+    redis.call('SET', KEYS[2 * i], id, 'PX', ARGV[1])
     added = added + 1
   end
 end
 return added
+""",
+)
+
+# Reads up to ``count`` new entries from the job streams ``KEYS[first..]``, in that order: a
+# stream is read only for what the earlier ones left (the interactive lane before the batch
+# lane). Returns {stream number (1 = KEYS[first]), entry} per entry.
+_READ_LANES = """
+local function read_lanes(first, group, consumer, count)
+  local out = {}
+  for s = first, #KEYS do
+    local left = count - #out
+    if left <= 0 then break end
+    local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', left,
+                             'STREAMS', KEYS[s], '>')
+    if reply then
+      for _, entry in ipairs(reply[1][2]) do out[#out + 1] = {s - first + 1, entry} end
+    end
+  end
+  return out
+end
+"""
+
+READ_LANES = LuaScript(
+    name="read_lanes",
+    doc="""XREADGROUP (not blocking) for up to COUNT entries across the job streams, the first
+    stream first (``RedisQueue.read_new``): the batch lane only fills what the interactive lane
+    left, so no more than COUNT entries are taken into a reader's hands.
+
+    KEYS: the job streams, in reading order (interactive, batch).
+    ARGV: group, consumer, count.
+    Reply: per entry {stream number (1-based, in KEYS), id, fields}; {} when none.
+    """,
+    source=_READ_LANES + """
+local out = {}
+for i, row in ipairs(read_lanes(1, ARGV[1], ARGV[2], tonumber(ARGV[3]))) do
+  out[i] = {row[1], row[2][1], row[2][2]}
+end
+return out
 """,
 )
 
@@ -369,27 +411,29 @@ return out
 READ_AND_TRY = LuaScript(
     name="read_and_try",
     doc="""The locking read (``Coordinator.read_and_try``): XREADGROUP (not blocking) for up to
-    COUNT entries and, for each entry that names its job and cache key (fields ``j``, ``k``),
-    the first try at its lock and a slot: one round trip instead of two when there is a backlog.
+    COUNT entries across the job streams, the first stream first (as ``READ_LANES``), and, for
+    each entry that names its job and cache key (fields ``j``, ``k``), the first try at its lock
+    and a slot: one round trip instead of two when there is a backlog.
 
-    KEYS: the job stream, the semaphore.
+    KEYS: the semaphore, then the job streams in reading order (interactive, batch).
     ARGV: group, consumer, count, lease (ms), slot limit, lock key prefix, slot tokens to give
     back first (space separated), then per possible entry: lock token suffix, slot token ("" for
     none).
-    Reply: per entry {id, fields, lock (-1: not tried), slot}; {} when none.
+    Reply: per entry {stream number (1-based, among the streams), id, fields, lock (-1: not
+    tried), slot}; {} when none.
 
     Lock keys are built in the script (not declared in KEYS): fine on one server, not on a
     cluster, which Chorus does not support.
     """,
-    source=_TRY_FLIGHT + """
-for token in string.gmatch(ARGV[7], '%S+') do redis.call('ZREM', KEYS[2], token) end
-local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
-                         'STREAMS', KEYS[1], '>')
-if not reply then return {} end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+    source=_TRY_FLIGHT + _READ_LANES + """
+for token in string.gmatch(ARGV[7], '%S+') do redis.call('ZREM', KEYS[1], token) end
+local rows = read_lanes(2, ARGV[1], ARGV[2], tonumber(ARGV[3]))
+if #rows == 0 then return {} end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local lease, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {}
-for i, entry in ipairs(reply[1][2]) do
+for i, row in ipairs(rows) do
+  local entry = row[2]
   local fields, job, key = entry[2], nil, nil
   for f = 1, #fields, 2 do
     if fields[f] == 'j' then job = fields[f + 1] end
@@ -399,10 +443,10 @@ for i, entry in ipairs(reply[1][2]) do
   if job and key and key ~= '' and ARGV[6 + 2 * i] then
     local prefix = job .. '|'
     lock, slot = try_flight(ARGV[6] .. key, ARGV[6] .. key .. ':done',
-                            prefix .. ARGV[6 + 2 * i], prefix, KEYS[2], ARGV[7 + 2 * i],
+                            prefix .. ARGV[6 + 2 * i], prefix, KEYS[1], ARGV[7 + 2 * i],
                             lease, limit)
   end
-  out[i] = {entry[1], fields, lock, slot}
+  out[i] = {row[1], entry[1], fields, lock, slot}
 end
 return out
 """,
@@ -410,6 +454,6 @@ return out
 
 #: every script above
 ALL: tuple[LuaScript, ...] = (
-    ENQUEUE, PUBLISH, TRACK, SEM_ACQUIRE, SEM_RECLAIM, SLOTS_RENEW, LOCK_ACQUIRE, LOCKS_RENEW,
-    LOCK_RELEASE, LOCKS_RELEASE, FLIGHT_START, FLIGHTS_START, READ_AND_TRY,
+    ENQUEUE, READ_LANES, PUBLISH, TRACK, SEM_ACQUIRE, SEM_RECLAIM, SLOTS_RENEW, LOCK_ACQUIRE,
+    LOCKS_RENEW, LOCK_RELEASE, LOCKS_RELEASE, FLIGHT_START, FLIGHTS_START, READ_AND_TRY,
 )

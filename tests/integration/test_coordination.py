@@ -11,7 +11,7 @@ from protocols.errors import ProviderUnavailable
 from protocols.messages import SpeechJob
 from protocols.redis.coordination import Coordinator
 from protocols.redis.keys import Keys
-from protocols.redis.queue import open_queue
+from protocols.redis.queue import lane_streams, open_queue
 
 LIMIT_S = 10
 
@@ -118,7 +118,8 @@ async def test_locking_read_takes_each_new_entrys_lock_and_a_slot_in_one_call(re
                 SpeechJob(job_id="j2", owner="u", text="b", voice_id="v", cache_key="kb"),
                 SpeechJob(job_id="j3", owner="u", text="c", voice_id="v"),  # no key carried
             ])
-            rows = await c.read_and_try(keys.jobs, keys.group, "w1", 5, shared_account=True)
+            streams = [(lane.stream, lane.prefix) for lane in lane_streams(keys)]
+            rows = await c.read_and_try(streams, keys.group, "w1", 5, shared_account=True)
             assert [fields[b"j"] for _, fields, _, _ in rows] == [b"j1", b"j2", b"j3"]
             (_, _, l1, s1), (_, _, l2, s2), (_, _, l3, s3) = rows
             assert l1 is not None and l1.held and l1.key == keys.flight("ka") and s1
@@ -131,7 +132,7 @@ async def test_locking_read_takes_each_new_entrys_lock_and_a_slot_in_one_call(re
             # linger is over); nothing new: nothing read
             async with c.keeping():
                 c.release_slot_soon(s1)
-                assert await c.read_and_try(keys.jobs, keys.group, "w1", 5,
+                assert await c.read_and_try(streams, keys.group, "w1", 5,
                                             shared_account=True) == []
                 assert await c.slots_in_use() == 0
                 await c.release_locks([l1, busy])
