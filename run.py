@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Chorus command line: serve | api | worker | say | users | dead-letters | doctor | bench.
+"""Chorus command line: serve | api | worker | say | story | users | dead-letters | doctor | bench.
 
 Unset REDIS_URL / DATABASE_URL start the embedded Valkey / Postgres under CHORUS_DATA_DIR.
 Exit codes: 0 ok, 1 the service gave up (restart intensity exceeded) or a command failed,
@@ -303,6 +303,15 @@ def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
     return trio.run(say, args, settings)
 
 
+# -- story ---------------------------------------------------------------------------------------
+
+
+def cmd_story(args: argparse.Namespace, settings: Settings) -> int:
+    from web.story_client import story
+
+    return trio.run(story, args, settings)
+
+
 # -- bench -----------------------------------------------------------------------------------------
 
 
@@ -337,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="API key (default: CHORUS_API_KEY or DATA_DIR/local-api-key)")
     say.add_argument("--timeout", type=float, default=120.0)
 
+    add_story_parser(sub)
+
     users = sub.add_parser("users", help="manage users and API keys")
     usub = users.add_subparsers(dest="users_command", required=True)
     create = usub.add_parser("create", help="create a user and print its new API key")
@@ -367,8 +378,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_story_parser(sub) -> None:  # type: ignore[no-untyped-def]
+    story = sub.add_parser(
+        "story", help="submit a storybook over HTTP, follow it, write its audio and captions",
+        description="Submit a storybook (or follow or retry one) on a running Chorus, show its"
+                    " progress on stderr, and write book.EXT, page-N.EXT, captions.vtt,"
+                    " captions.srt, chapters.json and book.json into DIR once it has ended.",
+        epilog="Exit codes: 0 the book succeeded; 2 it ended partial, failed or cancelled (what"
+               " exists is written, failed lines are listed); 1 an error (`error: CODE:"
+               " DETAIL`). Running the same FILE again follows the same book (its idempotency"
+               " key comes from the file's content unless it has an idempotency_key).",
+    )
+    story.add_argument("file", nargs="?", metavar="FILE.json",
+                       help="the book, as the JSON body of POST /v1/storybooks ('-': stdin)")
+    story.add_argument("-o", "--output", metavar="DIR",
+                       help="where the files go (default: ./BOOK_ID/)")
+    story.add_argument("--resume", metavar="ID",
+                       help="follow an existing book (nothing is submitted) and write its files")
+    story.add_argument("--retry", metavar="ID",
+                       help="start a retry round of an ended book's failed lines, then follow it")
+    story.add_argument("--force", action="store_true",
+                       help="with --retry: also lines whose error is permanent"
+                            " (provider_rejected, voice_not_found, ...)")
+    story.add_argument("--lines", metavar="ID,ID",
+                       help="with --retry: only these failed lines (comma-separated line ids)")
+    story.add_argument("--url", default=None, help="default http://CHORUS_HOST:CHORUS_PORT")
+    story.add_argument("--key", default=None,
+                       help="API key (default: CHORUS_API_KEY or CHORUS_DATA_DIR/local-api-key)")
+    story.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                       help="give up after this long, exit 1 (default: wait until the book ends)")
+
+
 COMMANDS = {
     "serve": cmd_serve, "api": cmd_serve, "worker": cmd_serve, "say": cmd_say,
+    "story": cmd_story,
     "users": cmd_users, "dead-letters": cmd_dead_letters, "doctor": cmd_doctor,
     "bench": cmd_bench,
 }

@@ -81,7 +81,8 @@ async def _follow_events(client: httpx.AsyncClient, job_id: str, last: str | Non
     return last
 
 
-def _api_key(args: argparse.Namespace, settings: Settings) -> str | None:
+def api_key(args: argparse.Namespace, settings: Settings) -> str | None:
+    """``--key``, else ``CHORUS_API_KEY``, else the local admin's key file in the data dir."""
     if args.key:
         return args.key
     if os.environ.get("CHORUS_API_KEY"):
@@ -93,6 +94,12 @@ def _api_key(args: argparse.Namespace, settings: Settings) -> str | None:
         return None
 
 
+def base_url(args: argparse.Namespace, settings: Settings) -> str:
+    """``--url``, else the address ``run.py serve`` listens on (``CHORUS_HOST:CHORUS_PORT``)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return args.url or f"http://{host}:{settings.port}"
+
+
 def _problem(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -102,13 +109,12 @@ def _problem(response: httpx.Response) -> str:
 
 
 async def say(args: argparse.Namespace, settings: Settings) -> int:
-    key = _api_key(args, settings)
+    key = api_key(args, settings)
     if not key:
         print("no API key: pass --key, set CHORUS_API_KEY, or run `run.py serve` once",
               file=sys.stderr)
         return 2
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    base = args.url or f"http://{host}:{settings.port}"
+    base = base_url(args, settings)
     body = {"text": args.text, "output_format": args.format}
     if args.voice:
         body["voice_id"] = args.voice
