@@ -39,13 +39,16 @@ from protocols.messages import JobRequest, Lane, SynthesisRequest, User
 from protocols.postgres.store import PgStore
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
+from protocols.storybooks import LineRequest, PageRequest, StorybookRequest
 
 log = logging.getLogger("chorus.bench")
 
 SLOTS, SUBMITTERS, HTTP_CONCURRENCY, LATENCY_S = 3, 32, 32, 0.2
 VOICE, MB = "fake-en", 1024 * 1024
 FULL = {"throughput": 5000, "utilization": 300, "pickup": 200, "http": 2000, "memory": 100_000,
-        "repeats": 400, "lanes": 1000}
+        "repeats": 400, "lanes": 1000, "storybook": 300}
+BOOK_PAGE = 9  # lines per page of the bench's books
+BEHIND_BOOK = 1000  # lines of the book single jobs are submitted behind (workload "storybook")
 REPEAT_LATENCY_S = 0.05
 INTERACTIVE_JOBS = 20  # single jobs submitted behind the batch backlog (workload "lanes")
 PICKUP_P99_S = 0.020  # the idle pickup's p99 target (queued -> started, nothing running)
@@ -357,8 +360,89 @@ async def lanes(b: Bench, n: int) -> dict[str, Any]:
             "queued_ms": sorted(round(q * 1000, 1) for q in queued)}
 
 
+def _book(run_id: str, name: str, lines: int) -> StorybookRequest:
+    texts = [f"{name} {run_id} line {i}: the fox walks on" for i in range(lines)]
+    return StorybookRequest(title=f"{name} {run_id}", pages=[
+        PageRequest(lines=[LineRequest(text=t, voice_id=VOICE)
+                           for t in texts[p:p + BOOK_PAGE]])
+        for p in range(0, lines, BOOK_PAGE)
+    ])
+
+
+async def _book_ended(service: Service, book_id: str, limit_s: float) -> float:
+    """Until the book has ended (its row, polled); returns the wall clock of the end."""
+    assert service.books is not None
+    with trio.fail_after(limit_s):
+        while True:
+            book = await service.books.get_storybook(book_id)
+            if book is not None and book.status.terminal:
+                return time.time()
+            await trio.sleep(0.01)
+
+
+async def storybook(b: Bench, n: int) -> dict[str, Any]:
+    """A book of ``n`` lines (9 to a page, distinct texts) submitted as a client does
+    (``StorybookIntake``) and made by the StorybookRunner on 3 slots of 200 ms, nothing else
+    running: its time against the ideal n x 200 ms / 3, when its first page was ready, whether
+    its lines started in reading order, and assembling it. Then single jobs behind a queued
+    ``BEHIND_BOOK``-line book (cancelled at the end): their queued -> started."""
+    user, _ = await b.user("storybook")
+    single, _ = await b.user("storybook-single")
+    pauses = random.Random(12)
+    async with b.serving("storybook", Role.serve, LATENCY_S) as svc:
+        assert svc.storybooks is not None and svc.books is not None
+        assert svc.book_outputs is not None
+        t0 = time.time()
+        book, _ = await svc.storybooks.submit(_book(b.run_id, "bench", n), user)
+        ended = await _book_ended(svc, book.id, 60 + n * LATENCY_S)
+        book = await svc.books.get_storybook(book.id) or book
+        lines = await svc.books.storybook_lines(book.id)
+        t1 = time.perf_counter()
+        audio = await svc.book_outputs.audio(book)
+        assembly_s = time.perf_counter() - t1
+
+        # single jobs behind a long queued book
+        big, _ = await svc.storybooks.submit(_book(b.run_id, "big", BEHIND_BOOK), user)
+        with trio.fail_after(60):
+            while True:  # its first lines hold every slot
+                if (await svc.books.line_counts(big.id))["running"] >= SLOTS:
+                    break
+                await trio.sleep(0.01)
+        with trio.fail_after(30 + INTERACTIVE_JOBS * 10 * LATENCY_S):
+            for i in range(INTERACTIVE_JOBS):
+                await trio.sleep(pauses.uniform(0, LATENCY_S))
+                job_id, _, _ = await b.submit(svc, single, f"single {b.run_id} {i}")
+                await _ended(b.store, job_id)
+        left = await svc.books.line_counts(big.id)
+        await svc.books.cancel_storybook(big.id, user.id)
+        svc.kick_runner()
+    times = await b.times(user.id)
+    by_line = [times[line.job_id] for line in lines if line.job_id in times]
+    starts = [t[1] for t in by_line if t[1] is not None]
+    in_order = sum(1 for a, c in zip(starts, starts[1:], strict=False) if c >= a - 0.001)
+    first_page = [times[line.job_id][2] for line in lines
+                  if line.page == 0 and line.job_id in times]
+    first_ready = max(t or math.inf for t in first_page) - t0
+    page_bound = math.ceil(BOOK_PAGE / SLOTS) * LATENCY_S + 0.050
+    queued = await b.queued_to_started(single.id)
+    ideal = n * LATENCY_S / SLOTS
+    return {
+        "lines": n, "status": book.status.value, "seconds": ended - t0, "ideal_s": ideal,
+        "over_ideal_pct": ((ended - t0) / ideal - 1) * 100,
+        "first_page_lines": BOOK_PAGE, "first_page_s": first_ready,
+        "first_page_bound_s": page_bound,
+        "starts_in_order_pct": 100 * in_order / max(1, len(starts) - 1),
+        "assembly_s": assembly_s, "book_audio_mb": len(audio.data) / MB,
+        "behind_book_lines": BEHIND_BOOK, "behind_book_pending": left["pending"],
+        "single_jobs": len(queued),
+        "single_p50_ms": percentile(queued, 50) * 1000,
+        "single_p99_ms": percentile(queued, 99) * 1000,
+    }
+
+
 WORKLOADS = {"throughput": throughput, "utilization": utilization, "pickup": pickup,
-             "http": http, "memory": memory, "repeats": repeats, "lanes": lanes}
+             "http": http, "memory": memory, "repeats": repeats, "lanes": lanes,
+             "storybook": storybook}
 
 
 async def _all(build: BuildService, database_url: str, redis_url: str, data_dir: Path,
@@ -377,7 +461,7 @@ async def _all(build: BuildService, database_url: str, redis_url: str, data_dir:
 
 
 def _figures(r: dict[str, Any]) -> list[Figure]:
-    t, u, p, h, m, rp, ln = (r[k] for k in WORKLOADS)
+    t, u, p, h, m, rp, ln, sb = (r[k] for k in WORKLOADS)
     behind_batch = ln["batch_lane_min"] > 0  # the store kept the lane: a real batch backlog
     lanes_bound = LATENCY_S + PICKUP_P99_S  # one provider call, then an idle pickup
     return [
@@ -410,6 +494,18 @@ def _figures(r: dict[str, Any]) -> list[Figure]:
         (f"interactive start p99, {ln['batch_jobs']} batch queued", ln["p99_ms"], "ms",
          f"<= {lanes_bound * 1000:.0f}", behind_batch and ln["p99_ms"] <= lanes_bound * 1000),
         ("interactive start p99, in provider latencies", ln["p99_latencies"], "x", "-", None),
+        (f"storybook, {sb['lines']} lines x 200 ms, 3 slots", sb["over_ideal_pct"],
+         "% over", "<= 3", sb["status"] == "succeeded" and sb["over_ideal_pct"] <= 3),
+        (f"storybook first page ({sb['first_page_lines']} lines) ready", sb["first_page_s"] * 1000,
+         "ms", f"<= {sb['first_page_bound_s'] * 1000:.0f}",
+         sb["first_page_s"] <= sb["first_page_bound_s"]),
+        ("storybook lines started in reading order", sb["starts_in_order_pct"], "%", "100",
+         sb["starts_in_order_pct"] >= 100),
+        (f"storybook assembly, {sb['lines']} lines", sb["assembly_s"] * 1000, "ms", "<= 2000",
+         sb["assembly_s"] <= 2),
+        (f"single job start p99, behind {sb['behind_book_lines']}-line book",
+         sb["single_p99_ms"], "ms", f"<= {lanes_bound * 1000:.0f}",
+         sb["behind_book_pending"] > 0 and sb["single_p99_ms"] <= lanes_bound * 1000),
     ]
 
 
@@ -417,7 +513,8 @@ def _partial(results: dict[str, Any]) -> list[Figure]:
     """Some workloads only (``--only``): their headline numbers, as information."""
     keys = ("jobs_per_s", "utilization", "p50_ms", "p99_ms", "requests_per_s", "rss_mb",
             "calls_per_job", "provider_peak", "in_job_overhead_ms", "refill_gap_p50_ms",
-            "p99_latencies", "batch_lane_min")
+            "p99_latencies", "batch_lane_min", "over_ideal_pct", "first_page_s",
+            "starts_in_order_pct", "assembly_s", "single_p99_ms")
     return [(f"{name}: {k}", float(v) * (100 if k == "utilization" else 1), "", "-", None)
             for name, r in results.items() for k in keys if k in r for v in [r[k]]]
 
@@ -443,13 +540,21 @@ lanes: batch jobs (Intake, lane=batch, as storybook lines) queued first, 200 ms 
   the waits spread evenly over 0-200 ms), then an idle pickup; the target is 200 ms + the pickup's
   20 ms, not the backlog's 1000 x 200 ms / 3. Fails unless the batch lane still held entries
   when each single job was submitted (the store must keep a job's lane). Full size with --quick
-  too: the single jobs bound its time, not the backlog."""
+  too: the single jobs bound its time, not the backlog.
+storybook: a book (9 lines a page, distinct texts) submitted through the StorybookIntake and made
+  by the StorybookRunner (lines released into the batch lane, a window of 6 per book), nothing
+  else running: submit -> the book's row ended, against lines x 200 ms / 3; first page ready =
+  the last page-0 line's finished_at - submit; reading order = each line's started_at not before
+  the previous line's (1 ms clock slack); assembly = BookOutputs.audio (fetch every clip, stitch
+  with pauses, encode mp3, store the blob). Then 20 single jobs as in "lanes", behind a queued
+  1000-line book (cancelled afterwards)."""
 
 
 def run_bench(args: Any, build: BuildService) -> int:
     """``build``: the composition root's ``build_service`` (bench composes nothing itself)."""
     quick = bool(getattr(args, "quick", False))
-    sizes = ({k: v if k == "lanes" else max(50, v // 10) for k, v in FULL.items()} if quick
+    sizes = ({k: v if k in ("lanes", "storybook") else max(50, v // 10)
+              for k, v in FULL.items()} if quick
              else dict(FULL))
     only = [w.strip() for w in (getattr(args, "only", None) or "").split(",") if w.strip()]
     unknown = set(only) - set(WORKLOADS)
