@@ -424,6 +424,8 @@ async def storybook(b: Bench, n: int) -> dict[str, Any]:
                   if line.page == 0 and line.job_id in times]
     first_ready = max(t or math.inf for t in first_page) - t0
     page_bound = math.ceil(BOOK_PAGE / SLOTS) * LATENCY_S + 0.050
+    finishes = [t[2] for t in by_line if t[2] is not None]
+    gaps = refill_gaps(starts, finishes, SLOTS)
     queued = await b.queued_to_started(single.id)
     ideal = n * LATENCY_S / SLOTS
     return {
@@ -432,6 +434,10 @@ async def storybook(b: Bench, n: int) -> dict[str, Any]:
         "first_page_lines": BOOK_PAGE, "first_page_s": first_ready,
         "first_page_bound_s": page_bound,
         "starts_in_order_pct": 100 * in_order / max(1, len(starts) - 1),
+        "first_start_ms": (min(starts) - t0) * 1000,
+        "end_after_last_ms": (ended - max(finishes)) * 1000,
+        "refill_gap_p50_ms": percentile(gaps, 50) * 1000,
+        "refill_gap_p99_ms": percentile(gaps, 99) * 1000,
         "assembly_s": assembly_s, "book_audio_mb": len(audio.data) / MB,
         "behind_book_lines": BEHIND_BOOK, "behind_book_pending": left["pending"],
         "single_jobs": len(queued),

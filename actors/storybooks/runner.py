@@ -46,7 +46,12 @@ log = logging.getLogger("chorus.storybooks")
 
 #: errors that mean "not now" rather than "this line cannot be made": the line stays pending
 _LATER = (QueueFull, QueueUnavailable, StoreUnavailable)
-_FOLLOWED = frozenset(TERMINAL_JOB_KINDS | {EventKind.job_running})
+#: a line's job ending is what frees room in its book's window (a running line is seen on the
+#: next full pass; ``job.running`` events would double the passes for a figure nobody waits on)
+_FOLLOWED = TERMINAL_JOB_KINDS
+#: after a wake, events that arrive this soon are handled in the same pass (the slots of one
+#: provider account tend to finish together); well inside the window's slack of a whole call
+COALESCE_S = 0.005
 _FINAL_KIND = {
     BookStatus.succeeded: EventKind.storybook_succeeded,
     BookStatus.partial: EventKind.storybook_partial,
@@ -154,6 +159,7 @@ class StorybookRunner:
                 next_full = trio.current_time() + full_every
             with trio.move_on_at(min(next_full, trio.current_time() + 1.0)):
                 await self._wake.wait()
+                await trio.sleep(COALESCE_S)
             self._wake = trio.Event()
 
     # -- one pass ----------------------------------------------------------------------------------
@@ -197,9 +203,11 @@ class StorybookRunner:
             room = self.settings.book_window - in_flight
             if room > 0:
                 for line in await store.pending_lines(book.id, room):
-                    if not await self._release(book, line):
+                    status = await self._release(book, line)
+                    if status is None:
                         break
-                counts = await store.line_counts(book.id)
+                    counts[LineStatus.pending] -= 1
+                    counts[status] += 1
         if book.status is BookStatus.queued and any(
             counts[s] for s in LineStatus if s is not LineStatus.pending
         ):
@@ -211,9 +219,9 @@ class StorybookRunner:
                 rounds = await store.retry_rounds(book.id) if finished.round else []
                 self._finished(finished, counts, rounds[-1] if rounds else None)
 
-    async def _release(self, book: Storybook, line: Line) -> bool:
-        """Submit one line's job (batch lane, quota already reserved with the book). False:
-        not now (the queue or the database is away); the line stays pending."""
+    async def _release(self, book: Storybook, line: Line) -> LineStatus | None:
+        """Submit one line's job (batch lane, quota already reserved with the book): the line's
+        status now. None: not now (the queue or the database is away); it stays pending."""
         request = JobRequest(
             text=line.text, voice_id=line.voice_id, language=book.language,
             output_format=book.output_format, voice_settings=line.voice_settings,
@@ -226,21 +234,22 @@ class StorybookRunner:
             job, _ = await self._intake.submit(request, owner, lane=Lane.batch, quota=False)
         except _LATER as exc:
             log.info("storybook %s: line %s not released yet: %s", book.id, line.id, exc)
-            return False
+            return None
         except ChorusError as exc:  # this line cannot be made as it is (voice gone, ...)
             failed = await self._store.fail_line(line.id, line.round, exc.code, exc.detail)
             if failed is not None:
                 self._publish_line(book, failed)
-            return True
+            return LineStatus.failed
         self._counts["released"] += 1
         recorded = await self._store.line_submitted(line.id, line.round, job)
         if recorded is None:  # recorded by another runner, or the book was cancelled meanwhile
             now = await self._store.get_storybook(book.id)
             if now is not None and now.cancel_requested:
                 await self._store.cancel_job(job.id)  # still queued: never made, never charged
-        elif recorded.status.terminal:  # answered from the cache
+            return LineStatus.queued
+        if recorded.status.terminal:  # answered from the cache
             self._publish_line(book, recorded)
-        return True
+        return recorded.status
 
     def _maybe_progress(self, book: Storybook, counts: dict[str, int]) -> None:
         now = trio.current_time()
