@@ -185,11 +185,12 @@ class StorybookStore(Protocol):
         ...
     async def start_round(
         self, book_id: str, owner: str, *, line_ids: Sequence[str] | None, force: bool,
-        permanent: frozenset[str],
+        permanent: frozenset[str], quota: int | None = None,
     ) -> RetryRound:
         """A new retry round: the chosen lines (``line_ids``, else every failed one) go back to
         ``pending`` in round n+1, skipping lines whose error code is in ``permanent`` unless
-        ``force``. The book is running again and its assembled audio forgotten. Raises
+        ``force``. The book is running again and its assembled audio forgotten. With a
+        ``quota``, the round's characters must fit as a job's would (``QuotaExceeded``). Raises
         ``NotFound``, ``RoundRunning`` (book not ended), ``InvalidInput`` (unknown or succeeded
         line ids, or nothing to retry)."""
         ...

@@ -350,7 +350,7 @@ async def mark_running(conn: Any, book_id: str) -> None:
 
 async def start_round(
     conn: Any, book_id: str, owner: str, line_ids: Sequence[str] | None, force: bool,
-    permanent: frozenset[str],
+    permanent: frozenset[str], quota: int | None = None,
 ) -> RetryRound:
     """A new retry round of an ended book (see ``StorybookStore.start_round``). Listed lines
     must be the book's and failed; lines whose error is ``permanent`` are skipped unless
@@ -367,7 +367,7 @@ async def start_round(
         if line_ids is not None:
             wanted = list(dict.fromkeys(line_ids))
             rows = await conn.fetch(
-                "SELECT id, status, error_code FROM storybook_lines"
+                "SELECT id, status, error_code, characters FROM storybook_lines"
                 " WHERE book_id = $1 AND id = ANY($2::text[]) ORDER BY page, index",
                 book_id, wanted,
             )
@@ -384,11 +384,12 @@ async def start_round(
                 )
         else:
             rows = await conn.fetch(
-                "SELECT id, status, error_code FROM storybook_lines"
+                "SELECT id, status, error_code, characters FROM storybook_lines"
                 " WHERE book_id = $1 AND status = 'failed' ORDER BY page, index",
                 book_id,
             )
-        chosen = [r["id"] for r in rows if force or r["error_code"] not in permanent]
+        picked = [r for r in rows if force or r["error_code"] not in permanent]
+        chosen = [r["id"] for r in picked]
         if not chosen:
             skipped = len(rows)
             raise InvalidInput(
@@ -397,6 +398,9 @@ async def start_round(
                 " (their error is permanent); retry with force to run them anyway",
                 skipped=skipped,
             )
+        if quota is not None:  # the round's lines are reserved again: they must fit
+            required = sum(int(r["characters"]) for r in picked)
+            await check_quota(conn, owner, required, quota, "This retry round")
         number = book["round"] + 1
         row = await conn.fetchrow(
             "INSERT INTO storybook_rounds (book_id, number, requested_by, scope, forced,"
