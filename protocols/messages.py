@@ -162,6 +162,8 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     role: str  # "admin" | "user"
     created_at: dt.datetime
     monthly_quota: int | None = None  # characters per calendar month (UTC); None = unlimited
+    #: pronunciation dictionaries applied to the user's jobs and books that name none
+    dictionaries: tuple[DictionaryRef, ...] = ()
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,6 +9,13 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from protocols.dictionaries import (
+    Dictionary,
+    DictionaryVersion,
+    NewDictionary,
+    NewVersion,
+    Rule,
+)
 from protocols.errors import ChorusError
 from protocols.events import Event
 from protocols.messages import (
@@ -16,6 +23,7 @@ from protocols.messages import (
     CloneFile,
     DeadLetter,
     Delivery,
+    DictionaryRef,
     Job,
     JobStatus,
     Lane,
@@ -267,6 +275,14 @@ class SpeechProvider(Protocol):
     def voice_manager(self) -> VoiceManager:
         """Voice management at this provider (cloning, readiness, its default voices)."""
         ...
+    def dictionary_mirror(self) -> DictionaryMirror | None:
+        """Where Chorus's pronunciation dictionaries are also kept at this provider, so its own
+        locators can be sent (ElevenLabs); None: the rules are applied here, to the text."""
+        ...
+    def use_lexicon(self, lexicon: Lexicon) -> None:
+        """Where ``synthesize`` reads the rules of the Chorus dictionary versions a job is
+        pinned to (the composition root gives it; without one such a job fails)."""
+        ...
 
 
 class JobQueue(Protocol):
@@ -411,3 +427,72 @@ class VoiceSyncQueue(Protocol):
     async def reschedule(self, voice_id: str, due: float, attempts: int) -> None: ...
     async def done(self, voice_id: str) -> None: ...
     async def tracked(self) -> list[TrackedVoice]: ...
+
+
+class DictionaryStore(Protocol):
+    """Pronunciation dictionaries in Postgres (``protocols/postgres/dictionaries.py``). With a
+    ``viewer``, another user's private dictionary is None, as is a deleted one."""
+
+    async def create_dictionary(self, new: NewDictionary, *, limit: int) -> Dictionary:
+        """Insert it with its first version. ``DictionaryLimitReached`` when the owner already
+        has ``limit`` dictionaries."""
+        ...
+    async def get_dictionary(
+        self, dictionary_id: str, viewer: str | None = None, *, rules: bool = False
+    ) -> Dictionary | None:
+        """The live dictionary (``rules``: with its current version's rules)."""
+        ...
+    async def list_dictionaries(
+        self, viewer: str, *, after: str | None = None, limit: int = 100
+    ) -> list[Dictionary]:
+        """The viewer's own and the public ones, by id, after the id ``after``."""
+        ...
+    async def add_dictionary_version(self, new: NewVersion) -> Dictionary | None:
+        """Compare-and-set: the new version becomes current if ``new.based_on`` still is
+        (and the dictionary is the owner's, not deleted); else None and nothing is written."""
+        ...
+    async def delete_dictionary(self, dictionary_id: str, owner: str) -> Dictionary | None:
+        """Gone for new requests (and out of every user's defaults); versions stay readable."""
+        ...
+    async def dictionary_version(
+        self, dictionary_id: str, version_id: str
+    ) -> DictionaryVersion | None:
+        """A version, even of a dictionary deleted since (no visibility: for pinned jobs)."""
+        ...
+    async def resolve_dictionaries(
+        self, refs: Sequence[tuple[str, str | None]], viewer: str
+    ) -> list[tuple[bool, str | None]]:
+        """Per (id, version or None): whether the viewer has the dictionary, and the version
+        to pin (the asked one if it is the dictionary's; the current one when none asked)."""
+        ...
+    async def set_user_dictionaries(self, user_id: str, refs: Sequence[DictionaryRef]) -> None:
+        ...
+
+
+class DictionaryMirror(Protocol):
+    """A provider's own pronunciation dictionaries, where Chorus keeps a copy of each of its
+    own (``protocols/providers/elevenlabs/dictionaries.py``). Raises the provider's typed
+    errors."""
+
+    provider: str
+
+    async def create(
+        self, name: str, description: str, rules: Sequence[Rule]
+    ) -> tuple[str, str]:
+        """A new dictionary there: (its id, its first version id)."""
+        ...
+    async def add_rules(self, dictionary_id: str, rules: Sequence[Rule]) -> str:
+        """Its new version id (rules for a string it has replace the old ones)."""
+        ...
+    async def remove_rules(self, dictionary_id: str, strings: Sequence[str]) -> str:
+        """Its new version id."""
+        ...
+    async def archive(self, dictionary_id: str) -> None: ...
+
+
+class Lexicon(Protocol):
+    """The rules of pinned dictionary versions, for the providers (``DictionaryCatalog``)."""
+
+    async def version(self, ref: DictionaryRef) -> DictionaryVersion:
+        """Raises ``DictionaryNotFound`` for a version that does not exist."""
+        ...
