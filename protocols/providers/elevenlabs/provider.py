@@ -30,6 +30,7 @@ import httpx
 import msgspec
 import trio
 
+from protocols.dictionaries import AliasRule, Rule, is_chorus_dictionary
 from protocols.domain.audio import (
     FORMATS,
     audio_duration,
@@ -38,6 +39,7 @@ from protocols.domain.audio import (
     encode_pcm,
     parse_format,
 )
+from protocols.domain.pronunciation import apply_rules
 from protocols.domain.text import split_text
 from protocols.errors import (
     InvalidInput,
@@ -46,6 +48,7 @@ from protocols.errors import (
     ProviderQuotaExhausted,
     ProviderRejected,
     ProviderUnavailable,
+    SynthesisFailed,
     UnknownVoice,
 )
 from protocols.messages import (
@@ -55,8 +58,9 @@ from protocols.messages import (
     SynthesisResult,
     VoiceInfo,
 )
-from protocols.ports import VoiceManager
+from protocols.ports import DictionaryMirror, Lexicon, VoiceManager
 from protocols.providers.base import account_name
+from protocols.providers.elevenlabs.dictionaries import ElevenLabsDictionaries
 from protocols.providers.elevenlabs.errors import Failure, classify
 from protocols.providers.elevenlabs.models import (
     STATIC_MODELS,
@@ -132,6 +136,7 @@ class ElevenLabsProvider:
         self._subscription = _Cached(SUBSCRIPTION_TTL_S, self._fetch_subscription)
         self._dict_versions: dict[str, tuple[float, str]] = {}
         self._voice_by_id: dict[str, tuple[float, VoiceInfo]] = {}
+        self._lexicon: Lexicon | None = None
         self._requests = self._waits = self._backoffs = self._timeouts = self._chars = 0
 
     @classmethod
@@ -163,6 +168,13 @@ class ElevenLabsProvider:
     def voice_manager(self) -> VoiceManager:
         """Cloning, readiness and the premade voices on this account."""
         return ElevenLabsVoices(self)
+
+    def dictionary_mirror(self) -> DictionaryMirror:
+        """Chorus's dictionaries kept as pronunciation dictionaries on this account."""
+        return ElevenLabsDictionaries(self)
+
+    def use_lexicon(self, lexicon: Lexicon) -> None:
+        self._lexicon = lexicon
 
     def statistics(self) -> ProviderStatistics:
         return ProviderStatistics(
@@ -403,14 +415,15 @@ class ElevenLabsProvider:
                 f" job needs {len(request.text)}; it was not sent",
                 remaining=remaining,
             )
-        parts = split_text(request.text, model.max_chars) or [request.text]
+        sent = await self._sent(request)
+        parts = split_text(sent.text, model.max_chars) or [sent.text]
         clips: list[bytes] = []
         ids: list[str] = []
         cost = 0
         costed = True
         for i, part in enumerate(parts):
             audio, headers = await self._convert(
-                request, model, part,
+                sent, model, part,
                 previous_ids=ids[-MAX_CONTEXT_IDS:],
                 previous_text=parts[i - 1][-CONTEXT_CHARS:] if i else None,
                 next_text=parts[i + 1][:CONTEXT_CHARS] if i + 1 < len(parts) else None,
@@ -429,6 +442,31 @@ class ElevenLabsProvider:
             characters=len(request.text), request_ids=tuple(ids),
             character_cost=cost if costed else None,
         )
+
+    async def _sent(self, request: SynthesisRequest) -> SynthesisRequest:
+        """The request as ElevenLabs gets it: each Chorus dictionary version as its ElevenLabs
+        locator (it is mirrored there); one that is not (made before ElevenLabs was the
+        provider) has its alias rules applied to the text here instead."""
+        refs = request.params.dictionaries
+        if not any(is_chorus_dictionary(r.pronunciation_dictionary_id) for r in refs):
+            return request
+        if self._lexicon is None:
+            raise SynthesisFailed("the ElevenLabs provider was given no pronunciation lexicon")
+        locators: list[DictionaryRef] = []
+        local: list[Rule] = []
+        for ref in refs:
+            if not is_chorus_dictionary(ref.pronunciation_dictionary_id):
+                locators.append(ref)
+                continue
+            version = await self._lexicon.version(ref)
+            remote = version.remote(self.name)
+            if remote is not None:
+                locators.append(remote)
+            else:
+                local.extend(r for r in version.rules if isinstance(r, AliasRule))
+        text = apply_rules(request.text, local).text if local else request.text
+        params = msgspec.structs.replace(request.params, dictionaries=tuple(locators))
+        return msgspec.structs.replace(request, text=text, params=params)
 
     async def _convert(
         self,

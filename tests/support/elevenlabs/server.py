@@ -11,8 +11,9 @@ counters are read under one lock. Routes:
 - ``GET /v1/voices``, ``GET /v2/voices``, ``GET|DELETE /v1/voices/{id}``, ``POST /v1/voices/add``
   (IVC), ``POST /v1/voices/{id}/edit``, ``GET /v1/voices/{id}/settings``,
   ``GET /v1/voices/settings/default``; ``GET /previews/{id}.mp3`` (preview clips, no auth)
-- pronunciation dictionaries: ``add-from-rules``, ``add-from-file``, list, get,
-  ``add-rules|remove-rules|set-rules`` (each makes a new version), ``{id}/{version}/download``
+- pronunciation dictionaries: ``add-from-rules``, ``add-from-file``, list, get, ``PATCH``
+  (name, archived), ``add-rules|remove-rules|set-rules`` (each makes a new version),
+  ``{id}/{version}/download``
 
 Choices of this fake where the API is not documented: a cloned voice that is still processing
 (or failed) answers TTS with 400 ``voice_not_ready``; an unknown model is 400 ``model_not_found``;
@@ -352,6 +353,16 @@ class FakeElevenLabs(RouteMixin):
         with self._lock:
             entry = self._new_dictionary(name, None, rules)
         return entry.id, entry.versions[-1][0]
+
+    def dictionary_versions(self, dictionary_id: str) -> list[tuple[str, list[dict[str, Any]]]]:
+        """A dictionary's versions, oldest first: (version id, rules) (KeyError if unknown)."""
+        with self._lock:
+            return [(v, [dict(r) for r in rules])
+                    for v, rules in self._dictionaries[dictionary_id].versions]
+
+    def dictionary_archived(self, dictionary_id: str) -> bool:
+        with self._lock:
+            return self._dictionaries[dictionary_id].archived_time_unix is not None
 
     # -- statistics -------------------------------------------------------------------------------
 
