@@ -60,20 +60,27 @@ def build_service(
 ) -> Service:
     """One process' Service around the store and the provider the caller opened (the provider:
     ``open_provider(settings)``, chosen by name in ``protocols.providers``): the Redis openers,
-    audio files, the voice catalog with the provider's own voice manager and, for the serve and
-    api roles, the HTTP front door. Used by serve/api/worker, the bench and the tests."""
+    audio files, the voice catalog with the provider's own voice manager, the pronunciation
+    dictionaries and, for the serve and api roles, the HTTP front door. Used by
+    serve/api/worker, the bench and the tests."""
     from actors.service import Role, Service
     from protocols.blobs.files import FileBlobStore
+    from protocols.domain.dictionaries import DictionaryCatalog
     from protocols.domain.voices import VoiceCatalog
     from protocols.redis.openers import RedisOpeners
     from web.app import front_door
 
     kind = Role(role)
+    # pronunciation dictionaries: kept at the provider too when it has its own (ElevenLabs);
+    # the provider reads the rules of pinned versions through the catalog
+    dictionaries = DictionaryCatalog(store, provider.dictionary_mirror())  # type: ignore[arg-type]
+    provider.use_lexicon(dictionaries)
     return Service(
         settings,
         role=kind,
         store=store,
         books=store,  # type: ignore[arg-type]  # PgStore is every Postgres port at once
+        dictionaries=dictionaries,
         provider=provider,
         blobs=FileBlobStore(settings.data_path / "audio"),
         voices=VoiceCatalog(store, provider, provider.voice_manager()),  # type: ignore[arg-type]

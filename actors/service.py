@@ -49,6 +49,7 @@ from actors.supervision.supervisor import (
     supervisor_child,
 )
 from actors.voices.voice_sync import VoiceSync
+from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError
 from protocols.messages import SpeechJob, Voice
@@ -86,6 +87,7 @@ class Service:
         voices: VoiceCatalog,
         redis: RedisOpeners,
         books: BookStore | None = None,
+        dictionaries: DictionaryCatalog | None = None,
         role: Role = Role.serve,
         front: Front | None = None,
         on_event: Callable[[SupervisorEvent], None] | None = None,
@@ -99,6 +101,8 @@ class Service:
         self.provider = provider
         self.blobs = blobs
         self.voices = voices
+        #: pronunciation dictionaries (None: jobs can name only the provider's own)
+        self.dictionaries = dictionaries
         self.consumer = settings.consumer_name() if role != Role.api else ""
         self.ledger = Ledger(settings.concurrency)
         self.pacing = Pacing()
@@ -126,13 +130,14 @@ class Service:
         self.intake = Intake(
             settings, store=store, blobs=self.blobs, provider=provider, voices=self.voices,
             enqueue=self.submitter.submit, events=self.events, count=self.count,
+            dictionaries=dictionaries,
         )
         #: storybooks (the same Postgres store, seen as that port); None: no storybooks here
         self.books = books
         self.runner: StorybookRunner | None = None
         self.storybooks = (
             StorybookIntake(settings, store=self.books, provider=provider, voices=self.voices,
-                            kick=self.kick_runner)
+                            kick=self.kick_runner, dictionaries=dictionaries)
             if self.books is not None else None
         )
         self.book_outputs = (

@@ -1,8 +1,9 @@
 """Intake: submitting a job, the same for every front (HTTP, the bench, storybooks next).
 
 From a transport-neutral ``JobRequest`` and the user to an accepted job: the text normalized and
-within limits, the format offered, the voice resolved (``VoiceCatalog``), the provider's
-parameters settled and the cache key known. A job is accepted only once it is durable twice:
+within limits, the format offered, the voice resolved (``VoiceCatalog``), its pronunciation
+dictionaries pinned to a version (``DictionaryCatalog``), the provider's parameters settled and
+the cache key known. A job is accepted only once it is durable twice:
 its row in Postgres (``store.create_job``, where the quota is checked) and its entry in the Redis
 stream (``enqueue``, the Producer's mailbox). If the stream cannot take it, the row is discarded
 and the error propagates (HTTP answers 503 with ``Retry-After``): nothing half-accepted remains.
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 import trio
 
+from protocols.dictionaries import is_chorus_dictionary
 from protocols.domain.cachekey import scoped_cache_key
+from protocols.domain.dictionaries import DictionaryCatalog
+from protocols.domain.dictionaries import not_found as dictionary_not_found
 from protocols.domain.jobs import new_job_id, request_hash
 from protocols.domain.text import normalize_text, speakable
 from protocols.domain.voices import VoiceCatalog
@@ -35,6 +39,7 @@ from protocols.errors import (
 from protocols.events import NO_EVENTS, EventKind, job_event
 from protocols.messages import (
     DEFAULT_FORMAT,
+    DictionaryRef,
     Job,
     JobRequest,
     JobStatus,
@@ -68,9 +73,12 @@ class Intake:
         enqueue: Callable[[SpeechJob], Awaitable[None]],
         events: EventSink = NO_EVENTS,
         count: Callable[[str], None] = _no_count,
+        dictionaries: DictionaryCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.store, self.blobs, self.provider, self.voices = store, blobs, provider, voices
+        #: pronunciation dictionaries (visibility, pinning, the owner's defaults)
+        self.dictionaries = dictionaries
         #: hand the job to the Producer; returns once it is durable in Redis. Raises
         #: ``QueueFull`` (channel full past the deadline) or ``QueueUnavailable``.
         self._enqueue = enqueue
@@ -90,7 +98,7 @@ class Intake:
         error of a request that cannot be accepted (nothing is then left behind).
         ``lane``: the stream it waits in; ``quota`` False: the characters were already
         reserved (a storybook line, checked with its whole book)."""
-        new = await self.settle(request, user.id, lane=lane)
+        new = await self.settle(request, user.id, lane=lane, defaults=user.dictionaries)
         job, created = await self._accept(user, new, quota=quota)
         if created:  # the seed's TTS_CREATION: a job was accepted
             self._events.publish(job_event(
@@ -108,11 +116,14 @@ class Intake:
         return job, created
 
     async def settle(
-        self, request: JobRequest, owner: str, *, lane: Lane = Lane.interactive
+        self, request: JobRequest, owner: str, *, lane: Lane = Lane.interactive,
+        defaults: Sequence[DictionaryRef] = (),
     ) -> NewJob:
         """The request as a job of ``owner``, with its parameters settled and its cache key
-        known. Raises ``TextEmpty``, ``TextTooLong``, ``UnsupportedFormat``, ``UnknownVoice``,
-        ``VoiceNotReady``, ``InvalidInput`` or ``UnsupportedLanguage``."""
+        known; ``defaults``: the owner's pronunciation dictionaries, applied when the request
+        names none. Raises ``TextEmpty``, ``TextTooLong``, ``UnsupportedFormat``,
+        ``UnknownVoice``, ``VoiceNotReady``, ``DictionaryNotFound``, ``InvalidInput`` or
+        ``UnsupportedLanguage``."""
         check_metadata(request.metadata, self.settings.max_metadata_bytes)
         limit = self.settings.max_text_chars
         text = normalize_text(request.text)
@@ -135,7 +146,9 @@ class Intake:
             model_id=request.model_id or "",
             voice_settings=request.voice_settings,
             seed=request.seed,
-            dictionaries=tuple(request.pronunciation_dictionary_locators or ()),
+            dictionaries=await self.pronunciation(
+                request.pronunciation_dictionary_locators, owner, defaults
+            ),
         )
         params = await self.provider.prepare(text, voice, language, asked, request.preference)
         return NewJob(
@@ -156,6 +169,14 @@ class Intake:
             lane=lane,
             metadata=request.metadata,
         )
+
+    async def pronunciation(
+        self, asked: Sequence[DictionaryRef] | None, owner: str,
+        defaults: Sequence[DictionaryRef] = (),
+    ) -> tuple[DictionaryRef, ...]:
+        """The dictionaries a job applies: Chorus's pinned to a version here, so the cache key
+        holds it; the provider's own passed to ``prepare``."""
+        return await pin_dictionaries(self.dictionaries, asked, owner, defaults)
 
     async def _accept(self, user: User, new: NewJob, *, quota: bool) -> tuple[Job, bool]:
         """create_job + enqueue, shielded: a submit cancelled half-way (client gone, server
@@ -230,3 +251,17 @@ def check_metadata(metadata: object, limit: int) -> None:
             f"metadata is {size} bytes as JSON; the limit is {limit}.", field="metadata",
             limit=limit,
         )
+
+
+async def pin_dictionaries(
+    catalog: DictionaryCatalog | None, asked: Sequence[DictionaryRef] | None, owner: str,
+    defaults: Sequence[DictionaryRef] = (),
+) -> tuple[DictionaryRef, ...]:
+    """What a job or a book of ``owner`` applies (``DictionaryCatalog.resolve``: ``asked``,
+    else ``defaults``). Without a catalog only the provider's own dictionaries can be named."""
+    if catalog is not None:
+        return await catalog.resolve(asked, owner, defaults)
+    for ref in asked or ():
+        if is_chorus_dictionary(ref.pronunciation_dictionary_id):
+            raise dictionary_not_found(ref.pronunciation_dictionary_id)
+    return tuple(asked or ())

@@ -3,7 +3,9 @@
 The book's structure and limits are checked by ``protocols.domain.storybooks.plan``; here the
 parts that need the world: the output format against the provider, the default voice of the
 book's language, and every distinct voice for existence and visibility (another user's private
-voice is "not found", as for a single job). Then one transaction stores the book and its lines
+voice is "not found", as for a single job), and the book's pronunciation dictionaries (its own,
+else the owner's defaults), pinned to their versions here so every line, in every retry round,
+speaks the same way. Then one transaction stores the book and its lines
 with the whole book checked against the user's quota (all or nothing). No job exists yet: the
 StorybookRunner releases the lines into the batch lane, a few at a time.
 """
@@ -12,7 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from actors.pipeline.intake import check_metadata
+import msgspec
+
+from actors.pipeline.intake import check_metadata, pin_dictionaries
+from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.storybooks import plan, voices_used
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError, UnsupportedFormat
@@ -35,9 +40,11 @@ class StorybookIntake:
         provider: SpeechProvider,
         voices: VoiceCatalog,
         kick: Callable[[], None] = _nothing,
+        dictionaries: DictionaryCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.store, self.provider, self.voices = store, provider, voices
+        self.dictionaries = dictionaries
         #: tell this process' runner a book is waiting (else it finds it on its next pass)
         self._kick = kick
 
@@ -69,6 +76,12 @@ class StorybookIntake:
                 raise type(exc)(
                     f"{where}: {exc.detail}", **{**exc.extra, "page": page, "line": index}
                 ) from None
+        pinned = await pin_dictionaries(
+            self.dictionaries, request.pronunciation_dictionary_locators, user.id,
+            user.dictionaries,
+        )
+        if pinned:
+            book = msgspec.structs.replace(book, dictionaries=pinned)
         stored, created = await self.store.create_storybook(book, quota=user.monthly_quota)
         if created:
             self._kick()
