@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
+from protocols.dictionaries import MAX_RULES, AliasRule, NewDictionary, NewVersion
+from protocols.errors import DictionaryLimitReached
+from protocols.messages import Visibility
 from protocols.providers.elevenlabs.provider import ElevenLabsProvider
 from protocols.providers.espeak import EspeakProvider
 from protocols.settings import Secret
@@ -258,3 +262,50 @@ async def test_with_elevenlabs_the_dictionary_lives_there_and_its_locator_is_sen
             assert fake.dictionary_archived(remote)
             assert (await svc.client.get("/v1/user/pronunciation-dictionaries")).json() == {
                 "locators": []}  # a deleted dictionary leaves the defaults
+
+
+async def test_the_store_keeps_every_version_and_moves_the_current_one_by_compare_and_set(
+    store,
+):
+    owner, _ = await store.create_user("ada")
+    rules = (AliasRule(string_to_replace="Nyx", alias="Nix"),)
+    made = await store.create_dictionary(NewDictionary(
+        id="pd_1", owner=owner.id, name="n", description="", visibility=Visibility.private,
+        version_id="pdv_1", rules=rules), limit=1)
+    assert made.version_id == "pdv_1" and made.rules == rules
+    with pytest.raises(DictionaryLimitReached):
+        await store.create_dictionary(NewDictionary(
+            id="pd_2", owner=owner.id, name="n", description="", visibility=Visibility.private,
+            version_id="pdv_2", rules=()), limit=1)
+
+    def change(based_on: str, version_id: str) -> NewVersion:
+        return NewVersion(dictionary_id="pd_1", owner=owner.id, based_on=based_on,
+                          version_id=version_id, rules=())
+
+    assert (await store.add_dictionary_version(change("pdv_1", "pdv_b"))).version_id == "pdv_b"
+    assert await store.add_dictionary_version(change("pdv_1", "pdv_c")) is None  # lost the race
+    assert (await store.dictionary_version("pd_1", "pdv_1")).rules == rules  # still readable
+    assert await store.dictionary_version("pd_1", "pdv_c") is None
+    assert await store.resolve_dictionaries([("pd_1", None), ("pd_1", "pdv_1"),
+                                             ("pd_1", "pdv_c"), ("pd_9", None)], owner.id) == [
+        (True, "pdv_b"), (True, "pdv_1"), (True, None), (False, None)]
+    stranger, _ = await store.create_user("bob")
+    assert await store.resolve_dictionaries([("pd_1", None)], stranger.id) == [(False, None)]
+
+
+async def test_a_thousand_rules_fit_in_one_request_and_one_more_does_not(
+    redis_url, store, tmp_path
+):
+    rules = [{"type": "alias", "string_to_replace": f"Name{i:04d}", "alias": f"Alias number {i}"}
+             for i in range(MAX_RULES)]
+    with trio.fail_after(CAP_S):
+        async with running_service(redis_url=redis_url, store=store,
+                                   settings=make_settings(tmp_path)) as svc:
+            made = await create(svc, rules)  # ~75 kB: more than a job's body may be
+            assert made["version_rules_num"] == MAX_RULES
+            r = await svc.client.post(f"{BASE}/{made['id']}/add-rules", json={"rules": [
+                {"type": "alias", "string_to_replace": "One more", "alias": "x"}]})
+            assert r.status_code == 422 and r.json()["code"] == "invalid_pronunciation_rules"
+            r = await svc.client.post(f"{BASE}/add-from-rules", json={
+                "name": "Too many", "rules": [*rules, rules[0]]})
+            assert r.status_code == 422, r.text

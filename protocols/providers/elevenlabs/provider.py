@@ -15,6 +15,10 @@ documents it (reference/elevenlabs.md §2):
   ``max_character_limit_exceeded`` and other rejections, 404 ``voice_not_found``: a typed,
   permanent error at once (the job fails with it).
 
+Chorus's own pronunciation dictionaries (``pd_...``) are kept here too
+(``elevenlabs/dictionaries.py``); a job pinned to one of their versions is sent ElevenLabs'
+locator of that version (``_sent``).
+
 Actors only ever see our typed errors. The API key is never logged nor put in an error.
 """
 
