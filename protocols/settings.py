@@ -92,8 +92,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_s: float = 2.0
     db_timeout_s: float = 5.0
     # provider: a name from the registry (protocols/providers); None -> ElevenLabs when a key
-    # is set, else the embedded espeak-ng
+    # is set, else the embedded engines (Piper for English when installed, espeak-ng)
     provider: str | None = None
+    piper_threads: int = 1  # onnxruntime threads per Piper synthesis (cpu_count // this at once)
     fake_latency_s: float = 0.0  # each call of the built-in fake provider (benchmarks, tests)
     elevenlabs_base_url: str | None = None  # None -> https://api.elevenlabs.io
     elevenlabs_timeout_s: float = 120.0  # per request (connect, read, write)
@@ -200,6 +201,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("restart_period_s", "CHORUS_RESTART_PERIOD_S", float)
         put("provider", "CHORUS_PROVIDER")
         put("fake_latency_s", "CHORUS_FAKE_LATENCY_S", float)
+        put("piper_threads", "CHORUS_PIPER_THREADS", int)
         put("elevenlabs_base_url", "ELEVENLABS_BASE_URL")
         put("elevenlabs_timeout_s", "ELEVENLABS_TIMEOUT_S", float)
         put("elevenlabs_default_voice_id", "ELEVENLABS_DEFAULT_VOICE_ID")
@@ -246,6 +248,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("CHORUS_FAKE_LATENCY_S cannot be negative")
         if self.concurrency < 1:
             raise ConfigError("CHORUS_CONCURRENCY must be at least 1")
+        if self.piper_threads < 1:
+            raise ConfigError("CHORUS_PIPER_THREADS must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ConfigError("CHORUS_PORT must be between 0 and 65535")
         if self.storybook_max_lines < 1 or self.storybook_max_chars < 1 or (
