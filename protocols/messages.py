@@ -399,3 +399,5 @@ class TrackedVoice(msgspec.Struct, frozen=True, kw_only=True):
     due: float
     deadline: float
     attempts: int = 0
+    #: ``processing`` (polling the provider) or ``preview`` (waiting for the preview job)
+    state: str = "processing"

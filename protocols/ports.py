@@ -402,12 +402,22 @@ class VoiceManager(Protocol):
 
 class VoiceSyncQueue(Protocol):
     """VoiceSync's schedule (``protocols/redis/voice_queue.py``): voice ids by next poll time, each
-    with its deadline and poll count. Postgres stays the truth; this is rebuilt from it."""
+    with its status (deadline, poll count, state), which expires a margin after the deadline.
+    Postgres stays the truth; this is rebuilt from it."""
 
-    async def track(self, voice_id: str, due: float, deadline: float) -> None:
+    async def track(
+        self, voice_id: str, due: float, deadline: float, state: str = "processing"
+    ) -> None:
         """Schedule a voice (kept as it is if already tracked)."""
         ...
-    async def due(self, now: float, count: int) -> list[TrackedVoice]: ...
-    async def reschedule(self, voice_id: str, due: float, attempts: int) -> None: ...
+    async def due(self, now: float, count: int) -> list[TrackedVoice]:
+        """Voices due by ``now`` (an entry whose status expired is dropped, not returned)."""
+        ...
+    async def status(self, voice_id: str) -> TrackedVoice | None: ...
+    async def reschedule(
+        self, voice_id: str, due: float, attempts: int, state: str | None = None
+    ) -> None:
+        """Next poll at ``due``; the deadline is kept, ``state`` too unless given."""
+        ...
     async def done(self, voice_id: str) -> None: ...
     async def tracked(self) -> list[TrackedVoice]: ...

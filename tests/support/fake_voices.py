@@ -214,22 +214,29 @@ class MemoryVoiceSyncQueue:
         if self.down:
             raise ProviderUnavailable("fake queue down")
 
-    async def track(self, voice_id: str, due: float, deadline: float) -> None:
+    async def track(self, voice_id: str, due: float, deadline: float,
+                    state: str = "processing") -> None:
         await self._enter()
         self.items.setdefault(voice_id, TrackedVoice(voice_id=voice_id, due=due,
-                                                     deadline=deadline))
+                                                     deadline=deadline, state=state))
+
+    async def status(self, voice_id: str) -> TrackedVoice | None:
+        await self._enter()
+        return self.items.get(voice_id)
 
     async def due(self, now: float, count: int) -> list[TrackedVoice]:
         await self._enter()
         return sorted((t for t in self.items.values() if t.due <= now),
                       key=lambda t: t.due)[:count]
 
-    async def reschedule(self, voice_id: str, due: float, attempts: int) -> None:
+    async def reschedule(self, voice_id: str, due: float, attempts: int,
+                         state: str | None = None) -> None:
         await self._enter()
         old = self.items.get(voice_id)
         deadline = old.deadline if old else due
+        state = state or (old.state if old else "processing")
         self.items[voice_id] = TrackedVoice(voice_id=voice_id, due=due, deadline=deadline,
-                                            attempts=attempts)
+                                            attempts=attempts, state=state)
 
     async def done(self, voice_id: str) -> None:
         await self._enter()
