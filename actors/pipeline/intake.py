@@ -2,7 +2,7 @@
 
 From a transport-neutral ``JobRequest`` and the user to an accepted job: the text normalized and
 within limits, the format offered, the language admitted (``CHORUS_SUPPORTED_LANGUAGES``), the
-voice resolved (``VoiceCatalog``), the provider's
+voice resolved (``VoiceCatalog``; its default settings under the request's), the provider's
 parameters settled and the cache key known. A job is accepted only once it is durable twice:
 its row in Postgres (``store.create_job``, where the quota is checked) and its entry in the Redis
 stream (``enqueue``, the Producer's mailbox). If the stream cannot take it, the row is discarded
@@ -24,7 +24,7 @@ from protocols.domain.cachekey import scoped_cache_key
 from protocols.domain.jobs import new_job_id, request_hash
 from protocols.domain.languages import check_language
 from protocols.domain.text import normalize_text, speakable
-from protocols.domain.voices import VoiceCatalog
+from protocols.domain.voices import VoiceCatalog, job_settings
 from protocols.errors import (
     EnqueueFailed,
     InvalidInput,
@@ -137,7 +137,8 @@ class Intake:
         voice = await self.voices.for_job(request.voice_id, language, owner)  # visibility
         asked = SpeechParams(
             model_id=request.model_id or "",
-            voice_settings=request.voice_settings,
+            # the voice's defaults under what the request gives: part of the cache key
+            voice_settings=job_settings(request.voice_settings, voice.voice_settings),
             seed=request.seed,
             dictionaries=tuple(request.pronunciation_dictionary_locators or ()),
         )
