@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from actors.pipeline.intake import check_metadata
+from protocols.domain.languages import check_language
 from protocols.domain.storybooks import plan, voices_used
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError, UnsupportedFormat
@@ -53,6 +54,7 @@ class StorybookIntake:
                 f"output_format {fmt!r} is not supported.", supported=sorted(formats)
             )
         language = (request.language or "").strip() or None
+        check_language(language, s.supported_languages)  # CHORUS_SUPPORTED_LANGUAGES
         default = await self.voices.for_job(None, language, user.id)
         book = plan(
             request, user.id, output_format=fmt, default_voice=default.voice_id,
