@@ -52,7 +52,7 @@ from actors.voices.voice_sync import VoiceSync
 from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError
-from protocols.messages import SpeechJob, Voice
+from protocols.messages import SpeechJob, Voice, VoiceStatus
 from protocols.ports import BlobStore, BookStore, JobStore, SpeechProvider
 from protocols.redis.coordination import Coordinator
 from protocols.redis.openers import RedisOpeners
@@ -212,10 +212,14 @@ class Service:
             await queue.enqueue([job])
 
     async def track_voice(self, queue, voice: Voice) -> None:  # type: ignore[no-untyped-def]
-        """Schedule a new clone with VoiceSync at once, on ``queue``'s client (the front
-        door's own)."""
-        deadline = voice.created_at.timestamp() + self.settings.voice_ready_timeout_s
-        await RedisVoiceSyncQueue(queue.client, self.keys).track(voice.id, time.time(), deadline)
+        """Schedule a new clone (or a voice's new preview job) with VoiceSync at once, on
+        ``queue``'s client (the front door's own)."""
+        now, window = time.time(), self.settings.voice_ready_timeout_s
+        voices = RedisVoiceSyncQueue(queue.client, self.keys)
+        if voice.status is VoiceStatus.processing:
+            await voices.track(voice.id, now, voice.created_at.timestamp() + window)
+        else:
+            await voices.track(voice.id, now, now + window, state="preview")
 
     # -- the tree -------------------------------------------------------------------------
 

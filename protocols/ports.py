@@ -377,7 +377,8 @@ class VoiceStore(Protocol):
         """Visible voices ordered by id, after the id ``after`` (cursor pagination)."""
         ...
     async def update_voice(self, voice_id: str, owner: str, **changes: object) -> Voice | None:
-        """name, description, labels, visibility of the owner's voice (None: not theirs)."""
+        """name, description, labels, visibility, voice_settings of the owner's voice (None:
+        not theirs). ``voice_settings=VoiceSettings()`` clears the voice's defaults."""
         ...
     async def delete_voice(self, voice_id: str, owner: str) -> Voice | None: ...
     async def settle_voice(
@@ -386,9 +387,21 @@ class VoiceStore(Protocol):
     ) -> Voice | None:
         """Compare-and-set processing -> completed | failed; returns the voice as it is."""
         ...
-    async def set_voice_preview(self, voice_id: str, audio_id: str) -> Voice | None: ...
+    async def set_voice_preview(
+        self, voice_id: str, audio_id: str, *, job_id: str | None = None
+    ) -> Voice | None:
+        """Link the audio of preview job ``job_id`` (None: the latest asked for) unless a newer
+        preview job was asked for since; returns the voice as it is."""
+        ...
+    async def set_preview_job(self, voice_id: str, job_id: str) -> Voice | None:
+        """A preview was asked for again: ``job_id`` is now the latest (the preview the voice
+        has stays until that job's audio is linked)."""
+        ...
+    async def drop_preview_job(self, voice_id: str, job_id: str) -> Voice | None:
+        """Preview job ``job_id`` ended without audio: forgotten if still the latest."""
+        ...
     async def tracked_voices(self, provider: str) -> list[Voice]:
-        """Clones processing, and completed clones whose preview job has not been linked."""
+        """Clones processing, and voices whose latest preview job has not been linked."""
         ...
 
 
@@ -411,6 +424,12 @@ class VoiceManager(Protocol):
     async def delete(self, provider_voice_id: str) -> None:
         """Remove the voice at the provider (already gone is fine)."""
         ...
+    async def edit(
+        self, provider_voice_id: str, *, name: str, description: str, labels: dict[str, str]
+    ) -> None:
+        """Set a clone's name, description and labels at the provider (all three, as they are
+        to be). Raises a ``ProviderError`` when the provider did not take them."""
+        ...
     async def default_voices(self) -> Sequence[VoiceInfo]:
         """The provider's own voices (every page)."""
         ...
@@ -418,13 +437,23 @@ class VoiceManager(Protocol):
 
 class VoiceSyncQueue(Protocol):
     """VoiceSync's schedule (``protocols/redis/voice_queue.py``): voice ids by next poll time, each
-    with its deadline and poll count. Postgres stays the truth; this is rebuilt from it."""
+    with its status (deadline, poll count, state), which expires a margin after the deadline.
+    Postgres stays the truth; this is rebuilt from it."""
 
-    async def track(self, voice_id: str, due: float, deadline: float) -> None:
+    async def track(
+        self, voice_id: str, due: float, deadline: float, state: str = "processing"
+    ) -> None:
         """Schedule a voice (kept as it is if already tracked)."""
         ...
-    async def due(self, now: float, count: int) -> list[TrackedVoice]: ...
-    async def reschedule(self, voice_id: str, due: float, attempts: int) -> None: ...
+    async def due(self, now: float, count: int) -> list[TrackedVoice]:
+        """Voices due by ``now`` (an entry whose status expired is dropped, not returned)."""
+        ...
+    async def status(self, voice_id: str) -> TrackedVoice | None: ...
+    async def reschedule(
+        self, voice_id: str, due: float, attempts: int, state: str | None = None
+    ) -> None:
+        """Next poll at ``due``; the deadline is kept, ``state`` too unless given."""
+        ...
     async def done(self, voice_id: str) -> None: ...
     async def tracked(self) -> list[TrackedVoice]: ...
 

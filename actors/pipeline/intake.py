@@ -1,7 +1,8 @@
 """Intake: submitting a job, the same for every front (HTTP, the bench, storybooks next).
 
 From a transport-neutral ``JobRequest`` and the user to an accepted job: the text normalized and
-within limits, the format offered, the voice resolved (``VoiceCatalog``), its pronunciation
+within limits, the format offered, the language admitted (``CHORUS_SUPPORTED_LANGUAGES``), the
+voice resolved (``VoiceCatalog``; its default settings under the request's), its pronunciation
 dictionaries pinned to a version (``DictionaryCatalog``), the provider's parameters settled and
 the cache key known. A job is accepted only once it is durable twice:
 its row in Postgres (``store.create_job``, where the quota is checked) and its entry in the Redis
@@ -25,8 +26,9 @@ from protocols.domain.cachekey import scoped_cache_key
 from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.dictionaries import not_found as dictionary_not_found
 from protocols.domain.jobs import new_job_id, request_hash
+from protocols.domain.languages import check_language
 from protocols.domain.text import normalize_text, speakable
-from protocols.domain.voices import VoiceCatalog
+from protocols.domain.voices import VoiceCatalog, job_settings
 from protocols.errors import (
     EnqueueFailed,
     InvalidInput,
@@ -123,7 +125,7 @@ class Intake:
         known; ``defaults``: the owner's pronunciation dictionaries, applied when the request
         names none. Raises ``TextEmpty``, ``TextTooLong``, ``UnsupportedFormat``,
         ``UnknownVoice``, ``VoiceNotReady``, ``DictionaryNotFound``, ``InvalidInput`` or
-        ``UnsupportedLanguage``."""
+        ``UnsupportedLanguage`` (also for a language outside ``CHORUS_SUPPORTED_LANGUAGES``)."""
         check_metadata(request.metadata, self.settings.max_metadata_bytes)
         limit = self.settings.max_text_chars
         text = normalize_text(request.text)
@@ -141,10 +143,12 @@ class Intake:
                 f"output_format {fmt!r} is not supported.", supported=sorted(formats)
             )
         language = (request.language or "").strip() or None
+        check_language(language, self.settings.supported_languages)
         voice = await self.voices.for_job(request.voice_id, language, owner)  # visibility
         asked = SpeechParams(
             model_id=request.model_id or "",
-            voice_settings=request.voice_settings,
+            # the voice's defaults under what the request gives: part of the cache key
+            voice_settings=job_settings(request.voice_settings, voice.voice_settings),
             seed=request.seed,
             dictionaries=await self.pronunciation(
                 request.pronunciation_dictionary_locators, owner, defaults

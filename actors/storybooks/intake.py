@@ -18,6 +18,7 @@ import msgspec
 
 from actors.pipeline.intake import check_metadata, pin_dictionaries
 from protocols.domain.dictionaries import DictionaryCatalog
+from protocols.domain.languages import check_language
 from protocols.domain.storybooks import plan, voices_used
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError, UnsupportedFormat
@@ -60,6 +61,7 @@ class StorybookIntake:
                 f"output_format {fmt!r} is not supported.", supported=sorted(formats)
             )
         language = (request.language or "").strip() or None
+        check_language(language, s.supported_languages)  # CHORUS_SUPPORTED_LANGUAGES
         default = await self.voices.for_job(None, language, user.id)
         book = plan(
             request, user.id, output_format=fmt, default_voice=default.voice_id,

@@ -353,3 +353,22 @@ async def test_a_books_event_stream_follows_it_to_the_end(redis_url, store, tmp_
             ids = {line["id"] for line in lines_of(final)}
             # a late client may have missed some line events, never the end; here it was early
             assert succeeded_lines <= ids and len(succeeded_lines) >= 1
+
+
+async def test_a_long_book_fits_in_one_request(redis_url, store, tmp_path):
+    """A book's body is far larger than a job's (the JSON limit is sized per route)."""
+    settings = make_settings(tmp_path, storybook_max_lines=600)
+    text = "The little fox looked up at the moon and wondered how far away it was. " * 2
+    book = {"title": "long", "pages": [
+        {"lines": [{"text": f"{i} {text}", "voice_id": "fake-en"} for i in range(100)]}
+        for _ in range(5)
+    ]}
+    with trio.fail_after(CAP_S):
+        async with running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=FakeProvider()
+        ) as svc:
+            r = await svc.client.post("/v1/storybooks", json=book)
+            assert r.status_code == 202, r.text[:300]
+            assert r.json()["lines_total"] == 500 and r.json()["characters"] > 70_000
+            r = await svc.client.delete(f"/v1/storybooks/{r.json()['id']}")
+            assert r.status_code == 202

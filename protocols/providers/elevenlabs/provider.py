@@ -140,6 +140,7 @@ class ElevenLabsProvider:
         self._subscription = _Cached(SUBSCRIPTION_TTL_S, self._fetch_subscription)
         self._dict_versions: dict[str, tuple[float, str]] = {}
         self._voice_by_id: dict[str, tuple[float, VoiceInfo]] = {}
+        self._unknown_defaults: set[str] = set()
         self._lexicon: Lexicon | None = None
         self._requests = self._waits = self._backoffs = self._timeouts = self._chars = 0
 
@@ -371,12 +372,19 @@ class ElevenLabsProvider:
         params: SpeechParams,
         preference: Preference | None = None,
     ) -> SpeechParams:
-        """Settle a job's parameters at submit: the model (explicit wins, else chosen), the
-        dictionaries (request's, else the configured ones) pinned to their current version."""
+        """Settle a job's parameters at submit: the model (the request's ``model_id``; else
+        by the request's ``preference``; else ``ELEVENLABS_MODEL_ID`` when it speaks the
+        language; else by ``CHORUS_MODEL_PREFERENCE``), the dictionaries (request's, else the
+        configured ones) pinned to their current version."""
+        catalogue = await self.models()
+        default = None if preference else self.settings.elevenlabs_model_id
+        if default and default not in catalogue and default not in self._unknown_defaults:
+            self._unknown_defaults.add(default)  # warned once; selection goes on without it
+            log.warning("ELEVENLABS_MODEL_ID=%s is not a model of this account", default)
         model = pick_model(
-            await self.models(), language=language, characters=len(text), text=text,
+            catalogue, language=language, characters=len(text), text=text,
             preference=preference or Preference(self.settings.model_preference),
-            model_id=params.model_id or None,
+            model_id=params.model_id or None, default_model_id=default,
         )
         refs = params.dictionaries or tuple(
             _parse_dictionary(d) for d in self.settings.elevenlabs_dictionaries
