@@ -1,5 +1,5 @@
 """Phoneme strings of pronunciation rules (IPA or CMU Arpabet) as espeak-ng phoneme mnemonics,
-for its ``[[...]]`` phoneme input (pure).
+for its ``[[...]]`` phoneme input, or as the IPA Piper reads in its own ``[[...]]`` (pure).
 
 What is supported (also in the README): the phonemes of English, in the mnemonics of espeak-ng's
 English voices: IPA vowels, diphthongs, r-coloured vowels and consonants of General American and
@@ -7,7 +7,8 @@ RP, the stress marks ``ˈ`` ``ˌ``, length ``ː``, syllable dots and tie bars; C
 phonemes with stress digits 0/1/2. A string with any other symbol is not converted (None): the
 rule then leaves its word as written, as ElevenLabs does for phoneme rules its model cannot
 read. espeak-ng puts a stress mark right before the stressed vowel (IPA puts it before the
-syllable), so marks are moved there.
+syllable), so marks are moved there; Piper's voices were trained on espeak-ng's IPA, which
+does the same, so ``to_piper_ipa`` moves them too.
 """
 
 from __future__ import annotations
@@ -126,3 +127,45 @@ def to_espeak(phoneme: str, alphabet: str) -> str | None:
     if alphabet == "cmu-arpabet":
         return cmu_to_espeak(phoneme)
     return None
+
+
+#: CMU Arpabet -> IPA (unstressed AH and ER are the reduced vowels)
+_CMU_IPA: dict[str, str] = {
+    "AA": "ɑː", "AE": "æ", "AH": "ʌ", "AO": "ɔː", "AW": "aʊ", "AY": "aɪ", "EH": "ɛ",
+    "ER": "ɜː", "EY": "eɪ", "IH": "ɪ", "IY": "iː", "OW": "oʊ", "OY": "ɔɪ", "UH": "ʊ",
+    "UW": "uː", "B": "b", "CH": "tʃ", "D": "d", "DH": "ð", "F": "f", "G": "ɡ", "HH": "h",
+    "JH": "dʒ", "K": "k", "L": "l", "M": "m", "N": "n", "NG": "ŋ", "P": "p", "R": "ɹ",
+    "S": "s", "SH": "ʃ", "T": "t", "TH": "θ", "V": "v", "W": "w", "Y": "j", "Z": "z",
+    "ZH": "ʒ",
+}
+_CMU_IPA_UNSTRESSED = {"AH": "ə", "ER": "ɚ"}
+_IPA_VOWELS = frozenset("aeiouyæɑɒɔəɚɛɜɝɪʊʌɐᵻøœɯɤɨʉ")
+
+
+def to_piper_ipa(phoneme: str, alphabet: str) -> str | None:
+    """A rule's phonemes as the IPA Piper reads (stress marks right before their vowel), or
+    None if it is not IPA or convertible CMU Arpabet."""
+    if alphabet == "cmu-arpabet":
+        out: list[str] = []
+        for token in phoneme.upper().split():
+            base, digit = (token[:-1], token[-1]) if token[-1:].isdigit() else (token, "")
+            ipa = _CMU_IPA.get(base)
+            vowel = base in _CMU and _CMU[base][1]
+            if ipa is None or (digit and (not vowel or digit not in "012")):
+                return None
+            if digit == "0":
+                ipa = _CMU_IPA_UNSTRESSED.get(base, ipa)
+            out.append(("ˈ" if digit == "1" else "ˌ" if digit == "2" else "") + ipa)
+        return "".join(out) or None
+    if alphabet != "ipa":
+        return None
+    text, stress, moved = phoneme.strip().strip("/[]").strip(), "", []
+    for char in text:
+        if char in "ˈˌ":
+            stress = char
+            continue
+        if stress and char in _IPA_VOWELS:
+            moved.append(stress)
+            stress = ""
+        moved.append(char)
+    return "".join(moved).strip() or None

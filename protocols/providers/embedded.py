@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from protocols.errors import InvalidInput, UnknownVoice
 from protocols.messages import SpeechParams, SynthesisRequest, SynthesisResult, VoiceInfo
-from protocols.ports import SpeechProvider, VoiceManager
+from protocols.ports import DictionaryMirror, Lexicon, SpeechProvider, VoiceManager
 from protocols.providers.base import account_name
 from protocols.providers.local_voices import LocalVoices
 
@@ -85,3 +85,10 @@ class EmbeddedProvider:
 
     def voice_manager(self) -> VoiceManager:
         return LocalVoices(self)
+
+    def dictionary_mirror(self) -> DictionaryMirror | None:
+        return None  # each engine applies Chorus's rules to its text
+
+    def use_lexicon(self, lexicon: Lexicon) -> None:
+        for engine in self.engines:
+            engine.use_lexicon(lexicon)

@@ -21,7 +21,8 @@ honoured (Piper's length scale); the other voice settings and ``seed`` are accep
 cache key, and not used. Word timings: this voice has no alignment output (checked with
 ``include_alignments=True``), so Piper gives none and the result carries none. Piper reads
 ``[[ ... ]]`` in its input as raw phonemes; a client's text never reaches it that way (runs of
-``[`` are collapsed to one, which is not spoken either way).
+``[`` are collapsed to one, which is not spoken either way): only the phoneme rules of a job's
+pronunciation dictionaries do (aliases are applied as text; ``LocalProvider.pronounce``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from typing import Any
 import av
 import trio
 
+from protocols.dictionaries import PhonemeRule
 from protocols.domain.audio import FORMAT_NAMES, encode_pcm, parse_format, pcm_duration
+from protocols.domain.phonemes import to_piper_ipa
 from protocols.domain.text import normalize_text, split_text
 from protocols.errors import SynthesisFailed, TextEmpty, UnknownVoice
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
@@ -178,8 +181,18 @@ class PiperProvider(LocalProvider):
                     ) from exc
             return self._models[voice.voice_id]
 
+    def render_phoneme(self, rule: PhonemeRule) -> str | None:
+        """Piper's raw phoneme input: ``[[ IPA ]]`` (CMU Arpabet converted; a symbol the voice
+        does not know is skipped by Piper)."""
+        ipa = to_piper_ipa(rule.phoneme, rule.alphabet)
+        return None if ipa is None else f"[[ {ipa} ]]"
+
+    def escape_text(self, text: str) -> str:
+        return _RAW_PHONEMES.sub("[", text)
+
     async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
-        text = _RAW_PHONEMES.sub("[", normalize_text(request.text))
+        said = await self.pronounce(normalize_text(request.text), request.params)
+        text = said.text if said.phonemes else self.escape_text(said.text)
         if not text:
             raise TextEmpty("text is empty")
         fmt = parse_format(request.output_format)

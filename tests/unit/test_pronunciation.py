@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from protocols.dictionaries import MAX_PLS_BYTES, MAX_RULES, AliasRule, PhonemeRule
-from protocols.domain.phonemes import cmu_to_espeak, ipa_to_espeak, to_espeak
+from protocols.domain.phonemes import cmu_to_espeak, ipa_to_espeak, to_espeak, to_piper_ipa
 from protocols.domain.pls import parse_pls, to_pls
 from protocols.domain.pronunciation import (
     add_rules,
@@ -141,6 +141,12 @@ def test_cmu_arpabet_becomes_espeak_mnemonics():
     assert cmu_to_espeak("T XX1") is None
     assert cmu_to_espeak("T1") is None  # a consonant has no stress
     assert to_espeak("kɪm", "ipa") == "kIm" and to_espeak("K IH1 M", "cmu-arpabet") == "k'Im"
+
+
+def test_phonemes_for_piper_are_ipa_with_stress_before_the_vowel():
+    assert to_piper_ipa("/təˈmɑːtoʊ/", "ipa") == "təmˈɑːtoʊ"
+    assert to_piper_ipa("T AH0 M EY1 T OW2", "cmu-arpabet") == "təmˈeɪtˌoʊ"
+    assert to_piper_ipa("T XX1", "cmu-arpabet") is None
 
 
 # --- PLS -----------------------------------------------------------------------------------------

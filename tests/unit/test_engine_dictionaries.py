@@ -1,6 +1,7 @@
-"""Pronunciation dictionaries on the embedded espeak-ng engine: aliases change the words it says,
-phoneme rules go through its phoneme input (not read out as text), Korean works, and a job that
-names a dictionary that is not Chorus's is refused at submit."""
+"""Pronunciation dictionaries on the embedded engines: on espeak-ng aliases change the words it
+says, phoneme rules go through its phoneme input (not read out as text), Korean works; Piper
+says aliases and IPA / CMU phonemes; the embedded provider gives every engine the lexicon; a job
+that names a dictionary that is not Chorus's is refused at submit."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from protocols.dictionaries import AliasRule, DictionaryVersion, PhonemeRule, Ru
 from protocols.domain.phonemes import ipa_to_espeak
 from protocols.errors import DictionaryNotFound, InvalidInput
 from protocols.messages import DictionaryRef, SpeechParams, SynthesisRequest
+from protocols.ports import SpeechProvider
+from protocols.providers.embedded import EmbeddedProvider
 from protocols.providers.espeak import EspeakProvider
+from protocols.providers.piper import JOE, PiperProvider, installed
 
 REF = DictionaryRef(pronunciation_dictionary_id="pd_names", version_id="pdv_1")
 LONG_WORD = "ˈsuːpɚˌkæləˌfɹædʒəˌlɪstɪk"
@@ -31,8 +35,10 @@ class Lexicon:
                                  version_id="pdv_1", rules=self.rules, created_at=dt.datetime.now())
 
 
-async def seconds(text: str, *rules: Rule, voice: str = "en-us") -> float:
-    provider = EspeakProvider()
+async def seconds(
+    text: str, *rules: Rule, voice: str = "en-us", provider: SpeechProvider | None = None
+) -> float:
+    provider = provider or EspeakProvider()
     provider.use_lexicon(Lexicon(rules))
     params = SpeechParams(dictionaries=(REF,) if rules else ())
     result = await provider.synthesize(SynthesisRequest(
@@ -84,3 +90,25 @@ async def test_only_pinned_chorus_dictionaries_are_accepted_at_submit():
                 DictionaryRef(pronunciation_dictionary_id="pd_names")):
         with pytest.raises(InvalidInput):
             await provider.prepare("Hi.", voice, "en", SpeechParams(dictionaries=(ref,)))
+
+
+@pytest.mark.skipif(not installed(), reason="Piper is not installed")
+async def test_piper_says_aliases_and_phonemes():
+    piper = PiperProvider()
+    voice = JOE.voice_id
+    plain = await seconds("Nyx went home.", voice=voice, provider=piper)
+    spelled = await seconds("Nyx went home.", AliasRule(
+        string_to_replace="Nyx", alias="supercalifragilistic"), voice=voice, provider=piper)
+    for rule in (PhonemeRule(string_to_replace="Nyx", phoneme=LONG_WORD, alphabet="ipa"),
+                 PhonemeRule(string_to_replace="Nyx", alphabet="cmu-arpabet",
+                             phoneme="S UW1 P ER0 K AE2 L AH0 F R AE2 JH AH0 L IH1 S T IH0 K")):
+        spoken = await seconds("Nyx went home.", rule, voice=voice, provider=piper)
+        assert spoken > plain + 0.6 and abs(spoken - spelled) < 0.4  # the word, as phonemes
+
+
+async def test_the_embedded_provider_gives_every_engine_the_lexicon():
+    engines = [PiperProvider(), EspeakProvider()] if installed() else [EspeakProvider()]
+    rule = AliasRule(string_to_replace="현우", alias="현우 형님과 작은 여우 친구들")
+    plain = await seconds("현우가 웃었다.", voice="ko", provider=EmbeddedProvider(engines))
+    said = await seconds("현우가 웃었다.", rule, voice="ko", provider=EmbeddedProvider(engines))
+    assert said > plain + 0.8
