@@ -51,7 +51,7 @@ from actors.supervision.supervisor import (
 from actors.voices.voice_sync import VoiceSync
 from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.voices import VoiceCatalog
-from protocols.errors import ChorusError
+from protocols.errors import ChorusError, QueueUnavailable, StoreUnavailable
 from protocols.messages import SpeechJob, Voice, VoiceStatus
 from protocols.ports import BlobStore, BookStore, JobStore, SpeechProvider
 from protocols.redis.coordination import Coordinator
@@ -150,6 +150,9 @@ class Service:
             strategy=Strategy.one_for_one,
             intensity=settings.restart_intensity,
             period=settings.restart_period_s,
+            # a dependency away is waited out (restarts with backoff, not counted), never fatal
+            outages=(QueueUnavailable, StoreUnavailable),
+            outage_backoff_max=settings.outage_backoff_s,
         )
         self.supervisor = Supervisor(
             self._children(),
@@ -382,7 +385,8 @@ class Service:
 
 
 def _log_event(event: SupervisorEvent) -> None:
-    level = logging.WARNING if event.kind in ("crash", "restart", "give_up") else logging.INFO
+    level = (logging.WARNING if event.kind in ("crash", "outage", "restart", "give_up")
+             else logging.INFO)
     log.log(level, "supervisor %s %s%s", event.kind, event.child_id or "",
             f": {event.error}" if event.error else "")
 

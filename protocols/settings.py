@@ -95,6 +95,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_metadata_bytes: int = 4096  # a job's or a storybook's metadata, JSON-encoded
     restart_intensity: int = 10  # more than this many restarts ...
     restart_period_s: float = 60.0  # ... within this many seconds -> give up, exit non-zero
+    outage_backoff_s: float = 5.0  # longest wait between restarts while Redis/Postgres is away
+    embedded_watch_s: float = 0.5  # how often the embedded Valkey/Postgres are checked
     redis_timeout_s: float = 2.0
     db_timeout_s: float = 5.0
     # provider: a name from the registry (protocols/providers); None -> ElevenLabs when a key
@@ -211,6 +213,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("max_metadata_bytes", "CHORUS_MAX_METADATA_BYTES", int)
         put("restart_intensity", "CHORUS_RESTART_INTENSITY", int)
         put("restart_period_s", "CHORUS_RESTART_PERIOD_S", float)
+        put("outage_backoff_s", "CHORUS_OUTAGE_BACKOFF_S", float)
+        put("embedded_watch_s", "CHORUS_EMBEDDED_WATCH_S", float)
         put("provider", "CHORUS_PROVIDER")
         put("fake_latency_s", "CHORUS_FAKE_LATENCY_S", float)
         put("piper_threads", "CHORUS_PIPER_THREADS", int)

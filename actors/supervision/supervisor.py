@@ -19,6 +19,11 @@ Semantics follow OTP's ``supervisor`` (docs/ARCHITECTURE.md, "The supervision tr
   within ``period``; the supervisor keeps handling other exits and shutdown requests meanwhile.
 - A crash is an ``Exception`` out of a child (an ExceptionGroup of Exceptions is one crash);
   ``Cancelled``, ``KeyboardInterrupt`` and groups holding them propagate and never count.
+- An *outage* is a crash whose errors are all instances of ``policy.outages`` (a dependency
+  is away, e.g. Redis or Postgres): the child is restarted with the same backoff (up to
+  ``outage_backoff_max``), but the restart does not count toward the intensity, so a long
+  outage is waited out instead of ending the tree, while a crash loop of anything else still
+  gives up. Restarting (rather than retrying in place) gives the child fresh clients.
 - Stopping a child: set its ``stop`` event, wait up to ``shutdown`` seconds, then cancel its own
   cancel scope (``shutdown=0``/:data:`BRUTAL` cancels at once, :data:`INFINITY` waits forever).
   A child stopped by the supervisor never counts as a crash; a late crash report of a child the
@@ -80,7 +85,8 @@ INFINITY: float = math.inf  #: shutdown: wait for the child however long it take
 #: ``async def child(stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None``
 ChildStart = Callable[..., Awaitable[None]]
 EventKind = Literal[
-    "start", "restart", "crash", "exit", "stop", "start_failed", "give_up", "shutdown"
+    "start", "restart", "crash", "outage", "exit", "stop", "start_failed", "give_up",
+    "shutdown",
 ]
 
 
@@ -125,6 +131,9 @@ class SupervisorPolicy:
     backoff_base: float = 0.1  # first restart of a child waits this long, then doubling ...
     backoff_max: float = 2.0  # ... up to this
     jitter: float = 0.1  # each wait is shortened by up to this fraction, at random
+    #: crashes made only of these errors are outages: restarted, never counted toward intensity
+    outages: tuple[type[Exception], ...] = ()
+    outage_backoff_max: float = 5.0  # an outage's restarts wait up to this long
 
     def __post_init__(self) -> None:
         if self.intensity < 0 or not self.period > 0:
@@ -155,7 +164,7 @@ class SupervisorStatistics:
     name: str
     state: str  # idle | starting | running | stopping | stopped
     children: tuple[ChildStatistics, ...]
-    total_restarts: int  # restart decisions, as counted toward intensity
+    total_restarts: int  # restart decisions (outages included)
 
 
 class SupervisorGaveUp(Exception):
@@ -182,6 +191,7 @@ def log_event(event: SupervisorEvent) -> None:
         "start_failed": logging.ERROR,
         "give_up": logging.ERROR,
         "restart": logging.WARNING,
+        "outage": logging.WARNING,
     }.get(event.kind, logging.INFO)
     exc = event.exception if event.kind in ("crash", "start_failed") else None
     log.log(
@@ -193,6 +203,12 @@ def log_event(event: SupervisorEvent) -> None:
         f": {event.error}" if event.error else "",
         exc_info=exc,
     )
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for e in error.exceptions for leaf in _leaves(e)]
+    return [error]
 
 
 def _describe(error: BaseException) -> str:
@@ -420,12 +436,14 @@ class Supervisor:
     async def _child_down(self, child: _Child, error: Exception | None) -> SupervisorGaveUp | None:
         spec = child.spec
         child.state = ChildState.terminated
-        self._emit("exit" if error is None else "crash", spec.id, error)
+        outage = self._is_outage(error)
+        self._emit("exit" if error is None else "outage" if outage else "crash", spec.id, error)
         if spec.restart is Restart.temporary or (spec.restart is Restart.transient and not error):
             return None
         now = trio.current_time()
         horizon = now - self.policy.period
-        self._restart_times = [t for t in self._restart_times if t > horizon] + [now]
+        if not outage:  # a dependency away is waited out: it never uses up the intensity
+            self._restart_times = [t for t in self._restart_times if t > horizon] + [now]
         if len(self._restart_times) > self.policy.intensity:
             self._emit("give_up", spec.id, error)
             await self._stop_all()
@@ -438,7 +456,7 @@ class Supervisor:
             return failure
         self._total_restarts += 1
         child.recent = [t for t in child.recent if t > horizon] + [now]
-        delay = self._backoff(len(child.recent))
+        delay = self._backoff(len(child.recent), outage)
         group = self._group(child)
         for other in reversed(group):
             if other is not child:
@@ -458,9 +476,16 @@ class Supervisor:
             case Strategy.rest_for_one:
                 return self._children[self._children.index(child) :]
 
-    def _backoff(self, recent_restarts: int) -> float:
+    def _is_outage(self, error: Exception | None) -> bool:
+        outages = self.policy.outages
+        return bool(error is not None and outages) and all(
+            isinstance(leaf, outages) for leaf in _leaves(error)  # type: ignore[arg-type]
+        )
+
+    def _backoff(self, recent_restarts: int, outage: bool = False) -> float:
         policy = self.policy
-        delay = min(policy.backoff_max, policy.backoff_base * 2.0 ** min(recent_restarts - 1, 64))
+        most = max(policy.backoff_max, policy.outage_backoff_max) if outage else policy.backoff_max
+        delay = min(most, policy.backoff_base * 2.0 ** min(recent_restarts - 1, 64))
         return delay * (1.0 - policy.jitter * self._rng.random())
 
     # -- stopping ----------------------------------------------------------------------------

@@ -433,6 +433,52 @@ async def test_restarts_older_than_the_period_do_not_count(autojump_clock):
         assert "give_up" not in {e.kind for e in rec.events}
 
 
+class Away(Exception):
+    """Stands for QueueUnavailable / StoreUnavailable: a dependency is away."""
+
+
+def outage_policy(**kw: Any) -> SupervisorPolicy:
+    return SupervisorPolicy(
+        Strategy.one_for_one, intensity=3, period=10, backoff_base=1, backoff_max=2,
+        jitter=0, outages=(Away,), outage_backoff_max=4, **kw,
+    )
+
+
+async def test_an_outage_is_waited_out_and_never_uses_up_the_intensity(autojump_clock):
+    # a child that fails on a dependency away for 100 s (far more than 3 restarts in 10 s):
+    # restarted with backoff capped at outage_backoff_max, no give-up, running again after it
+    with trio.fail_after(CAP):
+        x = Child(*[crash(0, lambda: Away("redis away"))] * 30, serve())
+        sup, rec = make({"x": x}, outage_policy())
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await trio.sleep(200)
+            assert "give_up" not in {e.kind for e in rec.events}
+            assert len(rec.log("outage")) == 30 and not rec.log("crash")
+            assert states(sup)["x"] == (ChildState.running, 30)
+            gaps = [b - a for a, b in zip(x.called_at, x.called_at[1:], strict=False)]
+            assert gaps[:3] == [1, 2, 4] and max(gaps) == 4  # doubling, capped
+            sup.request_shutdown()
+
+
+async def test_a_crash_loop_still_gives_up_between_outages(autojump_clock):
+    # outages before it do not count; four real crashes within the period still give up,
+    # and a group mixing an outage with a real crash is a real crash
+    def mixed() -> BaseException:
+        return ExceptionGroup("child nursery", [Away("pg away"), Boom("bug")])
+
+    with trio.fail_after(CAP):
+        x = Child(*[crash(0, lambda: Away("pg away"))] * 5,
+                  crash(0, lambda: ExceptionGroup("n", [Away("a"), Away("b")])),
+                  crash(0, mixed), crash(0))
+        sup, rec = make({"x": x}, outage_policy())
+        with pytest.raises(SupervisorGaveUp) as info:
+            await sup.run()
+        assert len(rec.log("outage")) == 6
+        assert len(rec.log("crash")) == 4
+        assert isinstance(info.value.__cause__, Boom)
+
+
 async def test_intensity_is_counted_per_supervisor_not_per_child(autojump_clock):
     # a crashes at 2, 4, 6, ...; b at 3, 5, 7, ...: neither alone exceeds 3 in 10 s before
     # t=8, together they do at t=5.
