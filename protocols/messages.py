@@ -148,6 +148,10 @@ class Release(msgspec.Struct, frozen=True, tag="release"):
 
     entry_id: str
     delay: float = 0.0
+    #: None: this delivery counts toward the job's attempts; a number: the entry's delivery
+    #: count is set back to it (XCLAIM RETRYCOUNT), as for a delivery that failed only
+    #: because Redis or Postgres was away
+    retry_count: int | None = None
 
 
 Settlement = Ack | Release

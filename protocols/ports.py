@@ -318,8 +318,12 @@ class JobQueue(Protocol):
     async def renew(self, consumer: str, entry_ids: Sequence[str]) -> None:
         """Reset idle time of running entries (XCLAIM 0 JUSTID, no delivery counted)."""
         ...
-    async def release(self, consumer: str, entry_ids: Sequence[str], idle_ms: int) -> None:
-        """Make entries claimable by anyone after (lease - idle) (XCLAIM IDLE)."""
+    async def release(
+        self, consumer: str, entry_ids: Sequence[str], idle_ms: int,
+        retry_count: int | None = None,
+    ) -> None:
+        """Make entries claimable by anyone after (lease - idle) (XCLAIM IDLE); with
+        ``retry_count``, their delivery count is set to it (XCLAIM RETRYCOUNT)."""
         ...
     async def ack(self, entry_ids: Sequence[str]) -> None:
         """XACK + XDEL in one MULTI."""

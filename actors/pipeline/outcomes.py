@@ -9,7 +9,7 @@ import logging
 
 import trio
 
-from protocols.errors import ChorusError
+from protocols.errors import ChorusError, QueueUnavailable, StoreUnavailable
 from protocols.events import NO_EVENTS, EventKind, job_event
 from protocols.faults import FaultPlan
 from protocols.messages import Ack, Delivery, Job, JobStatus, NewAudio, Release, Settlement
@@ -21,6 +21,11 @@ log = logging.getLogger("chorus.tts")
 BACKOFF_MAX_S = 30.0
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Redis or Postgres away: a fault of ours, not of the job."""
+    return isinstance(exc, (QueueUnavailable, StoreUnavailable))
+
+
 class Outcomes:
     def __init__(
         self, settings: Settings, store: JobStore, events: EventSink = NO_EVENTS,
@@ -30,11 +35,23 @@ class Outcomes:
         self._store = store
         self._events = events
         self._random = (faults or FaultPlan()).random
-        self.succeeded = self.failed = self.retried = 0
+        self.succeeded = self.failed = self.retried = self.outages = 0
+
+    def outage_release(self, delivery: Delivery) -> Release:
+        """Give the entry back after a backoff, its delivery count set back to what it was
+        before this delivery (XCLAIM RETRYCOUNT): an outage never spends the job's attempts."""
+        return Release(delivery.entry_id, self.backoff(delivery),
+                       retry_count=max(0, delivery.deliveries - 1))
 
     async def job_error(self, delivery: Delivery, exc: ChorusError) -> Settlement:
         """A retryable error is noted on the job and the entry released after a backoff; any
-        other fails the job (the entry is acked)."""
+        other fails the job (the entry is acked). An outage of our own (Redis or Postgres away)
+        is not the job's error: the entry is released without spending one of the job's
+        deliveries, and nothing is noted on the job."""
+        if is_outage(exc):
+            self.retried += 1
+            self.outages += 1
+            return self.outage_release(delivery)
         if exc.retryable:
             self.retried += 1
             await self.note(delivery, exc.code, exc.detail)

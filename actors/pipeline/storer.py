@@ -25,7 +25,7 @@ import msgspec
 import trio
 
 from actors.pipeline.attempt import Attempt, release_flights
-from actors.pipeline.outcomes import Outcomes
+from actors.pipeline.outcomes import Outcomes, is_outage
 from actors.pipeline.pacing import Pacing
 from protocols.errors import ChorusError
 from protocols.events import NO_EVENTS
@@ -68,6 +68,7 @@ class StorerStatistics(msgspec.Struct, frozen=True):
     failed: int
     retried: int
     batches: int
+    store_waits: int = 0  # retries of a batch's Postgres step while the store was away
 
 
 class Storer:
@@ -89,10 +90,12 @@ class Storer:
         self._faults = settings.faults or FaultPlan()
         self._outcomes = Outcomes(settings, store, events, self._faults)
         self._batches = 0
+        self._stop = trio.Event()
+        self._waits = 0  # times a batch waited for the store to come back
 
     def statistics(self) -> StorerStatistics:
         o = self._outcomes
-        return StorerStatistics(o.succeeded, o.failed, o.retried, self._batches)
+        return StorerStatistics(o.succeeded, o.failed, o.retried, self._batches, self._waits)
 
     async def run(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -103,6 +106,7 @@ class Storer:
             raise group.exceptions[0] from group.exceptions[0].__cause__
 
     async def _run(self, stop: trio.Event, task_status: trio.TaskStatus[None]) -> None:
+        self._stop = stop
         limiter = trio.Semaphore(CONCURRENT)
         async with self._produced.clone() as produced, trio.open_nursery() as nursery:
             idle = trio.CancelScope()
@@ -187,10 +191,9 @@ class Storer:
                 batch[i].audio, path=path
             )
         finishing = [i for i in todo if isinstance(audio[i], NewAudio)]
-        finished = await self._store.finish_jobs(
-            [(batch[i].job.id, audio[i]) for i in finishing]  # type: ignore[union-attr,misc]
+        done: dict[int, Job | ChorusError] = await self._finish_waiting(
+            {i: (batch[i].job.id, audio[i]) for i in finishing}  # type: ignore[union-attr,misc]
         )
-        done: dict[int, Job | ChorusError] = dict(zip(finishing, finished, strict=True))
         errors = [(i, batch[i].delivery, a) for i, a in audio.items()
                   if isinstance(a, ChorusError)]
         errors += [(i, batch[i].delivery, d) for i, d in done.items()
@@ -206,6 +209,49 @@ class Storer:
                 settlements[i] = Ack(batch[i].delivery.entry_id)
         return [settlements[i] for i in range(len(batch))]
 
+    async def _finish_waiting(
+        self, items: dict[int, tuple[str, NewAudio]]
+    ) -> dict[int, Job | ChorusError]:
+        """``finish_jobs``; the jobs it could not finish because Postgres was away are tried
+        again, with backoff, until the store is back: their audio is paid for and written,
+        and held here (bounded: the actors wait once the Storer's queue is full). Given up
+        only when the Storer is asked to stop (then released without counting a delivery)."""
+        done: dict[int, Job | ChorusError] = {}
+        todo = dict(items)
+        tries = 0
+        while todo:
+            finished = await self._store.finish_jobs(list(todo.values()))
+            done |= dict(zip(todo, finished, strict=True))
+            todo = {i: todo[i] for i, d in zip(todo, finished, strict=True) if is_outage(d)}
+            if todo and not await self._wait_for_store(tries, len(todo)):
+                break
+            tries += 1
+        return done
+
+    async def _wait_for_store(self, tries: int, jobs: int) -> bool:
+        """One backoff while the store is away; False once the Storer is asked to stop."""
+        if self._stop.is_set():
+            return False
+        self._waits += 1
+        delay = min(self.settings.outage_backoff_s, 0.2 * 2**tries)
+        if tries == 0:
+            log.warning("store away: %d job(s) with their audio wait for it to come back", jobs)
+        with trio.move_on_after(delay):
+            await self._stop.wait()
+        return not self._stop.is_set()
+
+    async def _start_waiting(self, p: Produced) -> tuple[Job | None, object]:
+        """A job whose start failed because Postgres was away, started again once it is
+        back (its audio is paid for); the last error is raised if the Storer stops first."""
+        tries = 0
+        while True:
+            try:
+                return await self._store.start_job_cached(p.delivery.job.job_id, p.audio.cache_key)
+            except ChorusError as exc:
+                if not is_outage(exc) or not await self._wait_for_store(tries, 1):
+                    raise
+            tries += 1
+
     async def _check_starts(
         self, batch: list[Produced]
     ) -> tuple[list[Produced], dict[int, Settlement]]:
@@ -220,7 +266,12 @@ class Storer:
             start = p.attempt.start
             assert start is not None, "produced before its start without a start on its way"
             try:
-                job, _ = await start.get(2 * self.settings.db_timeout_s)
+                try:
+                    job, _ = await start.get(2 * self.settings.db_timeout_s)
+                except ChorusError as exc:
+                    if not is_outage(exc):
+                        raise
+                    job, _ = await self._start_waiting(p)
             except ChorusError as exc:
                 errors.append((i, p.delivery, exc))
                 continue

@@ -248,10 +248,14 @@ class StreamReader:
 
     async def _dead_letter(self, queue: JobQueue, delivery: Delivery) -> None:
         job = await self._store.get_job(delivery.job.job_id)
-        last = f"{job.error_code}: {job.error_message}" if job and job.error_code else "none"
+        last = (
+            f"last error {job.error_code}: {job.error_message}" if job and job.error_code
+            else "no error recorded (each delivery ended without an answer: the worker "
+                 "running it stopped or died)"
+        )
         reason = (
             f"delivered {delivery.deliveries} times (max {self.settings.max_deliveries}); "
-            f"last error {last}"
+            f"{last}"
         )
         dead = await self._store.fail_job(
             delivery.job.job_id, DeliveriesExhausted.code, reason, status=JobStatus.dead
@@ -318,7 +322,7 @@ class StreamReader:
         for entry_id, s in settled.items():
             if isinstance(s, Release):
                 idle = self._lease_ms - int(s.delay * 1000)
-                await queue.release(self.consumer, [entry_id], idle)
+                await queue.release(self.consumer, [entry_id], idle, s.retry_count)
                 self._counts["released"] += 1
         self._ledger.done(list(settled))
 

@@ -30,7 +30,7 @@ import trio
 
 from actors.pipeline.attempt import Attempt, PendingStart
 from actors.pipeline.flight import FirstTry, Flight
-from actors.pipeline.outcomes import Outcomes
+from actors.pipeline.outcomes import Outcomes, is_outage
 from actors.pipeline.pacing import Pacing
 from actors.pipeline.storer import Produced
 from protocols.domain.audio import parse_format
@@ -194,6 +194,9 @@ class TTSActor:
 
     async def _give_back(self, attempt: Attempt, exc: BaseException) -> None:
         """Crashing, or cancelled at shutdown: release the entry before anything else."""
+        if isinstance(exc, Exception) and is_outage(exc):  # not the job's fault: not counted
+            attempt.settle(self._outcomes.outage_release(attempt.delivery))
+            return
         delay = self._outcomes.backoff(attempt.delivery) if isinstance(exc, Exception) else 0.0
         attempt.settle(attempt.release_later(delay))
         if isinstance(exc, Exception):
@@ -332,7 +335,14 @@ class TTSActor:
             return reused
         result = await self._call_provider(flight, attempt.job)
         if start.ready:
-            job, _ = await start.get()  # a failed start: retried later (the audio is lost)
+            try:
+                job, _ = await start.get()
+            except ChorusError as exc:
+                if not is_outage(exc):
+                    raise
+                # Postgres away: the audio is paid for, so it is kept; the Storer starts the
+                # job again once the store is back (``Storer._check_starts``)
+                return self._as_produced(attempt, None, result)
             if job is None:
                 log.warning("entry %s names unknown job %s: dropped", attempt.entry_id,
                             attempt.job.job_id)

@@ -257,12 +257,16 @@ class RedisQueue:
                 await self._r.xclaim(lane.stream, self.keys.group, consumer, 0, ids,
                                      justid=True)
 
-    async def release(self, consumer: str, entry_ids: Sequence[str], idle_ms: int) -> None:
+    async def release(
+        self, consumer: str, entry_ids: Sequence[str], idle_ms: int,
+        retry_count: int | None = None,
+    ) -> None:
         for lane, ids in self._by_lane(entry_ids):
             with redis_errors("release"):
                 await self._r.xclaim(
                     lane.stream, self.keys.group, consumer, 0, ids, idle=max(0, idle_ms),
                     justid=True,
+                    retrycount=max(0, retry_count) if retry_count is not None else None,
                 )
 
     async def ack(self, entry_ids: Sequence[str]) -> None:

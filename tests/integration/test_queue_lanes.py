@@ -227,3 +227,22 @@ async def test_figures_count_a_lane_without_its_group_as_empty(redis_url):
             await q.ensure_group()  # a worker starts: both groups, old entries readable
             (old,) = await q.read_new("w1", 5, 0)
             assert old.job.lane is Lane.interactive and not old.entry_id.startswith("b:")
+
+
+async def test_a_release_for_an_outage_gives_the_delivery_back_uncounted(redis_url):
+    # an entry delivered once, released because Postgres was away (retry_count = 0): the
+    # next worker sees it as its first delivery again, in both lanes; a plain release counts
+    keys = fresh_keys()
+    with trio.fail_after(LIMIT_S):
+        async with open_queue(redis_url, keys, stream_timeout=5) as q:
+            await q.ensure_group()
+            await q.enqueue([job("i0"), job("b0", Lane.batch), job("i1")])
+            taken = await q.read_new("w1", 10, 0)
+            assert [d.deliveries for d in taken] == [1, 1, 1]
+            outage = [d.entry_id for d in taken if d.job.job_id != "i1"]
+            await q.release("w1", outage, 10_000, retry_count=0)
+            counted = [d.entry_id for d in taken if d.job.job_id == "i1"]
+            await q.release("w1", counted, 10_000)  # counted, as before
+            _, got = await q.autoclaim("w2", 1000, "0-0", 10)
+            assert {d.job.job_id: d.deliveries for d in got} == {"i0": 1, "i1": 2, "b0": 1}
+            await q.ack([d.entry_id for d in got])

@@ -115,12 +115,54 @@ async def test_starts_made_during_the_provider_call_are_checked_before_finishing
     assert crash is None
     settled = ledger.settled()
     assert settled["j0-e"] == Ack("j0-e") and settled["j1-e"] == Ack("j1-e")
-    assert isinstance(settled["j2-e"], Release)  # retried later: its start failed
+    # its batch start failed because the database was away: the audio is paid for, so the
+    # Storer starts the job itself and stores it (never generated again)
+    assert settled["j2-e"] == Ack("j2-e")
     done = await store.get_job(fresh.id)
     assert done is not None and done.status is JobStatus.succeeded
     assert store.charged[(fresh.owner, fresh.id)] == fresh.characters  # charged from the start
-    assert sorted(blobs.files) == ["k0/k0.mp3"]  # the finished job's new audio was dropped
-    assert (await store.get_job(failing.id)).status is JobStatus.queued  # type: ignore[union-attr]
+    # the finished job's new audio was dropped
+    assert sorted(blobs.files) == ["k0/k0.mp3", "k2/k2.mp3"]
+    assert (await store.get_job(failing.id)).status is JobStatus.succeeded  # type: ignore[union-attr]
+
+
+async def test_audio_paid_for_waits_out_a_store_outage_and_is_stored_once_it_is_back(
+    autojump_clock,
+):
+    # Postgres away for 60 s while a batch is stored: nothing is released (a release would
+    # spend a delivery and generate the audio again), the batch is stored once it is back
+    store, blobs = FakeJobStore(), FakeBlobStore()
+    fresh, early = await jobs(store, 2)
+    running = await store.start_job(fresh.id)
+    start = PendingStart()
+    start.fail(StoreUnavailable("database away"))  # the batch start of the early call failed
+    ledger = Ledger(3)
+    send, recv = trio.open_memory_channel[Produced](2)
+    for p in (produced(running, "k0", running=running),  # type: ignore[arg-type]
+              produced(early, "k1", start=start)):
+        attempt = Attempt(p.delivery, p.attempt.key, ledger)
+        attempt.start = p.attempt.start
+        ledger.add(p.delivery)
+        send.send_nowait(msgspec.structs.replace(p, attempt=attempt))
+    storer = Storer(settings=Settings(outage_backoff_s=5.0), produced=recv, pacing=Pacing(),
+                    store=store, blobs=blobs, events=RecordingEvents())
+    store.down = True
+    stop = trio.Event()
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(storer.run, stop)
+            await trio.sleep(60)
+            assert not ledger.settled()  # held, not given back
+            store.down = False
+            while len(ledger.settled()) < 2:
+                await ledger.wait_changed()
+            settled = ledger.settled()
+            stop.set()
+    assert settled == {"j0-e": Ack("j0-e"), "j1-e": Ack("j1-e")}
+    for job in (fresh, early):
+        done = await store.get_job(job.id)
+        assert done is not None and done.status is JobStatus.succeeded
+    assert storer.statistics().store_waits >= 5  # backoff up to 5 s over 60 s
 
 
 async def test_a_crash_gives_the_whole_batch_back_for_redelivery():
