@@ -11,6 +11,8 @@ Every step is idempotent (content-addressed files, compare-and-set finish), so a
 stored twice (a crash between commit and ack) doubles nothing. A job whose file or row fails with
 a typed error is retried later or failed, alone; an unexpected error gives the whole batch back
 for redelivery (its locks are released) and crashes the Storer, which its supervisor restarts.
+Postgres away is neither: the audio is paid for, so the batch waits for the store to come back
+(backoff up to ``CHORUS_OUTAGE_BACKOFF_S``) and is then stored; only a stop gives it back.
 
 Batches wait (at most ``DEFER_S``) until no actor is between two provider calls: one event loop
 runs both stages, and the refills of the provider slots come first. On stop, everything the
