@@ -155,6 +155,7 @@ async def test_a_killed_embedded_valkey_is_started_again_and_serve_carries_on(
             await wait_all_terminal(database_url, len(before) + len(after), timeout=60)
             assert proc.returncode is None, proc.output
             assert proc.find("giving up") is None
+            print("\n".join(x for x in proc.lines if "embedded" in x or "supervisor" in x))
             waited = [x for x in proc.lines if "supervisor outage" in x]
             crashed = [x for x in proc.lines if "supervisor crash" in x]
             print(f"{len(waited)} outage restarts, {len(crashed)} crashes: {crashed}")
@@ -166,3 +167,43 @@ async def _statuses(database_url: str) -> list[tuple[str, str]]:
     from tests.support.procs import sql
 
     return [(r[0], r[1]) for r in await sql(database_url, "SELECT id, status FROM jobs")]
+
+
+async def test_a_killed_embedded_postgres_is_started_again_and_serve_carries_on(tmp_path):
+    # both servers embedded, as a single-binary deploy runs: the postmaster is SIGKILLed
+    # with jobs running; it is started again on the same socket and every job finishes
+    env = {"REDIS_URL": "", "DATABASE_URL": "", "CHORUS_RESTART_INTENSITY": "2",
+           "CHORUS_RESTART_PERIOD_S": "30", "CHORUS_EMBEDDED_WATCH_S": "0.2",
+           "CHORUS_OUTAGE_BACKOFF_S": "1", "CHORUS_DB_TIMEOUT_S": "2"}
+    with trio.fail_after(180):
+        async with chorus_process(
+            data_dir=tmp_path, redis_url="", database_url="", consumer="worker-a",
+            prefix=unique_prefix(), env=env, ready_timeout=60,
+        ) as proc:
+            key = (tmp_path / "local-api-key").read_text().strip()
+            pidfile = tmp_path / "pg" / "postmaster.pid"
+            first = int(pidfile.read_text().splitlines()[0])
+            async with client(proc.base_url, key) as http:
+                texts = [f"before the postgres kill {i}" for i in range(20)]
+                before = await submit_all(http, texts)
+                psutil.Process(first).send_signal(signal.SIGKILL)
+                await proc.wait_for_line("embedded postgres is running again", 60)
+                assert int(pidfile.read_text().splitlines()[0]) != first
+
+                async def ready() -> bool:
+                    return (await http.get("/readyz")).status_code == 200
+
+                await eventually(ready, 60, "ready again", 0.2)
+                after = await submit_all(http, [f"after the postgres kill {i}" for i in range(5)])
+
+                async def all_succeeded() -> bool:
+                    for job_id in before + after:
+                        r = await http.get(f"/v1/jobs/{job_id}")
+                        if r.status_code != 200 or r.json()["status"] != "succeeded":
+                            return False
+                    return True
+
+                await eventually(all_succeeded, 90, "every job succeeded", 0.5)
+            assert proc.returncode is None, proc.output
+            assert proc.find("giving up") is None
+            print("\n".join(x for x in proc.lines if "embedded" in x or "supervisor" in x))
