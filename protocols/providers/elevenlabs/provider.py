@@ -442,7 +442,11 @@ class ElevenLabsProvider:
                 request.previous_attempt_since,
             )
             if found is not None:
-                return await self._from_history(request, found, fmt)
+                try:
+                    return await self._from_history(request, found, fmt)
+                except ProviderError as exc:  # the parts do not join: never fail the job for it
+                    log.warning("ElevenLabs history audio unusable (%s): generating instead",
+                                exc.detail)
         remaining = await self.remaining_characters()
         if remaining is not None and remaining < len(request.text):
             raise ProviderQuotaExhausted(
@@ -526,7 +530,8 @@ class ElevenLabsProvider:
 
     @staticmethod
     def _body(request: SynthesisRequest, model: ModelInfo, text: str) -> dict[str, Any]:
-        """What a TTS request for ``text`` sends, but its context (what history items record)."""
+        """What a TTS request for ``text`` sends, less the context of a split text's
+        neighbours (so: what a history item can be compared with)."""
         params = request.params
         body: dict[str, Any] = {"text": text, "model_id": model.model_id,
                                 "output_format": request.output_format}
