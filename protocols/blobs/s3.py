@@ -175,17 +175,25 @@ class S3BlobStore:
 
     # --- beyond the BlobStore port (optional: routes may use them when a store has them) --------
 
-    async def stream(self, path: str, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
-        """The blob's bytes in chunks as they arrive, never all of it in memory at once.
-        Raises ``BlobMissing`` before the first chunk if there is no such blob."""
+    async def open_stream(
+        self, path: str, chunk_size: int = CHUNK
+    ) -> tuple[int, AsyncIterator[bytes]]:
+        """(the blob's size, its bytes in chunks as they arrive): never all of it in memory at
+        once. The GET is made here, so a missing blob raises ``BlobMissing`` before anything
+        is sent on; the caller must consume or ``aclose`` the chunks."""
         self._check(path)
         result = await self._call("GET", path, lambda: obstore.get(self._store, path))
+        size = int(result.meta["size"])
         chunks = iter(result.stream(min_chunk_size=chunk_size))
-        while True:
-            chunk = await self._call("GET", path, lambda: next(chunks, None))
-            if chunk is None:
-                return
-            yield bytes(chunk)
+
+        async def read() -> AsyncIterator[bytes]:
+            while True:
+                chunk = await self._call("GET", path, lambda: next(chunks, None))
+                if chunk is None:
+                    return
+                yield bytes(chunk)
+
+        return size, read()
 
     async def presign(self, path: str, expires_s: float = 300.0) -> str:
         """A URL anyone holding it may GET the blob from for ``expires_s`` seconds (signed

@@ -103,8 +103,14 @@ async def test_two_workers_and_an_api_share_the_s3_store_and_a_killed_worker_los
                 objects = await trio.to_thread.run_sync(bucket_objects, s3, bucket)
                 assert len(objects) == 1, objects
                 (made,) = objects.values()
-                served = await http.get(job["audio_url"])
+                served = await http.get(job["audio_url"])  # streamed from the bucket
                 assert served.status_code == 200 and served.content == made
+                assert served.headers["content-length"] == str(len(made))
+                etag = served.headers["etag"]
+                unchanged = await http.get(job["audio_url"], headers={"If-None-Match": etag})
+                assert unchanged.status_code == 304 and unchanged.content == b""
+                part = await http.get(job["audio_url"], headers={"Range": "bytes=2-9"})
+                assert part.status_code == 206 and part.content == made[2:10]
                 assert local_audio(*dirs.values()) == []  # no host keeps audio on its disk
 
                 # another user's identical request, at the api: a cache hit on that object
