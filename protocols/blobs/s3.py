@@ -212,18 +212,27 @@ class S3BlobStore:
         _PATHS.resolve(path)
 
     async def _put(self, path: str, data: bytes) -> None:
+        """Up to ``PUT_ATTEMPTS`` tries with backoff, all within the one deadline."""
         delay = PUT_BACKOFF_S
-        for attempt in range(1, PUT_ATTEMPTS + 1):
-            try:
-                await self._call("PUT", path, lambda: obstore.put(self._store, path, data))
-                return
-            except BlobStoreError as exc:
-                if attempt == PUT_ATTEMPTS:
-                    raise
-                log.warning("blob write %s failed (try %d of %d), retrying: %s", path, attempt,
-                            PUT_ATTEMPTS, exc.detail)
-            await trio.sleep(delay * (0.5 + random.random() / 2))
-            delay *= 2
+        try:
+            with trio.fail_after(self.timeout_s):
+                for attempt in range(1, PUT_ATTEMPTS + 1):
+                    try:
+                        await self._call(
+                            "PUT", path, lambda: obstore.put(self._store, path, data)
+                        )
+                        return
+                    except BlobStoreError as exc:
+                        if attempt == PUT_ATTEMPTS:
+                            raise
+                        log.warning("blob write %s failed (try %d of %d), retrying: %s", path,
+                                    attempt, PUT_ATTEMPTS, exc.detail)
+                    await trio.sleep(delay * (0.5 + random.random() / 2))
+                    delay *= 2
+        except trio.TooSlowError as exc:
+            raise BlobStoreError(
+                f"S3 PUT {path}: not stored within {self.timeout_s:g} s"
+            ) from exc
 
     async def _call(self, op: str, path: str, fn: Any) -> Any:
         """``fn()`` in a worker thread within the deadline; client errors become typed ones."""

@@ -6,6 +6,7 @@ that never show a credential, and the choice of store by settings."""
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -175,6 +176,23 @@ async def test_an_unreachable_store_fails_in_time_with_a_typed_error():
         with pytest.raises(BlobStoreError):
             await dead.exists(PATH)
     assert SECRET_KEY not in str(caught.value) and ACCESS_KEY not in str(caught.value)
+
+
+async def test_a_store_that_never_answers_fails_a_write_within_its_deadline():
+    with socket.socket() as silent:  # accepts connections (the kernel does), answers nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        dead = S3BlobStore(
+            "bucket", "audio", endpoint_url=f"http://127.0.0.1:{silent.getsockname()[1]}",
+            region=REGION, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY,
+            timeout_s=1.0,
+        )
+        with trio.fail_after(LIMIT_S):  # the store's own deadline ends it long before
+            with pytest.raises(BlobStoreError) as caught:
+                await dead.put(KEY, "mp3", b"never answered")
+            (out,) = await dead.put_many([(KEY, "mp3", b"never answered")])
+    assert caught.value.retryable and PATH in caught.value.detail
+    assert isinstance(out, BlobStoreError)
 
 
 async def test_reads_can_be_streamed_in_chunks(store):
