@@ -293,6 +293,10 @@ class SynthesisRequest(msgspec.Struct, frozen=True, kw_only=True):
     language: str | None = None
     output_format: str = DEFAULT_FORMAT
     params: SpeechParams = NO_PARAMS
+    #: a redelivery whose earlier attempt may have generated the audio since this unix time
+    #: (the job's creation): a provider with a generation history looks there before paying
+    #: again; the others ignore it
+    previous_attempt_since: float | None = None
 
 
 class SynthesisResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -302,6 +306,7 @@ class SynthesisResult(msgspec.Struct, frozen=True, kw_only=True):
     characters: int
     request_ids: tuple[str, ...] = ()
     character_cost: int | None = None  # credits the provider charged, if it says
+    from_history: bool = False  # an earlier attempt's audio, found again: no call paid now
 
 
 # --- dead letters --------------------------------------------------------------------------------

@@ -265,7 +265,10 @@ class SpeechProvider(Protocol):
         """Characters the provider account has left (cached); None: unlimited or unknown."""
         ...
     async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
-        """Raises ``UnknownVoice``, ``ProviderUnavailable`` (retryable) or ``ProviderError``."""
+        """Raises ``UnknownVoice``, ``ProviderUnavailable`` (retryable) or ``ProviderError``.
+        With ``request.previous_attempt_since`` (a redelivery) a provider that keeps a history
+        of its generations returns an earlier attempt's audio from there when it finds it
+        (``from_history``) instead of paying again; the others generate as always."""
         ...
     @property
     def account(self) -> str:

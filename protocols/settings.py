@@ -138,6 +138,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     storybook_window: int = 0
     storybook_reconcile_s: float = 5.0  # the runner re-reads every active book from Postgres
     storybook_progress_s: float = 1.0  # storybook.progress events, at most one per book per this
+    #: where audio lives: None -> files under data_dir/audio (one host); s3://bucket/prefix ->
+    #: an S3-compatible object store shared by every host (protocols/blobs/s3.py)
+    blob_url: str | None = None
+    s3_endpoint_url: str | None = None  # None -> AWS S3; else MinIO, R2, Ceph, a test server...
+    aws_region: str | None = None  # None -> us-east-1
+    aws_access_key_id: Secret | None = None  # None (with the secret): no credentials given
+    aws_secret_access_key: Secret | None = None
+    aws_session_token: Secret | None = None
+    blob_timeout_s: float = 30.0  # one object-store read or write, its retries included
+    blob_concurrency: int = 16  # object-store requests in flight per process
     faults: FaultPlan | None = None  # tests only
 
     @property
@@ -240,6 +250,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("storybook_max_chars", "CHORUS_STORYBOOK_MAX_CHARS", int)
         put("storybook_window", "CHORUS_STORYBOOK_WINDOW", int)
         put("storybook_reconcile_s", "CHORUS_STORYBOOK_RECONCILE_S", float)
+        put("blob_url", "CHORUS_BLOB_URL")
+        put("s3_endpoint_url", "CHORUS_S3_ENDPOINT_URL")
+        put("aws_region", "AWS_DEFAULT_REGION")
+        put("aws_region", "AWS_REGION")  # wins over AWS_DEFAULT_REGION, as in the AWS SDKs
+        put("aws_access_key_id", "AWS_ACCESS_KEY_ID", Secret)
+        put("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", Secret)
+        put("aws_session_token", "AWS_SESSION_TOKEN", Secret)
+        put("blob_timeout_s", "CHORUS_BLOB_TIMEOUT_S", float)
+        put("blob_concurrency", "CHORUS_BLOB_CONCURRENCY", int)
         raw.update(overrides)
         settings = cls(**raw)  # type: ignore[arg-type]
         settings.validate()
@@ -280,6 +299,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 "CHORUS_STORYBOOK_MAX_LINES and _MAX_CHARS must be at least 1, _WINDOW at least 0,"
                 " _RECONCILE_S positive"
+            )
+        if self.blob_url is not None and not self.blob_url.startswith("s3://"):
+            raise ConfigError("CHORUS_BLOB_URL must look like s3://bucket or s3://bucket/prefix")
+        if self.blob_url is not None and (
+            (self.aws_access_key_id is None) != (self.aws_secret_access_key is None)
+        ):
+            raise ConfigError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together")
+        if self.blob_timeout_s <= 0 or self.blob_concurrency < 1:
+            raise ConfigError(
+                "CHORUS_BLOB_TIMEOUT_S must be positive, CHORUS_BLOB_CONCURRENCY at least 1"
             )
         if self.max_deliveries < 1:
             raise ConfigError("CHORUS_MAX_DELIVERIES must be at least 1")

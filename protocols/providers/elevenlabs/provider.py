@@ -15,6 +15,11 @@ documents it (reference/elevenlabs.md §2):
   ``max_character_limit_exceeded`` and other rejections, 404 ``voice_not_found``: a typed,
   permanent error at once (the job fails with it).
 
+A redelivered job whose earlier attempt may have generated its audio
+(``SynthesisRequest.previous_attempt_since``) is first looked up in the account's history and
+downloaded from there when every part of its text is found (``elevenlabs/history.py``): a crash
+between ElevenLabs' answer and the stored audio does not pay twice.
+
 Chorus's own pronunciation dictionaries (``pd_...``) are kept here too
 (``elevenlabs/dictionaries.py``); a job pinned to one of their versions is sent ElevenLabs'
 locator of that version (``_sent``).
@@ -66,6 +71,7 @@ from protocols.ports import DictionaryMirror, Lexicon, VoiceManager
 from protocols.providers.base import account_name
 from protocols.providers.elevenlabs.dictionaries import ElevenLabsDictionaries
 from protocols.providers.elevenlabs.errors import Failure, classify
+from protocols.providers.elevenlabs.history import History
 from protocols.providers.elevenlabs.models import (
     STATIC_MODELS,
     ModelInfo,
@@ -123,6 +129,8 @@ class ProviderStatistics(msgspec.Struct, frozen=True):
     backoffs: int  # transient errors retried
     timeouts: int  # may have been charged
     characters: int  # character-cost the provider reported
+    history_reuses: int = 0  # redelivered jobs whose audio was found in the history
+    history_failures: int = 0  # history look-ups that failed (the text was generated)
 
 
 class ElevenLabsProvider:
@@ -142,6 +150,7 @@ class ElevenLabsProvider:
         self._voice_by_id: dict[str, tuple[float, VoiceInfo]] = {}
         self._unknown_defaults: set[str] = set()
         self._lexicon: Lexicon | None = None
+        self._history = History(self)
         self._requests = self._waits = self._backoffs = self._timeouts = self._chars = 0
 
     @classmethod
@@ -183,7 +192,8 @@ class ElevenLabsProvider:
 
     def statistics(self) -> ProviderStatistics:
         return ProviderStatistics(
-            self._requests, self._waits, self._backoffs, self._timeouts, self._chars
+            self._requests, self._waits, self._backoffs, self._timeouts, self._chars,
+            history_reuses=self._history.reuses, history_failures=self._history.failures,
         )
 
     # -- one request, our retry policy ------------------------------------------------------------
@@ -193,12 +203,13 @@ class ElevenLabsProvider:
                 "chunk_size": 65536}
 
     async def call(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any,
-                   idempotent: bool = True, **kwargs: Any) -> T:
+                   idempotent: bool = True, once: bool = False, **kwargs: Any) -> T:
         """``fn(*args, **kwargs, request_options=...)`` with the documented retry policy.
 
         ``idempotent=False`` (creating a voice): only failures that mean "not processed" (429,
         a connection that was never made) are retried; after a timeout or a 5xx the outcome is
-        unknown and the error is raised, so a retry cannot create a second voice."""
+        unknown and the error is raised, so a retry cannot create a second voice. ``once``: no
+        retry at all (a best-effort look-up that has a fallback)."""
         from elevenlabs.core.api_error import ApiError
 
         s = self.settings
@@ -224,7 +235,7 @@ class ElevenLabsProvider:
                 )
                 unprocessed = isinstance(exc, httpx.ConnectError)
             now = trio.current_time()
-            if failure.kind == "fatal" or (not idempotent and not unprocessed):
+            if failure.kind == "fatal" or once or (not idempotent and not unprocessed):
                 raise failure.error
             if failure.kind == "wait":
                 self._waits += 1
@@ -413,6 +424,9 @@ class ElevenLabsProvider:
         return DictionaryRef(pronunciation_dictionary_id=dict_id, version_id=hit[1])
 
     async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
+        """The text in parts the model takes, each part sent with its neighbours as context,
+        the clips joined. A redelivery (``previous_attempt_since``) first looks for every part
+        in the account's history and downloads them instead, when all are there."""
         fmt = parse_format(request.output_format)
         catalogue = await self.models()
         params = request.params
@@ -420,6 +434,19 @@ class ElevenLabsProvider:
         if model is None:  # a job from before model selection, or a model since withdrawn
             model = pick_model(catalogue, language=request.language,
                                characters=len(request.text), text=request.text)
+        sent = await self._sent(request)
+        parts = split_text(sent.text, model.max_chars) or [sent.text]
+        if request.previous_attempt_since is not None:
+            found = await self._history.recover(
+                request.voice_id, [self._body(sent, model, part) for part in parts],
+                request.previous_attempt_since,
+            )
+            if found is not None:
+                try:
+                    return await self._from_history(request, found, fmt)
+                except ProviderError as exc:  # the parts do not join: never fail the job for it
+                    log.warning("ElevenLabs history audio unusable (%s): generating instead",
+                                exc.detail)
         remaining = await self.remaining_characters()
         if remaining is not None and remaining < len(request.text):
             raise ProviderQuotaExhausted(
@@ -427,8 +454,6 @@ class ElevenLabsProvider:
                 f" job needs {len(request.text)}; it was not sent",
                 remaining=remaining,
             )
-        sent = await self._sent(request)
-        parts = split_text(sent.text, model.max_chars) or [sent.text]
         clips: list[bytes] = []
         ids: list[str] = []
         cost = 0
@@ -453,6 +478,29 @@ class ElevenLabsProvider:
             audio=data, content_type=fmt.content_type, duration_s=duration,
             characters=len(request.text), request_ids=tuple(ids),
             character_cost=cost if costed else None,
+        )
+
+    async def _from_history(
+        self, request: SynthesisRequest, found: Sequence[tuple[bytes, Mapping[str, Any]]],
+        fmt: Any,
+    ) -> SynthesisResult:
+        """The result of a redelivered job from the history items of its earlier attempt: their
+        audio joined as a generation's would be, their request ids and what they cost then."""
+        data, duration = await trio.to_thread.run_sync(_assemble, [a for a, _ in found], fmt)
+        cost: int | None = 0
+        for _, item in found:
+            try:
+                change = int(item["character_count_change_to"]) - int(
+                    item["character_count_change_from"])
+            except (KeyError, TypeError, ValueError):
+                cost = None
+                break
+            cost = None if cost is None else cost + change
+        return SynthesisResult(
+            audio=data, content_type=fmt.content_type, duration_s=duration,
+            characters=len(request.text),
+            request_ids=tuple(str(i["request_id"]) for _, i in found if i.get("request_id")),
+            character_cost=cost, from_history=True,
         )
 
     async def _sent(self, request: SynthesisRequest) -> SynthesisRequest:
@@ -480,6 +528,26 @@ class ElevenLabsProvider:
         params = msgspec.structs.replace(request.params, dictionaries=tuple(locators))
         return msgspec.structs.replace(request, text=text, params=params)
 
+    @staticmethod
+    def _body(request: SynthesisRequest, model: ModelInfo, text: str) -> dict[str, Any]:
+        """What a TTS request for ``text`` sends, less the context of a split text's
+        neighbours (so: what a history item can be compared with)."""
+        params = request.params
+        body: dict[str, Any] = {"text": text, "model_id": model.model_id,
+                                "output_format": request.output_format}
+        lang = primary_language(request.language)
+        if lang and model.accepts_language_code:
+            body["language_code"] = lang
+        if params.voice_settings is not None:
+            body["voice_settings"] = msgspec.to_builtins(params.voice_settings)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.dictionaries:
+            body["pronunciation_dictionary_locators"] = [
+                msgspec.to_builtins(d) for d in params.dictionaries
+            ]
+        return body
+
     async def _convert(
         self,
         request: SynthesisRequest,
@@ -490,20 +558,7 @@ class ElevenLabsProvider:
         previous_text: str | None,
         next_text: str | None,
     ) -> tuple[bytes, dict[str, str]]:
-        params = request.params
-        kwargs: dict[str, Any] = {"text": text, "model_id": model.model_id,
-                                  "output_format": request.output_format}
-        lang = primary_language(request.language)
-        if lang and model.accepts_language_code:
-            kwargs["language_code"] = lang
-        if params.voice_settings is not None:
-            kwargs["voice_settings"] = msgspec.to_builtins(params.voice_settings)
-        if params.seed is not None:
-            kwargs["seed"] = params.seed
-        if params.dictionaries:
-            kwargs["pronunciation_dictionary_locators"] = [
-                msgspec.to_builtins(d) for d in params.dictionaries
-            ]
+        kwargs = self._body(request, model, text)
         if previous_ids:
             kwargs["previous_request_ids"] = previous_ids
         elif previous_text:

@@ -110,6 +110,9 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str, bool]] = [
     _route("POST", f"{_DICTS}/{{dictionary_id}}/{{op}}", "_dict_change"),
     _route("GET", f"{_DICTS}/{{dictionary_id}}/{{version_id}}/download", "_dict_download"),
     _route("GET", "/previews/{voice_id}.mp3", "_preview", gated=False),
+    _route("GET", "/v1/history", "_history_list"),  # tests/support/elevenlabs/history.py
+    _route("GET", "/v1/history/{history_item_id}", "_history_get"),
+    _route("GET", "/v1/history/{history_item_id}/audio", "_history_audio"),
 ]
 
 
