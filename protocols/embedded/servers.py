@@ -440,7 +440,14 @@ def running_postgres(data_dir: Path | str) -> Iterator[EmbeddedServer]:
         if server.get_uri(database=DATABASE) != url:
             raise RuntimeError("embedded Postgres restarted on another socket")
 
-    with _shared(data_dir, "pg", start, lambda _: current[0].stop()) as first:
+    def stop(_) -> None:
+        current[0].stop()
+        if _postmaster_ready(data_dir / "pg"):  # another holder started it again after a death:
+            adopted = _pgserver().PostgresServer(data_dir / "pg", cleanup_mode=None)
+            adopted.start()  # our handle is of the dead postmaster; adopt the live one to stop it
+            adopted.stop()
+
+    with _shared(data_dir, "pg", start, stop) as first:
         url = first.get_uri(database=DATABASE)
         yield EmbeddedServer("postgres", url, lambda: _postmaster_ready(data_dir / "pg"),
                              revive, data_dir / ".pg.lock")

@@ -202,3 +202,20 @@ def test_a_stale_postmaster_pid_file_is_ignored(tmp_path: Path) -> None:
     with both(tmp_path) as (redis_url, pg_url):
         assert read_data(redis_url, pg_url)[1] == ["v1"]
     assert_stopped(tmp_path)
+
+
+def test_the_last_holder_stops_a_postgres_another_holder_started_again(tmp_path: Path) -> None:
+    # `run.py soak`'s case: serve (here: the inner holder) revives a killed postmaster, then
+    # leaves; the last holder's own handle is of the dead postmaster, yet the live one must stop
+    from protocols.embedded.servers import running_postgres
+
+    with running_postgres(tmp_path) as last:
+        with running_postgres(tmp_path) as reviver:
+            first = postmaster(tmp_path)
+            assert first is not None
+            kill(first)
+            wait_gone(first)
+            assert reviver.revive()
+            assert postmaster(tmp_path) not in (None, first)
+            assert run_psql(last.url, "SELECT 1") == "1"  # the same URL serves again
+    assert postmaster(tmp_path) is None
