@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Chorus command line: serve | api | worker | say | story | users | dead-letters | doctor | bench.
+"""Chorus command line: serve, api, worker, say, story, users, dead-letters, doctor, bench, soak.
 
 Unset REDIS_URL / DATABASE_URL start the embedded Valkey / Postgres under CHORUS_DATA_DIR.
 Exit codes: 0 ok, 1 the service gave up (restart intensity exceeded) or a command failed,
@@ -374,6 +374,15 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return run_bench(args, build_service)
 
 
+# -- soak ----------------------------------------------------------------------------------------
+
+
+def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
+    from actors.soak.command import run_soak
+
+    return run_soak(args, Path(__file__).resolve())
+
+
 # -- argument parsing ------------------------------------------------------------------------------
 
 
@@ -428,6 +437,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", default=None,
                        help="comma-separated workloads: throughput, utilization, pickup, http,"
                             " memory, repeats, lanes")
+
+    soak = sub.add_parser(
+        "soak", help="the chaos soak: kills serve, Valkey and Postgres under load, counts losses",
+        description="Start a fresh Chorus (run.py serve, embedded Valkey and Postgres in a temp"
+                    " dir) against a stand-in ElevenLabs on 127.0.0.1 answering 5 %% 429 and 3 %%"
+                    " 500; submit the jobs (half repeats, one idempotency key each) while killing"
+                    " serve KILLS times, the embedded Valkey once and Postgres once; wait for the"
+                    " drain and print the figures.",
+        epilog="Exit codes: 0 nothing lost, stuck, dead or charged twice and at most one"
+               " duplicate provider call per kill; 1 otherwise.",
+    )
+    soak.add_argument("--jobs", type=int, default=1000)
+    soak.add_argument("--kills", type=int, default=6, help="SIGKILLs of serve (default 6)")
+    soak.add_argument("--seconds", type=float, default=600.0,
+                      help="hard limit for the whole run (default 600)")
+    soak.add_argument("--seed", type=int, default=13, help="texts, order and faults")
+    soak.add_argument("--json", default=None, metavar="FILE", help="also write the figures here")
     return p
 
 
@@ -466,7 +492,7 @@ COMMANDS = {
     "serve": cmd_serve, "api": cmd_serve, "worker": cmd_serve, "say": cmd_say,
     "story": cmd_story,
     "users": cmd_users, "dead-letters": cmd_dead_letters, "doctor": cmd_doctor,
-    "bench": cmd_bench,
+    "bench": cmd_bench, "soak": cmd_soak,
 }
 
 
