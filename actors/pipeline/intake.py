@@ -83,15 +83,16 @@ class Intake:
 
     async def submit(
         self, request: JobRequest, user: User, *, lane: Lane = Lane.interactive,
-        quota: bool = True,
+        quota: bool = True, book_id: str = "",
     ) -> tuple[Job, bool]:
         """The accepted job, and whether this call created it (False: an idempotent repeat
         of ``request.idempotency_key``, answered with the job as it is now). Raises the typed
         error of a request that cannot be accepted (nothing is then left behind).
         ``lane``: the stream it waits in; ``quota`` False: the characters were already
-        reserved (a storybook line, checked with its whole book)."""
+        reserved (a storybook line, checked with its whole book); ``book_id``: the storybook
+        it is a line of (its stream entry names it: ``SpeechJob.book_id``)."""
         new = await self.settle(request, user.id, lane=lane)
-        job, created = await self._accept(user, new, quota=quota)
+        job, created = await self._accept(user, new, quota=quota, book_id=book_id)
         if created:  # the seed's TTS_CREATION: a job was accepted
             self._events.publish(job_event(
                 EventKind.tts_creation, job.id, job.owner, voice_id=job.voice_id,
@@ -157,7 +158,9 @@ class Intake:
             metadata=request.metadata,
         )
 
-    async def _accept(self, user: User, new: NewJob, *, quota: bool) -> tuple[Job, bool]:
+    async def _accept(
+        self, user: User, new: NewJob, *, quota: bool, book_id: str = ""
+    ) -> tuple[Job, bool]:
         """create_job + enqueue, shielded: a submit cancelled half-way (client gone, server
         stopping) never leaves a job that is in the database but not in the stream."""
         if (hit := await self._from_cache(new)) is not None:
@@ -174,7 +177,7 @@ class Intake:
             if job.status.terminal:
                 return job, created
             try:
-                await self._enqueue(job.to_stream(time.time()))
+                await self._enqueue(job.to_stream(time.time(), book_id))
             except Exception:  # QueueFull / QueueUnavailable -> 503; anything else -> 500
                 if created and not await self._discard(job.id):
                     started = await store.get_job(job.id)

@@ -231,7 +231,9 @@ class StorybookRunner:
         )
         owner = User(id=book.owner, name="", role="user", created_at=book.created_at)
         try:
-            job, _ = await self._intake.submit(request, owner, lane=Lane.batch, quota=False)
+            job, _ = await self._intake.submit(
+                request, owner, lane=Lane.batch, quota=False, book_id=book.id
+            )
         except _LATER as exc:
             log.info("storybook %s: line %s not released yet: %s", book.id, line.id, exc)
             return None
