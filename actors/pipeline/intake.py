@@ -7,14 +7,15 @@ its row in Postgres (``store.create_job``, where the quota is checked) and its e
 stream (``enqueue``, the Producer's mailbox). If the stream cannot take it, the row is discarded
 and the error propagates (HTTP answers 503 with ``Retry-After``): nothing half-accepted remains.
 A request whose audio already exists is answered from the cache: the job is created succeeded,
-the provider is not touched and nothing is charged.
+the provider is not touched and nothing is charged. ``submit_in_order`` accepts several jobs at
+once and enqueues them in their order (the StorybookRunner's lines).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 import trio
@@ -24,10 +25,13 @@ from protocols.domain.jobs import new_job_id, request_hash
 from protocols.domain.text import normalize_text, speakable
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import (
+    ChorusError,
     EnqueueFailed,
     InvalidInput,
     ProviderQuotaExhausted,
+    QueueFull,
     QueueUnavailable,
+    StoreUnavailable,
     TextEmpty,
     TextTooLong,
     UnsupportedFormat,
@@ -48,6 +52,10 @@ from protocols.ports import BlobStore, EventSink, JobStore, SpeechProvider
 from protocols.settings import Settings
 
 log = logging.getLogger("chorus.intake")
+
+#: a submit that failed with one of these may be accepted if tried again (the queue or the
+#: database is away): ``submit_in_order`` enqueues nothing after it
+NOT_NOW = (QueueFull, QueueUnavailable, StoreUnavailable)
 
 
 def _no_count(name: str) -> None:
@@ -91,8 +99,55 @@ class Intake:
         ``lane``: the stream it waits in; ``quota`` False: the characters were already
         reserved (a storybook line, checked with its whole book); ``book_id``: the storybook
         it is a line of (its stream entry names it: ``SpeechJob.book_id``)."""
+        return await self._submit(request, user, lane=lane, quota=quota, book_id=book_id)
+
+    async def submit_in_order(
+        self, requests: Sequence[JobRequest], user: User, *, lane: Lane = Lane.interactive,
+        quota: bool = True, book_id: str = "",
+    ) -> list[tuple[Job, bool] | ChorusError]:
+        """``submit`` for several requests of one user at once, each job enqueued after the
+        one before it, so the stream holds them in the given order (a storybook's lines, in
+        reading order) while their checks, cache look-ups and rows go together (the store
+        coalesces concurrent ones). A job after one that could not be accepted now
+        (``NOT_NOW``) is not enqueued either (``QueueUnavailable``): none gets ahead of an
+        earlier one. Returns, per request, its job and whether this call created it, or the
+        typed error it met."""
+        results: list[tuple[Job, bool] | ChorusError | None] = [None] * len(requests)
+        ended = [trio.Event() for _ in requests]
+
+        async def one(i: int) -> None:
+            async def turn() -> None:  # just before the enqueue
+                if i == 0:
+                    return
+                await ended[i - 1].wait()
+                before = results[i - 1]
+                if before is None or isinstance(before, NOT_NOW):
+                    raise QueueUnavailable("an earlier job of the batch was not enqueued")
+
+            try:
+                results[i] = await self._submit(
+                    requests[i], user, lane=lane, quota=quota, book_id=book_id, turn=turn
+                )
+            except ChorusError as exc:
+                results[i] = exc
+            finally:
+                ended[i].set()
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(requests)):
+                nursery.start_soon(one, i)
+        done: list[tuple[Job, bool] | ChorusError] = []
+        for result in results:
+            assert result is not None  # each one ended with its job or its error
+            done.append(result)
+        return done
+
+    async def _submit(
+        self, request: JobRequest, user: User, *, lane: Lane, quota: bool, book_id: str,
+        turn: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[Job, bool]:
         new = await self.settle(request, user.id, lane=lane)
-        job, created = await self._accept(user, new, quota=quota, book_id=book_id)
+        job, created = await self._accept(user, new, quota=quota, book_id=book_id, turn=turn)
         if created:  # the seed's TTS_CREATION: a job was accepted
             self._events.publish(job_event(
                 EventKind.tts_creation, job.id, job.owner, voice_id=job.voice_id,
@@ -159,10 +214,13 @@ class Intake:
         )
 
     async def _accept(
-        self, user: User, new: NewJob, *, quota: bool, book_id: str = ""
+        self, user: User, new: NewJob, *, quota: bool, book_id: str = "",
+        turn: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[Job, bool]:
         """create_job + enqueue, shielded: a submit cancelled half-way (client gone, server
-        stopping) never leaves a job that is in the database but not in the stream."""
+        stopping) never leaves a job that is in the database but not in the stream. ``turn``:
+        awaited just before the enqueue (``submit_in_order``); what it raises fails the
+        submit as an enqueue would."""
         if (hit := await self._from_cache(new)) is not None:
             return hit
         await self._check_account(new)
@@ -177,6 +235,8 @@ class Intake:
             if job.status.terminal:
                 return job, created
             try:
+                if turn is not None:
+                    await turn()
                 await self._enqueue(job.to_stream(time.time(), book_id))
             except Exception:  # QueueFull / QueueUnavailable -> 503; anything else -> 500
                 if created and not await self._discard(job.id):

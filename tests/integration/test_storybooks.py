@@ -272,6 +272,26 @@ async def test_cancel_stops_generation_and_charges_only_what_ran(redis_url, stor
             assert r.status_code == 409
 
 
+async def test_lines_released_together_are_spoken_in_reading_order(redis_url, store, tmp_path):
+    """The runner submits a window's lines at once; they still reach the stream, and so the
+    provider, in reading order (one slot: the order shows)."""
+    provider = FakeProvider()
+    settings = make_settings(tmp_path, concurrency=1, provider_concurrency=1,
+                             storybook_window=8)
+    texts = [f"Line {i} of the page." for i in range(8)]
+    with trio.fail_after(CAP_S):
+        async with running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=provider
+        ) as svc:
+            r = await svc.client.post("/v1/storybooks", json={
+                "title": "t", "pages": [{"lines": [{"text": t, "voice_id": "fake-en"}
+                                                   for t in texts]}],
+            })
+            done = await wait_book(svc, r.json()["id"])
+            assert done["status"] == "succeeded"
+            assert [req.text for req in provider.requests] == texts
+
+
 async def test_lines_queued_when_their_book_is_cancelled_are_never_generated(
     redis_url, store, tmp_path
 ):
