@@ -106,6 +106,7 @@ class StorybookRunner:
         self._consumer = consumer
         self._events = events
         self._wake = trio.Event()
+        self._kicked = False  # woken by ``kick``: no events to wait for
         self._dirty_jobs: set[str] = set()
         self._progress: dict[str, tuple[float, tuple[int, ...]]] = {}
         self._counts = dict.fromkeys(RunnerStatistics.__struct_fields__, 0)
@@ -115,6 +116,7 @@ class StorybookRunner:
 
     def kick(self) -> None:
         """A book was accepted, retried or cancelled here: look at once."""
+        self._kicked = True
         self._wake.set()
 
     # -- the actor ---------------------------------------------------------------------------------
@@ -160,8 +162,9 @@ class StorybookRunner:
                 next_full = trio.current_time() + full_every
             with trio.move_on_at(min(next_full, trio.current_time() + 1.0)):
                 await self._wake.wait()
-                await trio.sleep(COALESCE_S)
-            self._wake = trio.Event()
+                if not self._kicked:  # job events: let the slots' others arrive too
+                    await trio.sleep(COALESCE_S)
+            self._wake, self._kicked = trio.Event(), False
 
     # -- one pass ----------------------------------------------------------------------------------
 
