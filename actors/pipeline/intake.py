@@ -47,11 +47,15 @@ from protocols.messages import (
     SpeechJob,
     SpeechParams,
     User,
+    VoiceInfo,
 )
 from protocols.ports import BlobStore, EventSink, JobStore, SpeechProvider
 from protocols.settings import Settings
 
 log = logging.getLogger("chorus.intake")
+
+#: ``VoiceCatalog.for_job``: (voice id, language, viewer) -> the voice a job speaks with
+VoiceLookup = Callable[[str | None, str | None, str], Awaitable[VoiceInfo]]
 
 #: a submit that failed with one of these may be accepted if tried again (the queue or the
 #: database is away): ``submit_in_order`` enqueues nothing after it
@@ -114,6 +118,7 @@ class Intake:
         typed error it met."""
         results: list[tuple[Job, bool] | ChorusError | None] = [None] * len(requests)
         ended = [trio.Event() for _ in requests]
+        voice_for = _SharedLookups(self.voices.for_job)  # a book's lines share a few voices
 
         async def one(i: int) -> None:
             async def turn() -> None:  # just before the enqueue
@@ -126,7 +131,8 @@ class Intake:
 
             try:
                 results[i] = await self._submit(
-                    requests[i], user, lane=lane, quota=quota, book_id=book_id, turn=turn
+                    requests[i], user, lane=lane, quota=quota, book_id=book_id, turn=turn,
+                    voice_for=voice_for,
                 )
             except ChorusError as exc:
                 results[i] = exc
@@ -144,9 +150,11 @@ class Intake:
 
     async def _submit(
         self, request: JobRequest, user: User, *, lane: Lane, quota: bool, book_id: str,
-        turn: Callable[[], Awaitable[None]] | None = None,
+        turn: Callable[[], Awaitable[None]] | None = None, voice_for: VoiceLookup | None = None,
     ) -> tuple[Job, bool]:
-        new = await self.settle(request, user.id, lane=lane)
+        new = await self._settle(
+            request, user.id, lane=lane, voice_for=voice_for or self.voices.for_job
+        )
         job, created = await self._accept(user, new, quota=quota, book_id=book_id, turn=turn)
         if created:  # the seed's TTS_CREATION: a job was accepted
             self._events.publish(job_event(
@@ -169,6 +177,11 @@ class Intake:
         """The request as a job of ``owner``, with its parameters settled and its cache key
         known. Raises ``TextEmpty``, ``TextTooLong``, ``UnsupportedFormat``, ``UnknownVoice``,
         ``VoiceNotReady``, ``InvalidInput`` or ``UnsupportedLanguage``."""
+        return await self._settle(request, owner, lane=lane, voice_for=self.voices.for_job)
+
+    async def _settle(
+        self, request: JobRequest, owner: str, *, lane: Lane, voice_for: VoiceLookup
+    ) -> NewJob:
         check_metadata(request.metadata, self.settings.max_metadata_bytes)
         limit = self.settings.max_text_chars
         text = normalize_text(request.text)
@@ -186,7 +199,7 @@ class Intake:
                 f"output_format {fmt!r} is not supported.", supported=sorted(formats)
             )
         language = (request.language or "").strip() or None
-        voice = await self.voices.for_job(request.voice_id, language, owner)  # visibility
+        voice = await voice_for(request.voice_id, language, owner)  # visibility
         asked = SpeechParams(
             model_id=request.model_id or "",
             voice_settings=request.voice_settings,
@@ -281,6 +294,45 @@ class Intake:
         if scope.cancelled_caught:
             log.error("discarding job %s timed out after a failed submit", job_id)
         return True
+
+
+class _SharedLookups:
+    """``VoiceCatalog.for_job`` shared by the requests of one ``submit_in_order``: the first
+    request naming a voice looks it up, the others with the same voice wait for its answer
+    (or its typed error) instead of asking the store again."""
+
+    def __init__(self, lookup: VoiceLookup) -> None:
+        self._lookup = lookup
+        self._answers: dict[tuple[str | None, str | None, str], _Answer] = {}
+
+    async def __call__(self, voice_id: str | None, language: str | None, viewer: str
+                       ) -> VoiceInfo:
+        key = (voice_id, language, viewer)
+        if (answer := self._answers.get(key)) is not None:
+            await answer.done.wait()
+            if answer.error is not None:
+                raise answer.error
+            if answer.voice is not None:
+                return answer.voice
+            return await self._lookup(voice_id, language, viewer)  # the first one crashed
+        self._answers[key] = answer = _Answer()
+        try:
+            answer.voice = await self._lookup(voice_id, language, viewer)
+            return answer.voice
+        except ChorusError as exc:
+            answer.error = exc
+            raise
+        finally:
+            answer.done.set()
+
+
+class _Answer:
+    __slots__ = ("done", "error", "voice")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.voice: VoiceInfo | None = None
+        self.error: ChorusError | None = None
 
 
 def check_metadata(metadata: object, limit: int) -> None:

@@ -184,3 +184,19 @@ async def test_nothing_is_enqueued_after_a_job_that_could_not_be_accepted_now(en
     )
     assert isinstance(results[1], UnknownVoice)
     assert [j.text for j in env.enqueued] == ["A", "C"]
+
+
+@capped
+async def test_lines_submitted_together_look_each_voice_up_once(env: Env) -> None:
+    """A window of a book's lines speaks with a few voices: each is looked up once (the first
+    line is not held up by its neighbours' identical look-ups), its error shared too."""
+    requests = [JobRequest(text=f"Line {i}", voice_id="en-1" if i % 2 else "en-2")
+                for i in range(6)]
+    requests += [JobRequest(text="Gone 1", voice_id="nope"), JobRequest(text="Gone 2",
+                                                                     voice_id="nope")]
+
+    results = await env.intake.submit_in_order(requests, env.user)
+
+    assert [j.voice_id for j in env.enqueued] == [r.voice_id for r in requests[:6]]
+    assert all(isinstance(r, UnknownVoice) for r in results[6:])
+    assert env.store.calls["get_voice"] == 3  # en-1, en-2, nope
