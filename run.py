@@ -26,7 +26,7 @@ from protocols.settings import Settings
 if TYPE_CHECKING:
     from actors.service import Service
     from actors.supervision.supervisor import SupervisorEvent
-    from protocols.ports import JobStore, SpeechProvider
+    from protocols.ports import BlobStore, JobStore, SpeechProvider
 
 log = logging.getLogger("chorus")
 
@@ -60,28 +60,46 @@ def build_service(
 ) -> Service:
     """One process' Service around the store and the provider the caller opened (the provider:
     ``open_provider(settings)``, chosen by name in ``protocols.providers``): the Redis openers,
-    audio files, the voice catalog with the provider's own voice manager and, for the serve and
-    api roles, the HTTP front door. Used by serve/api/worker, the bench and the tests."""
+    the blob store (``blob_store``), the voice catalog with the provider's own voice manager,
+    the pronunciation dictionaries and, for the serve and api roles, the HTTP front door. Used
+    by serve/api/worker, the bench and the tests."""
     from actors.service import Role, Service
-    from protocols.blobs.files import FileBlobStore
+    from protocols.domain.dictionaries import DictionaryCatalog
     from protocols.domain.voices import VoiceCatalog
     from protocols.redis.openers import RedisOpeners
     from web.app import front_door
 
     kind = Role(role)
+    # pronunciation dictionaries: kept at the provider too when it has its own (ElevenLabs);
+    # the provider reads the rules of pinned versions through the catalog
+    dictionaries = DictionaryCatalog(store, provider.dictionary_mirror())  # type: ignore[arg-type]
+    provider.use_lexicon(dictionaries)
     return Service(
         settings,
         role=kind,
         store=store,
         books=store,  # type: ignore[arg-type]  # PgStore is every Postgres port at once
+        dictionaries=dictionaries,
         provider=provider,
-        blobs=FileBlobStore(settings.data_path / "audio"),
+        blobs=blob_store(settings),
         voices=VoiceCatalog(store, provider, provider.voice_manager()),  # type: ignore[arg-type]
         redis=RedisOpeners(redis_url, settings),
         front=front_door if kind in (Role.serve, Role.api) else None,
         on_event=on_event,
         on_http_ready=on_http_ready,
     )
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    """Where audio lives: an S3-compatible store shared by every host (``CHORUS_BLOB_URL``),
+    else files under the data dir (one host, or a shared filesystem)."""
+    if settings.blob_url is not None:
+        from protocols.blobs.s3 import S3BlobStore  # imports the client only when used
+
+        return S3BlobStore.from_settings(settings)
+    from protocols.blobs.files import FileBlobStore
+
+    return FileBlobStore(settings.data_path / "audio")
 
 
 # -- serve / api / worker --------------------------------------------------------------------------

@@ -8,7 +8,8 @@ service's ``Intake``, as ``POST /v1/jobs`` does after parsing (validation, the c
 with the bundled psql: ``started_at`` / ``finished_at`` are Postgres ``now()`` of ``start_job`` /
 of the ``finish_job`` transaction, on the same host clock as ``time.time()``. Each figure is
 defined in ``NOTES`` (printed under the table). ``--quick`` shrinks every workload ~10x. Exit
-status 0 when every target is met, 1 otherwise.
+status 0 when every target is met, 1 otherwise. The ``piper`` workload is the exception to all
+of this: it times the Piper engine alone (no service), as information.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from actors.service import Role, Service
 from protocols.embedded.servers import embedded_postgres, embedded_redis, run_psql
 from protocols.messages import JobRequest, Lane, SynthesisRequest, User
 from protocols.postgres.store import PgStore
+from protocols.providers import piper as piper_engine
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
 from protocols.storybooks import LineRequest, PageRequest, StorybookRequest
@@ -46,12 +48,18 @@ log = logging.getLogger("chorus.bench")
 SLOTS, SUBMITTERS, HTTP_CONCURRENCY, LATENCY_S = 3, 32, 32, 0.2
 VOICE, MB = "fake-en", 1024 * 1024
 FULL = {"throughput": 5000, "utilization": 300, "pickup": 200, "http": 2000, "memory": 100_000,
-        "repeats": 400, "lanes": 1000, "storybook": 300}
+        "repeats": 400, "lanes": 1000, "storybook": 300, "piper": 3}
 BOOK_PAGE = 9  # lines per page of the bench's books
 BEHIND_BOOK = 1000  # lines of the book single jobs are submitted behind (workload "storybook")
 REPEAT_LATENCY_S = 0.05
 INTERACTIVE_JOBS = 20  # single jobs submitted behind the batch backlog (workload "lanes")
 PICKUP_P99_S = 0.020  # the idle pickup's p99 target (queued -> started, nothing running)
+PIPER_TEXT = (  # workload "piper": four sentences, about 19 s of speech
+    "Once upon a time, in a small village by the sea, there lived a girl who loved to read. "
+    "Every evening she climbed the hill behind her house and watched the boats come home. "
+    "One night, a boat she had never seen before sailed quietly into the harbour, its lanterns "
+    "glowing green and gold. She ran down the hill as fast as she could, her book still in her "
+    "hand.")
 Figure = tuple[str, float, str, str, bool | None]  # name, value, unit, target, pass (None: info)
 
 
@@ -445,9 +453,32 @@ async def storybook(b: Bench, n: int) -> dict[str, Any]:
     }
 
 
+async def piper(b: Bench, n: int) -> dict[str, Any]:
+    """Piper's speed here, nothing else running: ``n`` syntheses of ``PIPER_TEXT`` (after one
+    that loads the model) with 1, then 2 onnxruntime intra-op threads, one at a time. Not
+    installed: says so (information, not a failure)."""
+    voices = piper_engine.installed()
+    if not voices:
+        return {"installed": False}
+    out: dict[str, Any] = {"installed": True, "runs": n, "characters": len(PIPER_TEXT)}
+    request = SynthesisRequest(text=PIPER_TEXT, voice_id=voices[0].voice_id,
+                               output_format="pcm_22050")
+    for threads in (1, 2):
+        provider = piper_engine.PiperProvider(threads=threads, concurrency=1, voices=voices)
+        await provider.synthesize(request)  # loads the model and warms it up
+        audio_s = wall_s = 0.0
+        for _ in range(n):
+            t0 = time.perf_counter()
+            audio_s += (await provider.synthesize(request)).duration_s
+            wall_s += time.perf_counter() - t0
+        out[f"x_realtime_{threads}"] = audio_s / wall_s
+        out[f"audio_s_{threads}"] = audio_s / n
+    return out
+
+
 WORKLOADS = {"throughput": throughput, "utilization": utilization, "pickup": pickup,
              "http": http, "memory": memory, "repeats": repeats, "lanes": lanes,
-             "storybook": storybook}
+             "storybook": storybook, "piper": piper}
 
 
 async def _all(build: BuildService, database_url: str, redis_url: str, data_dir: Path,
@@ -466,7 +497,8 @@ async def _all(build: BuildService, database_url: str, redis_url: str, data_dir:
 
 
 def _figures(r: dict[str, Any]) -> list[Figure]:
-    t, u, p, h, m, rp, ln, sb = (r[k] for k in WORKLOADS)
+    t, u, p, h, m, rp, ln, sb = (r[k] for k in ("throughput", "utilization", "pickup", "http",
+                                                "memory", "repeats", "lanes", "storybook"))
     behind_batch = ln["batch_lane_min"] > 0  # the store kept the lane: a real batch backlog
     lanes_bound = LATENCY_S + PICKUP_P99_S  # one provider call, then an idle pickup
     return [
@@ -511,7 +543,15 @@ def _figures(r: dict[str, Any]) -> list[Figure]:
         (f"single job start p99, behind {sb['behind_book_lines']}-line book",
          sb["single_p99_ms"], "ms", f"<= {lanes_bound * 1000:.0f}",
          sb["behind_book_pending"] > 0 and sb["single_p99_ms"] <= lanes_bound * 1000),
+        *_piper_figures(r["piper"]),
     ]
+
+
+def _piper_figures(pp: dict[str, Any]) -> list[Figure]:
+    if not pp["installed"]:
+        return [("Piper speed: not installed", math.nan, "", "-", None)]
+    return [(f"Piper speed, {n} onnxruntime thread{'s' * (n > 1)}", pp[f"x_realtime_{n}"],
+             "x real", "-", None) for n in (1, 2)]
 
 
 def _partial(results: dict[str, Any]) -> list[Figure]:
@@ -521,7 +561,9 @@ def _partial(results: dict[str, Any]) -> list[Figure]:
             "p99_latencies", "batch_lane_min", "over_ideal_pct", "first_page_s",
             "starts_in_order_pct", "assembly_s", "single_p99_ms")
     return [(f"{name}: {k}", float(v) * (100 if k == "utilization" else 1), "", "-", None)
-            for name, r in results.items() for k in keys if k in r for v in [r[k]]]
+            for name, r in results.items() if name != "piper"
+            for k in keys if k in r for v in [r[k]]
+            ] + (_piper_figures(results["piper"]) if "piper" in results else [])
 
 
 NOTES = """\
@@ -552,13 +594,16 @@ storybook: a book (9 lines a page, distinct texts) submitted through the Storybo
   the last page-0 line's finished_at - submit; reading order = each line's started_at not before
   the previous line's (1 ms clock slack); assembly = BookOutputs.audio (fetch every clip, stitch
   with pauses, encode mp3, store the blob). Then 20 single jobs as in "lanes", behind a queued
-  1000-line book (cancelled afterwards)."""
+  1000-line book (cancelled afterwards).
+piper: the neural offline engine alone (no service): 3 syntheses of a 4-sentence paragraph (about
+  19 s of speech) after a warm-up, one at a time, with 1 then 2 onnxruntime intra-op threads;
+  x real = seconds of audio / seconds of wall clock (PCM out, so no encoding to speak of)."""
 
 
 def run_bench(args: Any, build: BuildService) -> int:
     """``build``: the composition root's ``build_service`` (bench composes nothing itself)."""
     quick = bool(getattr(args, "quick", False))
-    sizes = ({k: v if k in ("lanes", "storybook") else max(50, v // 10)
+    sizes = ({k: v if k in ("lanes", "storybook", "piper") else max(50, v // 10)
               for k, v in FULL.items()} if quick
              else dict(FULL))
     only = [w.strip() for w in (getattr(args, "only", None) or "").split(",") if w.strip()]

@@ -49,9 +49,10 @@ from actors.supervision.supervisor import (
     supervisor_child,
 )
 from actors.voices.voice_sync import VoiceSync
+from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError
-from protocols.messages import SpeechJob, Voice
+from protocols.messages import SpeechJob, Voice, VoiceStatus
 from protocols.ports import BlobStore, BookStore, JobStore, SpeechProvider
 from protocols.redis.coordination import Coordinator
 from protocols.redis.openers import RedisOpeners
@@ -86,6 +87,7 @@ class Service:
         voices: VoiceCatalog,
         redis: RedisOpeners,
         books: BookStore | None = None,
+        dictionaries: DictionaryCatalog | None = None,
         role: Role = Role.serve,
         front: Front | None = None,
         on_event: Callable[[SupervisorEvent], None] | None = None,
@@ -99,6 +101,8 @@ class Service:
         self.provider = provider
         self.blobs = blobs
         self.voices = voices
+        #: pronunciation dictionaries (None: jobs can name only the provider's own)
+        self.dictionaries = dictionaries
         self.consumer = settings.consumer_name() if role != Role.api else ""
         self.ledger = Ledger(settings.concurrency)
         self.pacing = Pacing()
@@ -126,13 +130,15 @@ class Service:
         self.intake = Intake(
             settings, store=store, blobs=self.blobs, provider=provider, voices=self.voices,
             enqueue=self.submitter.submit, events=self.events, count=self.count,
+            dictionaries=dictionaries,
         )
         #: storybooks (the same Postgres store, seen as that port); None: no storybooks here
         self.books = books
         self.runner: StorybookRunner | None = None
         self.storybooks = (
             StorybookIntake(settings, store=self.books, provider=provider, voices=self.voices,
-                            kick=self.kick_runner, mark_cancelled=self.mark_book_cancelled)
+                            kick=self.kick_runner, dictionaries=dictionaries,
+                            mark_cancelled=self.mark_book_cancelled)
             if self.books is not None else None
         )
         self.book_outputs = (
@@ -212,10 +218,14 @@ class Service:
             await queue.enqueue([job])
 
     async def track_voice(self, queue, voice: Voice) -> None:  # type: ignore[no-untyped-def]
-        """Schedule a new clone with VoiceSync at once, on ``queue``'s client (the front
-        door's own)."""
-        deadline = voice.created_at.timestamp() + self.settings.voice_ready_timeout_s
-        await RedisVoiceSyncQueue(queue.client, self.keys).track(voice.id, time.time(), deadline)
+        """Schedule a new clone (or a voice's new preview job) with VoiceSync at once, on
+        ``queue``'s client (the front door's own)."""
+        now, window = time.time(), self.settings.voice_ready_timeout_s
+        voices = RedisVoiceSyncQueue(queue.client, self.keys)
+        if voice.status is VoiceStatus.processing:
+            await voices.track(voice.id, now, voice.created_at.timestamp() + window)
+        else:
+            await voices.track(voice.id, now, now + window, state="preview")
 
     # -- the tree -------------------------------------------------------------------------
 

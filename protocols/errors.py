@@ -279,3 +279,32 @@ class VoiceLimitReached(ChorusError):
     code = "voice_limit_reached"
     status = 409
     title = "The provider account has no free voice slot"
+
+
+# --- pronunciation dictionaries ------------------------------------------------------------------
+
+
+class DictionaryNotFound(NotFound):
+    """No such dictionary or version, a deleted one, or another user's private one (all the
+    same answer)."""
+
+    code = "pronunciation_dictionary_not_found"
+    title = "Pronunciation dictionary not found"
+
+
+class InvalidRules(InvalidInput):
+    code = "invalid_pronunciation_rules"
+    title = "Invalid pronunciation rules"
+
+
+class InvalidPLS(InvalidInput):
+    """An ``add-from-file`` upload that is not a PLS lexicon this service can read."""
+
+    code = "invalid_pls"
+    title = "Invalid PLS lexicon"
+
+
+class DictionaryLimitReached(ChorusError):
+    code = "dictionary_limit_reached"
+    status = 409
+    title = "Too many pronunciation dictionaries"

@@ -165,6 +165,8 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     role: str  # "admin" | "user"
     created_at: dt.datetime
     monthly_quota: int | None = None  # characters per calendar month (UTC); None = unlimited
+    #: pronunciation dictionaries applied to the user's jobs and books that name none
+    dictionaries: tuple[DictionaryRef, ...] = ()
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
@@ -282,6 +284,8 @@ class VoiceInfo(msgspec.Struct, frozen=True, kw_only=True):
     provider: str = "espeak"
     category: str = "default"
     description: str = ""
+    #: the voice's own default settings (a Chorus voice row's), merged under a job's at submit
+    voice_settings: VoiceSettings | None = None
 
 
 class SynthesisRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -290,6 +294,10 @@ class SynthesisRequest(msgspec.Struct, frozen=True, kw_only=True):
     language: str | None = None
     output_format: str = DEFAULT_FORMAT
     params: SpeechParams = NO_PARAMS
+    #: a redelivery whose earlier attempt may have generated the audio since this unix time
+    #: (the job's creation): a provider with a generation history looks there before paying
+    #: again; the others ignore it
+    previous_attempt_since: float | None = None
 
 
 class SynthesisResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -299,6 +307,7 @@ class SynthesisResult(msgspec.Struct, frozen=True, kw_only=True):
     characters: int
     request_ids: tuple[str, ...] = ()
     character_cost: int | None = None  # credits the provider charged, if it says
+    from_history: bool = False  # an earlier attempt's audio, found again: no call paid now
 
 
 # --- dead letters --------------------------------------------------------------------------------
@@ -365,9 +374,17 @@ class Voice(msgspec.Struct, frozen=True, kw_only=True):
     status_reason: str | None
     visibility: Visibility
     preview_audio_id: str | None
-    preview_job_id: str | None
+    preview_job_id: str | None  # the latest preview job asked for
     created_at: dt.datetime
     updated_at: dt.datetime
+    #: defaults for jobs with this voice (``0006_voice_defaults.sql``); None: the provider's
+    voice_settings: VoiceSettings | None = None
+    preview_audio_job_id: str | None = None  # the job whose audio ``preview_audio_id`` is
+
+    @property
+    def preview_pending(self) -> bool:
+        """A preview job was asked for and its audio is not linked yet (VoiceSync links it)."""
+        return self.preview_job_id is not None and self.preview_job_id != self.preview_audio_job_id
 
     def visible_to(self, user_id: str) -> bool:
         return self.visibility is not Visibility.private or self.owner == user_id
@@ -377,7 +394,7 @@ class Voice(msgspec.Struct, frozen=True, kw_only=True):
         return VoiceInfo(
             voice_id=self.provider_voice_id, name=self.name, language=self.language or "en",
             languages=self.languages, provider=self.provider, category=self.category,
-            description=self.description,
+            description=self.description, voice_settings=self.voice_settings,
         )
 
 
@@ -404,3 +421,5 @@ class TrackedVoice(msgspec.Struct, frozen=True, kw_only=True):
     due: float
     deadline: float
     attempts: int = 0
+    #: ``processing`` (polling the provider) or ``preview`` (waiting for the preview job)
+    state: str = "processing"

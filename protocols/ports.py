@@ -9,6 +9,13 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from protocols.dictionaries import (
+    Dictionary,
+    DictionaryVersion,
+    NewDictionary,
+    NewVersion,
+    Rule,
+)
 from protocols.errors import ChorusError
 from protocols.events import Event
 from protocols.messages import (
@@ -16,6 +23,7 @@ from protocols.messages import (
     CloneFile,
     DeadLetter,
     Delivery,
+    DictionaryRef,
     Job,
     JobStatus,
     Lane,
@@ -185,11 +193,12 @@ class StorybookStore(Protocol):
         ...
     async def start_round(
         self, book_id: str, owner: str, *, line_ids: Sequence[str] | None, force: bool,
-        permanent: frozenset[str],
+        permanent: frozenset[str], quota: int | None = None,
     ) -> RetryRound:
         """A new retry round: the chosen lines (``line_ids``, else every failed one) go back to
         ``pending`` in round n+1, skipping lines whose error code is in ``permanent`` unless
-        ``force``. The book is running again and its assembled audio forgotten. Raises
+        ``force``. The book is running again and its assembled audio forgotten. With a
+        ``quota``, the round's characters must fit as a job's would (``QuotaExceeded``). Raises
         ``NotFound``, ``RoundRunning`` (book not ended), ``InvalidInput`` (unknown or succeeded
         line ids, or nothing to retry)."""
         ...
@@ -256,7 +265,10 @@ class SpeechProvider(Protocol):
         """Characters the provider account has left (cached); None: unlimited or unknown."""
         ...
     async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
-        """Raises ``UnknownVoice``, ``ProviderUnavailable`` (retryable) or ``ProviderError``."""
+        """Raises ``UnknownVoice``, ``ProviderUnavailable`` (retryable) or ``ProviderError``.
+        With ``request.previous_attempt_since`` (a redelivery) a provider that keeps a history
+        of its generations returns an earlier attempt's audio from there when it finds it
+        (``from_history``) instead of paying again; the others generate as always."""
         ...
     @property
     def account(self) -> str:
@@ -265,6 +277,14 @@ class SpeechProvider(Protocol):
         ...
     def voice_manager(self) -> VoiceManager:
         """Voice management at this provider (cloning, readiness, its default voices)."""
+        ...
+    def dictionary_mirror(self) -> DictionaryMirror | None:
+        """Where Chorus's pronunciation dictionaries are also kept at this provider, so its own
+        locators can be sent (ElevenLabs); None: the rules are applied here, to the text."""
+        ...
+    def use_lexicon(self, lexicon: Lexicon) -> None:
+        """Where ``synthesize`` reads the rules of the Chorus dictionary versions a job is
+        pinned to (the composition root gives it; without one such a job fails)."""
         ...
 
 
@@ -360,7 +380,8 @@ class VoiceStore(Protocol):
         """Visible voices ordered by id, after the id ``after`` (cursor pagination)."""
         ...
     async def update_voice(self, voice_id: str, owner: str, **changes: object) -> Voice | None:
-        """name, description, labels, visibility of the owner's voice (None: not theirs)."""
+        """name, description, labels, visibility, voice_settings of the owner's voice (None:
+        not theirs). ``voice_settings=VoiceSettings()`` clears the voice's defaults."""
         ...
     async def delete_voice(self, voice_id: str, owner: str) -> Voice | None: ...
     async def settle_voice(
@@ -369,9 +390,21 @@ class VoiceStore(Protocol):
     ) -> Voice | None:
         """Compare-and-set processing -> completed | failed; returns the voice as it is."""
         ...
-    async def set_voice_preview(self, voice_id: str, audio_id: str) -> Voice | None: ...
+    async def set_voice_preview(
+        self, voice_id: str, audio_id: str, *, job_id: str | None = None
+    ) -> Voice | None:
+        """Link the audio of preview job ``job_id`` (None: the latest asked for) unless a newer
+        preview job was asked for since; returns the voice as it is."""
+        ...
+    async def set_preview_job(self, voice_id: str, job_id: str) -> Voice | None:
+        """A preview was asked for again: ``job_id`` is now the latest (the preview the voice
+        has stays until that job's audio is linked)."""
+        ...
+    async def drop_preview_job(self, voice_id: str, job_id: str) -> Voice | None:
+        """Preview job ``job_id`` ended without audio: forgotten if still the latest."""
+        ...
     async def tracked_voices(self, provider: str) -> list[Voice]:
-        """Clones processing, and completed clones whose preview job has not been linked."""
+        """Clones processing, and voices whose latest preview job has not been linked."""
         ...
 
 
@@ -394,6 +427,12 @@ class VoiceManager(Protocol):
     async def delete(self, provider_voice_id: str) -> None:
         """Remove the voice at the provider (already gone is fine)."""
         ...
+    async def edit(
+        self, provider_voice_id: str, *, name: str, description: str, labels: dict[str, str]
+    ) -> None:
+        """Set a clone's name, description and labels at the provider (all three, as they are
+        to be). Raises a ``ProviderError`` when the provider did not take them."""
+        ...
     async def default_voices(self) -> Sequence[VoiceInfo]:
         """The provider's own voices (every page)."""
         ...
@@ -401,12 +440,91 @@ class VoiceManager(Protocol):
 
 class VoiceSyncQueue(Protocol):
     """VoiceSync's schedule (``protocols/redis/voice_queue.py``): voice ids by next poll time, each
-    with its deadline and poll count. Postgres stays the truth; this is rebuilt from it."""
+    with its status (deadline, poll count, state), which expires a margin after the deadline.
+    Postgres stays the truth; this is rebuilt from it."""
 
-    async def track(self, voice_id: str, due: float, deadline: float) -> None:
+    async def track(
+        self, voice_id: str, due: float, deadline: float, state: str = "processing"
+    ) -> None:
         """Schedule a voice (kept as it is if already tracked)."""
         ...
-    async def due(self, now: float, count: int) -> list[TrackedVoice]: ...
-    async def reschedule(self, voice_id: str, due: float, attempts: int) -> None: ...
+    async def due(self, now: float, count: int) -> list[TrackedVoice]:
+        """Voices due by ``now`` (an entry whose status expired is dropped, not returned)."""
+        ...
+    async def status(self, voice_id: str) -> TrackedVoice | None: ...
+    async def reschedule(
+        self, voice_id: str, due: float, attempts: int, state: str | None = None
+    ) -> None:
+        """Next poll at ``due``; the deadline is kept, ``state`` too unless given."""
+        ...
     async def done(self, voice_id: str) -> None: ...
     async def tracked(self) -> list[TrackedVoice]: ...
+
+
+class DictionaryStore(Protocol):
+    """Pronunciation dictionaries in Postgres (``protocols/postgres/dictionaries.py``). With a
+    ``viewer``, another user's private dictionary is None, as is a deleted one."""
+
+    async def create_dictionary(self, new: NewDictionary, *, limit: int) -> Dictionary:
+        """Insert it with its first version. ``DictionaryLimitReached`` when the owner already
+        has ``limit`` dictionaries."""
+        ...
+    async def get_dictionary(
+        self, dictionary_id: str, viewer: str | None = None, *, rules: bool = False
+    ) -> Dictionary | None:
+        """The live dictionary (``rules``: with its current version's rules)."""
+        ...
+    async def list_dictionaries(
+        self, viewer: str, *, after: str | None = None, limit: int = 100
+    ) -> list[Dictionary]:
+        """The viewer's own and the public ones, by id, after the id ``after``."""
+        ...
+    async def add_dictionary_version(self, new: NewVersion) -> Dictionary | None:
+        """Compare-and-set: the new version becomes current if ``new.based_on`` still is
+        (and the dictionary is the owner's, not deleted); else None and nothing is written."""
+        ...
+    async def delete_dictionary(self, dictionary_id: str, owner: str) -> Dictionary | None:
+        """Gone for new requests (and out of every user's defaults); versions stay readable."""
+        ...
+    async def dictionary_version(
+        self, dictionary_id: str, version_id: str
+    ) -> DictionaryVersion | None:
+        """A version, even of a dictionary deleted since (no visibility: for pinned jobs)."""
+        ...
+    async def resolve_dictionaries(
+        self, refs: Sequence[tuple[str, str | None]], viewer: str
+    ) -> list[tuple[bool, str | None]]:
+        """Per (id, version or None): whether the viewer has the dictionary, and the version
+        to pin (the asked one if it is the dictionary's; the current one when none asked)."""
+        ...
+    async def set_user_dictionaries(self, user_id: str, refs: Sequence[DictionaryRef]) -> None:
+        ...
+
+
+class DictionaryMirror(Protocol):
+    """A provider's own pronunciation dictionaries, where Chorus keeps a copy of each of its
+    own (``protocols/providers/elevenlabs/dictionaries.py``). Raises the provider's typed
+    errors."""
+
+    provider: str
+
+    async def create(
+        self, name: str, description: str, rules: Sequence[Rule]
+    ) -> tuple[str, str]:
+        """A new dictionary there: (its id, its first version id)."""
+        ...
+    async def add_rules(self, dictionary_id: str, rules: Sequence[Rule]) -> str:
+        """Its new version id (rules for a string it has replace the old ones)."""
+        ...
+    async def remove_rules(self, dictionary_id: str, strings: Sequence[str]) -> str:
+        """Its new version id."""
+        ...
+    async def archive(self, dictionary_id: str) -> None: ...
+
+
+class Lexicon(Protocol):
+    """The rules of pinned dictionary versions, for the providers (``DictionaryCatalog``)."""
+
+    async def version(self, ref: DictionaryRef) -> DictionaryVersion:
+        """Raises ``DictionaryNotFound`` for a version that does not exist."""
+        ...

@@ -69,6 +69,12 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _languages(value: str) -> tuple[str, ...]:
+    """``"en, ko-KR"`` -> ``("en", "ko-kr")``: BCP-47-ish tags, lower case, ``-`` separated
+    (``protocols.domain.languages`` compares them so)."""
+    return tuple(dict.fromkeys(tag.replace("_", "-").lower() for tag in _csv(value)))
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None  # None -> embedded Valkey under data_dir
     database_url: Secret | None = None  # None -> embedded Postgres under data_dir
@@ -92,13 +98,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_s: float = 2.0
     db_timeout_s: float = 5.0
     # provider: a name from the registry (protocols/providers); None -> ElevenLabs when a key
-    # is set, else the embedded espeak-ng
+    # is set, else the embedded engines (Piper for English when installed, espeak-ng)
     provider: str | None = None
+    piper_threads: int = 1  # onnxruntime threads per Piper synthesis (cpu_count // this at once)
     fake_latency_s: float = 0.0  # each call of the built-in fake provider (benchmarks, tests)
     elevenlabs_base_url: str | None = None  # None -> https://api.elevenlabs.io
     elevenlabs_timeout_s: float = 120.0  # per request (connect, read, write)
     elevenlabs_default_voice_id: str | None = None  # None -> the first premade voice
     elevenlabs_dictionaries: tuple[str, ...] = ()  # "id" or "id:version", at most 3
+    #: the model of jobs that name neither a model nor a preference (when it speaks their
+    #: language); None -> chosen by ``model_preference``
+    elevenlabs_model_id: str | None = None
+    #: languages jobs and storybooks may ask for (lower-case tags; a primary subtag such as
+    #: "en" admits every "en-*"); empty: any language the provider speaks
+    supported_languages: tuple[str, ...] = ()
     model_preference: str = "balanced"  # balanced | latency | quality | expressive
     provider_concurrency: int = 3  # requests in flight per provider account, all processes
     provider_lease_s: float | None = None  # slot / single-flight lock lease; None: lease_s
@@ -123,6 +136,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     storybook_window: int = 0
     storybook_reconcile_s: float = 5.0  # the runner re-reads every active book from Postgres
     storybook_progress_s: float = 1.0  # storybook.progress events, at most one per book per this
+    #: where audio lives: None -> files under data_dir/audio (one host); s3://bucket/prefix ->
+    #: an S3-compatible object store shared by every host (protocols/blobs/s3.py)
+    blob_url: str | None = None
+    s3_endpoint_url: str | None = None  # None -> AWS S3; else MinIO, R2, Ceph, a test server...
+    aws_region: str | None = None  # None -> us-east-1
+    aws_access_key_id: Secret | None = None  # None (with the secret): no credentials given
+    aws_secret_access_key: Secret | None = None
+    aws_session_token: Secret | None = None
+    blob_timeout_s: float = 30.0  # one object-store read or write, its retries included
+    blob_concurrency: int = 16  # object-store requests in flight per process
     faults: FaultPlan | None = None  # tests only
 
     @property
@@ -200,10 +223,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("restart_period_s", "CHORUS_RESTART_PERIOD_S", float)
         put("provider", "CHORUS_PROVIDER")
         put("fake_latency_s", "CHORUS_FAKE_LATENCY_S", float)
+        put("piper_threads", "CHORUS_PIPER_THREADS", int)
         put("elevenlabs_base_url", "ELEVENLABS_BASE_URL")
         put("elevenlabs_timeout_s", "ELEVENLABS_TIMEOUT_S", float)
         put("elevenlabs_default_voice_id", "ELEVENLABS_DEFAULT_VOICE_ID")
         put("elevenlabs_dictionaries", "ELEVENLABS_PRONUNCIATION_DICTIONARIES", _csv)
+        put("elevenlabs_model_id", "ELEVENLABS_MODEL_ID")
+        put("supported_languages", "CHORUS_SUPPORTED_LANGUAGES", _languages)
         put("model_preference", "CHORUS_MODEL_PREFERENCE")
         put("provider_concurrency", "CHORUS_PROVIDER_CONCURRENCY", int)
         put("provider_lease_s", "CHORUS_PROVIDER_LEASE_S", float)
@@ -220,6 +246,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("storybook_max_chars", "CHORUS_STORYBOOK_MAX_CHARS", int)
         put("storybook_window", "CHORUS_STORYBOOK_WINDOW", int)
         put("storybook_reconcile_s", "CHORUS_STORYBOOK_RECONCILE_S", float)
+        put("blob_url", "CHORUS_BLOB_URL")
+        put("s3_endpoint_url", "CHORUS_S3_ENDPOINT_URL")
+        put("aws_region", "AWS_DEFAULT_REGION")
+        put("aws_region", "AWS_REGION")  # wins over AWS_DEFAULT_REGION, as in the AWS SDKs
+        put("aws_access_key_id", "AWS_ACCESS_KEY_ID", Secret)
+        put("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", Secret)
+        put("aws_session_token", "AWS_SESSION_TOKEN", Secret)
+        put("blob_timeout_s", "CHORUS_BLOB_TIMEOUT_S", float)
+        put("blob_concurrency", "CHORUS_BLOB_CONCURRENCY", int)
         raw.update(overrides)
         settings = cls(**raw)  # type: ignore[arg-type]
         settings.validate()
@@ -240,12 +275,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             self.elevenlabs_timeout_s <= 0
         ):
             raise ConfigError("CHORUS_PROVIDER_LEASE_S and ELEVENLABS_TIMEOUT_S must be positive")
+        if self.elevenlabs_model_id is not None and not self.elevenlabs_model_id.strip():
+            raise ConfigError("ELEVENLABS_MODEL_ID cannot be blank")
+        if any(not tag or "," in tag for tag in self.supported_languages):
+            raise ConfigError("CHORUS_SUPPORTED_LANGUAGES is a comma-separated list of tags")
         if len(self.elevenlabs_dictionaries) > 3:
             raise ConfigError("ELEVENLABS_PRONUNCIATION_DICTIONARIES takes at most 3 entries")
         if self.fake_latency_s < 0:
             raise ConfigError("CHORUS_FAKE_LATENCY_S cannot be negative")
         if self.concurrency < 1:
             raise ConfigError("CHORUS_CONCURRENCY must be at least 1")
+        if self.piper_threads < 1:
+            raise ConfigError("CHORUS_PIPER_THREADS must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ConfigError("CHORUS_PORT must be between 0 and 65535")
         if self.storybook_max_lines < 1 or self.storybook_max_chars < 1 or (
@@ -254,6 +295,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 "CHORUS_STORYBOOK_MAX_LINES and _MAX_CHARS must be at least 1, _WINDOW at least 0,"
                 " _RECONCILE_S positive"
+            )
+        if self.blob_url is not None and not self.blob_url.startswith("s3://"):
+            raise ConfigError("CHORUS_BLOB_URL must look like s3://bucket or s3://bucket/prefix")
+        if self.blob_url is not None and (
+            (self.aws_access_key_id is None) != (self.aws_secret_access_key is None)
+        ):
+            raise ConfigError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together")
+        if self.blob_timeout_s <= 0 or self.blob_concurrency < 1:
+            raise ConfigError(
+                "CHORUS_BLOB_TIMEOUT_S must be positive, CHORUS_BLOB_CONCURRENCY at least 1"
             )
         if self.max_deliveries < 1:
             raise ConfigError("CHORUS_MAX_DELIVERIES must be at least 1")

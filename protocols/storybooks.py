@@ -19,7 +19,7 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.messages import Metadata, VoiceSettings
+from protocols.messages import DictionaryRef, Metadata, VoiceSettings
 
 # --- limits (also in the README) ----------------------------------------------------------------
 
@@ -96,6 +96,10 @@ class StorybookRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     pause_ms: Pauses = msgspec.field(default_factory=Pauses)
     metadata: Metadata | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    #: applied to every line (the cast's names); None: the owner's defaults; []: none
+    pronunciation_dictionary_locators: (
+        Annotated[list[DictionaryRef], msgspec.Meta(max_length=3)] | None
+    ) = None
 
 
 class RetryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -137,6 +141,8 @@ class NewStorybook(msgspec.Struct, frozen=True, kw_only=True):
     metadata: Metadata | None = None
     idempotency_key: str | None = None
     request_hash: str = ""
+    #: pronunciation dictionaries of every line, pinned at submit
+    dictionaries: tuple[DictionaryRef, ...] = ()
 
     @property
     def characters(self) -> int:
@@ -205,3 +211,5 @@ class Storybook(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: dt.datetime | None = None
     #: blob path of the assembled book audio, once made (reused until a retry changes a line)
     audio_path: str | None = None
+    #: pronunciation dictionaries of every line, pinned at submit
+    dictionaries: tuple[DictionaryRef, ...] = ()

@@ -23,12 +23,13 @@ from hypercorn.utils import wrap_app
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 
+from protocols.dictionaries import MAX_DICTIONARY_BODY
 from protocols.errors import ChorusError, ConfigError
 from protocols.settings import Settings
 from web import problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
-from web.routes import audio, events, health, jobs, storybooks, usage, voices
+from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
 if TYPE_CHECKING:
@@ -55,14 +56,22 @@ class ListenFailed(ConfigError):
 class ChorusRequest(TrioRequest):
     """The body limit is sized for JSON jobs; ``POST /v1/voices`` (clone uploads) gets room
     for its audio samples (``web/routes/voice_uploads.py``) and ``POST /v1/storybooks`` for a
-    whole book (``large_bodies``, set per app). The limit holds while the body streams, with or
-    without Content-Length (``web.bodies.LimitedBody``)."""
+    whole book (``large_bodies``, set per app), the pronunciation-dictionary routes for a
+    thousand rules or a PLS file (``large_prefixes``). The limit holds while the body streams,
+    with or without Content-Length (``web.bodies.LimitedBody``)."""
 
     body_class = LimitedBody
     large_bodies: dict[str, int] = {"/v1/voices": MAX_UPLOAD_BODY}
+    #: the same by path prefix (routes with ids in the path)
+    large_prefixes: dict[str, int] = {"/v1/pronunciation-dictionaries/": MAX_DICTIONARY_BODY}
 
     def __init__(self, method: str, scheme: str, path: str, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        limit = self.large_bodies.get(path.rstrip("/")) if method == "POST" else None
+        limit = None
+        if method == "POST":
+            limit = self.large_bodies.get(path.rstrip("/")) or next(
+                (size for prefix, size in self.large_prefixes.items() if path.startswith(prefix)),
+                None,
+            )
         if limit is not None:
             kwargs["max_content_length"] = limit
         super().__init__(method, scheme, path, *args, **kwargs)
@@ -84,7 +93,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROPAGATE_EXCEPTIONS"] = False
     problems.install(app)
-    for module in (jobs, events, audio, voices, storybooks, usage, health):
+    for module in (jobs, events, audio, voices, storybooks, dictionaries, usage, health):
         app.register_blueprint(module.blueprint(ctx))
     return app
 
@@ -175,6 +184,7 @@ async def front_door(
             track_voice=partial(service.track_voice, queue),
             books=service.books, storybooks=service.storybooks,
             book_outputs=service.book_outputs, kick_runner=service.kick_runner,
+            dictionaries=service.dictionaries,
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
 

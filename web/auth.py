@@ -64,3 +64,11 @@ async def current_user(store: JobStore, known: KnownKeys) -> User:
         known.clear()
     known[digest] = (now + AUTH_TTL_S, user)
     return user
+
+
+def forget_caller(known: KnownKeys) -> None:
+    """Drop the current caller from ``known`` (their user row just changed: the next request
+    reads it again). Other processes see the change within ``AUTH_TTL_S``."""
+    key = presented_key()
+    if key is not None:
+        known.pop(hashlib.sha256(key.encode()).digest(), None)

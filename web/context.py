@@ -10,6 +10,7 @@ import trio
 from actors.pipeline.intake import Intake
 from actors.storybooks.intake import StorybookIntake
 from actors.storybooks.outputs import BookOutputs
+from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.voices import VoiceCatalog
 from protocols.events import NO_EVENTS
 from protocols.messages import Voice
@@ -61,3 +62,5 @@ class WebContext:
     book_outputs: BookOutputs | None = None
     #: wake this process' StorybookRunner after a change to a book
     kick_runner: Callable[[], None] = _nothing
+    #: pronunciation dictionaries (None: the dictionary routes answer 503)
+    dictionaries: DictionaryCatalog | None = None

@@ -78,6 +78,8 @@ def storybook_summary(book: Storybook) -> dict[str, Any]:
     }
     if book.finished_at is not None:
         view["finished_at"] = iso(book.finished_at)
+    if book.dictionaries:
+        view["pronunciation_dictionary_locators"] = msgspec.to_builtins(book.dictionaries)
     if book.cancel_requested and book.status is not BookStatus.cancelled:
         view["cancel_requested"] = True
     if book.metadata is not None:

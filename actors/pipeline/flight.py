@@ -71,6 +71,9 @@ class Flight:
         self._first: bool | None = None  # the first try's answer (None: not tried)
         self._slot: str | None = None  # taken with the first try, not used yet
         self.waited = False  # another worker was generating the same key
+        #: the provider found an earlier attempt's audio (its history) instead of a paid call:
+        #: counted as ``history_reuses``, not ``provider_calls``
+        self.from_history = False
         if first_try is not None:  # ``begin`` was done for us (the StreamReader's batch)
             self._first = first_try.lock.held
             self._slot = first_try.slot
@@ -113,17 +116,19 @@ class Flight:
     @asynccontextmanager
     async def provider_slot(self) -> AsyncIterator[None]:
         """One of the account's slots for the provider call (the one taken at ``begin``, or
-        waited for); given back off the critical path. Counts the call with the release."""
+        waited for); given back off the critical path. Counts the call with the release
+        (``provider_calls``, or ``history_reuses`` when ``from_history`` was set inside)."""
         if not self._shared:
             yield
         else:
             held, self._slot = self._slot, None
             async with self._coord.slot(self._wait_s, held=held):
                 yield
+        counter = "history_reuses" if self.from_history else "provider_calls"
         if self._lock.held:
-            self._lock.count_on_release = "provider_calls"  # one round trip with the release
+            self._lock.count_on_release = counter  # one round trip with the release
         else:
-            self._coord.count_soon("provider_calls")
+            self._coord.count_soon(counter)
 
     def _give_back_slot(self) -> None:
         if self._slot is not None:

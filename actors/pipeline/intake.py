@@ -1,8 +1,10 @@
 """Intake: submitting a job, the same for every front (HTTP, the bench, storybooks next).
 
 From a transport-neutral ``JobRequest`` and the user to an accepted job: the text normalized and
-within limits, the format offered, the voice resolved (``VoiceCatalog``), the provider's
-parameters settled and the cache key known. A job is accepted only once it is durable twice:
+within limits, the format offered, the language admitted (``CHORUS_SUPPORTED_LANGUAGES``), the
+voice resolved (``VoiceCatalog``; its default settings under the request's), its pronunciation
+dictionaries pinned to a version (``DictionaryCatalog``), the provider's parameters settled and
+the cache key known. A job is accepted only once it is durable twice:
 its row in Postgres (``store.create_job``, where the quota is checked) and its entry in the Redis
 stream (``enqueue``, the Producer's mailbox). If the stream cannot take it, the row is discarded
 and the error propagates (HTTP answers 503 with ``Retry-After``): nothing half-accepted remains.
@@ -20,10 +22,14 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 import trio
 
+from protocols.dictionaries import is_chorus_dictionary
 from protocols.domain.cachekey import scoped_cache_key
+from protocols.domain.dictionaries import DictionaryCatalog
+from protocols.domain.dictionaries import not_found as dictionary_not_found
 from protocols.domain.jobs import new_job_id, request_hash
+from protocols.domain.languages import check_language
 from protocols.domain.text import normalize_text, speakable
-from protocols.domain.voices import VoiceCatalog
+from protocols.domain.voices import VoiceCatalog, job_settings
 from protocols.errors import (
     ChorusError,
     EnqueueFailed,
@@ -39,6 +45,7 @@ from protocols.errors import (
 from protocols.events import NO_EVENTS, EventKind, job_event
 from protocols.messages import (
     DEFAULT_FORMAT,
+    DictionaryRef,
     Job,
     JobRequest,
     JobStatus,
@@ -80,9 +87,12 @@ class Intake:
         enqueue: Callable[[SpeechJob], Awaitable[None]],
         events: EventSink = NO_EVENTS,
         count: Callable[[str], None] = _no_count,
+        dictionaries: DictionaryCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.store, self.blobs, self.provider, self.voices = store, blobs, provider, voices
+        #: pronunciation dictionaries (visibility, pinning, the owner's defaults)
+        self.dictionaries = dictionaries
         #: hand the job to the Producer; returns once it is durable in Redis. Raises
         #: ``QueueFull`` (channel full past the deadline) or ``QueueUnavailable``.
         self._enqueue = enqueue
@@ -153,7 +163,8 @@ class Intake:
         turn: Callable[[], Awaitable[None]] | None = None, voice_for: VoiceLookup | None = None,
     ) -> tuple[Job, bool]:
         new = await self._settle(
-            request, user.id, lane=lane, voice_for=voice_for or self.voices.for_job
+            request, user.id, lane=lane, defaults=user.dictionaries,
+            voice_for=voice_for or self.voices.for_job,
         )
         job, created = await self._accept(user, new, quota=quota, book_id=book_id, turn=turn)
         if created:  # the seed's TTS_CREATION: a job was accepted
@@ -172,15 +183,21 @@ class Intake:
         return job, created
 
     async def settle(
-        self, request: JobRequest, owner: str, *, lane: Lane = Lane.interactive
+        self, request: JobRequest, owner: str, *, lane: Lane = Lane.interactive,
+        defaults: Sequence[DictionaryRef] = (),
     ) -> NewJob:
         """The request as a job of ``owner``, with its parameters settled and its cache key
-        known. Raises ``TextEmpty``, ``TextTooLong``, ``UnsupportedFormat``, ``UnknownVoice``,
-        ``VoiceNotReady``, ``InvalidInput`` or ``UnsupportedLanguage``."""
-        return await self._settle(request, owner, lane=lane, voice_for=self.voices.for_job)
+        known; ``defaults``: the owner's pronunciation dictionaries, applied when the request
+        names none. Raises ``TextEmpty``, ``TextTooLong``, ``UnsupportedFormat``,
+        ``UnknownVoice``, ``VoiceNotReady``, ``DictionaryNotFound``, ``InvalidInput`` or
+        ``UnsupportedLanguage`` (also for a language outside ``CHORUS_SUPPORTED_LANGUAGES``)."""
+        return await self._settle(
+            request, owner, lane=lane, defaults=defaults, voice_for=self.voices.for_job
+        )
 
     async def _settle(
-        self, request: JobRequest, owner: str, *, lane: Lane, voice_for: VoiceLookup
+        self, request: JobRequest, owner: str, *, lane: Lane, defaults: Sequence[DictionaryRef],
+        voice_for: VoiceLookup,
     ) -> NewJob:
         check_metadata(request.metadata, self.settings.max_metadata_bytes)
         limit = self.settings.max_text_chars
@@ -199,12 +216,16 @@ class Intake:
                 f"output_format {fmt!r} is not supported.", supported=sorted(formats)
             )
         language = (request.language or "").strip() or None
+        check_language(language, self.settings.supported_languages)
         voice = await voice_for(request.voice_id, language, owner)  # visibility
         asked = SpeechParams(
             model_id=request.model_id or "",
-            voice_settings=request.voice_settings,
+            # the voice's defaults under what the request gives: part of the cache key
+            voice_settings=job_settings(request.voice_settings, voice.voice_settings),
             seed=request.seed,
-            dictionaries=tuple(request.pronunciation_dictionary_locators or ()),
+            dictionaries=await self.pronunciation(
+                request.pronunciation_dictionary_locators, owner, defaults
+            ),
         )
         params = await self.provider.prepare(text, voice, language, asked, request.preference)
         return NewJob(
@@ -225,6 +246,14 @@ class Intake:
             lane=lane,
             metadata=request.metadata,
         )
+
+    async def pronunciation(
+        self, asked: Sequence[DictionaryRef] | None, owner: str,
+        defaults: Sequence[DictionaryRef] = (),
+    ) -> tuple[DictionaryRef, ...]:
+        """The dictionaries a job applies: Chorus's pinned to a version here, so the cache key
+        holds it; the provider's own passed to ``prepare``."""
+        return await pin_dictionaries(self.dictionaries, asked, owner, defaults)
 
     async def _accept(
         self, user: User, new: NewJob, *, quota: bool, book_id: str = "",
@@ -345,3 +374,17 @@ def check_metadata(metadata: object, limit: int) -> None:
             f"metadata is {size} bytes as JSON; the limit is {limit}.", field="metadata",
             limit=limit,
         )
+
+
+async def pin_dictionaries(
+    catalog: DictionaryCatalog | None, asked: Sequence[DictionaryRef] | None, owner: str,
+    defaults: Sequence[DictionaryRef] = (),
+) -> tuple[DictionaryRef, ...]:
+    """What a job or a book of ``owner`` applies (``DictionaryCatalog.resolve``: ``asked``,
+    else ``defaults``). Without a catalog only the provider's own dictionaries can be named."""
+    if catalog is not None:
+        return await catalog.resolve(asked, owner, defaults)
+    for ref in asked or ():
+        if is_chorus_dictionary(ref.pronunciation_dictionary_id):
+            raise dictionary_not_found(ref.pronunciation_dictionary_id)
+    return tuple(asked or ())

@@ -16,6 +16,11 @@ Single flight: before generating, the actor takes the cache key's Redis lock. An
 holding it is generating the same audio: this actor waits for the lock to go, then finds the
 audio in the cache. The lock is released only once the audio row is committed, so a waiter never
 misses it; a holder that dies releases by expiry, and its job comes back through the stream.
+
+Paid once: a redelivered job (or one started before) tells the provider since when an earlier
+attempt may have generated its audio (``SynthesisRequest.previous_attempt_since``); a provider
+that keeps a history (ElevenLabs) looks there before paying again, and such a reuse is counted
+as ``history_reuses``, not ``provider_calls``.
 """
 
 from __future__ import annotations
@@ -313,8 +318,19 @@ class TTSActor:
 
         if flight is not None and (reused := await flight.own(look_again)) is not None:
             return reused
-        result = await self._call_provider(flight, job)
+        result = await self._call_provider(flight, job, since=self._earlier_attempt(attempt, job))
         return self._as_produced(attempt, job, result)
+
+    @staticmethod
+    def _earlier_attempt(attempt: Attempt, job: Job) -> float | None:
+        """Since when an earlier attempt of this job may have had the provider generate its
+        audio (the provider may find it in its history instead of paying again), or None on a
+        first attempt. A redelivered entry, or a job started before (``attempts`` counts this
+        start): the window opens at the job's creation, as an early call (``_may_call_early``)
+        goes before its start is recorded."""
+        if attempt.delivery.deliveries <= 1 and job.attempts <= 1:
+            return None
+        return job.created_at.timestamp()
 
     async def _produce_early(
         self, attempt: Attempt, start: PendingStart
@@ -346,10 +362,11 @@ class TTSActor:
         # the Storer checks the start when it is known (no wait here for the next job)
         return self._as_produced(attempt, None, result)
 
-    async def _call_provider(self, flight: Flight | None, job: Job | SpeechJob) -> SynthesisResult:
+    async def _call_provider(self, flight: Flight | None, job: Job | SpeechJob, *,
+                             since: float | None = None) -> SynthesisResult:
         request = SynthesisRequest(
             text=job.text, voice_id=job.voice_id, language=job.language,
-            output_format=job.output_format, params=job.params,
+            output_format=job.output_format, params=job.params, previous_attempt_since=since,
         )
         async with flight.provider_slot() if flight is not None else nullcontext():
             self._set_refilling(False)
@@ -358,6 +375,12 @@ class TTSActor:
             finally:
                 self._set_refilling(True)
                 self._set_finishing(True)
+            if result.from_history:
+                log.info("job %s: an earlier attempt's audio was found at the provider (%s);"
+                         " not generated again", job.id if isinstance(job, Job) else job.job_id,
+                         ", ".join(result.request_ids) or "no request ids")
+                if flight is not None:
+                    flight.from_history = True
         await self._faults.hit("tts.after_synth")
         return result
 

@@ -3,7 +3,9 @@
 The book's structure and limits are checked by ``protocols.domain.storybooks.plan``; here the
 parts that need the world: the output format against the provider, the default voice of the
 book's language, and every distinct voice for existence and visibility (another user's private
-voice is "not found", as for a single job). Then one transaction stores the book and its lines
+voice is "not found", as for a single job), and the book's pronunciation dictionaries (its own,
+else the owner's defaults), pinned to their versions here so every line, in every retry round,
+speaks the same way. Then one transaction stores the book and its lines
 with the whole book checked against the user's quota (all or nothing). No job exists yet: the
 StorybookRunner releases the lines into the batch lane, a few at a time.
 
@@ -18,7 +20,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from actors.pipeline.intake import check_metadata
+import msgspec
+
+from actors.pipeline.intake import check_metadata, pin_dictionaries
+from protocols.domain.dictionaries import DictionaryCatalog
+from protocols.domain.languages import check_language
 from protocols.domain.storybooks import plan, voices_used
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError, UnsupportedFormat
@@ -47,10 +53,12 @@ class StorybookIntake:
         provider: SpeechProvider,
         voices: VoiceCatalog,
         kick: Callable[[], None] = _nothing,
+        dictionaries: DictionaryCatalog | None = None,
         mark_cancelled: Callable[[str], Awaitable[None]] = _no_marker,
     ) -> None:
         self.settings = settings
         self.store, self.provider, self.voices = store, provider, voices
+        self.dictionaries = dictionaries
         #: tell this process' runner a book is waiting (else it finds it on its next pass)
         self._kick = kick
         #: set the book's cancel marker in Redis (``Coordinator.mark_book_cancelled``)
@@ -68,6 +76,7 @@ class StorybookIntake:
                 f"output_format {fmt!r} is not supported.", supported=sorted(formats)
             )
         language = (request.language or "").strip() or None
+        check_language(language, s.supported_languages)  # CHORUS_SUPPORTED_LANGUAGES
         default = await self.voices.for_job(None, language, user.id)
         book = plan(
             request, user.id, output_format=fmt, default_voice=default.voice_id,
@@ -84,6 +93,12 @@ class StorybookIntake:
                 raise type(exc)(
                     f"{where}: {exc.detail}", **{**exc.extra, "page": page, "line": index}
                 ) from None
+        pinned = await pin_dictionaries(
+            self.dictionaries, request.pronunciation_dictionary_locators, user.id,
+            user.dictionaries,
+        )
+        if pinned:
+            book = msgspec.structs.replace(book, dictionaries=pinned)
         stored, created = await self.store.create_storybook(book, quota=user.monthly_quota)
         if created:
             self._kick()

@@ -253,6 +253,7 @@ class StorybookRunner:
             text=line.text, voice_id=line.voice_id, language=book.language,
             output_format=book.output_format, voice_settings=line.voice_settings,
             idempotency_key=line_job_key(book.id, line.id, line.round),
+            pronunciation_dictionary_locators=list(book.dictionaries),
             metadata={"storybook_id": book.id, "line_id": line.id, "page": line.page,
                       "index": line.index, "round": line.round},
         )

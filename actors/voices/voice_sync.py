@@ -1,16 +1,22 @@
-"""VoiceSync: tracks cloned voices until the provider has them ready, then has a preview made.
+"""VoiceSync: tracks cloned voices until the provider has them ready, then has a preview made,
+and links the audio of every preview job (the first one, and those asked for again with
+``POST /v1/voices/{id}/preview``) as the voice's preview.
 
-Over a ``VoiceSyncQueue`` (Redis: voice ids by next poll time, with deadline and poll count),
-rebuilt from Postgres on every start and every ``voice_rescan_s``, so neither a crash of this
-actor nor a process restart loses a tracked voice; Postgres is the truth, every step idempotent.
+Over a ``VoiceSyncQueue`` (Redis: voice ids by next poll time, with a status per voice that
+expires after the voice's window plus a margin), rebuilt from Postgres on every start and every
+``voice_rescan_s``, so neither a crash of this actor nor a process restart loses a tracked
+voice; Postgres is the truth, every step idempotent.
 
 For a voice in ``processing``: poll the provider (backoff ``voice_poll_s`` doubling up to
-``voice_poll_max_s``). Ready → a preview job is submitted as the owner's (same store + Producer
-path as ``POST /v1/jobs``, idempotent per voice), the voice becomes ``completed`` pointing at the
-job, and it stays tracked until the job succeeds: its audio is linked as the preview. Failed at
-the provider, or not ready ``voice_ready_timeout_s`` (30 min) after it was created → ``failed``
-with the reason. Publishes ``voice.updated`` on each change. Times are unix seconds from
-``clock`` (tests pass one on trio's virtual clock).
+``voice_poll_max_s``). Ready → a preview job is created as the owner's (same store + Producer
+path as ``POST /v1/jobs``, idempotent per voice), checked against the owner's quota like any
+job: one that does not fit is skipped (the voice is usable without a preview; the owner may ask
+for one later). The voice becomes ``completed`` pointing at the job, and it stays tracked
+(state ``preview``) until the job ends: its audio is linked as the preview, unless a newer
+preview was asked for meanwhile; a job that ended without audio is forgotten (the voice keeps
+the preview it had). Failed at the provider, or not ready ``voice_ready_timeout_s`` (30 min)
+after it was created → ``failed`` with the reason. Publishes ``voice.updated`` on each change.
+Times are unix seconds from ``clock`` (tests pass one on trio's virtual clock).
 
 Fault points: ``voice_sync.poll`` (before each poll), ``voice_sync.after_ready`` (the preview job
 is submitted, the voice not yet completed).
@@ -27,7 +33,7 @@ import msgspec
 import trio
 
 from protocols.domain.voices import VoiceCatalog, preview_job, voice_event
-from protocols.errors import ChorusError, ProviderError, UnknownVoice
+from protocols.errors import ChorusError, ProviderError, QuotaExceeded, UnknownVoice
 from protocols.events import EventKind, job_event
 from protocols.faults import FaultPlan
 from protocols.messages import JobStatus, SpeechJob, TrackedVoice, Voice, VoiceStatus
@@ -93,10 +99,12 @@ class VoiceSync:
 
     async def _rebuild(self, queue: VoiceSyncQueue) -> None:
         """Track every voice Postgres says needs it (kept as it is when already tracked)."""
-        now = self._clock()
+        now, window = self._clock(), self.settings.voice_ready_timeout_s
         for voice in await self.voices.tracked_voices(self.catalog.provider):
-            deadline = voice.created_at.timestamp() + self.settings.voice_ready_timeout_s
-            await queue.track(voice.id, now, deadline)
+            if voice.status is VoiceStatus.processing:
+                await queue.track(voice.id, now, voice.created_at.timestamp() + window)
+            else:  # a preview to link: its own window, from now
+                await queue.track(voice.id, now, now + window, state="preview")
             self._rebuilt += 1
 
     def _backoff(self, attempts: int) -> float:
@@ -110,7 +118,7 @@ class VoiceSync:
             await queue.done(tracked.voice_id)
         elif voice.status is VoiceStatus.processing:
             await self._poll(queue, tracked, voice)
-        elif voice.preview_job_id and not voice.preview_audio_id:
+        elif voice.preview_pending:
             await self._link_preview(queue, tracked, voice)
         else:
             await queue.done(tracked.voice_id)
@@ -135,7 +143,7 @@ class VoiceSync:
             self._completed += 1
             if done is not None:
                 self._events.publish(voice_event(EventKind.voice_updated, done, status="completed"))
-            await queue.reschedule(voice.id, now + PREVIEW_POLL_S, 0)
+            await queue.reschedule(voice.id, now + PREVIEW_POLL_S, 0, state="preview")
         elif state == "failed" or now >= tracked.deadline:
             reason = reason or (
                 f"not ready {self.settings.voice_ready_timeout_s / 60:g} minutes after cloning"
@@ -156,13 +164,21 @@ class VoiceSync:
         await queue.done(voice.id)
 
     async def _submit_preview(self, voice: Voice) -> str | None:
-        """The preview job (idempotent per voice), handed to the Producer while it is queued."""
+        """The preview job (idempotent per voice), handed to the Producer while it is queued;
+        None when there is none (the owner's quota has no room for it, or it cannot be made)."""
         try:
             new = await preview_job(voice, self.catalog.speech, self.settings)
         except ChorusError as exc:
             log.warning("no preview for voice %s: %s", voice.id, exc.detail)
             return None
-        job, created = await self.jobs.create_job(new)
+        quota = (await self.jobs.usage(new.owner)).limit if new.owner else None
+        try:
+            job, created = await self.jobs.create_job(new, quota=quota)
+        except QuotaExceeded as exc:
+            log.info("no preview for voice %s: %s", voice.id, exc.detail)
+            self._events.publish(voice_event(EventKind.voice_updated, voice,
+                                             preview_skipped=QuotaExceeded.code))
+            return None
         if job.status is JobStatus.queued:
             await self._submit(job.to_stream(time.time()))
             if created:
@@ -172,10 +188,14 @@ class VoiceSync:
     async def _link_preview(
         self, queue: VoiceSyncQueue, tracked: TrackedVoice, voice: Voice
     ) -> None:
-        job = await self.jobs.get_job(voice.preview_job_id or "")
+        job_id = voice.preview_job_id or ""
+        job = await self.jobs.get_job(job_id)
         now = self._clock()
         if job is not None and job.status is JobStatus.succeeded and job.audio_id:
-            done = await self.voices.set_voice_preview(voice.id, job.audio_id)
+            done = await self.voices.set_voice_preview(voice.id, job.audio_id, job_id=job_id)
+            if done is not None and done.preview_pending:  # a newer one was asked for
+                await queue.reschedule(voice.id, now, 0)
+                return
             self._previews += 1
             if done is not None:
                 self._events.publish(voice_event(
@@ -184,7 +204,11 @@ class VoiceSync:
                 ))
             await queue.done(voice.id)
         elif job is None or job.status.terminal:
-            log.warning("preview job of voice %s ended without audio", voice.id)
+            log.warning("preview job %s of voice %s ended without audio", job_id, voice.id)
+            done = await self.voices.drop_preview_job(voice.id, job_id)
+            if done is not None and done.preview_pending:
+                await queue.reschedule(voice.id, now, 0)
+                return
             await queue.done(voice.id)
         else:
             if job.status is JobStatus.queued:  # the enqueue is idempotent by job id

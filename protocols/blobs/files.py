@@ -27,7 +27,8 @@ from pathlib import Path, PurePosixPath
 
 import trio
 
-from protocols.errors import ChorusError, InvalidInput, NotFound
+from protocols.blobs import BlobMissing, BlobStoreError
+from protocols.errors import ChorusError, InvalidInput
 
 _KEY = re.compile(r"[A-Za-z0-9_-]{2,128}")
 _EXT = re.compile(r"[A-Za-z0-9]{1,16}")
@@ -35,11 +36,7 @@ _TMP_SUFFIX = ".tmp"
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
-class BlobStoreError(ChorusError):
-    """The blob directory could not be read or written (disk full, permissions...)."""
-
-    code = "blob_store_error"
-    title = "Audio storage error"
+__all__ = ["BlobStoreError", "FileBlobStore"]
 
 
 class FileBlobStore:
@@ -114,7 +111,7 @@ class FileBlobStore:
         try:
             return await trio.to_thread.run_sync(target.read_bytes)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-            raise NotFound(f"no blob at {path!r}") from exc
+            raise BlobMissing(f"no blob at {path!r}") from exc
         except OSError as exc:
             raise BlobStoreError(f"cannot read blob {path!r}: {exc}") from exc
 

@@ -24,6 +24,7 @@ from protocols.storybooks import NewLine, NewStorybook, StorybookRequest
 PERMANENT_ERRORS = frozenset({
     "provider_rejected", "voice_not_found", "voice_not_ready", "text_empty", "text_too_long",
     "invalid_input", "unsupported_language", "unsupported_output_format", "provider_forbidden",
+    "pronunciation_dictionary_not_found",
 })
 
 
@@ -56,6 +57,8 @@ def line_job_key(book_id: str, line_id: str, round_: int) -> str:
 def request_hash(request: StorybookRequest) -> str:
     """sha256 of the request as asked (an idempotency key reused for another book is a 409)."""
     canonical = msgspec.to_builtins(msgspec.structs.replace(request, idempotency_key=None))
+    if canonical.get("pronunciation_dictionary_locators") is None:  # as before the field
+        canonical.pop("pronunciation_dictionary_locators", None)
     return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).hexdigest()
 
 

@@ -1,5 +1,6 @@
 """Voices as users see them: visibility, the provider's defaults kept in Postgres, resolving the
-voice a job names, cloning and deleting. Used by the web front and by VoiceSync.
+voice a job names, cloning, editing and deleting, a voice's default settings under a job's, and
+the preview clip's job. Used by the web front, the Intake and VoiceSync.
 
 Visibility: a voice is visible to its owner, and to everyone when ``public`` or ``default``;
 another user's private voice does not exist for anyone else (``voice_not_found``, 404, with the
@@ -16,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import trio
 
 from protocols.domain.cachekey import scoped_cache_key
@@ -29,13 +31,14 @@ from protocols.errors import (
 )
 from protocols.events import Event, EventKind
 from protocols.messages import (
-    NO_PARAMS,
     CloneFile,
     NewJob,
     NewVoice,
+    SpeechParams,
     Visibility,
     Voice,
     VoiceInfo,
+    VoiceSettings,
     VoiceStatus,
 )
 from protocols.ports import SpeechProvider, VoiceManager, VoiceStore
@@ -44,6 +47,9 @@ from protocols.settings import Settings
 log = logging.getLogger("chorus.voices")
 
 DEFAULTS_TTL_S = 600.0
+RESTORE_S = 30.0  # putting a voice back at the provider after a failed edit
+#: what ``PATCH /v1/voices/{id}`` forwards to the provider (the rest lives in Chorus only)
+AT_PROVIDER = ("name", "description", "labels")
 SAMPLES = {
     "en": "Hello! This is a preview of my voice. I hope you like how it sounds.",
     "ko": "안녕하세요! 제 목소리 미리 듣기입니다. 마음에 드셨으면 좋겠어요.",
@@ -163,6 +169,52 @@ class VoiceCatalog:
                     log.error("voice %s left at the provider: %s", provider_id, exc.detail)
             raise
 
+    async def edit(self, voice_id: str, viewer: str, **changes: Any) -> Voice:
+        """Change the owner's voice: name, description and labels at the provider first (all
+        three as they are to be), then the row (those, ``visibility``, ``voice_settings``).
+
+        The two stay consistent: a provider that refuses leaves the row unchanged (its typed
+        error propagates); when the row cannot be written after the provider took the change,
+        or the provider's outcome is unknown (a timeout, a cancelled request), the provider is
+        given the old values back (shielded, at most ``RESTORE_S``) before the error
+        propagates. Nothing is sent to the provider when none of its fields change."""
+        voice = await self.owned(voice_id, viewer)
+        target = {f: changes.get(f, getattr(voice, f)) for f in AT_PROVIDER}
+        if all(target[f] == getattr(voice, f) for f in AT_PROVIDER):
+            return await self._update(voice, viewer, changes)
+        maybe_changed = True
+        try:
+            try:
+                await self.manager.edit(voice.provider_voice_id, **target)
+            except ProviderError as exc:
+                maybe_changed = exc.retryable  # timed out or 5xx: it may have been applied
+                raise
+            return await self._update(voice, viewer, changes)
+        except BaseException:  # re-raised below, cancellation included
+            if maybe_changed:
+                await self._restore(voice)
+            raise
+
+    async def _update(self, voice: Voice, viewer: str, changes: dict[str, Any]) -> Voice:
+        updated = await self.store.update_voice(voice.id, viewer, **changes)
+        if updated is None:  # deleted meanwhile
+            raise not_found(voice.id)
+        return updated
+
+    async def _restore(self, voice: Voice) -> None:
+        with trio.move_on_after(RESTORE_S, shield=True) as scope:
+            try:
+                await self.manager.edit(
+                    voice.provider_voice_id, name=voice.name, description=voice.description,
+                    labels=voice.labels,
+                )
+                return
+            except ChorusError as exc:
+                log.error("voice %s: the provider may keep an edit Chorus did not record: %s",
+                          voice.id, exc.detail)
+        if scope.cancelled_caught:
+            log.error("voice %s: putting it back at the provider timed out", voice.id)
+
     async def delete(self, voice_id: str, viewer: str) -> Voice:
         """Remove the voice at the provider, then here. Audio made with it is kept."""
         voice = await self.owned(voice_id, viewer)
@@ -173,16 +225,30 @@ class VoiceCatalog:
         return gone
 
 
+def job_settings(
+    asked: VoiceSettings | None, defaults: VoiceSettings | None
+) -> VoiceSettings | None:
+    """A job's voice settings: the fields it gives, the voice's defaults for the others (the
+    provider's own for fields neither sets). Settled at submit, so the cache key has them."""
+    if defaults is None or asked is None:
+        return asked if defaults is None else defaults
+    given = {k: v for k, v in msgspec.structs.asdict(asked).items() if v is not None}
+    return msgspec.structs.replace(defaults, **given)
+
+
 def sample_text(language: str) -> str:
     return SAMPLES.get((language or "en").split("-", 1)[0].lower(), SAMPLES["en"])
 
 
 async def preview_job(voice: Voice, speech: SpeechProvider, settings: Settings) -> NewJob:
-    """The preview clip of a ready voice as a job of its owner (idempotent per voice)."""
+    """The first preview clip of a ready voice (VoiceSync's) as a job of its owner, with the
+    voice's default settings (idempotent per voice). Quota-checked and charged like any job
+    (README "Voices": previews and quotas)."""
     info = voice.info()
     text = sample_text(voice.language)
     language = voice.language or None
-    params = await speech.prepare(text, info, language, NO_PARAMS)
+    asked = SpeechParams(voice_settings=voice.voice_settings)
+    params = await speech.prepare(text, info, language, asked)
     fmt = "mp3_44100_128"
     owner = voice.owner or ""
     return NewJob(

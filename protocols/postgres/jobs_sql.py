@@ -20,6 +20,7 @@ from protocols.errors import (
 )
 from protocols.messages import (
     Audio,
+    DictionaryRef,
     Job,
     JobStatus,
     Lane,
@@ -35,7 +36,8 @@ FOREIGN_KEY_VIOLATION = "23503"
 
 _MIGRATION_LOCK = 0x63686F72_7573  # pg_advisory_lock key: "chorus"
 _QUOTA_LOCK = 0x71756F74  # pg_advisory_xact_lock(_QUOTA_LOCK, hashtext(owner)): "quot"
-_USER = "id, name, role, created_at, monthly_quota"
+_USER = "id, name, role, created_at, monthly_quota, pronunciation_dictionaries"
+_refs = msgspec.json.Decoder(tuple[DictionaryRef, ...])
 _JOB = (
     "id, owner, status, text, voice_id, language, output_format, idempotency_key, request_hash,"
     " attempts, characters, error_code, error_message, audio_id, created_at, started_at,"
@@ -94,7 +96,11 @@ def next_period(today: dt.date) -> dt.datetime:
 
 
 def _user(row: Any) -> User | None:
-    return None if row is None else User(**dict(row))
+    if row is None:
+        return None
+    fields = dict(row)
+    refs = fields.pop("pronunciation_dictionaries", None)
+    return User(**fields, dictionaries=_refs.decode(refs) if refs else ())
 
 
 def _audio(row: Any) -> Audio | None:
@@ -142,7 +148,7 @@ async def create_user(conn: Any, user_id: str, name: str, role: str, key_hash: b
         if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
             raise
         raise AlreadyExists(f"user name {name!r} is already taken") from exc
-    return User(**dict(row))
+    return _user(row)
 
 
 async def user_by_key_hash(conn: Any, key_hash: bytes) -> User | None:
@@ -153,7 +159,7 @@ async def user_by_key_hash(conn: Any, key_hash: bytes) -> User | None:
 
 async def list_users(conn: Any) -> list[User]:
     return [
-        User(**dict(r))
+        _user(r)
         for r in await conn.fetch(f"SELECT {_USER} FROM users ORDER BY created_at, name")
     ]
 
@@ -512,7 +518,7 @@ async def set_quota(conn: Any, name: str, quota: int | None) -> User:
     )
     if row is None:
         raise NotFound(f"no user named {name!r}")
-    return User(**dict(row))
+    return _user(row)
 
 
 async def usage(conn: Any, owner: str) -> dict[str, Any]:

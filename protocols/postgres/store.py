@@ -1,5 +1,5 @@
-"""PgStore: the JobStore on Postgres (with the VoiceStore and StorybookStore mixins), asyncpg
-running on one trio-asyncio loop.
+"""PgStore: the JobStore on Postgres (with the VoiceStore, StorybookStore and DictionaryStore
+mixins), asyncpg running on one trio-asyncio loop.
 
 The only module that imports asyncio or asyncpg. ``PgStore.open(url, timeout=...)`` opens a
 trio-asyncio loop, an asyncpg pool inside it and applies ``protocols/migrations/*.sql`` (each once,
@@ -36,6 +36,7 @@ from protocols.errors import ChorusError, ConfigError, InvalidInput, NotFound, S
 from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, Usage, User
 from protocols.postgres import jobs_sql as q
 from protocols.postgres.coalesce import Coalescer
+from protocols.postgres.dictionaries import DictionaryStoreMixin
 from protocols.postgres.storybooks import StorybookStoreMixin
 from protocols.postgres.voices import VoiceStoreMixin
 
@@ -226,9 +227,9 @@ async def _on_loop(loop: Any, limit_s: float, fn: Callable[..., Awaitable[T]], *
         raise err from exc
 
 
-class PgStore(VoiceStoreMixin, StorybookStoreMixin):
-    """The JobStore, VoiceStore and StorybookStore (``protocols.ports``) on Postgres;
-    ``PgStore.open``."""
+class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin):
+    """The JobStore, VoiceStore, StorybookStore and DictionaryStore (``protocols.ports``) on
+    Postgres; ``PgStore.open``."""
 
     def __init__(self, loop: Any, pool: asyncpg.Pool, timeout: float) -> None:
         self._loop, self._pool, self._timeout = loop, pool, timeout

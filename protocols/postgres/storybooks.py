@@ -72,11 +72,11 @@ class StorybookStoreMixin:
 
     async def start_round(
         self, book_id: str, owner: str, *, line_ids: Sequence[str] | None, force: bool,
-        permanent: frozenset[str],
+        permanent: frozenset[str], quota: int | None = None,
     ) -> RetryRound:
         return await self._call(
             sq.start_round, book_id, owner, None if line_ids is None else list(line_ids),
-            force, permanent,
+            force, permanent, quota,
         )
 
     async def cancel_storybook(self, book_id: str, owner: str) -> Storybook | None:

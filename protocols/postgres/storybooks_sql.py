@@ -25,6 +25,7 @@ from protocols.errors import (
     StoreUnavailable,
 )
 from protocols.messages import VoiceSettings
+from protocols.postgres.dictionaries_sql import decode_refs, encode_refs
 from protocols.postgres.jobs_sql import (
     FOREIGN_KEY_VIOLATION,
     check_quota,
@@ -44,7 +45,8 @@ from protocols.storybooks import (
 _BOOK = (
     "id, owner, title, language, output_format, cast_members, status, pause_line_ms,"
     " pause_page_ms, lines_total, characters, created_at, updated_at, metadata,"
-    " idempotency_key, request_hash, round, cancel_requested, finished_at, audio_path"
+    " idempotency_key, request_hash, round, cancel_requested, finished_at, audio_path,"
+    " dictionaries"
 )
 _LINE = (
     "id, book_id, page, index, speaker, text, voice_id, voice_settings, status, job_id,"
@@ -80,6 +82,7 @@ def _book(row: Any) -> Storybook | None:
         **{
             **fields,
             "cast": _cast_decoder.decode(cast),
+            "dictionaries": decode_refs(fields["dictionaries"]),
             "status": BookStatus(fields["status"]),
             "metadata": decode_metadata(fields["metadata"]),
             "page_titles": tuple(fields["page_titles"]),
@@ -112,8 +115,8 @@ def _json(value: Any) -> str | None:
 _INSERT_BOOK = (
     "INSERT INTO storybooks (id, owner, title, language, output_format, cast_members,"
     " pause_line_ms, pause_page_ms, metadata, idempotency_key, request_hash, lines_total,"
-    " characters) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9::jsonb, $10, $11, $12, $13)"
-    " ON CONFLICT DO NOTHING RETURNING id"
+    " characters, dictionaries) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9::jsonb, $10,"
+    " $11, $12, $13, $14::jsonb) ON CONFLICT DO NOTHING RETURNING id"
 )
 _INSERT_PAGES = (
     "INSERT INTO storybook_pages (book_id, page, title)"
@@ -164,6 +167,7 @@ async def create_storybook(
                     book.output_format, _json(book.cast), book.pause_line_ms,
                     book.pause_page_ms, encode_metadata(book.metadata), book.idempotency_key,
                     book.request_hash, len(lines), book.characters,
+                    encode_refs(book.dictionaries),
                 )
                 if inserted is not None:
                     await conn.execute(
@@ -350,7 +354,7 @@ async def mark_running(conn: Any, book_id: str) -> None:
 
 async def start_round(
     conn: Any, book_id: str, owner: str, line_ids: Sequence[str] | None, force: bool,
-    permanent: frozenset[str],
+    permanent: frozenset[str], quota: int | None = None,
 ) -> RetryRound:
     """A new retry round of an ended book (see ``StorybookStore.start_round``). Listed lines
     must be the book's and failed; lines whose error is ``permanent`` are skipped unless
@@ -367,7 +371,7 @@ async def start_round(
         if line_ids is not None:
             wanted = list(dict.fromkeys(line_ids))
             rows = await conn.fetch(
-                "SELECT id, status, error_code FROM storybook_lines"
+                "SELECT id, status, error_code, characters FROM storybook_lines"
                 " WHERE book_id = $1 AND id = ANY($2::text[]) ORDER BY page, index",
                 book_id, wanted,
             )
@@ -384,11 +388,12 @@ async def start_round(
                 )
         else:
             rows = await conn.fetch(
-                "SELECT id, status, error_code FROM storybook_lines"
+                "SELECT id, status, error_code, characters FROM storybook_lines"
                 " WHERE book_id = $1 AND status = 'failed' ORDER BY page, index",
                 book_id,
             )
-        chosen = [r["id"] for r in rows if force or r["error_code"] not in permanent]
+        picked = [r for r in rows if force or r["error_code"] not in permanent]
+        chosen = [r["id"] for r in picked]
         if not chosen:
             skipped = len(rows)
             raise InvalidInput(
@@ -397,6 +402,9 @@ async def start_round(
                 " (their error is permanent); retry with force to run them anyway",
                 skipped=skipped,
             )
+        if quota is not None:  # the round's lines are reserved again: they must fit
+            required = sum(int(r["characters"]) for r in picked)
+            await check_quota(conn, owner, required, quota, "This retry round")
         number = book["round"] + 1
         row = await conn.fetchrow(
             "INSERT INTO storybook_rounds (book_id, number, requested_by, scope, forced,"

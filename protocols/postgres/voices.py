@@ -60,8 +60,16 @@ class VoiceStoreMixin:
             vq.settle_voice, voice_id, str(status), reason and reason[:2000], preview_job_id
         )
 
-    async def set_voice_preview(self, voice_id: str, audio_id: str) -> Voice | None:
-        return await self._call(vq.set_preview, voice_id, audio_id)
+    async def set_voice_preview(
+        self, voice_id: str, audio_id: str, *, job_id: str | None = None
+    ) -> Voice | None:
+        return await self._call(vq.set_preview, voice_id, audio_id, job_id)
+
+    async def set_preview_job(self, voice_id: str, job_id: str) -> Voice | None:
+        return await self._call(vq.set_preview_job, voice_id, job_id)
+
+    async def drop_preview_job(self, voice_id: str, job_id: str) -> Voice | None:
+        return await self._call(vq.drop_preview_job, voice_id, job_id)
 
     async def tracked_voices(self, provider: str) -> list[Voice]:
         return await self._call(vq.tracked_voices, provider)

@@ -8,15 +8,26 @@ from typing import Any
 
 import msgspec
 
-from protocols.messages import NewVoice, Visibility, Voice, VoiceInfo, VoiceStatus
+from protocols.messages import (
+    NewVoice,
+    Visibility,
+    Voice,
+    VoiceInfo,
+    VoiceSettings,
+    VoiceStatus,
+)
 
 _VOICE = (
     "id, provider, provider_voice_id, owner, name, description, labels, language, languages,"
     " category, status, status_reason, visibility, preview_audio_id, preview_job_id,"
-    " created_at, updated_at"
+    " created_at, updated_at, voice_settings, preview_audio_job_id"
 )
 _VISIBLE = "(visibility <> 'private' OR owner = $2)"
 _labels = msgspec.json.Decoder(dict[str, str])
+_settings = msgspec.json.Decoder(VoiceSettings)
+_NO_SETTINGS = VoiceSettings()
+#: columns stored as JSON (``update_voice``)
+_JSON_COLUMNS = frozenset({"labels", "voice_settings"})
 
 
 def _voice(row: Any) -> Voice | None:
@@ -27,11 +38,18 @@ def _voice(row: Any) -> Voice | None:
         **{
             **f,
             "labels": _labels.decode(f["labels"]),
+            "voice_settings": _voice_settings(f["voice_settings"]),
             "languages": tuple(f["languages"]),
             "status": VoiceStatus(f["status"]),
             "visibility": Visibility(f["visibility"]),
         }
     )
+
+
+def _voice_settings(raw: str) -> VoiceSettings | None:
+    """The stored defaults; ``{}`` (none set) is None."""
+    settings = _settings.decode(raw)
+    return None if settings == _NO_SETTINGS else settings
 
 
 def _json(value: Any) -> str:
@@ -124,8 +142,9 @@ async def update_voice(
 ) -> Voice | None:
     sets, args = [], [voice_id, owner]
     for column, value in changes.items():
-        args.append(_json(value) if column == "labels" else value)
-        sets.append(f"{column} = ${len(args)}" + ("::jsonb" if column == "labels" else ""))
+        as_json = column in _JSON_COLUMNS
+        args.append(_json(value) if as_json else value)
+        sets.append(f"{column} = ${len(args)}" + ("::jsonb" if as_json else ""))
     sets.append("updated_at = now()")
     return _voice(await conn.fetchrow(
         f"UPDATE voices SET {', '.join(sets)} WHERE id = $1 AND owner = $2 RETURNING {_VOICE}",
@@ -152,18 +171,47 @@ async def settle_voice(
     return _voice(row) if row is not None else await get_voice(conn, voice_id, None)
 
 
-async def set_preview(conn: Any, voice_id: str, audio_id: str) -> Voice | None:
+async def set_preview(
+    conn: Any, voice_id: str, audio_id: str, job_id: str | None
+) -> Voice | None:
+    """Link the audio of preview job ``job_id`` (None: of the latest one asked for), unless a
+    newer preview has been asked for since (compare-and-set); the voice as it now is."""
+    row = await conn.fetchrow(
+        "UPDATE voices SET preview_audio_id = $2,"
+        " preview_audio_job_id = coalesce($3, preview_job_id), updated_at = now()"
+        " WHERE id = $1 AND ($3::text IS NULL OR preview_job_id = $3)"
+        f" RETURNING {_VOICE}",
+        voice_id, audio_id, job_id,
+    )
+    return _voice(row) if row is not None else await get_voice(conn, voice_id, None)
+
+
+async def set_preview_job(conn: Any, voice_id: str, job_id: str) -> Voice | None:
+    """A new preview was asked for: ``job_id`` is the latest (the current preview stays until
+    its audio is linked)."""
     return _voice(await conn.fetchrow(
-        "UPDATE voices SET preview_audio_id = $2, updated_at = now()"
+        "UPDATE voices SET preview_job_id = $2, updated_at = now()"
         f" WHERE id = $1 RETURNING {_VOICE}",
-        voice_id, audio_id,
+        voice_id, job_id,
     ))
+
+
+async def drop_preview_job(conn: Any, voice_id: str, job_id: str) -> Voice | None:
+    """Preview job ``job_id`` ended without audio: forget it if it is still the latest (the
+    voice keeps the preview it had); the voice as it now is."""
+    row = await conn.fetchrow(
+        "UPDATE voices SET preview_job_id = preview_audio_job_id, updated_at = now()"
+        f" WHERE id = $1 AND preview_job_id = $2 RETURNING {_VOICE}",
+        voice_id, job_id,
+    )
+    return _voice(row) if row is not None else await get_voice(conn, voice_id, None)
 
 
 async def tracked_voices(conn: Any, provider: str) -> list[Voice]:
     rows = await conn.fetch(
         f"SELECT {_VOICE} FROM voices WHERE provider = $1 AND (status = 'processing'"
-        " OR (preview_job_id IS NOT NULL AND preview_audio_id IS NULL)) ORDER BY created_at",
+        " OR (preview_job_id IS NOT NULL AND preview_job_id IS DISTINCT FROM"
+        " preview_audio_job_id)) ORDER BY created_at",
         provider,
     )
     return [_voice(r) for r in rows]

@@ -1,6 +1,6 @@
 """What local providers (the embedded engine, the built-in fake) share: one model, nothing to
-meter, no account to protect, no cloning (``LocalVoices``); and how any provider names its
-account."""
+meter, no account to protect, no cloning (``LocalVoices``), Chorus's pronunciation dictionaries
+applied to the text (``pronounce``); and how any provider names its account."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import hashlib
 
 import msgspec
 
-from protocols.errors import InvalidInput
+from protocols.dictionaries import PhonemeRule, Rule, is_chorus_dictionary
+from protocols.domain.pronunciation import Pronounced, apply_rules
+from protocols.errors import InvalidInput, SynthesisFailed
 from protocols.messages import SpeechParams, VoiceInfo
-from protocols.ports import VoiceManager
+from protocols.ports import DictionaryMirror, Lexicon, VoiceManager
 from protocols.providers.local_voices import LocalVoices
 
 
@@ -26,6 +28,7 @@ class LocalProvider:
     model_id: str  # the one "model" this provider has
     #: calls do not draw on a metered account shared by every worker (no global semaphore)
     shared_account = False
+    _lexicon: Lexicon | None = None
 
     async def prepare(
         self,
@@ -41,10 +44,14 @@ class LocalProvider:
                 f" (it has {self.model_id!r})",
                 models=[self.model_id],
             )
-        if params.dictionaries:
-            raise InvalidInput(
-                f"pronunciation dictionaries are not supported by the {self.name} provider"
-            )
+        for ref in params.dictionaries:
+            if not is_chorus_dictionary(ref.pronunciation_dictionary_id) or not ref.version_id:
+                raise InvalidInput(
+                    f"pronunciation dictionary {ref.pronunciation_dictionary_id!r} is not one"
+                    f" of Chorus's: the {self.name} provider applies only those (make one with"
+                    " POST /v1/pronunciation-dictionaries/add-from-rules)",
+                    field="pronunciation_dictionary_locators",
+                )
         return msgspec.structs.replace(params, model_id=self.model_id)
 
     async def remaining_characters(self) -> int | None:
@@ -56,3 +63,30 @@ class LocalProvider:
 
     def voice_manager(self) -> VoiceManager:
         return LocalVoices(self)
+
+    def dictionary_mirror(self) -> DictionaryMirror | None:
+        return None  # no dictionaries of its own: Chorus's rules are applied to the text
+
+    def use_lexicon(self, lexicon: Lexicon) -> None:
+        self._lexicon = lexicon
+
+    async def pronounce(self, text: str, params: SpeechParams) -> Pronounced:
+        """``text`` with the job's pinned dictionaries applied, in order
+        (``protocols/domain/pronunciation.py``): aliases as text, phoneme rules through
+        ``render_phoneme``. Raises ``DictionaryNotFound`` for a version that is gone."""
+        if not params.dictionaries:
+            return Pronounced(text, False)
+        if self._lexicon is None:
+            raise SynthesisFailed(f"the {self.name} provider was given no pronunciation lexicon")
+        rules: list[Rule] = []
+        for ref in params.dictionaries:
+            rules.extend((await self._lexicon.version(ref)).rules)
+        return apply_rules(text, rules, render=self.render_phoneme, escape=self.escape_text)
+
+    def render_phoneme(self, rule: PhonemeRule) -> str | None:
+        """The engine's phoneme input for a phoneme rule; None: it has none (rule skipped)."""
+        return None
+
+    def escape_text(self, text: str) -> str:
+        """The user's text around phoneme markup, made so the engine reads it as text."""
+        return text

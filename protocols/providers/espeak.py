@@ -24,7 +24,9 @@ import av
 import espeakng_loader
 import trio
 
+from protocols.dictionaries import PhonemeRule
 from protocols.domain.audio import FORMAT_NAMES, encode_pcm, parse_format, pcm_duration
+from protocols.domain.phonemes import to_espeak
 from protocols.domain.text import normalize_text, split_text
 from protocols.errors import InvalidInput, SynthesisFailed, TextEmpty, UnknownVoice
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
@@ -41,6 +43,7 @@ _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_DONT_EXIT = 0x8000
 _CHARS_UTF8 = 1
+_PHONEMES = 0x100  # espeakPHONEMES: read [[...]] as phoneme mnemonics
 _ENDPAUSE = 0x1000
 _POS_CHARACTER = 1
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
@@ -118,14 +121,13 @@ class _Engine:
             i += 1
         return out
 
-    def synth(self, voice_name: str, text: str) -> bytes:
+    def synth(self, voice_name: str, text: str, phonemes: bool = False) -> bytes:
         if self._lib.espeak_SetVoiceByName(voice_name.encode()) != 0:
             raise SynthesisFailed(f"espeak-ng could not load voice {voice_name!r}")
         data = text.replace("\0", " ").encode() + b"\0"
         self._pcm = bytearray()
-        status = self._lib.espeak_Synth(
-            data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
-        )
+        flags = _CHARS_UTF8 | _ENDPAUSE | (_PHONEMES if phonemes else 0)
+        status = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, flags, None, None)
         if status != 0 or self._lib.espeak_Synchronize() != 0:
             raise SynthesisFailed(f"espeak-ng synthesis failed (status {status})")
         pcm, self._pcm = bytes(self._pcm), bytearray()  # don't hold the last clip
@@ -229,7 +231,8 @@ class _Catalog:
 class EspeakProvider(LocalProvider):
     """``SpeechProvider`` on the embedded espeak-ng engine (offline, ~1000x real time).
     ``voice_settings`` and ``seed`` are ElevenLabs features: accepted, part of the cache key,
-    not used by the engine."""
+    not used by the engine. Pronunciation dictionaries are applied to the text (aliases) and
+    through the phoneme input (phoneme rules), see ``LocalProvider.pronounce``."""
 
     name = "espeak"
     model_id = "espeak-ng"
@@ -249,6 +252,15 @@ class EspeakProvider(LocalProvider):
 
     def formats(self) -> frozenset[str]:
         return FORMAT_NAMES
+
+    def render_phoneme(self, rule: PhonemeRule) -> str | None:
+        """espeak-ng's phoneme input: ``[[mnemonics]]`` (``protocols/domain/phonemes.py``
+        converts English IPA and CMU Arpabet; anything else leaves the word as written)."""
+        mnemonics = to_espeak(rule.phoneme, rule.alphabet)
+        return None if mnemonics is None else f"[[{mnemonics}]]"
+
+    def escape_text(self, text: str) -> str:
+        return text.replace("[[", "[ [")  # the user's own brackets stay text
 
     async def _engine_call(self, fn: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(_with_engine, fn, *args, limiter=self._limiter)
@@ -288,10 +300,13 @@ class EspeakProvider(LocalProvider):
         if not request.voice_id and not language and _HANGUL.search(text):
             language = "ko"  # no voice or language given: Hangul text gets the Korean voice
         espeak_name, _ = await self._resolve(request.voice_id, language)
+        said = await self.pronounce(text, request.params)
         parts = []
-        for chunk in split_text(text, self._chunk_chars):
+        for chunk in split_text(said.text, self._chunk_chars):
             # One engine call per chunk: concurrent requests interleave between chunks.
-            parts.append(await self._engine_call(_Engine.synth, espeak_name, chunk))
+            parts.append(
+                await self._engine_call(_Engine.synth, espeak_name, chunk, said.phonemes)
+            )
         pcm = b"".join(parts)
         if not pcm:
             raise SynthesisFailed("espeak-ng produced no audio")

@@ -32,5 +32,12 @@ class LocalVoices:
     async def delete(self, provider_voice_id: str) -> None:
         return None
 
+    async def edit(
+        self, provider_voice_id: str, *, name: str, description: str, labels: dict[str, str]
+    ) -> None:
+        """Nothing to change here: names and labels of voices live in Chorus's rows only
+        (clones, which exist only at ElevenLabs, are edited there)."""
+        return None
+
     async def default_voices(self) -> Sequence[VoiceInfo]:
         return list(await self._speech.voices())

@@ -74,7 +74,7 @@ class Keys(msgspec.Struct, frozen=True):
         """VoiceSync's schedule: voice ids scored by the unix time of their next poll."""
         return f"{self.prefix}:voices:sync"
 
-    @property
-    def voice_tracking(self) -> str:
-        """VoiceSync's status of each tracked voice (deadline, polls so far): a hash."""
-        return f"{self.prefix}:voices:tracking"
+    def voice_status(self, voice_id: str) -> str:
+        """VoiceSync's status of one tracked voice (deadline, polls so far, state): a string
+        that expires a margin after the voice's deadline (``protocols.redis.voice_queue``)."""
+        return f"{self.prefix}:voices:status:{voice_id}"

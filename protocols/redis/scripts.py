@@ -4,7 +4,7 @@ and reply (``help(scripts.LOCK_ACQUIRE)``). The adapters register them on their 
 
 - the job streams, one per lane (``protocols.redis.queue``): ``ENQUEUE``, ``READ_LANES``;
 - the event bus (``protocols.redis.event_bus``): ``PUBLISH``;
-- the voice-sync schedule (``protocols.redis.voice_queue``): ``TRACK``;
+- the voice-sync schedule (``protocols.redis.voice_queue``): ``TRACK``, ``RESCHEDULE``;
 - coordination (``protocols.redis.coordination``): the provider semaphore (``SEM_ACQUIRE``,
   ``SEM_RECLAIM``, ``SLOTS_RENEW``), single-flight locks (``LOCK_ACQUIRE``, ``LOCKS_RENEW``,
   ``LOCK_RELEASE``, ``LOCKS_RELEASE``) and a job's first try at both (``FLIGHT_START``,
@@ -34,6 +34,7 @@ __all__ = [
     "PUBLISH",
     "READ_AND_TRY",
     "READ_LANES",
+    "RESCHEDULE",
     "SEM_ACQUIRE",
     "SEM_RECLAIM",
     "SLOTS_RENEW",
@@ -164,26 +165,48 @@ return ids
 
 # -- the voice-sync schedule ----------------------------------------------------------------------
 
+# Keeps the schedule (KEYS[1]) alive at least as long as the status key KEYS[2].
+_KEEP_SCHEDULE = """
+local keep = redis.call('PTTL', KEYS[2])
+if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
+return 1
+"""
+
 TRACK = LuaScript(
     name="track",
     doc="""Start tracking a voice (``RedisVoiceSyncQueue.track``); a tracked voice is kept as
     it is.
 
-    KEYS: the schedule (zset of voice ids scored by their next poll), the status hash.
-    ARGV: the voice id, when it is due (unix time), its status (JSON).
+    KEYS: the schedule (zset of voice ids scored by their next poll), the voice's status key.
+    ARGV: the voice id, when it is due (unix time), its status (JSON), the status' TTL (ms).
     Reply: 1.
 
-    The status is set only when absent; the voice is (re)scheduled when its status was new or
-    it is missing from the schedule.
+    The status is set (with its TTL) only when absent; the voice is (re)scheduled when its
+    status was new or it is missing from the schedule. The schedule's own TTL is raised to the
+    status' if shorter, so it outlives every entry and expires once nobody tracks anything.
     """,
     source="""
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3]) == 1 then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-elseif redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
+if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4])
+    or redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 end
-return 1
-""",
+""" + _KEEP_SCHEDULE,
+)
+
+RESCHEDULE = LuaScript(
+    name="reschedule",
+    doc="""Set a tracked voice's next poll and its status (``RedisVoiceSyncQueue.reschedule``).
+
+    KEYS: the schedule (zset), the voice's status key.
+    ARGV: the voice id, when it is due (unix time), its status (JSON), the status' TTL (ms).
+    Reply: 1.
+
+    The status is replaced and its TTL set; the schedule's TTL is raised to it if shorter.
+    """,
+    source="""
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+""" + _KEEP_SCHEDULE,
 )
 
 # -- coordination: shared fragments ---------------------------------------------------------------
@@ -464,6 +487,7 @@ return out
 
 #: every script above
 ALL: tuple[LuaScript, ...] = (
-    ENQUEUE, READ_LANES, PUBLISH, TRACK, SEM_ACQUIRE, SEM_RECLAIM, SLOTS_RENEW, LOCK_ACQUIRE,
-    LOCKS_RENEW, LOCK_RELEASE, LOCKS_RELEASE, FLIGHT_START, FLIGHTS_START, READ_AND_TRY,
+    ENQUEUE, READ_LANES, PUBLISH, TRACK, RESCHEDULE, SEM_ACQUIRE, SEM_RECLAIM, SLOTS_RENEW,
+    LOCK_ACQUIRE, LOCKS_RENEW, LOCK_RELEASE, LOCKS_RELEASE, FLIGHT_START, FLIGHTS_START,
+    READ_AND_TRY,
 )

@@ -1,10 +1,14 @@
 """A storybook survives its process: SIGKILL of a real ``run.py`` in the middle of a book, then a
 restart, ends with every line succeeded, one job per line, and each distinct line made once.
 
-The fake provider (``CHORUS_PROVIDER=fake``) stands in for ElevenLabs. ``provider_calls`` (the
-shared Redis counter) counts calls whose audio was stored; a call cut short by the kill itself
-cannot be told apart by a stand-in (a real provider may have billed it: looking it up in the
-provider's history before paying again is issue 13's).
+The fake provider (``CHORUS_PROVIDER=fake``) stands in for ElevenLabs. What proves "made once":
+one job per line, one audio row per distinct text, and ``provider_calls`` (the shared Redis
+counter, added to in the same round trip that releases a generation's single-flight lock, after
+its audio row committed) never above the distinct lines. A generation whose audio committed just
+before the kill, but whose lock release did not happen, is not counted (at most one per slot);
+a provider call cut short by the kill before its audio was stored is made again after the
+restart, and a real provider may have billed the first one (looking it up in the provider's
+history before paying twice is issue 13's).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from protocols.redis.keys import Keys
 from protocols.redis.queue import open_queue
 from tests.support.procs import chorus_process, client, eventually, sql, unique_prefix
 
+SLOTS = 3  # run.py's default provider concurrency
 PAGES = 4
 PER_PAGE = 10
 REPEATED = "The wind said: hush, little one."  # one line said on every page
@@ -103,4 +108,4 @@ async def test_sigkill_in_the_middle_of_a_book_then_restart_finishes_it_once(
     async with open_queue(redis_url, Keys(prefix), stream_timeout=5) as queue:
         stats = await queue.client.hgetall(Keys(prefix).stats)
     calls = int(stats.get(b"provider_calls", 0))
-    assert calls == distinct, (calls, distinct, stats)
+    assert distinct - SLOTS <= calls <= distinct, (calls, distinct, stats)

@@ -15,6 +15,7 @@ from protocols.errors import ProviderRejected
 from protocols.providers.espeak import EspeakProvider
 from protocols.providers.fake import FakeProvider
 from tests.support.harness import Running, make_settings, running_service
+from web.client import iter_sse
 
 CAP_S = 90
 
@@ -353,3 +354,75 @@ async def test_another_users_book_is_not_found_on_every_route(redis_url, store, 
                 assert "secret" not in r.text
             listed = (await svc.client.get("/v1/storybooks", headers=headers)).json()
             assert listed["storybooks"] == []
+
+
+async def test_a_retry_round_must_fit_the_quota(redis_url, store, tmp_path):
+    provider = FakeProvider()
+    settings = make_settings(tmp_path)
+    book = {"title": "q", "pages": [{"lines": [{"text": "a" * 10, "voice_id": "fake-en"},
+                                               {"text": "b" * 10, "voice_id": "fake-en"}]}]}
+    with trio.fail_after(CAP_S):
+        async with running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=provider
+        ) as svc:
+            user = await store.authenticate(svc.api_key)
+            await store.set_quota(user.name, 30)
+            provider.script.append(ProviderRejected("no"))
+            r = await svc.client.post("/v1/storybooks", json=book)
+            done = await wait_book(svc, r.json()["id"])
+            assert done["status"] == "partial"
+            # 10 used; a job of 15 now holds its reservation: the failed line's 10 do not fit
+            provider.gate = trio.Event()
+            r = await svc.submit("c" * 15, voice_id="fake-en")
+            assert r.status_code == 202
+            r = await svc.client.post(f"/v1/storybooks/{done['id']}/retry", json={"force": True})
+            assert r.status_code == 429 and r.json()["required"] == 10, r.text
+            again = (await svc.client.get(f"/v1/storybooks/{done['id']}")).json()
+            assert again["status"] == "partial" and again["retry_rounds"] == []
+            provider.gate.set()
+            await svc.wait_done(svc.accepted)
+
+
+async def test_a_books_event_stream_follows_it_to_the_end(redis_url, store, tmp_path):
+    settings = make_settings(tmp_path)
+    book = {"title": "ev", "pages": [{"lines": [{"text": f"line {i}", "voice_id": "fake-en"}
+                                                for i in range(4)]}]}
+    with trio.fail_after(CAP_S):
+        async with running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=FakeProvider(0.05)
+        ) as svc:
+            r = await svc.client.post("/v1/storybooks", json=book)
+            book_id = r.json()["id"]
+            kinds: list[str] = []
+            succeeded_lines: set[str] = set()
+            async with svc.client.stream("GET", f"/v1/storybooks/{book_id}/events") as stream:
+                assert stream.status_code == 200
+                async for event in iter_sse(stream.aiter_lines()):
+                    kinds.append(event.event)
+                    assert event.data["subject"] == book_id
+                    if event.event == "storybook.line.succeeded":
+                        succeeded_lines.add(event.data["data"]["line_id"])
+            assert kinds[-1] == "storybook.succeeded", kinds  # the stream ended by itself
+            final = (await svc.client.get(f"/v1/storybooks/{book_id}")).json()
+            ids = {line["id"] for line in lines_of(final)}
+            # a late client may have missed some line events, never the end; here it was early
+            assert succeeded_lines <= ids and len(succeeded_lines) >= 1
+
+
+async def test_a_long_book_fits_in_one_request(redis_url, store, tmp_path):
+    """A book's body is far larger than a job's (the JSON limit is sized per route)."""
+    settings = make_settings(tmp_path, storybook_max_lines=600)
+    text = "The little fox looked up at the moon and wondered how far away it was. " * 2
+    book = {"title": "long", "pages": [
+        {"lines": [{"text": f"{i} {text}", "voice_id": "fake-en"} for i in range(100)]}
+        for _ in range(5)
+    ]}
+    with trio.fail_after(CAP_S):
+        async with running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=FakeProvider()
+        ) as svc:
+            r = await svc.client.post("/v1/storybooks", json=book)
+            assert r.status_code == 202, r.text[:300]
+            assert r.json()["lines_total"] == 500 and r.json()["characters"] > 70_000
+            r = await svc.client.delete(f"/v1/storybooks/{r.json()['id']}")
+            assert r.status_code == 202

@@ -118,7 +118,7 @@ async def test_tracked_voices_survive_a_restart_even_with_the_redis_schedule_los
                 key = run.api_key
             # the process is gone; so is VoiceSync's schedule in Redis
             async with open_queue(redis_url, keys, stream_timeout=3) as q:
-                await q.client.delete([keys.voice_sync, keys.voice_tracking])
+                await q.client.delete([keys.voice_sync, *(keys.voice_status(i) for i in ids)])
             by_name = {u["name"]: u["voice_id"] for u in fake_elevenlabs.clone_uploads}
             fake_elevenlabs.mark_voice_ready(by_name["Ready"])
             fake_elevenlabs.mark_voice_failed(by_name["Broken"], "samples too noisy")

@@ -20,6 +20,7 @@ from protocols.messages import (
     Visibility,
     Voice,
     VoiceInfo,
+    VoiceSettings,
     VoiceStatus,
 )
 
@@ -117,6 +118,8 @@ class FakeVoiceStoreMixin:
         changes = {k: v for k, v in changes.items() if v is not None}
         if "visibility" in changes:
             changes["visibility"] = Visibility(changes["visibility"])
+        if changes.get("voice_settings") == VoiceSettings():  # cleared, as Postgres stores it
+            changes["voice_settings"] = None
         row = replace(row, **changes, updated_at=self.clock())
         self._voices()[voice_id] = row
         return row
@@ -141,19 +144,38 @@ class FakeVoiceStoreMixin:
             self._voices()[voice_id] = row
         return row
 
-    async def set_voice_preview(self, voice_id: str, audio_id: str) -> Voice | None:
+    async def set_voice_preview(
+        self, voice_id: str, audio_id: str, *, job_id: str | None = None
+    ) -> Voice | None:
         await self._enter("set_voice_preview")
         row = self._voices().get(voice_id)
+        if row is not None and (job_id is None or row.preview_job_id == job_id):
+            row = replace(row, preview_audio_id=audio_id,
+                          preview_audio_job_id=job_id or row.preview_job_id,
+                          updated_at=self.clock())
+            self._voices()[voice_id] = row
+        return row
+
+    async def set_preview_job(self, voice_id: str, job_id: str) -> Voice | None:
+        await self._enter("set_preview_job")
+        row = self._voices().get(voice_id)
         if row is not None:
-            row = replace(row, preview_audio_id=audio_id, updated_at=self.clock())
+            row = replace(row, preview_job_id=job_id, updated_at=self.clock())
+            self._voices()[voice_id] = row
+        return row
+
+    async def drop_preview_job(self, voice_id: str, job_id: str) -> Voice | None:
+        await self._enter("drop_preview_job")
+        row = self._voices().get(voice_id)
+        if row is not None and row.preview_job_id == job_id:
+            row = replace(row, preview_job_id=row.preview_audio_job_id, updated_at=self.clock())
             self._voices()[voice_id] = row
         return row
 
     async def tracked_voices(self, provider: str) -> list[Voice]:
         await self._enter("tracked_voices")
         return [r for r in self._voices().values() if r.provider == provider and (
-            r.status is VoiceStatus.processing
-            or (r.preview_job_id is not None and r.preview_audio_id is None))]
+            r.status is VoiceStatus.processing or r.preview_pending)]
 
 
 class FakeVoiceManager:
@@ -168,6 +190,8 @@ class FakeVoiceManager:
         self.uploads: list[dict[str, Any]] = []
         self.polls = 0
         self.poll_errors: list[BaseException] = []
+        self.edits: list[dict[str, Any]] = []
+        self.edit_errors: list[BaseException] = []
 
     async def check_can_clone(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -197,6 +221,15 @@ class FakeVoiceManager:
         self.deleted.append(provider_voice_id)
         self.states.pop(provider_voice_id, None)
 
+    async def edit(self, provider_voice_id: str, *, name: str, description: str,
+                   labels: dict[str, str]) -> None:
+        """Recorded in ``edits``; raises the next of ``edit_errors`` if any."""
+        await trio.lowlevel.checkpoint()
+        if self.edit_errors:
+            raise self.edit_errors.pop(0)
+        self.edits.append(dict(id=provider_voice_id, name=name, description=description,
+                               labels=dict(labels)))
+
     async def default_voices(self) -> Sequence[VoiceInfo]:
         await trio.lowlevel.checkpoint()
         return list(self.defaults)
@@ -214,22 +247,29 @@ class MemoryVoiceSyncQueue:
         if self.down:
             raise ProviderUnavailable("fake queue down")
 
-    async def track(self, voice_id: str, due: float, deadline: float) -> None:
+    async def track(self, voice_id: str, due: float, deadline: float,
+                    state: str = "processing") -> None:
         await self._enter()
         self.items.setdefault(voice_id, TrackedVoice(voice_id=voice_id, due=due,
-                                                     deadline=deadline))
+                                                     deadline=deadline, state=state))
+
+    async def status(self, voice_id: str) -> TrackedVoice | None:
+        await self._enter()
+        return self.items.get(voice_id)
 
     async def due(self, now: float, count: int) -> list[TrackedVoice]:
         await self._enter()
         return sorted((t for t in self.items.values() if t.due <= now),
                       key=lambda t: t.due)[:count]
 
-    async def reschedule(self, voice_id: str, due: float, attempts: int) -> None:
+    async def reschedule(self, voice_id: str, due: float, attempts: int,
+                         state: str | None = None) -> None:
         await self._enter()
         old = self.items.get(voice_id)
         deadline = old.deadline if old else due
+        state = state or (old.state if old else "processing")
         self.items[voice_id] = TrackedVoice(voice_id=voice_id, due=due, deadline=deadline,
-                                            attempts=attempts)
+                                            attempts=attempts, state=state)
 
     async def done(self, voice_id: str) -> None:
         await self._enter()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from actors.bench import percentile, refill_gaps
+from actors.bench import _partial, _piper_figures, percentile, refill_gaps
 
 
 def test_percentile_interpolates_between_closest_ranks() -> None:
@@ -32,3 +32,12 @@ def test_refill_gaps_match_each_freed_slot_with_the_start_it_allowed() -> None:
 
 def test_refill_gaps_need_more_jobs_than_slots() -> None:
     assert refill_gaps([0.0, 0.0], [1.0, 1.0], 3) == []
+
+
+def test_piper_speed_is_information_and_says_when_piper_is_missing() -> None:
+    (missing,) = _piper_figures({"installed": False})
+    assert "not installed" in missing[0] and missing[4] is None  # info, not a failure
+    figures = _piper_figures({"installed": True, "x_realtime_1": 9.5, "x_realtime_2": 17.0})
+    assert [(f[1], f[2], f[4]) for f in figures] == [(9.5, "x real", None), (17.0, "x real", None)]
+    assert "2 onnxruntime threads" in figures[1][0]
+    assert _partial({"piper": {"installed": False}}) == [missing]  # ``--only piper``

@@ -487,3 +487,56 @@ async def test_request_id_and_context_fields_are_checked_and_recorded(fake_eleve
     assert fake_elevenlabs.calls == [] and fake_elevenlabs.endpoint_counts == {}
     assert fake_elevenlabs.character_count == 6  # the quota is not a statistic
     assert fake_elevenlabs.server_errors == []
+
+
+@capped
+async def test_history_records_each_generation_and_serves_it_through_the_sdk(fake_elevenlabs):
+    fake = fake_elevenlabs
+    other = next(v for v in fake.voice_ids if v != RACHEL)
+    async with sdk(fake) as client:
+        async with client.text_to_speech.with_raw_response.convert(
+            RACHEL, text="first line", model_id="eleven_flash_v2_5",
+            output_format="mp3_22050_32", voice_settings={"stability": 0.2},
+            request_options=NO_RETRY,
+        ) as response:
+            audio = b"".join([chunk async for chunk in response.data])
+            headers = response.headers
+        await convert(client, "second line", model_id="eleven_multilingual_v2")
+        await convert(client, "third line", voice=other, model_id="eleven_flash_v2_5")
+        everything = await client.history.list(request_options=NO_RETRY)
+        rachel = await client.history.list(voice_id=RACHEL, page_size=1,
+                                           request_options=NO_RETRY)
+        rest = await client.history.list(
+            voice_id=RACHEL, page_size=1, request_options=NO_RETRY,
+            start_after_history_item_id=rachel.last_history_item_id,
+        )
+        flash = await client.history.list(model_id="eleven_flash_v2_5", source="TTS",
+                                          sort_direction="asc", request_options=NO_RETRY)
+        first = rest.history[0]
+        one = await client.history.get(first.history_item_id, request_options=NO_RETRY)
+        async with client.history.with_raw_response.get_audio(
+            first.history_item_id, request_options=NO_RETRY
+        ) as got:
+            again = b"".join([chunk async for chunk in got.data])
+        future = await client.history.list(date_after_unix=first.date_unix + 3600,
+                                           request_options=NO_RETRY)
+        past = await client.history.list(date_before_unix=first.date_unix,
+                                         request_options=NO_RETRY)
+    assert [h.text for h in everything.history] == ["third line", "second line", "first line"]
+    assert not everything.has_more
+    assert [h.text for h in rachel.history] == ["second line"] and rachel.has_more
+    assert [h.text for h in rest.history] == ["first line"] and not rest.has_more
+    assert [h.text for h in flash.history] == ["first line", "third line"]
+    assert (one.history_item_id, one.request_id) == (headers["history-item-id"],
+                                                     headers["request-id"])
+    assert (one.voice_id, one.model_id, one.output_format, one.source) == (
+        RACHEL, "eleven_flash_v2_5", "mp3_22050_32", "TTS")
+    assert one.settings is not None and one.settings["stability"] == 0.2  # as sent
+    assert one.settings["similarity_boost"] == 0.75  # the voice's own
+    assert one.character_count_change_to - one.character_count_change_from == len("first line")
+    assert again == audio
+    assert future.history == [] and past.history == []
+    async with raw(fake) as http:
+        missing = await http.get("/v1/history/nope/audio")
+        no_source = await http.get("/v1/history", params={"model_id": "eleven_flash_v2_5"})
+    assert missing.status_code == 404 and no_source.status_code == 400

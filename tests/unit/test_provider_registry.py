@@ -14,8 +14,8 @@ from protocols.providers.local_voices import LocalVoices
 from protocols.settings import Secret, Settings
 
 
-def test_the_default_is_espeak_and_elevenlabs_with_a_key() -> None:
-    assert choose(Settings())[0].name == "espeak"
+def test_the_default_is_embedded_and_elevenlabs_with_a_key() -> None:
+    assert choose(Settings())[0].name == "embedded"
     assert choose(Settings(elevenlabs_api_key=Secret("k")))[0].name == "elevenlabs"
 
 
@@ -25,7 +25,7 @@ def test_chorus_provider_wins_and_an_unknown_name_is_a_config_error() -> None:
     assert (settings.provider, settings.fake_latency_s) == ("fake", 0.25)
     registration, why = choose(settings)
     assert registration.name == "fake" and "CHORUS_PROVIDER" in why
-    with pytest.raises(ConfigError, match="elevenlabs, espeak, fake"):
+    with pytest.raises(ConfigError, match="elevenlabs, embedded, espeak, fake"):
         choose(Settings(provider="nope"))
     with pytest.raises(ConfigError):
         Settings.from_env({"CHORUS_FAKE_LATENCY_S": "-1"})

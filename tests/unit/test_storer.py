@@ -10,6 +10,7 @@ from actors.pipeline.attempt import Attempt, PendingStart
 from actors.pipeline.ledger import Ledger
 from actors.pipeline.pacing import Pacing
 from actors.pipeline.storer import Produced, Storer
+from protocols.blobs.files import FileBlobStore
 from protocols.errors import ChorusError, InvalidInput, StoreUnavailable
 from protocols.events import EventKind
 from protocols.faults import FaultPlan
@@ -151,3 +152,22 @@ def test_pending_start_runs_callbacks_once_it_succeeds():
     failed.then(seen.append)
     failed.fail(ChorusError("nope"))
     assert len(seen) == 2  # a failed start calls nothing
+
+
+async def test_audio_that_cannot_be_written_is_retried_later_not_failed(tmp_path):
+    """The provider was paid for this audio: a failed blob write (here a real file store on a
+    path that is not a directory) releases the entry for a retry; the job is not failed."""
+    store = FakeJobStore()
+    (tmp_path / "audio").write_text("not a directory")
+    blobs = FileBlobStore(tmp_path / "audio")
+    (job,) = [await store.start_job(j.id) for j in await jobs(store, 1)]
+    events = RecordingEvents()
+    ledger, crash = await store_all(store, blobs, [produced(job, "k0", running=job)], events)  # type: ignore[arg-type]
+
+    assert crash is None
+    settled = ledger.settled()["j0-e"]
+    assert isinstance(settled, Release) and settled.delay > 0
+    again = await store.get_job("j0")
+    assert again is not None and again.status is JobStatus.running  # still to be finished
+    assert again.error_code == "blob_store_error"  # noted, for the operator
+    assert events.kinds("j0") == []

@@ -77,6 +77,11 @@ async def post_clone(client: Any, headers: dict[str, str], form: dict[str, str],
 
 @pytest.fixture
 async def venv() -> VEnv:
+    return await make_venv()
+
+
+async def make_venv() -> VEnv:
+    """Two users (alice, bob), the fake provider with a cloning voice manager, the web app."""
     store, provider = FakeJobStore(), FakeProvider(voices=TEST_VOICES)
     manager = FakeVoiceManager(provider="fake", defaults=await provider.voices())
     events = RecordingEvents()

@@ -2,11 +2,14 @@
 
 The ETag is the audio's cache key (content-addressed, so it never changes), which makes
 ``If-None-Match`` answer 304 and ``Range`` requests work (one range; see ``single_range``).
+A whole clip from a store that can stream (``open_stream``: the S3 store) is sent chunk by chunk
+as it arrives, never held whole in memory.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response, request
@@ -17,6 +20,7 @@ from web.inputs import stored_id
 from web.problems import AudioMissing
 
 if TYPE_CHECKING:
+    from protocols.messages import Audio
     from web.context import WebContext
 
 log = logging.getLogger("chorus.web")
@@ -35,6 +39,33 @@ def single_range() -> bool:
         return False
     wanted = request.range
     return wanted is not None and wanted.units == "bytes" and len(wanted.ranges) == 1
+
+
+async def streamed(
+    audio: Audio, headers: dict[str, str],
+    open_stream: Callable[[str], Awaitable[tuple[int, AsyncIterator[bytes]]]],
+) -> Response:
+    """The whole clip as the store hands it over; a matching ``If-None-Match`` is answered 304
+    without reading it. A missing blob is ``AudioMissing`` before any byte is sent."""
+    if request.if_none_match.contains_weak(audio.cache_key):  # 304, as make_conditional says
+        unread = Response(b"", 200, headers, content_type=audio.content_type)
+        return await unread.make_conditional(request)
+    try:
+        size, chunks = await open_stream(audio.path)
+    except FileNotFoundError as exc:
+        raise AudioMissing(f"audio {audio.id} has no file at {audio.path}") from exc
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    response = Response(body(), 200, headers, content_type=audio.content_type)
+    response.headers["Content-Length"] = str(size)
+    response.headers["Accept-Ranges"] = "bytes"
+    return response
 
 
 def blueprint(ctx: WebContext) -> Blueprint:
@@ -60,6 +91,9 @@ def blueprint(ctx: WebContext) -> Blueprint:
                 response.headers["Content-Length"] = str(audio.size)
                 response.headers["Accept-Ranges"] = "bytes"
             return response
+        open_stream = getattr(ctx.blobs, "open_stream", None)
+        if open_stream is not None and not single_range():
+            return await streamed(audio, headers, open_stream)
         try:
             data = await ctx.blobs.get(audio.path)
         except FileNotFoundError as exc:

@@ -125,7 +125,8 @@ def blueprint(ctx: WebContext) -> Blueprint:
         book = await own_book(book_id, user.id)
         req = parse(await request.get_data(cache=False), RetryRequest)
         started = await books().start_round(
-            book.id, user.id, line_ids=req.lines, force=req.force, permanent=PERMANENT_ERRORS
+            book.id, user.id, line_ids=req.lines, force=req.force, permanent=PERMANENT_ERRORS,
+            quota=user.monthly_quota,
         )
         ctx.kick_runner()
         ctx.events.publish(Event(

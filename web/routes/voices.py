@@ -1,13 +1,16 @@
-"""Voices: list, get, clone, edit, delete, and the preview clip (``protocols/domain/voices.py``
-holds the rules). Another user's private voice answers exactly like a voice that does not exist."""
+"""Voices: list, get, clone, edit (forwarded to the provider), delete, and the preview clip (got,
+or made again: ``actors/voices/previews.py``); ``protocols/domain/voices.py`` holds the rules.
+Another user's private voice answers exactly like a voice that does not exist."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from quart import Blueprint, Response, request
 
+from actors.voices.previews import remake_preview
 from protocols.domain.voices import VoiceCatalog, not_found, voice_event
 from protocols.errors import (
     ChorusError,
@@ -16,10 +19,11 @@ from protocols.errors import (
     UnknownVoice,
 )
 from protocols.events import EventKind
-from protocols.messages import Visibility, Voice, VoiceStatus
+from protocols.messages import Visibility, Voice, VoiceSettings, VoiceStatus
 from web.auth import current_user
 from web.inputs import decode_cursor, encode_cursor, json_object, reject_nul, stored_id
 from web.problems import UnknownField, json_response
+from web.routes.jobs import idempotency_key
 from web.routes.voice_uploads import (
     InvalidLabels,
     check_description,
@@ -28,7 +32,7 @@ from web.routes.voice_uploads import (
     check_visibility,
     parse_clone,
 )
-from web.views import iso
+from web.views import iso, job_view
 
 if TYPE_CHECKING:
     from web.context import WebContext
@@ -36,7 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("chorus.web")
 
 PAGE = 100
-PATCHABLE = frozenset({"name", "description", "labels", "visibility"})
+PATCHABLE = frozenset({"name", "description", "labels", "visibility", "voice_settings"})
+PREVIEW_FIELDS = frozenset({"text", "idempotency_key"})
 
 
 def primary(language: str) -> str:
@@ -52,6 +57,7 @@ def voice_view(voice: Voice, viewer: str) -> dict[str, Any]:
         "provider": voice.provider, "category": voice.category,
         "status": voice.status.value, "visibility": voice.visibility.value,
         "mine": voice.owner == viewer,
+        "voice_settings": msgspec.to_builtins(voice.voice_settings or VoiceSettings()),
         "created_at": iso(voice.created_at), "updated_at": iso(voice.updated_at),
     }
     if voice.status_reason:
@@ -59,7 +65,18 @@ def voice_view(voice: Voice, viewer: str) -> dict[str, Any]:
     if voice.preview_audio_id:
         view["preview_audio_id"] = voice.preview_audio_id
         view["preview_url"] = f"/v1/voices/{voice.id}/preview"
+    if voice.preview_pending and voice.owner == viewer:  # being made: follow this job
+        view["preview_job_id"] = voice.preview_job_id
     return view
+
+
+def check_settings(value: Any) -> VoiceSettings:
+    """A voice's default ``voice_settings``: ElevenLabs' names and ranges; null or ``{}``
+    clears them."""
+    try:
+        return msgspec.convert(value or {}, VoiceSettings)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"voice_settings: {exc}", field="voice_settings") from exc
 
 
 def _choice(name: str, allowed: type) -> str | None:
@@ -168,13 +185,41 @@ def blueprint(ctx: WebContext) -> Blueprint:
             changes["visibility"] = check_visibility(body["visibility"]).value
         for name, value in changes.items():  # labels may have been JSON text with escapes
             reject_nul(value, name)
-        voice = await catalog.store.update_voice(voice_id, user.id, **changes)
-        if voice is None:
-            raise NotFound(f"No voice {voice_id!r}.")
+        if "voice_settings" in body:
+            changes["voice_settings"] = check_settings(body["voice_settings"])
+        # name, description and labels at the provider first; a refusal changes nothing
+        voice = await catalog.edit(voice_id, user.id, **changes)
         if changes:
             ctx.events.publish(voice_event(EventKind.voice_updated, voice,
                                            changed=sorted(changes)))
         return json_response(voice_view(voice, user.id))
+
+    @bp.post("/v1/voices/<voice_id>/preview")
+    async def remake(voice_id: str) -> Response:
+        """The preview made again (with ``text``, or the language's sample) as a job of the
+        owner: 202 with the job and the voice (200 once the job has ended: the cache)."""
+        user = await current_user(ctx.store, ctx.known_keys)
+        await catalog.owned(stored_id(voice_id, "voice", not_found), user.id)
+        raw = await request.get_data(cache=False)
+        body = json_object(raw) if raw.strip() else {}
+        if unknown := sorted(str(k)[:64] for k in set(body) - PREVIEW_FIELDS):
+            raise UnknownField(f"Unknown field(s): {', '.join(unknown)}.", fields=unknown)
+        text, key = body.get("text"), body.get("idempotency_key")
+        for name, value in (("text", text), ("idempotency_key", key)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(f"{name} must be a string.", field=name)
+            reject_nul(value or "", name)
+        if key is not None and not 1 <= len(key) <= 255:
+            raise InvalidInput("idempotency_key must be 1 to 255 characters.",
+                               field="idempotency_key")
+        job, voice = await remake_preview(
+            intake=ctx.intake, catalog=catalog, user=user, voice_id=voice_id, text=text,
+            idempotency_key=idempotency_key(key), track=ctx.track_voice, events=ctx.events,
+        )
+        return json_response(
+            {"job": job_view(job), "voice": voice_view(voice, user.id)},
+            200 if job.status.terminal else 202, {"Location": f"/v1/jobs/{job.id}"},
+        )
 
     @bp.delete("/v1/voices/<voice_id>")
     async def delete_voice(voice_id: str) -> Response:

@@ -119,10 +119,13 @@ def pick_model(
     text: str = "",
     preference: Preference = Preference.balanced,
     model_id: str | None = None,
+    default_model_id: str | None = None,
 ) -> ModelInfo:
     """The model for one job. An explicit ``model_id`` wins (it must exist and speak the
-    language). Otherwise by preference, language support and length; a language that only one
-    model speaks gets that model. Raises ``InvalidInput`` / ``UnsupportedLanguage``."""
+    language). Then ``default_model_id`` (``ELEVENLABS_MODEL_ID``) when the catalogue has it
+    and it speaks the language. Otherwise by preference, language support and length; a
+    language that only one model speaks gets that model. Raises ``InvalidInput`` /
+    ``UnsupportedLanguage``."""
     lang = primary_language(language)
 
     def speaks(model: ModelInfo) -> bool:
@@ -141,6 +144,9 @@ def pick_model(
     def usable(mid: str) -> ModelInfo | None:
         model = catalogue.get(mid)
         return model if model is not None and speaks(model) else None
+
+    if default_model_id and (model := usable(default_model_id)) is not None:
+        return model
 
     order: list[str] = []
     if preference == Preference.expressive:

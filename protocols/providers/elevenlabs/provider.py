@@ -15,6 +15,15 @@ documents it (reference/elevenlabs.md §2):
   ``max_character_limit_exceeded`` and other rejections, 404 ``voice_not_found``: a typed,
   permanent error at once (the job fails with it).
 
+A redelivered job whose earlier attempt may have generated its audio
+(``SynthesisRequest.previous_attempt_since``) is first looked up in the account's history and
+downloaded from there when every part of its text is found (``elevenlabs/history.py``): a crash
+between ElevenLabs' answer and the stored audio does not pay twice.
+
+Chorus's own pronunciation dictionaries (``pd_...``) are kept here too
+(``elevenlabs/dictionaries.py``); a job pinned to one of their versions is sent ElevenLabs'
+locator of that version (``_sent``).
+
 Actors only ever see our typed errors. The API key is never logged nor put in an error.
 """
 
@@ -30,6 +39,7 @@ import httpx
 import msgspec
 import trio
 
+from protocols.dictionaries import AliasRule, Rule, is_chorus_dictionary
 from protocols.domain.audio import (
     FORMATS,
     audio_duration,
@@ -38,6 +48,7 @@ from protocols.domain.audio import (
     encode_pcm,
     parse_format,
 )
+from protocols.domain.pronunciation import apply_rules
 from protocols.domain.text import split_text
 from protocols.errors import (
     InvalidInput,
@@ -46,6 +57,7 @@ from protocols.errors import (
     ProviderQuotaExhausted,
     ProviderRejected,
     ProviderUnavailable,
+    SynthesisFailed,
     UnknownVoice,
 )
 from protocols.messages import (
@@ -55,9 +67,11 @@ from protocols.messages import (
     SynthesisResult,
     VoiceInfo,
 )
-from protocols.ports import VoiceManager
+from protocols.ports import DictionaryMirror, Lexicon, VoiceManager
 from protocols.providers.base import account_name
+from protocols.providers.elevenlabs.dictionaries import ElevenLabsDictionaries
 from protocols.providers.elevenlabs.errors import Failure, classify
+from protocols.providers.elevenlabs.history import History
 from protocols.providers.elevenlabs.models import (
     STATIC_MODELS,
     ModelInfo,
@@ -115,6 +129,8 @@ class ProviderStatistics(msgspec.Struct, frozen=True):
     backoffs: int  # transient errors retried
     timeouts: int  # may have been charged
     characters: int  # character-cost the provider reported
+    history_reuses: int = 0  # redelivered jobs whose audio was found in the history
+    history_failures: int = 0  # history look-ups that failed (the text was generated)
 
 
 class ElevenLabsProvider:
@@ -132,6 +148,9 @@ class ElevenLabsProvider:
         self._subscription = _Cached(SUBSCRIPTION_TTL_S, self._fetch_subscription)
         self._dict_versions: dict[str, tuple[float, str]] = {}
         self._voice_by_id: dict[str, tuple[float, VoiceInfo]] = {}
+        self._unknown_defaults: set[str] = set()
+        self._lexicon: Lexicon | None = None
+        self._history = History(self)
         self._requests = self._waits = self._backoffs = self._timeouts = self._chars = 0
 
     @classmethod
@@ -164,9 +183,17 @@ class ElevenLabsProvider:
         """Cloning, readiness and the premade voices on this account."""
         return ElevenLabsVoices(self)
 
+    def dictionary_mirror(self) -> DictionaryMirror:
+        """Chorus's dictionaries kept as pronunciation dictionaries on this account."""
+        return ElevenLabsDictionaries(self)
+
+    def use_lexicon(self, lexicon: Lexicon) -> None:
+        self._lexicon = lexicon
+
     def statistics(self) -> ProviderStatistics:
         return ProviderStatistics(
-            self._requests, self._waits, self._backoffs, self._timeouts, self._chars
+            self._requests, self._waits, self._backoffs, self._timeouts, self._chars,
+            history_reuses=self._history.reuses, history_failures=self._history.failures,
         )
 
     # -- one request, our retry policy ------------------------------------------------------------
@@ -176,12 +203,13 @@ class ElevenLabsProvider:
                 "chunk_size": 65536}
 
     async def call(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any,
-                   idempotent: bool = True, **kwargs: Any) -> T:
+                   idempotent: bool = True, once: bool = False, **kwargs: Any) -> T:
         """``fn(*args, **kwargs, request_options=...)`` with the documented retry policy.
 
         ``idempotent=False`` (creating a voice): only failures that mean "not processed" (429,
         a connection that was never made) are retried; after a timeout or a 5xx the outcome is
-        unknown and the error is raised, so a retry cannot create a second voice."""
+        unknown and the error is raised, so a retry cannot create a second voice. ``once``: no
+        retry at all (a best-effort look-up that has a fallback)."""
         from elevenlabs.core.api_error import ApiError
 
         s = self.settings
@@ -207,7 +235,7 @@ class ElevenLabsProvider:
                 )
                 unprocessed = isinstance(exc, httpx.ConnectError)
             now = trio.current_time()
-            if failure.kind == "fatal" or (not idempotent and not unprocessed):
+            if failure.kind == "fatal" or once or (not idempotent and not unprocessed):
                 raise failure.error
             if failure.kind == "wait":
                 self._waits += 1
@@ -355,12 +383,19 @@ class ElevenLabsProvider:
         params: SpeechParams,
         preference: Preference | None = None,
     ) -> SpeechParams:
-        """Settle a job's parameters at submit: the model (explicit wins, else chosen), the
-        dictionaries (request's, else the configured ones) pinned to their current version."""
+        """Settle a job's parameters at submit: the model (the request's ``model_id``; else
+        by the request's ``preference``; else ``ELEVENLABS_MODEL_ID`` when it speaks the
+        language; else by ``CHORUS_MODEL_PREFERENCE``), the dictionaries (request's, else the
+        configured ones) pinned to their current version."""
+        catalogue = await self.models()
+        default = None if preference else self.settings.elevenlabs_model_id
+        if default and default not in catalogue and default not in self._unknown_defaults:
+            self._unknown_defaults.add(default)  # warned once; selection goes on without it
+            log.warning("ELEVENLABS_MODEL_ID=%s is not a model of this account", default)
         model = pick_model(
-            await self.models(), language=language, characters=len(text), text=text,
+            catalogue, language=language, characters=len(text), text=text,
             preference=preference or Preference(self.settings.model_preference),
-            model_id=params.model_id or None,
+            model_id=params.model_id or None, default_model_id=default,
         )
         refs = params.dictionaries or tuple(
             _parse_dictionary(d) for d in self.settings.elevenlabs_dictionaries
@@ -389,6 +424,9 @@ class ElevenLabsProvider:
         return DictionaryRef(pronunciation_dictionary_id=dict_id, version_id=hit[1])
 
     async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
+        """The text in parts the model takes, each part sent with its neighbours as context,
+        the clips joined. A redelivery (``previous_attempt_since``) first looks for every part
+        in the account's history and downloads them instead, when all are there."""
         fmt = parse_format(request.output_format)
         catalogue = await self.models()
         params = request.params
@@ -396,6 +434,19 @@ class ElevenLabsProvider:
         if model is None:  # a job from before model selection, or a model since withdrawn
             model = pick_model(catalogue, language=request.language,
                                characters=len(request.text), text=request.text)
+        sent = await self._sent(request)
+        parts = split_text(sent.text, model.max_chars) or [sent.text]
+        if request.previous_attempt_since is not None:
+            found = await self._history.recover(
+                request.voice_id, [self._body(sent, model, part) for part in parts],
+                request.previous_attempt_since,
+            )
+            if found is not None:
+                try:
+                    return await self._from_history(request, found, fmt)
+                except ProviderError as exc:  # the parts do not join: never fail the job for it
+                    log.warning("ElevenLabs history audio unusable (%s): generating instead",
+                                exc.detail)
         remaining = await self.remaining_characters()
         if remaining is not None and remaining < len(request.text):
             raise ProviderQuotaExhausted(
@@ -403,14 +454,13 @@ class ElevenLabsProvider:
                 f" job needs {len(request.text)}; it was not sent",
                 remaining=remaining,
             )
-        parts = split_text(request.text, model.max_chars) or [request.text]
         clips: list[bytes] = []
         ids: list[str] = []
         cost = 0
         costed = True
         for i, part in enumerate(parts):
             audio, headers = await self._convert(
-                request, model, part,
+                sent, model, part,
                 previous_ids=ids[-MAX_CONTEXT_IDS:],
                 previous_text=parts[i - 1][-CONTEXT_CHARS:] if i else None,
                 next_text=parts[i + 1][:CONTEXT_CHARS] if i + 1 < len(parts) else None,
@@ -430,6 +480,74 @@ class ElevenLabsProvider:
             character_cost=cost if costed else None,
         )
 
+    async def _from_history(
+        self, request: SynthesisRequest, found: Sequence[tuple[bytes, Mapping[str, Any]]],
+        fmt: Any,
+    ) -> SynthesisResult:
+        """The result of a redelivered job from the history items of its earlier attempt: their
+        audio joined as a generation's would be, their request ids and what they cost then."""
+        data, duration = await trio.to_thread.run_sync(_assemble, [a for a, _ in found], fmt)
+        cost: int | None = 0
+        for _, item in found:
+            try:
+                change = int(item["character_count_change_to"]) - int(
+                    item["character_count_change_from"])
+            except (KeyError, TypeError, ValueError):
+                cost = None
+                break
+            cost = None if cost is None else cost + change
+        return SynthesisResult(
+            audio=data, content_type=fmt.content_type, duration_s=duration,
+            characters=len(request.text),
+            request_ids=tuple(str(i["request_id"]) for _, i in found if i.get("request_id")),
+            character_cost=cost, from_history=True,
+        )
+
+    async def _sent(self, request: SynthesisRequest) -> SynthesisRequest:
+        """The request as ElevenLabs gets it: each Chorus dictionary version as its ElevenLabs
+        locator (it is mirrored there); one that is not (made before ElevenLabs was the
+        provider) has its alias rules applied to the text here instead."""
+        refs = request.params.dictionaries
+        if not any(is_chorus_dictionary(r.pronunciation_dictionary_id) for r in refs):
+            return request
+        if self._lexicon is None:
+            raise SynthesisFailed("the ElevenLabs provider was given no pronunciation lexicon")
+        locators: list[DictionaryRef] = []
+        local: list[Rule] = []
+        for ref in refs:
+            if not is_chorus_dictionary(ref.pronunciation_dictionary_id):
+                locators.append(ref)
+                continue
+            version = await self._lexicon.version(ref)
+            remote = version.remote(self.name)
+            if remote is not None:
+                locators.append(remote)
+            else:
+                local.extend(r for r in version.rules if isinstance(r, AliasRule))
+        text = apply_rules(request.text, local).text if local else request.text
+        params = msgspec.structs.replace(request.params, dictionaries=tuple(locators))
+        return msgspec.structs.replace(request, text=text, params=params)
+
+    @staticmethod
+    def _body(request: SynthesisRequest, model: ModelInfo, text: str) -> dict[str, Any]:
+        """What a TTS request for ``text`` sends, less the context of a split text's
+        neighbours (so: what a history item can be compared with)."""
+        params = request.params
+        body: dict[str, Any] = {"text": text, "model_id": model.model_id,
+                                "output_format": request.output_format}
+        lang = primary_language(request.language)
+        if lang and model.accepts_language_code:
+            body["language_code"] = lang
+        if params.voice_settings is not None:
+            body["voice_settings"] = msgspec.to_builtins(params.voice_settings)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.dictionaries:
+            body["pronunciation_dictionary_locators"] = [
+                msgspec.to_builtins(d) for d in params.dictionaries
+            ]
+        return body
+
     async def _convert(
         self,
         request: SynthesisRequest,
@@ -440,20 +558,7 @@ class ElevenLabsProvider:
         previous_text: str | None,
         next_text: str | None,
     ) -> tuple[bytes, dict[str, str]]:
-        params = request.params
-        kwargs: dict[str, Any] = {"text": text, "model_id": model.model_id,
-                                  "output_format": request.output_format}
-        lang = primary_language(request.language)
-        if lang and model.accepts_language_code:
-            kwargs["language_code"] = lang
-        if params.voice_settings is not None:
-            kwargs["voice_settings"] = msgspec.to_builtins(params.voice_settings)
-        if params.seed is not None:
-            kwargs["seed"] = params.seed
-        if params.dictionaries:
-            kwargs["pronunciation_dictionary_locators"] = [
-                msgspec.to_builtins(d) for d in params.dictionaries
-            ]
+        kwargs = self._body(request, model, text)
         if previous_ids:
             kwargs["previous_request_ids"] = previous_ids
         elif previous_text:

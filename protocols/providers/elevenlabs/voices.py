@@ -1,7 +1,7 @@
-"""Voice management on ElevenLabs (``VoiceManager``): instant voice cloning, readiness, deletion
-and the premade voices, through ``ElevenLabsProvider.call`` (our retry policy, ``max_retries=0``:
-the SDK's own retry drops the form fields of a retried multipart upload; ours calls the SDK again
-with every field and every file, so a retried upload is whole).
+"""Voice management on ElevenLabs (``VoiceManager``): instant voice cloning, readiness, editing,
+deletion and the premade voices, through ``ElevenLabsProvider.call`` (our retry policy,
+``max_retries=0``: the SDK's own retry drops the form fields of a retried multipart upload; ours
+calls the SDK again with every field and every file, so a retried upload is whole).
 
 When is a cloned voice ready? ElevenLabs does not document it. Our rule, on
 ``GET /v1/voices/{id}``: ``fine_tuning.state`` maps each model to a state; any ``failed`` means
@@ -142,6 +142,23 @@ class ElevenLabsVoices:
             await self._el.call("voice delete", self._el.sdk.voices.delete, provider_voice_id)
         except UnknownVoice:
             log.info("voice %s was already gone at ElevenLabs", provider_voice_id)
+
+    async def edit(
+        self, provider_voice_id: str, *, name: str, description: str, labels: dict[str, str]
+    ) -> None:
+        """``POST /v1/voices/{id}/edit`` (multipart) with the name (required by ElevenLabs),
+        the description and the labels as they are to be: labels are replaced whole. Safe to
+        send again (it sets values), so it is retried like any idempotent call."""
+        try:
+            await self._el.call(
+                "voice edit", self._el.sdk.voices.update, provider_voice_id, name=name,
+                description=description, labels=dict(labels),
+            )
+        except UnknownVoice as exc:  # gone at ElevenLabs: not "no such voice" in Chorus
+            raise ProviderRejected(
+                f"voice {provider_voice_id!r} no longer exists at ElevenLabs; nothing was"
+                " changed", provider_code="voice_not_found",
+            ) from exc
 
     async def default_voices(self) -> Sequence[VoiceInfo]:
         """The premade voices, every page of ``GET /v2/voices?voice_type=default``."""

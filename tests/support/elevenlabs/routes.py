@@ -77,6 +77,7 @@ class Dictionary:
     description: str | None
     creation_time_unix: int
     versions: list[tuple[str, list[dict[str, Any]]]]  # (version_id, rules), oldest first
+    archived_time_unix: int | None = None
 
 
 def _route(method: str, template: str, handler: str, gated: bool = True) -> tuple:
@@ -105,9 +106,13 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str, bool]] = [
     _route("POST", f"{_DICTS}/add-from-file", "_dict_from_file"),
     _route("GET", _DICTS, "_dict_list"),
     _route("GET", f"{_DICTS}/{{dictionary_id}}", "_dict_get"),
+    _route("PATCH", f"{_DICTS}/{{dictionary_id}}", "_dict_patch"),
     _route("POST", f"{_DICTS}/{{dictionary_id}}/{{op}}", "_dict_change"),
     _route("GET", f"{_DICTS}/{{dictionary_id}}/{{version_id}}/download", "_dict_download"),
     _route("GET", "/previews/{voice_id}.mp3", "_preview", gated=False),
+    _route("GET", "/v1/history", "_history_list"),  # tests/support/elevenlabs/history.py
+    _route("GET", "/v1/history/{history_item_id}", "_history_get"),
+    _route("GET", "/v1/history/{history_item_id}/audio", "_history_audio"),
 ]
 
 
@@ -471,7 +476,7 @@ class RouteMixin:
             "permission_on_resource": "admin",
             "created_by": "fakeUser",
             "creation_time_unix": entry.creation_time_unix,
-            "archived_time_unix": None,
+            "archived_time_unix": entry.archived_time_unix,
             "description": entry.description,
         }
 
@@ -540,6 +545,21 @@ class RouteMixin:
             return json_reply(
                 200, {**self._dict_meta(entry), "rules": [dict(r) for r in entry.versions[-1][1]]}
             )
+
+    def _dict_patch(self, request: Request, dictionary_id: str) -> Reply:
+        """``PATCH``: ``name`` and ``archived`` (no new version: the rules stay as they are)."""
+        body = request.json()
+        if not isinstance(body, dict):
+            raise validation_failure([(("body",), "Input should be a valid dictionary", "type")])
+        with self._lock:
+            entry = self._dict_or_404(dictionary_id)
+            if isinstance(body.get("name"), str):
+                entry.name = body["name"]
+            if body.get("archived") is True:
+                entry.archived_time_unix = int(time.time())
+            elif body.get("archived") is False:
+                entry.archived_time_unix = None
+            return json_reply(200, self._dict_meta(entry))
 
     def _dict_change(self, request: Request, dictionary_id: str, op: str) -> Reply:
         body = request.json()
@@ -644,7 +664,9 @@ def _rules(value: Any) -> list[dict[str, Any]]:
                     "enum",
                 )
             )
-        out.append({"type": kind, **{k: rule.get(k) for k in needs[kind]}})
+        flags = {k: rule[k] for k in ("case_sensitive", "word_boundaries")
+                 if isinstance(rule.get(k), bool)}
+        out.append({"type": kind, **{k: rule.get(k) for k in needs[kind]}, **flags})
     if errors:
         raise validation_failure(errors)
     return out

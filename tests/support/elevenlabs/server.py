@@ -11,8 +11,11 @@ counters are read under one lock. Routes:
 - ``GET /v1/voices``, ``GET /v2/voices``, ``GET|DELETE /v1/voices/{id}``, ``POST /v1/voices/add``
   (IVC), ``POST /v1/voices/{id}/edit``, ``GET /v1/voices/{id}/settings``,
   ``GET /v1/voices/settings/default``; ``GET /previews/{id}.mp3`` (preview clips, no auth)
-- pronunciation dictionaries: ``add-from-rules``, ``add-from-file``, list, get,
-  ``add-rules|remove-rules|set-rules`` (each makes a new version), ``{id}/{version}/download``
+- pronunciation dictionaries: ``add-from-rules``, ``add-from-file``, list, get, ``PATCH``
+  (name, archived), ``add-rules|remove-rules|set-rules`` (each makes a new version),
+  ``{id}/{version}/download``
+- the generation history: ``GET /v1/history`` (filters, pages), ``GET /v1/history/{id}`` and
+  ``GET /v1/history/{id}/audio``: one item per successful TTS call (``history.py``)
 
 Choices of this fake where the API is not documented: a cloned voice that is still processing
 (or failed) answers TTS with 400 ``voice_not_ready``; an unknown model is 400 ``model_not_found``;
@@ -52,6 +55,7 @@ from tests.support.elevenlabs.catalog import (
     default_models,
     premade_voices,
 )
+from tests.support.elevenlabs.history import HistoryItem, HistoryMixin
 from tests.support.elevenlabs.http import (
     ApiFailure,
     ErrorShape,
@@ -132,7 +136,7 @@ class _Stall:
     path_prefix: str
 
 
-class FakeElevenLabs(RouteMixin):
+class FakeElevenLabs(RouteMixin, HistoryMixin):
     """The fake server and its state. Every knob below may be changed while it runs.
 
     Args:
@@ -197,6 +201,7 @@ class FakeElevenLabs(RouteMixin):
         self._voices: dict[str, Voice] = {}
         self._dictionaries: dict[str, Dictionary] = {}
         self._audio_cache: dict[tuple[str, int, int], bytes] = {}
+        self._history: list[HistoryItem] = []
         for i, seed in enumerate(premade_voices()):
             self._voices[seed["voice_id"]] = Voice(
                 voice_id=seed["voice_id"],
@@ -352,6 +357,16 @@ class FakeElevenLabs(RouteMixin):
         with self._lock:
             entry = self._new_dictionary(name, None, rules)
         return entry.id, entry.versions[-1][0]
+
+    def dictionary_versions(self, dictionary_id: str) -> list[tuple[str, list[dict[str, Any]]]]:
+        """A dictionary's versions, oldest first: (version id, rules) (KeyError if unknown)."""
+        with self._lock:
+            return [(v, [dict(r) for r in rules])
+                    for v, rules in self._dictionaries[dictionary_id].versions]
+
+    def dictionary_archived(self, dictionary_id: str) -> bool:
+        with self._lock:
+            return self._dictionaries[dictionary_id].archived_time_unix is not None
 
     # -- statistics -------------------------------------------------------------------------------
 
@@ -521,7 +536,7 @@ class FakeElevenLabs(RouteMixin):
             )
         multiplier = model["model_rates"]["character_cost_multiplier"]
         cost = math.ceil(len(text) * multiplier) if self.use_model_rates else len(text)
-        current = self._admit(cost)
+        current, count_to = self._admit(cost)
         call.character_cost = cost
         try:
             self._closing.wait(self.latency_s + self.latency_per_char_s * len(text))
@@ -530,15 +545,34 @@ class FakeElevenLabs(RouteMixin):
             with self._lock:
                 self.in_flight -= 1
         call.request_id = new_id(20)
+        item = self._history_entry(call, body, model_id, fmt_name, audio, cost, count_to)
+        self._record_history(item)
         headers = {
             "request-id": call.request_id,
-            "history-item-id": new_id(20),
+            "history-item-id": item.history_item_id,
             "character-cost": str(cost),
             "current-concurrent-requests": str(current),
             "maximum-concurrent-requests": str(self.concurrency_limit),
             "tts-latency-ms": str(int((time.monotonic() - call.started_at) * 1000)),
         }
         return Reply(200, audio, "audio/mpeg", headers, chunked=call.endpoint == "stream")
+
+    def _history_entry(self, call: TTSCall, body: dict[str, Any], model_id: str, fmt_name: str,
+                       audio: bytes, cost: int, count_to: int) -> HistoryItem:
+        """The history item of a successful call: the voice settings in effect (the voice's,
+        overridden by the ones sent), the character count before and after its charge."""
+        with self._lock:
+            voice = self._voices[call.voice_id]
+            settings = {**voice.settings, **(body.get("voice_settings") or {})}
+            name, category = voice.name, voice.category
+        return HistoryItem(
+            history_item_id=new_id(20), request_id=call.request_id or "",
+            voice_id=call.voice_id, voice_name=name, voice_category=category,
+            model_id=model_id, text=body["text"], date_unix=int(time.time()),
+            character_count_change_from=count_to - cost, character_count_change_to=count_to,
+            content_type=parse_format(fmt_name).content_type, output_format=fmt_name,
+            settings=settings, audio=audio,
+        )
 
     def _check_voice(self, voice_id: str) -> None:
         with self._lock:
@@ -613,8 +647,9 @@ class FakeElevenLabs(RouteMixin):
                 f"Version {version} of pronunciation dictionary {dict_id} not found.",
             )
 
-    def _admit(self, cost: int) -> int:
-        """Take a concurrency slot and charge ``cost``; returns requests now in flight."""
+    def _admit(self, cost: int) -> tuple[int, int]:
+        """Take a concurrency slot and charge ``cost``; returns requests now in flight and the
+        character count after the charge."""
         with self._lock:
             if self.in_flight >= self.concurrency_limit:
                 self.rejected_429 += 1
@@ -648,7 +683,7 @@ class FakeElevenLabs(RouteMixin):
             self.characters_billed += cost
             self.in_flight += 1
             self.peak_concurrency = max(self.peak_concurrency, self.in_flight)
-            return self.in_flight
+            return self.in_flight, self._character_count
 
     def _audio(self, text: str, fmt: Any) -> bytes:
         """A tone of ``len(text) * ms_per_char`` (≥ 50 ms, ≤ max_audio_s) encoded in ``fmt``."""
