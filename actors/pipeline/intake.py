@@ -127,6 +127,7 @@ class Intake:
         earlier one. Returns, per request, its job and whether this call created it, or the
         typed error it met."""
         results: list[tuple[Job, bool] | ChorusError | None] = [None] * len(requests)
+        #: ended[i]: request i and every one before it have ended (enqueued or not)
         ended = [trio.Event() for _ in requests]
         voice_for = _SharedLookups(self.voices.for_job)  # a book's lines share a few voices
 
@@ -135,8 +136,7 @@ class Intake:
                 if i == 0:
                     return
                 await ended[i - 1].wait()
-                before = results[i - 1]
-                if before is None or isinstance(before, NOT_NOW):
+                if any(isinstance(before, NOT_NOW) for before in results[:i]):
                     raise QueueUnavailable("an earlier job of the batch was not enqueued")
 
             try:
@@ -146,8 +146,9 @@ class Intake:
                 )
             except ChorusError as exc:
                 results[i] = exc
-            finally:
-                ended[i].set()
+            if i:
+                await ended[i - 1].wait()
+            ended[i].set()
 
         async with trio.open_nursery() as nursery:
             for i in range(len(requests)):

@@ -158,12 +158,16 @@ async def test_jobs_submitted_together_are_enqueued_in_their_order(
 
 
 @capped
-async def test_nothing_is_enqueued_after_a_job_that_could_not_be_accepted_now(env: Env) -> None:
+async def test_nothing_is_enqueued_after_a_job_that_could_not_be_accepted_now(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     create = env.store.create_job
 
     async def away_for_line_1(job: NewJob, **kwargs: Any) -> tuple[Job, bool]:
         if job.text == "Line 1":
             raise StoreUnavailable("database away")
+        if job.text == "A":
+            await trio.sleep(0.05)  # "B" has failed long before "A" is enqueued
         return await create(job, **kwargs)
 
     env.store.create_job = away_for_line_1  # type: ignore[method-assign]
