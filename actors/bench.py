@@ -422,8 +422,7 @@ async def storybook(b: Bench, n: int) -> dict[str, Any]:
                 job_id, _, _ = await b.submit(svc, single, f"single {b.run_id} {i}")
                 await _ended(b.store, job_id)
         left = await svc.books.line_counts(big.id)
-        await svc.books.cancel_storybook(big.id, user.id)
-        svc.kick_runner()
+        await svc.storybooks.cancel(big.id, user.id)
     times = await b.times(user.id)
     by_line = [times[line.job_id] for line in lines if line.job_id in times]
     starts = [t[1] for t in by_line if t[1] is not None]

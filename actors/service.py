@@ -137,7 +137,8 @@ class Service:
         self.runner: StorybookRunner | None = None
         self.storybooks = (
             StorybookIntake(settings, store=self.books, provider=provider, voices=self.voices,
-                            kick=self.kick_runner, dictionaries=dictionaries)
+                            kick=self.kick_runner, dictionaries=dictionaries,
+                            mark_cancelled=self.mark_book_cancelled)
             if self.books is not None else None
         )
         self.book_outputs = (
@@ -165,6 +166,11 @@ class Service:
         """Wake this process' StorybookRunner (a book was accepted, retried or cancelled)."""
         if self.runner is not None:
             self.runner.kick()
+
+    async def mark_book_cancelled(self, book_id: str) -> None:
+        """Set a storybook's cancel marker in Redis (``StorybookIntake.cancel``)."""
+        async with self.open_coordinator() as coord:
+            await coord.mark_book_cancelled(book_id)
 
     def count(self, name: str) -> None:
         """Add one to a shared counter in Redis (a figure, best effort: batched by the shared

@@ -121,6 +121,9 @@ class SpeechJob(msgspec.Struct, frozen=True, kw_only=True, tag="speech"):
     params: SpeechParams = NO_PARAMS
     cache_key: str = ""  # "" in entries written before it existed: the actor computes it
     lane: Lane = Lane.interactive
+    #: the storybook this job is a line of ("": a single job). Its entry names the book, so
+    #: the locking read can tell whether the book may have been cancelled (``Keys.book_cancel``)
+    book_id: str = ""
 
 
 StreamMessage = SpeechJob  # grows into a tagged union (e.g. ``SpeechJob | PreviewJob``)
@@ -232,7 +235,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     lane: Lane = Lane.interactive
     metadata: Metadata | None = None
 
-    def to_stream(self, submitted_at: float = 0.0) -> SpeechJob:
+    def to_stream(self, submitted_at: float = 0.0, book_id: str = "") -> SpeechJob:
+        """The job as its stream entry carries it (``book_id``: the storybook it is a line of)."""
         return SpeechJob(
             job_id=self.id,
             owner=self.owner,
@@ -244,6 +248,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             params=self.params,
             cache_key=self.cache_key,
             lane=self.lane,
+            book_id=book_id,
         )
 
 

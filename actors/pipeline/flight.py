@@ -37,6 +37,9 @@ class FirstTry:
 
     lock: Lock
     slot: str | None  # a provider slot taken with the lock
+    #: a storybook line whose book had no cancel marker when the locking read took it
+    #: (``LockingRead.book_live``): the job was not cancelled before then
+    book_live: bool = False
 
 
 async def first_tries(

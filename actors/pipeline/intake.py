@@ -9,7 +9,8 @@ its row in Postgres (``store.create_job``, where the quota is checked) and its e
 stream (``enqueue``, the Producer's mailbox). If the stream cannot take it, the row is discarded
 and the error propagates (HTTP answers 503 with ``Retry-After``): nothing half-accepted remains.
 A request whose audio already exists is answered from the cache: the job is created succeeded,
-the provider is not touched and nothing is charged.
+the provider is not touched and nothing is charged. ``submit_in_order`` accepts several jobs at
+once and enqueues them in their order (the StorybookRunner's lines).
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ from protocols.domain.languages import check_language
 from protocols.domain.text import normalize_text, speakable
 from protocols.domain.voices import VoiceCatalog, job_settings
 from protocols.errors import (
+    ChorusError,
     EnqueueFailed,
     InvalidInput,
     ProviderQuotaExhausted,
+    QueueFull,
     QueueUnavailable,
+    StoreUnavailable,
     TextEmpty,
     TextTooLong,
     UnsupportedFormat,
@@ -50,11 +54,19 @@ from protocols.messages import (
     SpeechJob,
     SpeechParams,
     User,
+    VoiceInfo,
 )
 from protocols.ports import BlobStore, EventSink, JobStore, SpeechProvider
 from protocols.settings import Settings
 
 log = logging.getLogger("chorus.intake")
+
+#: ``VoiceCatalog.for_job``: (voice id, language, viewer) -> the voice a job speaks with
+VoiceLookup = Callable[[str | None, str | None, str], Awaitable[VoiceInfo]]
+
+#: a submit that failed with one of these may be accepted if tried again (the queue or the
+#: database is away): ``submit_in_order`` enqueues nothing after it
+NOT_NOW = (QueueFull, QueueUnavailable, StoreUnavailable)
 
 
 def _no_count(name: str) -> None:
@@ -93,15 +105,69 @@ class Intake:
 
     async def submit(
         self, request: JobRequest, user: User, *, lane: Lane = Lane.interactive,
-        quota: bool = True,
+        quota: bool = True, book_id: str = "",
     ) -> tuple[Job, bool]:
         """The accepted job, and whether this call created it (False: an idempotent repeat
         of ``request.idempotency_key``, answered with the job as it is now). Raises the typed
         error of a request that cannot be accepted (nothing is then left behind).
         ``lane``: the stream it waits in; ``quota`` False: the characters were already
-        reserved (a storybook line, checked with its whole book)."""
-        new = await self.settle(request, user.id, lane=lane, defaults=user.dictionaries)
-        job, created = await self._accept(user, new, quota=quota)
+        reserved (a storybook line, checked with its whole book); ``book_id``: the storybook
+        it is a line of (its stream entry names it: ``SpeechJob.book_id``)."""
+        return await self._submit(request, user, lane=lane, quota=quota, book_id=book_id)
+
+    async def submit_in_order(
+        self, requests: Sequence[JobRequest], user: User, *, lane: Lane = Lane.interactive,
+        quota: bool = True, book_id: str = "",
+    ) -> list[tuple[Job, bool] | ChorusError]:
+        """``submit`` for several requests of one user at once, each job enqueued after the
+        one before it, so the stream holds them in the given order (a storybook's lines, in
+        reading order) while their checks, cache look-ups and rows go together (the store
+        coalesces concurrent ones). A job after one that could not be accepted now
+        (``NOT_NOW``) is not enqueued either (``QueueUnavailable``): none gets ahead of an
+        earlier one. Returns, per request, its job and whether this call created it, or the
+        typed error it met."""
+        results: list[tuple[Job, bool] | ChorusError | None] = [None] * len(requests)
+        #: ended[i]: request i and every one before it have ended (enqueued or not)
+        ended = [trio.Event() for _ in requests]
+        voice_for = _SharedLookups(self.voices.for_job)  # a book's lines share a few voices
+
+        async def one(i: int) -> None:
+            async def turn() -> None:  # just before the enqueue
+                if i == 0:
+                    return
+                await ended[i - 1].wait()
+                if any(isinstance(before, NOT_NOW) for before in results[:i]):
+                    raise QueueUnavailable("an earlier job of the batch was not enqueued")
+
+            try:
+                results[i] = await self._submit(
+                    requests[i], user, lane=lane, quota=quota, book_id=book_id, turn=turn,
+                    voice_for=voice_for,
+                )
+            except ChorusError as exc:
+                results[i] = exc
+            if i:
+                await ended[i - 1].wait()
+            ended[i].set()
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(requests)):
+                nursery.start_soon(one, i)
+        done: list[tuple[Job, bool] | ChorusError] = []
+        for result in results:
+            assert result is not None  # each one ended with its job or its error
+            done.append(result)
+        return done
+
+    async def _submit(
+        self, request: JobRequest, user: User, *, lane: Lane, quota: bool, book_id: str,
+        turn: Callable[[], Awaitable[None]] | None = None, voice_for: VoiceLookup | None = None,
+    ) -> tuple[Job, bool]:
+        new = await self._settle(
+            request, user.id, lane=lane, defaults=user.dictionaries,
+            voice_for=voice_for or self.voices.for_job,
+        )
+        job, created = await self._accept(user, new, quota=quota, book_id=book_id, turn=turn)
         if created:  # the seed's TTS_CREATION: a job was accepted
             self._events.publish(job_event(
                 EventKind.tts_creation, job.id, job.owner, voice_id=job.voice_id,
@@ -126,6 +192,14 @@ class Intake:
         names none. Raises ``TextEmpty``, ``TextTooLong``, ``UnsupportedFormat``,
         ``UnknownVoice``, ``VoiceNotReady``, ``DictionaryNotFound``, ``InvalidInput`` or
         ``UnsupportedLanguage`` (also for a language outside ``CHORUS_SUPPORTED_LANGUAGES``)."""
+        return await self._settle(
+            request, owner, lane=lane, defaults=defaults, voice_for=self.voices.for_job
+        )
+
+    async def _settle(
+        self, request: JobRequest, owner: str, *, lane: Lane, defaults: Sequence[DictionaryRef],
+        voice_for: VoiceLookup,
+    ) -> NewJob:
         check_metadata(request.metadata, self.settings.max_metadata_bytes)
         limit = self.settings.max_text_chars
         text = normalize_text(request.text)
@@ -144,7 +218,7 @@ class Intake:
             )
         language = (request.language or "").strip() or None
         check_language(language, self.settings.supported_languages)
-        voice = await self.voices.for_job(request.voice_id, language, owner)  # visibility
+        voice = await voice_for(request.voice_id, language, owner)  # visibility
         asked = SpeechParams(
             model_id=request.model_id or "",
             # the voice's defaults under what the request gives: part of the cache key
@@ -182,9 +256,14 @@ class Intake:
         holds it; the provider's own passed to ``prepare``."""
         return await pin_dictionaries(self.dictionaries, asked, owner, defaults)
 
-    async def _accept(self, user: User, new: NewJob, *, quota: bool) -> tuple[Job, bool]:
+    async def _accept(
+        self, user: User, new: NewJob, *, quota: bool, book_id: str = "",
+        turn: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[Job, bool]:
         """create_job + enqueue, shielded: a submit cancelled half-way (client gone, server
-        stopping) never leaves a job that is in the database but not in the stream."""
+        stopping) never leaves a job that is in the database but not in the stream. ``turn``:
+        awaited just before the enqueue (``submit_in_order``); what it raises fails the
+        submit as an enqueue would."""
         if (hit := await self._from_cache(new)) is not None:
             return hit
         await self._check_account(new)
@@ -199,7 +278,9 @@ class Intake:
             if job.status.terminal:
                 return job, created
             try:
-                await self._enqueue(job.to_stream(time.time()))
+                if turn is not None:
+                    await turn()
+                await self._enqueue(job.to_stream(time.time(), book_id))
             except Exception:  # QueueFull / QueueUnavailable -> 503; anything else -> 500
                 if created and not await self._discard(job.id):
                     started = await store.get_job(job.id)
@@ -243,6 +324,45 @@ class Intake:
         if scope.cancelled_caught:
             log.error("discarding job %s timed out after a failed submit", job_id)
         return True
+
+
+class _SharedLookups:
+    """``VoiceCatalog.for_job`` shared by the requests of one ``submit_in_order``: the first
+    request naming a voice looks it up, the others with the same voice wait for its answer
+    (or its typed error) instead of asking the store again."""
+
+    def __init__(self, lookup: VoiceLookup) -> None:
+        self._lookup = lookup
+        self._answers: dict[tuple[str | None, str | None, str], _Answer] = {}
+
+    async def __call__(self, voice_id: str | None, language: str | None, viewer: str
+                       ) -> VoiceInfo:
+        key = (voice_id, language, viewer)
+        if (answer := self._answers.get(key)) is not None:
+            await answer.done.wait()
+            if answer.error is not None:
+                raise answer.error
+            if answer.voice is not None:
+                return answer.voice
+            return await self._lookup(voice_id, language, viewer)  # the first one crashed
+        self._answers[key] = answer = _Answer()
+        try:
+            answer.voice = await self._lookup(voice_id, language, viewer)
+            return answer.voice
+        except ChorusError as exc:
+            answer.error = exc
+            raise
+        finally:
+            answer.done.set()
+
+
+class _Answer:
+    __slots__ = ("done", "error", "voice")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.voice: VoiceInfo | None = None
+        self.error: ChorusError | None = None
 
 
 def check_metadata(metadata: object, limit: int) -> None:

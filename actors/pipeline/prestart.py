@@ -66,9 +66,9 @@ class Prestarter:
             return None
         if not rows:
             return [], {}
-        deliveries = await queue.decode([(entry_id, fields) for entry_id, fields, _, _ in rows])
-        tries = {entry_id: FirstTry(lock, slot)
-                 for entry_id, _, lock, slot in rows if lock is not None}
+        deliveries = await queue.decode([(row.entry_id, row.fields) for row in rows])
+        tries = {row.entry_id: FirstTry(row.lock, row.slot, row.book_live)
+                 for row in rows if row.lock is not None}
         kept = {d.entry_id for d in deliveries}
         dropped = [t for e, t in tries.items() if e not in kept]  # dead-lettered
         if dropped:

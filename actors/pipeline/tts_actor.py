@@ -278,17 +278,19 @@ class TTSActor:
         only say "running, nothing cached": a first delivery (a new entry's job is queued, never
         finished), its lock taken with no "done" marker (no identical job finished since the
         job was submitted, as the job is younger than the marker's life; so the cache miss its
-        submit saw still holds), and in the interactive lane: a batch job (a storybook line)
-        may have been cancelled while queued, and only its start can say so. Otherwise, or
-        when Redis lost the marker, the start decides first (at worst, after a Redis failure,
-        one provider call too many; never an effect)."""
+        submit saw still holds), and not cancelled: a single job (interactive lane) cannot be;
+        a batch job only as a line of a cancelled storybook, so it must be a line whose book
+        had no cancel marker when it was read (a cancel marks the book in Redis before
+        Postgres; the marker outlives the age limit below). Otherwise, or when Redis lost a
+        marker, the start decides first (at worst, after a Redis failure or a cancel made
+        while the line was being read, one provider call too many; never an effect)."""
         first_try, delivery = attempt.first_try, attempt.delivery
         age = time.time() - delivery.job.submitted_at
         return (
             not start.ready
-            and delivery.job.lane is Lane.interactive
-            and delivery.deliveries == 1
             and first_try is not None
+            and (delivery.job.lane is Lane.interactive or first_try.book_live)
+            and delivery.deliveries == 1
             and first_try.lock.held
             and not first_try.lock.recently_done
             and delivery.job.submitted_at > 0

@@ -8,11 +8,17 @@ else the owner's defaults), pinned to their versions here so every line, in ever
 speaks the same way. Then one transaction stores the book and its lines
 with the whole book checked against the user's quota (all or nothing). No job exists yet: the
 StorybookRunner releases the lines into the batch lane, a few at a time.
+
+Cancelling a book (``cancel``) marks it in Redis before the cancel reaches Postgres: a worker
+that reads one of its lines after that waits for the line's start (which knows about the cancel)
+before calling the provider, while the lines of a live book may call it at once
+(``actors.pipeline.tts_actor``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -27,8 +33,14 @@ from protocols.ports import SpeechProvider, StorybookStore
 from protocols.settings import Settings
 from protocols.storybooks import Storybook, StorybookRequest
 
+log = logging.getLogger("chorus.storybooks")
+
 
 def _nothing() -> None:
+    return None
+
+
+async def _no_marker(book_id: str) -> None:
     return None
 
 
@@ -42,12 +54,15 @@ class StorybookIntake:
         voices: VoiceCatalog,
         kick: Callable[[], None] = _nothing,
         dictionaries: DictionaryCatalog | None = None,
+        mark_cancelled: Callable[[str], Awaitable[None]] = _no_marker,
     ) -> None:
         self.settings = settings
         self.store, self.provider, self.voices = store, provider, voices
         self.dictionaries = dictionaries
         #: tell this process' runner a book is waiting (else it finds it on its next pass)
         self._kick = kick
+        #: set the book's cancel marker in Redis (``Coordinator.mark_book_cancelled``)
+        self._mark_cancelled = mark_cancelled
 
     async def submit(self, request: StorybookRequest, user: User) -> tuple[Storybook, bool]:
         """The accepted book and whether this call created it (False: an idempotent repeat).
@@ -88,3 +103,17 @@ class StorybookIntake:
         if created:
             self._kick()
         return stored, created
+
+    async def cancel(self, book_id: str, owner: str) -> Storybook | None:
+        """Cancel the owner's book (``StorybookStore.cancel_storybook``: pending lines and
+        lines whose job is still queued are cancelled, running ones finish), its cancel marker
+        set in Redis first. None if it is not the owner's. Redis away: the cancel goes on
+        without the marker (a queued line read later may then be generated, never charged)."""
+        try:
+            await self._mark_cancelled(book_id)
+        except ChorusError as exc:
+            log.warning("storybook %s: cancel marker not set: %s", book_id, exc)
+        book = await self.store.cancel_storybook(book_id, owner)
+        if book is not None:
+            self._kick()
+        return book

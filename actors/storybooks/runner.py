@@ -3,8 +3,9 @@
 What it does, each pass (woken by a new book, a job event, or every ``storybook_reconcile_s``):
 - brings the lines whose jobs moved on up to date (``store.sync_lines``: one statement, for the
   jobs named by the events since the last pass; on a full pass, for every active book);
-- releases each book's next pending lines into the batch lane, in reading order, keeping at
-  most ``Settings.book_window`` lines of a book queued or running. That window is the fairness:
+- releases each book's next pending lines into the batch lane, submitted together and
+  enqueued in reading order (``Intake.submit_in_order``), keeping at most
+  ``Settings.book_window`` lines of a book queued or running. That window is the fairness:
   every active book has a few lines in the batch lane, so books interleave (round robin by
   arrival) and each book's first page starts at once; interactive jobs have a lane of their own
   that the StreamReader reads first (docs/ARCHITECTURE.md, "Lanes and fairness");
@@ -32,11 +33,11 @@ import msgspec
 import trio
 
 from actors.events.subscriber import EventSubscriber
-from actors.pipeline.intake import Intake
+from actors.pipeline.intake import NOT_NOW, Intake
 from protocols.domain.storybooks import line_job_key
-from protocols.errors import ChorusError, QueueFull, QueueUnavailable, StoreUnavailable
+from protocols.errors import ChorusError
 from protocols.events import NO_EVENTS, TERMINAL_JOB_KINDS, Event, EventKind
-from protocols.messages import JobRequest, Lane, User
+from protocols.messages import Job, JobRequest, Lane, User
 from protocols.ports import BookStore, EventSink
 from protocols.redis.event_bus import RedisEventBus
 from protocols.settings import Settings
@@ -45,7 +46,7 @@ from protocols.storybooks import BookStatus, Line, LineStatus, RetryRound, Story
 log = logging.getLogger("chorus.storybooks")
 
 #: errors that mean "not now" rather than "this line cannot be made": the line stays pending
-_LATER = (QueueFull, QueueUnavailable, StoreUnavailable)
+_LATER = NOT_NOW
 #: a line's job ending is what frees room in its book's window (a running line is seen on the
 #: next full pass; ``job.running`` events would double the passes for a figure nobody waits on)
 _FOLLOWED = TERMINAL_JOB_KINDS
@@ -105,6 +106,7 @@ class StorybookRunner:
         self._consumer = consumer
         self._events = events
         self._wake = trio.Event()
+        self._kicked = False  # woken by ``kick``: no events to wait for
         self._dirty_jobs: set[str] = set()
         self._progress: dict[str, tuple[float, tuple[int, ...]]] = {}
         self._counts = dict.fromkeys(RunnerStatistics.__struct_fields__, 0)
@@ -114,6 +116,7 @@ class StorybookRunner:
 
     def kick(self) -> None:
         """A book was accepted, retried or cancelled here: look at once."""
+        self._kicked = True
         self._wake.set()
 
     # -- the actor ---------------------------------------------------------------------------------
@@ -159,8 +162,9 @@ class StorybookRunner:
                 next_full = trio.current_time() + full_every
             with trio.move_on_at(min(next_full, trio.current_time() + 1.0)):
                 await self._wake.wait()
-                await trio.sleep(COALESCE_S)
-            self._wake = trio.Event()
+                if not self._kicked:  # job events: let the slots' others arrive too
+                    await trio.sleep(COALESCE_S)
+            self._wake, self._kicked = trio.Event(), False
 
     # -- one pass ----------------------------------------------------------------------------------
 
@@ -202,10 +206,7 @@ class StorybookRunner:
         if not book.cancel_requested and pending:
             room = self.settings.book_window - in_flight
             if room > 0:
-                for line in await store.pending_lines(book.id, room):
-                    status = await self._release(book, line)
-                    if status is None:
-                        break
+                for status in await self._release(book, await store.pending_lines(book.id, room)):
                     counts[LineStatus.pending] -= 1
                     counts[status] += 1
         if book.status is BookStatus.queued and any(
@@ -219,10 +220,36 @@ class StorybookRunner:
                 rounds = await store.retry_rounds(book.id) if finished.round else []
                 self._finished(finished, counts, rounds[-1] if rounds else None)
 
-    async def _release(self, book: Storybook, line: Line) -> LineStatus | None:
-        """Submit one line's job (batch lane, quota already reserved with the book): the line's
-        status now. None: not now (the queue or the database is away); it stays pending."""
-        request = JobRequest(
+    async def _release(self, book: Storybook, lines: list[Line]) -> list[LineStatus]:
+        """Submit the lines' jobs at once (batch lane, quota already reserved with the book),
+        enqueued in reading order (``Intake.submit_in_order``): the status now of each line
+        released, in order. The first line that cannot be released now (the queue or the
+        database is away) stays pending, and so do the lines after it."""
+        owner = User(id=book.owner, name="", role="user", created_at=book.created_at)
+        results = await self._intake.submit_in_order(
+            [self._request(book, line) for line in lines], owner, lane=Lane.batch,
+            quota=False, book_id=book.id,
+        )
+        statuses: list[LineStatus] = []
+        for line, result in zip(lines, results, strict=True):
+            if isinstance(result, _LATER):
+                log.info("storybook %s: line %s not released yet: %s", book.id, line.id, result)
+                break
+            if isinstance(result, ChorusError):  # this line cannot be made as it is
+                failed = await self._store.fail_line(
+                    line.id, line.round, result.code, result.detail
+                )
+                if failed is not None:
+                    self._publish_line(book, failed)
+                statuses.append(LineStatus.failed)
+                continue
+            self._counts["released"] += 1
+            statuses.append(await self._record(book, line, result[0]))
+        return statuses
+
+    @staticmethod
+    def _request(book: Storybook, line: Line) -> JobRequest:
+        return JobRequest(
             text=line.text, voice_id=line.voice_id, language=book.language,
             output_format=book.output_format, voice_settings=line.voice_settings,
             idempotency_key=line_job_key(book.id, line.id, line.round),
@@ -230,18 +257,9 @@ class StorybookRunner:
             metadata={"storybook_id": book.id, "line_id": line.id, "page": line.page,
                       "index": line.index, "round": line.round},
         )
-        owner = User(id=book.owner, name="", role="user", created_at=book.created_at)
-        try:
-            job, _ = await self._intake.submit(request, owner, lane=Lane.batch, quota=False)
-        except _LATER as exc:
-            log.info("storybook %s: line %s not released yet: %s", book.id, line.id, exc)
-            return None
-        except ChorusError as exc:  # this line cannot be made as it is (voice gone, ...)
-            failed = await self._store.fail_line(line.id, line.round, exc.code, exc.detail)
-            if failed is not None:
-                self._publish_line(book, failed)
-            return LineStatus.failed
-        self._counts["released"] += 1
+
+    async def _record(self, book: Storybook, line: Line, job: Job) -> LineStatus:
+        """The line's job id recorded on the line (compare-and-set): the line's status now."""
         recorded = await self._store.line_submitted(line.id, line.round, job)
         if recorded is None:  # recorded by another runner, or the book was cancelled meanwhile
             now = await self._store.get_storybook(book.id)

@@ -5,6 +5,9 @@ account's global semaphore, and shared counters.
   with a random token; renewed while held; released by a compare-and-delete script, so a holder
   whose lease ran out can never delete a newer holder's lock. A holder that dies releases by
   expiry (its job is redelivered by the stream's own lease).
+- ``Coordinator.mark_book_cancelled(book)``: a storybook's cancel marker, set before the cancel
+  reaches Postgres, so the locking read can tell whether a line's book may have been cancelled
+  (a line of a live book may call the provider before its start is known).
 - ``Coordinator.slot()``: one of ``provider_concurrency`` slots of the provider account, across
   every process. A sorted set of tokens scored by their expiry (Redis' own clock, read in the
   scripts, so hosts' clocks do not matter); expired members are swept on every acquire, so a
@@ -30,7 +33,7 @@ import random
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import coredis
 import trio
@@ -40,7 +43,9 @@ from protocols.redis import scripts
 from protocols.redis.client import REDIS_ERRORS, as_str, redis_errors
 from protocols.redis.keys import Keys
 
-__all__ = ["CLOCK_MARGIN_S", "DONE_MARKER_S", "Coordinator", "Lock", "read_counters"]
+__all__ = [
+    "CLOCK_MARGIN_S", "DONE_MARKER_S", "Coordinator", "Lock", "LockingRead", "read_counters",
+]
 
 log = logging.getLogger("chorus.coordination")
 
@@ -52,6 +57,22 @@ RELEASE_LINGER_S = 0.005
 #: audio that its submit did not already see (``actors.pipeline.tts_actor``, the early call)
 DONE_MARKER_S = 120.0
 CLOCK_MARGIN_S = 30.0
+
+
+class LockingRead(NamedTuple):
+    """One entry taken by the locking read (``Coordinator.read_and_try``)."""
+
+    #: its stream's delivery id prefix + its entry id
+    entry_id: str
+    fields: dict[bytes, bytes]
+    #: its lock (``held`` says whether it was taken); None: the entry names no key, not tried
+    lock: Lock | None
+    #: the provider slot taken with the lock
+    slot: str | None
+    #: the entry names its storybook (``SpeechJob.book_id``) and the book had no cancel
+    #: marker (``mark_book_cancelled``) when the entry was read: the job was not cancelled
+    #: before this read (a cancel marks the book first)
+    book_live: bool = False
 
 
 class Lock:
@@ -246,17 +267,16 @@ class Coordinator:
     async def read_and_try(
         self, streams: Sequence[tuple[str, str]], group: str, consumer: str, count: int, *,
         shared_account: bool,
-    ) -> list[tuple[str, dict[bytes, bytes], Lock | None, str | None]]:
+    ) -> list[LockingRead]:
         """Read up to ``count`` new entries (not blocking) from ``streams`` ((stream, entry id
         prefix) pairs, the first stream first: ``protocols.redis.queue.lane_streams``) and make
-        each one's first try at its lock and, with it, a provider slot, in one round trip:
-        (its stream's prefix + entry id, fields, the lock (``held`` says if taken; None: the
-        entry names no key, not tried), the slot taken)."""
+        each one's first try at its lock and, with it, a provider slot, in one round trip
+        (``LockingRead``: the entry, its lock and slot, and whether its book is live)."""
         releasing, self._to_release = self._to_release, []
         suffixes = [secrets.token_hex(16) for _ in range(count)]
         slots = [self.slot_token() if shared_account else "" for _ in range(count)]
         args = [group, consumer, str(count), str(self.lease_ms), str(self.limit),
-                self.keys.flight(""), " ".join(releasing)]
+                self.keys.flight(""), " ".join(releasing), self.keys.book_cancel("")]
         for suffix, slot in zip(suffixes, slots, strict=True):
             args += [suffix, slot]
         try:
@@ -270,7 +290,7 @@ class Coordinator:
             self._to_release.extend(releasing + [slot for slot in slots if slot])
             raise
         out = []
-        for i, (stream_no, entry_id, flat, state, taken) in enumerate(reply or []):
+        for i, (stream_no, entry_id, flat, state, taken, live) in enumerate(reply or []):
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             lock = None
             if int(state) >= 0:
@@ -281,8 +301,17 @@ class Coordinator:
                 lock.recently_done = int(state) == 2
             slot = slots[i] if int(taken) else None
             prefix = streams[int(stream_no) - 1][1]
-            out.append((prefix + as_str(entry_id), fields, lock, slot))
+            out.append(LockingRead(prefix + as_str(entry_id), fields, lock, slot, bool(int(live))))
         return out
+
+    async def mark_book_cancelled(self, book_id: str) -> None:
+        """Set the book's cancel marker, before its cancel is written to Postgres: a locking
+        read that finds it says the book's lines are not live (``LockingRead.book_live``), so
+        they wait for their start (which knows about the cancel) before calling the provider.
+        It lives as long as a "done" marker: a job older than that never calls the provider
+        before its start (``actors.pipeline.tts_actor``), so the marker outlives every line
+        the cancel can reach."""
+        await self.call(self._r.set(self.keys.book_cancel(book_id), b"1", px=self.done_ms))
 
     async def release_locks(self, locks: Sequence[Lock]) -> None:
         """``Lock.release`` for many locks in one round trip; best effort and bounded."""

@@ -41,6 +41,12 @@ class Keys(msgspec.Struct, frozen=True):
         """Marker making XADD idempotent by job id."""
         return f"{self.prefix}:enq:{job_id}"
 
+    def book_cancel(self, book_id: str) -> str:
+        """A storybook's cancel marker, set before its cancel reaches Postgres: while it lives,
+        the book's lines wait for their start before calling the provider
+        (``protocols.redis.coordination``, the locking read)."""
+        return f"{self.prefix}:book-cancel:{book_id}"
+
     def flight(self, cache_key: str) -> str:
         """Single-flight lock: one worker generates this cache key at a time."""
         return f"{self.prefix}:flight:{cache_key}"

@@ -127,7 +127,7 @@ class RedisQueue:
         args: list[Any] = [ENQUEUE_MARKER_TTL_MS]
         for j in jobs:
             keys += [self.keys.lane(j.lane), self.keys.enqueued(j.job_id)]
-            args += [encode_job(j), j.job_id, j.cache_key]
+            args += [encode_job(j), j.job_id, j.cache_key, j.book_id]
         with redis_errors("enqueue"):
             await self._enqueue_script(keys=keys, args=args)
 
@@ -136,6 +136,8 @@ class RedisQueue:
         again), and (re)set its enqueue marker, so the orphan sweeper knows it is in the
         stream. Returns the delivery id."""
         fields = {"m": encode_job(job), "j": job.job_id, "k": job.cache_key}
+        if job.book_id:
+            fields["b"] = job.book_id
         with redis_errors("xadd"):
             entry = as_str(await self._r.xadd(self.keys.lane(job.lane), fields))
             await self._r.set(self.keys.enqueued(job.job_id), entry, px=ENQUEUE_MARKER_TTL_MS)

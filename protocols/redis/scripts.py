@@ -68,21 +68,26 @@ ENQUEUE = LuaScript(
     (``RedisQueue.enqueue``).
 
     KEYS: per job: its lane's job stream, then its enqueue marker.
-    ARGV: the markers' ttl (ms), then per job: payload, job id, cache key.
+    ARGV: the markers' ttl (ms), then per job: payload, job id, cache key, book id ("" for
+    none).
     Reply: how many jobs were added.
 
     A job whose marker exists is skipped (whichever lane it was added to). Each other job is
-    XADDed with fields ``m`` (payload), ``j`` (job id) and ``k`` (cache key), and its marker is
-    set to the entry id. The id and key ride along in plain fields for the locking read
-    (``READ_AND_TRY``).
+    XADDed with fields ``m`` (payload), ``j`` (job id), ``k`` (cache key) and, for a
+    storybook's line, ``b`` (book id), and its marker is set to the entry id. The id, key and
+    book ride along in plain fields for the locking read (``READ_AND_TRY``).
     """,
     source="""
 local added = 0
 for i = 1, #KEYS / 2 do
   if redis.call('EXISTS', KEYS[2 * i]) == 0 then
-    local a = 3 * (i - 1) + 2
-    local id = redis.call('XADD', KEYS[2 * i - 1], '*', 'm', ARGV[a], 'j', ARGV[a + 1],
-                          'k', ARGV[a + 2])
+    local a = 4 * (i - 1) + 2
+    local fields = {'m', ARGV[a], 'j', ARGV[a + 1], 'k', ARGV[a + 2]}
+    if ARGV[a + 3] ~= '' then
+      fields[7] = 'b'
+      fields[8] = ARGV[a + 3]
+    end
+    local id = redis.call('XADD', KEYS[2 * i - 1], '*', unpack(fields))
     redis.call('SET', KEYS[2 * i], id, 'PX', ARGV[1])
     added = added + 1
   end
@@ -436,17 +441,19 @@ READ_AND_TRY = LuaScript(
     doc="""The locking read (``Coordinator.read_and_try``): XREADGROUP (not blocking) for up to
     COUNT entries across the job streams, the first stream first (as ``READ_LANES``), and, for
     each entry that names its job and cache key (fields ``j``, ``k``), the first try at its lock
-    and a slot: one round trip instead of two when there is a backlog.
+    and a slot: one round trip instead of two when there is a backlog. For an entry that names
+    its storybook (field ``b``), whether that book's cancel marker is absent.
 
     KEYS: the semaphore, then the job streams in reading order (interactive, batch).
     ARGV: group, consumer, count, lease (ms), slot limit, lock key prefix, slot tokens to give
-    back first (space separated), then per possible entry: lock token suffix, slot token ("" for
-    none).
+    back first (space separated), book cancel marker prefix, then per possible entry: lock
+    token suffix, slot token ("" for none).
     Reply: per entry {stream number (1-based, among the streams), id, fields, lock (-1: not
-    tried), slot}; {} when none.
+    tried), slot, book (1: the entry names a book that has no cancel marker; else 0)}; {} when
+    none.
 
-    Lock keys are built in the script (not declared in KEYS): fine on one server, not on a
-    cluster, which Chorus does not support.
+    Lock and marker keys are built in the script (not declared in KEYS): fine on one server,
+    not on a cluster, which Chorus does not support.
     """,
     source=_TRY_FLIGHT + _READ_LANES + """
 for token in string.gmatch(ARGV[7], '%S+') do redis.call('ZREM', KEYS[1], token) end
@@ -457,19 +464,22 @@ local lease, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {}
 for i, row in ipairs(rows) do
   local entry = row[2]
-  local fields, job, key = entry[2], nil, nil
+  local fields, job, key, book = entry[2], nil, nil, nil
   for f = 1, #fields, 2 do
     if fields[f] == 'j' then job = fields[f + 1] end
     if fields[f] == 'k' then key = fields[f + 1] end
+    if fields[f] == 'b' then book = fields[f + 1] end
   end
   local lock, slot = -1, 0
-  if job and key and key ~= '' and ARGV[6 + 2 * i] then
+  if job and key and key ~= '' and ARGV[7 + 2 * i] then
     local prefix = job .. '|'
     lock, slot = try_flight(ARGV[6] .. key, ARGV[6] .. key .. ':done',
-                            prefix .. ARGV[6 + 2 * i], prefix, KEYS[1], ARGV[7 + 2 * i],
+                            prefix .. ARGV[7 + 2 * i], prefix, KEYS[1], ARGV[8 + 2 * i],
                             lease, limit)
   end
-  out[i] = {row[1], entry[1], fields, lock, slot}
+  local live = 0
+  if book and book ~= '' and redis.call('EXISTS', ARGV[8] .. book) == 0 then live = 1 end
+  out[i] = {row[1], entry[1], fields, lock, slot, live}
 end
 return out
 """,

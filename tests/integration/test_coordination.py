@@ -120,13 +120,13 @@ async def test_locking_read_takes_each_new_entrys_lock_and_a_slot_in_one_call(re
             ])
             streams = [(lane.stream, lane.prefix) for lane in lane_streams(keys)]
             rows = await c.read_and_try(streams, keys.group, "w1", 5, shared_account=True)
-            assert [fields[b"j"] for _, fields, _, _ in rows] == [b"j1", b"j2", b"j3"]
-            (_, _, l1, s1), (_, _, l2, s2), (_, _, l3, s3) = rows
+            assert [fields[b"j"] for _, fields, *_ in rows] == [b"j1", b"j2", b"j3"]
+            (_, _, l1, s1, _), (_, _, l2, s2, _), (_, _, l3, s3, _) = rows
             assert l1 is not None and l1.held and l1.key == keys.flight("ka") and s1
             assert l2 is not None and not l2.held and s2 is None  # no slot without the lock
             assert l3 is None and s3 is None  # the actor tries for it itself
             assert await c.slots_in_use() == 1
-            deliveries = await q.decode([(e, f) for e, f, _, _ in rows])
+            deliveries = await q.decode([(e, f) for e, f, *_ in rows])
             assert [d.job.job_id for d in deliveries] == ["j1", "j2", "j3"]
             # the slot given back rides on the next locking read (before the keeper's
             # linger is over); nothing new: nothing read

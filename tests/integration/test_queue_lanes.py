@@ -65,16 +65,52 @@ async def test_the_locking_read_takes_interactive_first_and_tries_their_locks(re
             await q.enqueue([job("i1", key="ki1")])
             streams = [(lane.stream, lane.prefix) for lane in lane_streams(keys)]
             rows = await c.read_and_try(streams, keys.group, "w1", 2, shared_account=True)
-            deliveries = await q.decode([(e, f) for e, f, _, _ in rows])
+            deliveries = await q.decode([(e, f) for e, f, *_ in rows])
             assert ids(deliveries) == ["i1", "b0"]
             assert not deliveries[0].entry_id.startswith("b:")
             assert deliveries[1].entry_id.startswith("b:")
-            (_, _, lock_i, slot_i), (_, _, lock_b, slot_b) = rows
+            (_, _, lock_i, slot_i, _), (_, _, lock_b, slot_b, _) = rows
             assert lock_i is not None and lock_i.held and lock_i.key == keys.flight("ki1")
             assert lock_b is not None and lock_b.held and lock_b.key == keys.flight("kb0")
             assert slot_i and slot_b and await c.slots_in_use() == 2
             await q.ack([d.entry_id for d in deliveries])
             assert await figures(q) == {Lane.interactive: (0, 0), Lane.batch: (2, 0)}
+
+
+async def test_the_locking_read_says_which_lines_belong_to_a_book_not_cancelled(redis_url):
+    """A line's worker may call the provider before the line's start is known only while its
+    book has no cancel marker (``TTSActor._may_call_early``): the locking read tells, in the
+    same round trip, and the marker set by a cancel turns it off for the book's lines still
+    queued (not for another book's)."""
+    keys = fresh_keys()
+    with trio.fail_after(LIMIT_S):
+        async with open_queue(redis_url, keys, stream_timeout=5) as q:
+            await q.ensure_group()
+            c = Coordinator(q.client, keys, account="acct", limit=10, lease_s=5.0,
+                            timeout_s=2.0, holder="w1")
+
+            def line(job_id: str, book: str) -> SpeechJob:
+                return SpeechJob(job_id=job_id, owner="u", text=job_id, voice_id="v",
+                                 lane=Lane.batch, cache_key=f"k{job_id}", book_id=book)
+
+            await q.enqueue([line("a1", "book-a"), line("b1", "book-b"), line("a2", "book-a"),
+                             line("a3", "book-a"), job("x1", Lane.batch, key="kx1"),
+                             job("i1", key="ki1")])
+            streams = [(lane.stream, lane.prefix) for lane in lane_streams(keys)]
+
+            async def live() -> dict[str, tuple[str, bool]]:
+                """job id -> (its book, as decoded; whether the read says the book is live)"""
+                rows = await c.read_and_try(streams, keys.group, "w1", 2, shared_account=True)
+                decoded = await q.decode([(row.entry_id, row.fields) for row in rows])
+                return {d.job.job_id: (d.job.book_id, row.book_live)
+                        for d, row in zip(decoded, rows, strict=True)}
+
+            # a single job and a line of a live book; then a line of each live book
+            assert await live() == {"i1": ("", False), "a1": ("book-a", True)}
+            assert await live() == {"b1": ("book-b", True), "a2": ("book-a", True)}
+            await c.mark_book_cancelled("book-a")  # the cancel's first step
+            # book a's line still queued is not live now; a batch job of no book never is
+            assert await live() == {"a3": ("book-a", False), "x1": ("", False)}
 
 
 async def test_a_blocked_read_wakes_for_a_batch_entry(redis_url):

@@ -273,6 +273,60 @@ async def test_cancel_stops_generation_and_charges_only_what_ran(redis_url, stor
             assert r.status_code == 409
 
 
+async def test_lines_released_together_are_spoken_in_reading_order(redis_url, store, tmp_path):
+    """The runner submits a window's lines at once; they still reach the stream, and so the
+    provider, in reading order (one slot: the order shows)."""
+    provider = FakeProvider()
+    settings = make_settings(tmp_path, concurrency=1, provider_concurrency=1,
+                             storybook_window=8)
+    texts = [f"Line {i} of the page." for i in range(8)]
+    with trio.fail_after(CAP_S):
+        async with running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=provider
+        ) as svc:
+            r = await svc.client.post("/v1/storybooks", json={
+                "title": "t", "pages": [{"lines": [{"text": t, "voice_id": "fake-en"}
+                                                   for t in texts]}],
+            })
+            done = await wait_book(svc, r.json()["id"])
+            assert done["status"] == "succeeded"
+            assert [req.text for req in provider.requests] == texts
+
+
+async def test_lines_queued_when_their_book_is_cancelled_are_never_generated(
+    redis_url, store, tmp_path
+):
+    """A line of a live book may be sent to the provider before its start is known; a cancel
+    marks the book in Redis before Postgres, so lines still waiting in the batch lane when the
+    book is cancelled wait for their start, which says "cancelled": no provider call."""
+    provider = FakeProvider()
+    provider.gate = trio.Event()  # every call waits until the test lets it go
+    settings = make_settings(tmp_path, concurrency=2, provider_concurrency=2,
+                             storybook_window=4)
+    lines = [{"text": f"line number {i}", "voice_id": "fake-en"} for i in range(6)]
+    with trio.fail_after(CAP_S):
+        async with running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=provider
+        ) as svc:
+            r = await svc.client.post("/v1/storybooks", json={"title": "t",
+                                                              "pages": [{"lines": lines}]})
+            book_id = r.json()["id"]
+            while True:  # two lines at the provider, two more waiting in the batch lane
+                counts = (await svc.client.get(f"/v1/storybooks/{book_id}")).json()["counts"]
+                if provider.active == 2 and counts["queued"] + counts["running"] == 4:
+                    break
+                await trio.sleep(0.01)
+            r = await svc.client.delete(f"/v1/storybooks/{book_id}")
+            assert r.status_code == 202, r.text
+            provider.gate.set()
+            done = await wait_book(svc, book_id)
+            assert done["status"] == "cancelled"
+            assert done["counts"]["succeeded"] == 2 and done["counts"]["cancelled"] == 4
+            assert [req.text for req in provider.requests] == ["line number 0", "line number 1"]
+            usage = (await svc.client.get("/v1/usage")).json()
+            assert usage["used"] == sum(len(line["text"]) for line in lines[:2])
+
+
 async def test_another_users_book_is_not_found_on_every_route(redis_url, store, tmp_path):
     settings = make_settings(tmp_path)
     with trio.fail_after(CAP_S):

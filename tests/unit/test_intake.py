@@ -4,16 +4,18 @@ idempotent repeat (the HTTP status codes on top of it are in ``test_web.py``).""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from actors.pipeline.intake import Intake
 from protocols.domain.audio import parse_format
 from protocols.domain.voices import VoiceCatalog
-from protocols.errors import QueueUnavailable
+from protocols.errors import ChorusError, QueueUnavailable, StoreUnavailable, UnknownVoice
 from protocols.events import EventKind
-from protocols.messages import JobRequest, JobStatus, NewAudio, SpeechJob, User
+from protocols.messages import Job, JobRequest, JobStatus, Lane, NewAudio, NewJob, SpeechJob, User
 from protocols.providers.fake import FakeProvider
 from protocols.settings import Settings
 from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore, RecordingEvents
@@ -129,3 +131,76 @@ async def test_an_idempotent_repeat_returns_the_same_job(env: Env) -> None:
     assert [j.job_id for j in env.enqueued] == [job.id, job.id]  # re-enqueued: heals a lost XADD
     # announced once
     assert [e.kind for e in env.events.events] == [EventKind.tts_creation, EventKind.job_queued]
+
+
+@capped
+async def test_jobs_submitted_together_are_enqueued_in_their_order(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A storybook's lines are accepted at once but must reach the stream in reading order."""
+    create = env.store.create_job
+
+    async def earlier_is_slower(job: NewJob, **kwargs: Any) -> tuple[Job, bool]:
+        await trio.sleep(0.01 * (5 - int(job.text[-1])))  # "Line 0" is created last
+        return await create(job, **kwargs)
+
+    env.store.create_job = earlier_is_slower  # type: ignore[method-assign]
+    texts = [f"Line {i}" for i in range(5)]
+
+    results = await env.intake.submit_in_order(
+        [JobRequest(text=t) for t in texts], env.user, lane=Lane.batch, quota=False,
+        book_id="book-1",
+    )
+
+    assert [r[0].text for r in results if not isinstance(r, ChorusError)] == texts
+    assert [j.text for j in env.enqueued] == texts
+    assert {j.book_id for j in env.enqueued} == {"book-1"}  # each entry names its book
+
+
+@capped
+async def test_nothing_is_enqueued_after_a_job_that_could_not_be_accepted_now(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
+    create = env.store.create_job
+
+    async def away_for_line_1(job: NewJob, **kwargs: Any) -> tuple[Job, bool]:
+        if job.text == "Line 1":
+            raise StoreUnavailable("database away")
+        if job.text == "A":
+            await trio.sleep(0.05)  # "B" has failed long before "A" is enqueued
+        return await create(job, **kwargs)
+
+    env.store.create_job = away_for_line_1  # type: ignore[method-assign]
+
+    results = await env.intake.submit_in_order(
+        [JobRequest(text=f"Line {i}") for i in range(4)], env.user
+    )
+
+    assert isinstance(results[1], StoreUnavailable)
+    assert all(isinstance(r, QueueUnavailable) for r in results[2:])  # would get ahead of 1
+    assert [j.text for j in env.enqueued] == ["Line 0"]
+    assert [j.text for j in env.store.jobs.values()] == ["Line 0"]  # the later rows undone
+    # a job that can never be made (an unknown voice) does not hold back the ones after it
+    env.enqueued.clear()
+    results = await env.intake.submit_in_order(
+        [JobRequest(text="A"), JobRequest(text="B", voice_id="nope"), JobRequest(text="C")],
+        env.user,
+    )
+    assert isinstance(results[1], UnknownVoice)
+    assert [j.text for j in env.enqueued] == ["A", "C"]
+
+
+@capped
+async def test_lines_submitted_together_look_each_voice_up_once(env: Env) -> None:
+    """A window of a book's lines speaks with a few voices: each is looked up once (the first
+    line is not held up by its neighbours' identical look-ups), its error shared too."""
+    requests = [JobRequest(text=f"Line {i}", voice_id="en-1" if i % 2 else "en-2")
+                for i in range(6)]
+    requests += [JobRequest(text="Gone 1", voice_id="nope"), JobRequest(text="Gone 2",
+                                                                     voice_id="nope")]
+
+    results = await env.intake.submit_in_order(requests, env.user)
+
+    assert [j.voice_id for j in env.enqueued] == [r.voice_id for r in requests[:6]]
+    assert all(isinstance(r, UnknownVoice) for r in results[6:])
+    assert env.store.calls["get_voice"] == 3  # en-1, en-2, nope

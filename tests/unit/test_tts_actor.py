@@ -77,7 +77,7 @@ def test_the_provider_is_called_before_the_start_is_known_only_when_nothing_can_
 
     def case(*, deliveries: int = 1, held: bool = True, recently_done: bool = False,
              age_s: float = 1.0, tried: bool = True, known: bool = False,
-             lane: Lane = Lane.interactive) -> bool:
+             lane: Lane = Lane.interactive, book_live: bool = False) -> bool:
         lock = Lock(None, "flight:k", "j1")  # type: ignore[arg-type]
         lock.held, lock.recently_done = held, recently_done
         start = PendingStart()
@@ -87,7 +87,8 @@ def test_the_provider_is_called_before_the_start_is_known_only_when_nothing_can_
                         submitted_at=time.time() - age_s, lane=lane)
         delivery = Delivery(entry_id="1-0", job=job, deliveries=deliveries)
         attempt = Attempt(delivery, "k", Ledger(1))
-        attempt.start, attempt.first_try = start, FirstTry(lock, None) if tried else None
+        first_try = FirstTry(lock, None, book_live) if tried else None
+        attempt.start, attempt.first_try = start, first_try
         return TTSActor._may_call_early(attempt, start)
 
     assert case()  # new, lock free, no identical job finished lately, young
@@ -98,6 +99,10 @@ def test_the_provider_is_called_before_the_start_is_known_only_when_nothing_can_
     assert not case(tried=False)  # no first try (Redis failed)
     assert not case(known=True)  # the start is known already: no need to guess
     assert not case(lane=Lane.batch)  # a storybook line may have been cancelled while queued
+    # ... unless its book had no cancel marker when it was read (a cancel marks it first)
+    assert case(lane=Lane.batch, book_live=True)
+    assert not case(lane=Lane.batch, book_live=True, deliveries=2)
+    assert not case(lane=Lane.batch, book_live=True, age_s=100)  # the marker may be gone
 
 
 async def test_a_cancelled_job_is_acked_without_a_provider_call_and_announced_cancelled():

@@ -143,10 +143,10 @@ def blueprint(ctx: WebContext) -> Blueprint:
     async def cancel(book_id: str) -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
         await own_book(book_id, user.id)
-        book = await books().cancel_storybook(book_id, user.id)
+        assert ctx.storybooks is not None
+        book = await ctx.storybooks.cancel(book_id, user.id)
         if book is None:
             raise NotFound(f"No storybook {book_id!r}.")
-        ctx.kick_runner()
         return json_response(storybook_summary(book), 202)
 
     # -- outputs -----------------------------------------------------------------------------
