@@ -127,6 +127,9 @@ class JobStore(Protocol):
         file is shared; each owner gets a row of their own when a job links to it)."""
         ...
     async def get_audio(self, audio_id: str, owner: str | None = None) -> Audio | None: ...
+    async def get_audios(self, audio_ids: Sequence[str], owner: str) -> list[Audio]:
+        """The owner's audio rows among ``audio_ids``, in one round trip (order not kept)."""
+        ...
 
 
 class StorybookStore(Protocol):

@@ -549,6 +549,15 @@ async def get_audio(conn: Any, audio_id: str, owner: str | None) -> Audio | None
     )
 
 
+async def get_audios(conn: Any, audio_ids: list[str], owner: str) -> list[Audio]:
+    """The owner's audio rows among ``audio_ids`` (one statement; order not kept)."""
+    rows = await conn.fetch(
+        f"SELECT {_AUDIO} FROM audio WHERE id = ANY($1::text[]) AND owner = $2",
+        audio_ids, owner,
+    )
+    return [a for a in (_audio(r) for r in rows) if a is not None]
+
+
 async def orphan_candidates(conn: Any, min_age_s: float, max_age_s: float, limit: int
                             ) -> list[str]:
     """Jobs never started, queued for between ``min_age_s`` and ``max_age_s``, oldest first:

@@ -428,6 +428,9 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin):
     async def get_audio(self, audio_id: str, owner: str | None = None) -> Audio | None:
         return await self._call(q.get_audio, audio_id, owner)
 
+    async def get_audios(self, audio_ids: Sequence[str], owner: str) -> list[Audio]:
+        return await self._call(q.get_audios, list(audio_ids), owner)
+
 
 # --- administration (tests, doctor) --------------------------------------------------------------
 

@@ -374,6 +374,9 @@ class FakeJobStore(FakeVoiceStoreMixin):
             return None
         return audio
 
+    async def get_audios(self, audio_ids: Sequence[str], owner: str) -> list[Audio]:
+        return [a for i in audio_ids if (a := await self.get_audio(i, owner)) is not None]
+
 
 class FakeBlobStore:
     """``BlobStore`` in memory: content-addressed, first write wins."""
