@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from protocols.messages import Job, JobStatus
+from protocols.messages import Job, JobStatus, Lane
 
 
 class EventKind(StrEnum):
@@ -105,6 +105,13 @@ def job_event(
 ) -> Event:
     return Event(kind=kind, owner=owner, subject=job_id, data=data,
                  at=time.time() if at is None else at)
+
+
+def lane_data(job: Job) -> dict[str, Any]:
+    """``{"lane": "batch"}`` for a batch-lane job (a storybook line), else nothing: carried by
+    the events that end a job, so the StorybookRunner tells its lines' events from every other
+    job's without a query."""
+    return {"lane": job.lane.value} if job.lane is not Lane.interactive else {}
 
 
 def job_state_event(job: Job) -> Event:

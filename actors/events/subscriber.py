@@ -2,10 +2,11 @@
 
 Run as a supervised child (``await nursery.start(sub.run, stop)``). On start it creates the
 group if needed, then handles its own pending entries first (those delivered to this consumer
-name but not acked: a crash or stop in the middle of a batch), then new ones. Each event is
-acked after ``handler`` returns, so a handled event is never delivered to the group again; an
-event whose handler raised (the subscriber crashes, its supervisor restarts it) or that was
-read but not handled before a stop comes back to the same consumer name on its next start.
+name but not acked: a crash or stop in the middle of a batch), then new ones. The events of one
+read are acked together (one XACK) once handled, also when a handler raises or the stop comes
+half-way (those handled so far); an event whose handler raised (the subscriber crashes, its
+supervisor restarts it) or that was read but not handled before a stop comes back to the same
+consumer name on its next start, and so may a handled one whose ack did not reach Redis.
 Events of other kinds than ``kinds`` are acked without calling the handler.
 
 At-least-once: a crash between the handler's effect and its ack repeats the event; handlers
@@ -27,6 +28,8 @@ from protocols.events import Event, EventKind, id_key
 from protocols.redis.event_bus import RedisEventBus
 
 log = logging.getLogger("chorus.events")
+
+ACK_LIMIT_S = 5.0
 
 
 class SubscriberStatistics(msgspec.Struct, frozen=True):
@@ -70,7 +73,6 @@ class EventSubscriber:
                 events, unusable = await bus.read_group(
                     self.group, self.consumer, after, count=self._batch, block_ms=self._block_ms
                 )
-                await bus.ack(self.group, unusable)
                 if after != ">":
                     if not events and not unusable:
                         after = ">"
@@ -78,16 +80,23 @@ class EventSubscriber:
                     self._recovered += len(events)
                     ids = [e.id for e in events] + unusable
                     after = max(ids, key=id_key)
-                for event in events:
-                    if stop.is_set():
-                        break  # read, not handled: it stays pending for our next start
-                    await self._handle(bus, event)
+                done = list(unusable)
+                try:
+                    for event in events:
+                        if stop.is_set():
+                            break  # read, not handled: it stays pending for our next start
+                        await self._handle(event)
+                        done.append(event.id)
+                finally:
+                    if done:  # one XACK per read (a cancelled ack: they come back, harmless)
+                        with trio.CancelScope(shield=True):
+                            with trio.move_on_after(ACK_LIMIT_S):
+                                await bus.ack(self.group, done)
 
-    async def _handle(self, bus: RedisEventBus, event: Event) -> None:
+    async def _handle(self, event: Event) -> None:
         if self._kinds is None or event.kind in self._kinds:
             await self._handler(event)
             self._handled += 1
         else:
             self._skipped += 1
-        await bus.ack(self.group, [event.id])
 

@@ -10,7 +10,7 @@ import logging
 import trio
 
 from protocols.errors import ChorusError, QueueUnavailable, StoreUnavailable
-from protocols.events import NO_EVENTS, EventKind, job_event
+from protocols.events import NO_EVENTS, EventKind, job_event, lane_data
 from protocols.faults import FaultPlan
 from protocols.messages import Ack, Delivery, Job, JobStatus, NewAudio, Release, Settlement
 from protocols.ports import EventSink, JobStore
@@ -106,9 +106,9 @@ class Outcomes:
     def publish_succeeded(self, job: Job, audio: NewAudio) -> None:
         if job.status is not JobStatus.succeeded or job.audio_id is None:
             return  # the compare-and-set did not apply (the job was failed or dead meanwhile)
-        self._events.publish(
-            job_event(EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id)
-        )
+        self._events.publish(job_event(
+            EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id, **lane_data(job)
+        ))
         self._events.publish(
             job_event(
                 EventKind.tts_created, job.id, job.owner, audio_id=job.audio_id,
@@ -119,19 +119,24 @@ class Outcomes:
 
     def publish_final(self, job: Job) -> None:
         """The final event again (events are at-least-once: a repeat is harmless)."""
+        lane = lane_data(job)
         if job.status is JobStatus.succeeded:
-            event = job_event(EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id)
+            event = job_event(
+                EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id, **lane
+            )
         elif job.status is JobStatus.cancelled:  # withdrawn while queued: never generated
-            event = job_event(EventKind.job_cancelled, job.id, job.owner)
+            event = job_event(EventKind.job_cancelled, job.id, job.owner, **lane)
         else:
             kind = EventKind.job_dead if job.status is JobStatus.dead else EventKind.job_failed
             error = {"code": job.error_code or "", "message": job.error_message or ""}
-            event = job_event(kind, job.id, job.owner, error=error)
+            event = job_event(kind, job.id, job.owner, error=error, **lane)
         self._events.publish(event)
 
     def publish_failed(self, job: Job | None, exc: ChorusError) -> None:
         if job is None or job.status is not JobStatus.failed or job.error_code != exc.code:
             return  # unknown, or already terminal before this failure
         error = {"code": exc.code, "message": exc.detail[:1000]}
-        self._events.publish(job_event(EventKind.job_failed, job.id, job.owner, error=error))
+        self._events.publish(
+            job_event(EventKind.job_failed, job.id, job.owner, error=error, **lane_data(job))
+        )
         self._events.publish(job_event(EventKind.tts_failed, job.id, job.owner, **error))

@@ -42,7 +42,7 @@ from actors.pipeline.pacing import Pacing
 from actors.pipeline.prestart import Prestarter
 from protocols.domain.cachekey import job_cache_key
 from protocols.errors import ChorusError, DeliveriesExhausted
-from protocols.events import NO_EVENTS, EventKind, job_event
+from protocols.events import NO_EVENTS, EventKind, job_event, lane_data
 from protocols.faults import FaultPlan
 from protocols.messages import Ack, Delivery, JobStatus, Lane, Release
 from protocols.ports import EventSink, JobQueue, JobStore
@@ -263,7 +263,9 @@ class StreamReader:
         await queue.dead_letter(delivery, reason)
         if dead is not None and dead.status is JobStatus.dead:
             error = {"code": DeliveriesExhausted.code, "message": reason}
-            self._events.publish(job_event(EventKind.job_dead, dead.id, dead.owner, error=error))
+            self._events.publish(job_event(
+                EventKind.job_dead, dead.id, dead.owner, error=error, **lane_data(dead)
+            ))
         self._counts["dead_lettered"] += 1
         log.warning("job %s dead-lettered: %s", delivery.job.job_id, reason)
 

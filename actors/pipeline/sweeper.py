@@ -22,7 +22,7 @@ from contextlib import AbstractAsyncContextManager
 import trio
 
 from protocols.errors import ChorusError, EnqueueFailed
-from protocols.events import EventKind, job_event
+from protocols.events import EventKind, job_event, lane_data
 from protocols.messages import JobStatus
 from protocols.ports import EventSink, JobQueue, JobStore
 from protocols.redis.queue import ENQUEUE_MARKER_TTL_MS
@@ -78,7 +78,8 @@ class OrphanSweeper:
                 failed.append(job_id)
                 error = {"code": ENQUEUE_FAILED, "message": job.error_message or ""}
                 self._events.publish(
-                    job_event(EventKind.job_failed, job.id, job.owner, error=error)
+                    job_event(EventKind.job_failed, job.id, job.owner, error=error,
+                              **lane_data(job))
                 )
         if failed:
             log.warning("failed %d job(s) whose submit never reached the queue", len(failed))

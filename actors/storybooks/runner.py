@@ -144,6 +144,8 @@ class StorybookRunner:
                 await trio.sleep(1.0)
 
     async def _on_event(self, event: Event) -> None:
+        if event.data.get("lane") != Lane.batch.value:
+            return  # another job's end (``protocols.events.lane_data``): nothing of a book's
         self._counts["events_seen"] += 1
         self._dirty_jobs.add(event.subject)
         self._wake.set()
