@@ -35,7 +35,13 @@ from collections.abc import Iterable, Iterator, Sequence
 import av
 import msgspec
 
-from protocols.domain.audio import SAMPLE_WIDTH, AudioFormat, encode_pcm, parse_format
+from protocols.domain.audio import (
+    SAMPLE_WIDTH,
+    AudioFormat,
+    encode_pcm,
+    encode_pieces,
+    parse_format,
+)
 from protocols.errors import ChorusError, InvalidAudio, NotFound
 from protocols.messages import DEFAULT_FORMAT
 
@@ -284,34 +290,11 @@ def _decode_to(data: bytes, fmt: AudioFormat, rate: int) -> bytes:
 
 
 def _encode(pieces: Iterable[bytes], fmt: AudioFormat) -> bytes:
-    """Encode s16 mono PCM pieces at ``fmt.sample_rate`` into ``fmt`` as they come (memory:
-    one piece plus the encoded output). Raw PCM is its own encoding."""
+    """Encode s16 mono PCM pieces at ``fmt.sample_rate`` into ``fmt`` as they come. Raw PCM is
+    its own encoding."""
     if fmt.family == "pcm":
         return b"".join(pieces)
-    sink = io.BytesIO()
-    with av.open(sink, mode="w", format=fmt.container) as out:
-        stream = out.add_stream(fmt.codec, rate=fmt.sample_rate, layout="mono")
-        if fmt.bitrate:
-            stream.bit_rate = fmt.bitrate
-        resampler = av.AudioResampler(
-            format=stream.codec_context.format.name, layout="mono", rate=fmt.sample_rate
-        )
-        pts = 0
-        for piece in pieces:
-            frame = av.AudioFrame(format="s16", layout="mono", samples=len(piece) // SAMPLE_WIDTH)
-            frame.planes[0].update(piece)
-            frame.sample_rate = fmt.sample_rate
-            frame.pts = pts
-            pts += frame.samples
-            for resampled in resampler.resample(frame):
-                for packet in stream.encode(resampled):
-                    out.mux(packet)
-        for resampled in resampler.resample(None):
-            for packet in stream.encode(resampled):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return sink.getvalue()
+    return encode_pieces(pieces, fmt.sample_rate, fmt)
 
 
 def _pages(

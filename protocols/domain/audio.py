@@ -165,6 +165,13 @@ def encode_pcm(pcm: bytes, sample_rate: int, fmt: AudioFormat) -> bytes:
         raise ValueError("PCM has an odd number of bytes")
     if sample_rate <= 0:
         raise ValueError("sample_rate must be positive")
+    step = sample_rate * SAMPLE_WIDTH  # feed one second at a time: bounded memory
+    return encode_pieces((pcm[i : i + step] for i in range(0, len(pcm), step)), sample_rate, fmt)
+
+
+def encode_pieces(pieces: Iterable[bytes], sample_rate: int, fmt: AudioFormat) -> bytes:
+    """Encode s16le mono PCM ``pieces`` at ``sample_rate`` into ``fmt`` as they come (memory:
+    one piece plus the encoded output), resampling as needed. Synchronous and CPU-bound."""
     sink = io.BytesIO()
     with av.open(sink, mode="w", format=fmt.container) as out:
         stream = out.add_stream(fmt.codec, rate=fmt.sample_rate, layout="mono")
@@ -173,13 +180,13 @@ def encode_pcm(pcm: bytes, sample_rate: int, fmt: AudioFormat) -> bytes:
         resampler = av.AudioResampler(
             format=stream.codec_context.format.name, layout="mono", rate=fmt.sample_rate
         )
-        step = sample_rate * SAMPLE_WIDTH  # feed one second at a time: bounded memory
-        for start in range(0, len(pcm), step):
-            piece = pcm[start : start + step]
+        pts = 0
+        for piece in pieces:
             frame = av.AudioFrame(format="s16", layout="mono", samples=len(piece) // SAMPLE_WIDTH)
             frame.planes[0].update(piece)
             frame.sample_rate = sample_rate
-            frame.pts = start // SAMPLE_WIDTH
+            frame.pts = pts
+            pts += frame.samples
             for resampled in resampler.resample(frame):
                 for packet in stream.encode(resampled):
                     out.mux(packet)
