@@ -304,6 +304,25 @@ class SynthesisRequest(msgspec.Struct, frozen=True, kw_only=True):
     previous_attempt_since: float | None = None
 
 
+class WordTiming(msgspec.Struct, frozen=True, kw_only=True):
+    """One spoken word of a clip: its text and when it is heard (seconds from the start)."""
+
+    text: str
+    start_s: float
+    end_s: float
+
+
+class Alignment(msgspec.Struct, frozen=True, kw_only=True):
+    """When each character and word of a clip's text is heard, in ElevenLabs' shape
+    (``/with-timestamps``): three parallel arrays over the characters, plus the words.
+    Stored with the audio; served by ``GET /v1/jobs/{id}/alignment`` and the captions."""
+
+    characters: tuple[str, ...] = ()
+    character_start_times_seconds: tuple[float, ...] = ()
+    character_end_times_seconds: tuple[float, ...] = ()
+    words: tuple[WordTiming, ...] = ()
+
+
 class SynthesisResult(msgspec.Struct, frozen=True, kw_only=True):
     audio: bytes
     content_type: str
@@ -312,6 +331,8 @@ class SynthesisResult(msgspec.Struct, frozen=True, kw_only=True):
     request_ids: tuple[str, ...] = ()
     character_cost: int | None = None  # credits the provider charged, if it says
     from_history: bool = False  # an earlier attempt's audio, found again: no call paid now
+    #: when each character and word is heard (None: the engine did not say)
+    alignment: Alignment | None = None
 
 
 # --- dead letters --------------------------------------------------------------------------------

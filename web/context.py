@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 
@@ -13,7 +13,7 @@ from actors.storybooks.outputs import BookOutputs
 from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.voices import VoiceCatalog
 from protocols.events import NO_EVENTS
-from protocols.messages import Voice
+from protocols.messages import Alignment, Audio, Job, Voice
 from protocols.ports import (
     BlobStore,
     EventLog,
@@ -31,6 +31,10 @@ async def _no_track(voice: Voice) -> None:
 
 
 def _nothing() -> None:
+    return None
+
+
+async def _no_alignment(audio: Audio) -> Alignment | None:
     return None
 
 
@@ -64,3 +68,8 @@ class WebContext:
     kick_runner: Callable[[], None] = _nothing
     #: pronunciation dictionaries (None: the dictionary routes answer 503)
     dictionaries: DictionaryCatalog | None = None
+    #: a job's audio as it is made, chunk by chunk, ending with the clip's last byte
+    #: (``actors/pipeline/live.py``); None: routes wait for the job and send the stored clip
+    follow_audio: Callable[[Job], AsyncIterator[bytes]] | None = None
+    #: a stored clip's character and word timings (None: not recorded for that clip)
+    alignment_of: Callable[[Audio], Awaitable[Alignment | None]] = _no_alignment
