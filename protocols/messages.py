@@ -103,6 +103,9 @@ class JobRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     ) = None
     #: the caller's context, stored with the job and returned as given (size-bounded)
     metadata: Metadata | None = None
+    #: the caller will follow the audio as it is made (``WebContext.follow_audio``); not part
+    #: of the request's identity or cache key
+    stream: bool = False
 
 
 # --- on the job stream -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ in-memory fakes in ``tests/support/fakes.py``."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
@@ -78,6 +79,15 @@ class JobStore(Protocol):
     async def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
         """``owner`` given: another user's job is None (never leaks existence)."""
         ...
+    async def list_jobs(
+        self, owner: str, *, status: JobStatus | None = None,
+        created_after: dt.datetime | None = None,
+        before: tuple[dt.datetime, str] | None = None, limit: int = 50,
+    ) -> list[Job]:
+        """The owner's jobs, newest first; ``before``: the (created_at, id) of the previous
+        page's last job (a keyset cursor)."""
+        ...
+
     async def start_job(self, job_id: str) -> Job | None:
         """Compare-and-set queued|running -> running, attempts + 1, started_at set once.
         Returns the job as it now is (a terminal job is returned unchanged), None if unknown."""

@@ -326,6 +326,24 @@ async def get_job(conn: Any, job_id: str, owner: str | None) -> Job | None:
     )
 
 
+async def list_jobs(
+    conn: Any, owner: str, status: str | None, created_after: dt.datetime | None,
+    before: tuple[dt.datetime, str] | None, limit: int,
+) -> list[Job]:
+    """The owner's jobs, newest first (``created_at``, then ``id``, descending); ``before``:
+    the (created_at, id) of the last job of the previous page (a keyset cursor)."""
+    rows = await conn.fetch(
+        f"SELECT {_JOB} FROM jobs WHERE owner = $1"
+        " AND ($2::text IS NULL OR status = $2)"
+        " AND ($3::timestamptz IS NULL OR created_at > $3)"
+        " AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::text))"
+        " ORDER BY created_at DESC, id DESC LIMIT $6",
+        owner, status, created_after,
+        None if before is None else before[0], None if before is None else before[1], limit,
+    )
+    return [job for row in rows if (job := _job(row)) is not None]
+
+
 _START = (
     "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
     f" started_at = coalesce(started_at, now()) WHERE id = $1 AND {_ACTIVE} RETURNING {_JOB}"

@@ -16,6 +16,7 @@ makes each of those one line (an unexpected error type still shows its traceback
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -336,6 +337,16 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin):
 
     async def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
         return await self._call(q.get_job, job_id, owner)
+
+    async def list_jobs(
+        self, owner: str, *, status: JobStatus | None = None,
+        created_after: dt.datetime | None = None,
+        before: tuple[dt.datetime, str] | None = None, limit: int = 50,
+    ) -> list[Job]:
+        return await self._call(
+            q.list_jobs, owner, None if status is None else status.value, created_after,
+            before, limit,
+        )
 
     async def start_job(self, job_id: str) -> Job | None:
         return await self._call(q.start_job, job_id)

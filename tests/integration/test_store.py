@@ -384,3 +384,23 @@ async def test_quota_counts_usage_and_unfinished_jobs_and_charges_a_job_once(
         assert (usage.used, usage.reserved, usage.remaining, usage.jobs_charged) == (11, 11, 3, 1)
         await store.set_quota("quota-user", None)
         assert (await store.usage(user.id)).remaining is None
+
+
+async def test_list_jobs_pages_newest_first_and_only_the_owners(store: PgStore) -> None:
+    with trio.fail_after(CAP_S):
+        alice, _ = await store.create_user("alice")
+        bob, _ = await store.create_user("bob")
+        for i in range(5):
+            await store.create_job(new_job(alice.id, f"a{i}", request=f"h{i}"))
+        await store.create_job(new_job(bob.id, "b0"))
+        await store.cancel_job("a1", alice.id)
+        first = await store.list_jobs(alice.id, limit=3)
+        assert [j.id for j in first] == ["a4", "a3", "a2"]
+        last = first[-1]
+        rest = await store.list_jobs(alice.id, before=(last.created_at, last.id), limit=3)
+        assert [j.id for j in rest] == ["a1", "a0"]
+        cancelled = await store.list_jobs(alice.id, status=JobStatus.cancelled)
+        assert [j.id for j in cancelled] == ["a1"]
+        later = await store.list_jobs(alice.id, created_after=rest[0].created_at)
+        assert [j.id for j in later] == ["a4", "a3", "a2"]
+        assert [j.id for j in await store.list_jobs(bob.id)] == ["b0"]
