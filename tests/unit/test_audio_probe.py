@@ -62,6 +62,7 @@ def wav_with(rate: int | None = None, data_size: int | None = None) -> bytes:
         ("concat.mp3", b"ffconcat version 1.0\nfile '/etc/passwd'\n"),
         ("subs.mp3", b"WEBVTT\n\n00:00.000 --> 00:01.000\nhello\n"),
     ],
+    ids=lambda value: value if isinstance(value, str) else "",  # stable across processes
 )
 def test_not_audio_is_refused_naming_the_file(name: str, data: bytes) -> None:
     with pytest.raises(InvalidAudio) as info:
