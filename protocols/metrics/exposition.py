@@ -5,14 +5,15 @@
 from __future__ import annotations
 
 import msgspec
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from protocols.metrics import instruments as _instruments  # noqa: F401  # registers them
 from protocols.metrics.process import multiprocess
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: the classic text format, which every Prometheus reads (names here are plain ASCII)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class QueueFigures(msgspec.Struct, frozen=True, kw_only=True):
