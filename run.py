@@ -179,6 +179,10 @@ async def _run_service(settings: Settings, role: str, redis_url: str, database_u
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from actors.supervision.supervisor import SupervisorGaveUp
 
+    if settings.metrics != "off":  # this host's processes add up their metrics there
+        from protocols.metrics.process import prepare
+
+        prepare(settings.metrics_path)
     servers: list[EmbeddedServer] = []
     with infrastructure(settings, servers) as (redis_url, database_url):
         try:
@@ -510,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     except ChorusError as exc:
         print(f"configuration error: {exc.detail}", file=sys.stderr)
         return 2
+    from protocols.logs import configure  # the format and the request ids (CHORUS_LOG_FORMAT)
+
+    configure(os.environ.get("CHORUS_LOG_LEVEL", "INFO"), settings.log_format)
     try:
         return COMMANDS[args.command](args, settings)
     except ChorusError as exc:

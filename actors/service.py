@@ -53,6 +53,7 @@ from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError, QueueUnavailable, StoreUnavailable
 from protocols.messages import SpeechJob, Voice, VoiceStatus
+from protocols.metrics import instruments as metrics
 from protocols.ports import BlobStore, BookStore, JobStore, SpeechProvider
 from protocols.redis.coordination import Coordinator
 from protocols.redis.openers import RedisOpeners
@@ -146,7 +147,7 @@ class Service:
         )
         self._front = front
         self._on_http_ready = on_http_ready
-        self._on_event = on_event or _log_event  # both supervisors report here
+        self._on_event = partial(_counted, on_event or _log_event)  # both supervisors report here
         self._policy = SupervisorPolicy(
             strategy=Strategy.one_for_one,
             intensity=settings.restart_intensity,
@@ -388,6 +389,13 @@ class Service:
             "actors": [a.statistics() for a in self.actors],
             "supervisor": self.supervisor.statistics(),
         }
+
+
+def _counted(report: Callable[[SupervisorEvent], None], event: SupervisorEvent) -> None:
+    """Count restarts (``chorus_supervisor_restarts_total``), then report the event."""
+    if event.kind == "restart":
+        metrics.supervisor_restart(event.child_id or "")
+    report(event)
 
 
 def _log_event(event: SupervisorEvent) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from protocols import tracing
 from protocols.messages import Job, JobStatus, Lane
 
 
@@ -103,6 +104,11 @@ def id_key(entry_id: str) -> tuple[int, int]:
 def job_event(
     kind: EventKind, job_id: str, owner: str, *, at: float | None = None, **data: Any
 ) -> Event:
+    """``data`` gains the ``request_id`` bound where it is made (``protocols.tracing``) unless
+    it gives one (None or "": none)."""
+    rid = data.pop("request_id", None) if "request_id" in data else tracing.request_id()
+    if rid:
+        data["request_id"] = rid
     return Event(kind=kind, owner=owner, subject=job_id, data=data,
                  at=time.time() if at is None else at)
 
@@ -121,7 +127,9 @@ def job_state_event(job: Job) -> Event:
         data["audio_id"] = job.audio_id
     if job.error_code is not None and job.status.terminal:
         data["error"] = {"code": job.error_code, "message": job.error_message or ""}
-    return job_event(EventKind.for_status(job.status), job.id, job.owner, **data)
+    return job_event(
+        EventKind.for_status(job.status), job.id, job.owner, request_id=job.request_id, **data
+    )
 
 
 class NoEvents:

@@ -127,6 +127,8 @@ class SpeechJob(msgspec.Struct, frozen=True, kw_only=True, tag="speech"):
     #: the storybook this job is a line of ("": a single job). Its entry names the book, so
     #: the locking read can tell whether the book may have been cancelled (``Keys.book_cancel``)
     book_id: str = ""
+    #: the X-Request-ID of the HTTP request that created the job ("": none, or an older entry)
+    request_id: str = ""
 
 
 StreamMessage = SpeechJob  # grows into a tagged union (e.g. ``SpeechJob | PreviewJob``)
@@ -206,6 +208,7 @@ class NewJob(msgspec.Struct, frozen=True, kw_only=True):
     cache_key: str = ""
     lane: Lane = Lane.interactive
     metadata: Metadata | None = None
+    request_id: str | None = None  # the X-Request-ID of the request that created it
 
     @property
     def characters(self) -> int:
@@ -237,6 +240,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     character_cost: int | None = None  # what the provider said it charged
     lane: Lane = Lane.interactive
     metadata: Metadata | None = None
+    #: the X-Request-ID of the HTTP request that created the job (not the provider's
+    #: ``request_ids``)
+    request_id: str | None = None
 
     def to_stream(self, submitted_at: float = 0.0, book_id: str = "") -> SpeechJob:
         """The job as its stream entry carries it (``book_id``: the storybook it is a line of)."""
@@ -252,6 +258,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             cache_key=self.cache_key,
             lane=self.lane,
             book_id=book_id,
+            request_id=self.request_id or "",
         )
 
 

@@ -75,6 +75,16 @@ def _languages(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tag.replace("_", "-").lower() for tag in _csv(value)))
 
 
+def flag(value: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case)."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None  # None -> embedded Valkey under data_dir
     database_url: Secret | None = None  # None -> embedded Postgres under data_dir
@@ -149,6 +159,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     blob_timeout_s: float = 30.0  # one object-store read or write, its retries included
     blob_concurrency: int = 16  # object-store requests in flight per process
     faults: FaultPlan | None = None  # tests only
+    #: who may read GET /metrics: loopback (admins, or a keyless request from 127.0.0.1/::1)
+    #: | admin (admins only) | off (404)
+    metrics: str = "loopback"
+    metrics_dir: str | None = None  # multi-process metric files; None -> data_dir/metrics
+    access_log: bool = True  # one INFO line per HTTP request (logger chorus.access)
+    log_format: str = "text"  # text | json (one JSON object per line)
 
     @property
     def book_window(self) -> int:
@@ -162,6 +178,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def metrics_path(self) -> Path:
+        return Path(self.metrics_dir) if self.metrics_dir else self.data_path / "metrics"
 
     def consumer_name(self) -> str:
         """The stable consumer name: configured, or created once and kept in the data dir.
@@ -259,6 +279,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("aws_session_token", "AWS_SESSION_TOKEN", Secret)
         put("blob_timeout_s", "CHORUS_BLOB_TIMEOUT_S", float)
         put("blob_concurrency", "CHORUS_BLOB_CONCURRENCY", int)
+        put("metrics", "CHORUS_METRICS")
+        put("metrics_dir", "CHORUS_METRICS_DIR")
+        put("access_log", "CHORUS_ACCESS_LOG", flag)
+        put("log_format", "CHORUS_LOG_FORMAT")
         raw.update(overrides)
         settings = cls(**raw)  # type: ignore[arg-type]
         settings.validate()
@@ -312,6 +336,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.max_deliveries < 1:
             raise ConfigError("CHORUS_MAX_DELIVERIES must be at least 1")
+        if self.metrics not in ("loopback", "admin", "off"):
+            raise ConfigError("CHORUS_METRICS must be loopback, admin or off")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("CHORUS_LOG_FORMAT must be text or json")
         if self.lease_s <= 0 or self.reclaim_interval_s <= 0:
             raise ConfigError("CHORUS_LEASE_S and CHORUS_RECLAIM_INTERVAL_S must be positive")
         if self.read_block_ms < 1:

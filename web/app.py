@@ -25,11 +25,14 @@ from quart_trio.wrappers import TrioRequest
 
 from protocols.dictionaries import MAX_DICTIONARY_BODY
 from protocols.errors import ChorusError, ConfigError
+from protocols.metrics.exposition import QueueFigures
 from protocols.settings import Settings
 from web import problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
+from web.observe import Observe, mark_route
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
+from web.routes import metrics as metrics_route
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
 if TYPE_CHECKING:
@@ -87,6 +90,11 @@ def create_app(ctx: WebContext) -> QuartTrio:
         "large_bodies": {**ChorusRequest.large_bodies, "/v1/storybooks": book_body}
     })
     app.asgi_app = UnreadBodyGuard(app.asgi_app)  # type: ignore[method-assign]
+    # outermost: request ids, the access log and the HTTP metrics (web/observe.py)
+    app.asgi_app = Observe(  # type: ignore[method-assign]
+        app.asgi_app, access_log=ctx.settings.access_log
+    )
+    app.before_request(mark_route)
     app.config["MAX_CONTENT_LENGTH"] = (
         ctx.settings.max_text_chars * BODY_BYTES_PER_CHAR + BODY_OVERHEAD
     )
@@ -95,6 +103,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     problems.install(app)
     for module in (jobs, events, audio, voices, storybooks, dictionaries, usage, health):
         app.register_blueprint(module.blueprint(ctx))
+    app.register_blueprint(metrics_route.blueprint(ctx))
     return app
 
 
@@ -177,6 +186,14 @@ async def front_door(
         async def readiness() -> dict[str, bool]:
             return {"redis": await _ok(queue.ping), "postgres": await _ok(service.store.ping)}
 
+        async def queue_figures() -> QueueFigures:
+            lanes = await queue.lane_figures()
+            return QueueFigures(
+                lanes={str(lane): figures for lane, figures in lanes.items()},
+                dead_letters=await queue.dead_letter_count(),
+                slots_in_use=await service.coordinator(queue.client).slots_in_use(),
+            )
+
         ctx = WebContext(
             settings=s, store=service.store, blobs=service.blobs, provider=service.provider,
             intake=service.intake, readiness=readiness, events=service.events,
@@ -184,7 +201,7 @@ async def front_door(
             track_voice=partial(service.track_voice, queue),
             books=service.books, storybooks=service.storybooks,
             book_outputs=service.book_outputs, kick_runner=service.kick_runner,
-            dictionaries=service.dictionaries,
+            dictionaries=service.dictionaries, queue_figures=queue_figures,
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
 

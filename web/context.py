@@ -14,6 +14,7 @@ from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.voices import VoiceCatalog
 from protocols.events import NO_EVENTS
 from protocols.messages import Alignment, Audio, Job, Voice
+from protocols.metrics.exposition import QueueFigures
 from protocols.ports import (
     BlobStore,
     EventLog,
@@ -73,3 +74,6 @@ class WebContext:
     follow_audio: Callable[[Job], AsyncIterator[bytes]] | None = None
     #: a stored clip's character and word timings (None: not recorded for that clip)
     alignment_of: Callable[[Audio], Awaitable[Alignment | None]] = _no_alignment
+    #: the queue's gauges for ``GET /metrics`` (stream lengths, pending, dead letters, slots),
+    #: read from Redis per scrape; None: left out
+    queue_figures: Callable[[], Awaitable[QueueFigures]] | None = None

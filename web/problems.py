@@ -15,6 +15,7 @@ import msgspec
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from protocols import tracing
 from protocols.errors import (
     ChorusError,
     InvalidInput,
@@ -22,6 +23,7 @@ from protocols.errors import (
     QueueFull,
     Unauthorized,
 )
+from protocols.metrics import instruments as metrics
 
 log = logging.getLogger("chorus.web")
 
@@ -136,6 +138,9 @@ def problem(
     for key, value in (extra or {}).items():
         if key not in RESERVED:
             body[key] = value
+    if rid := tracing.request_id():  # also in the X-Request-ID header (web/observe.py)
+        body["request_id"] = rid
+    metrics.error("http", code)
     encoded = msgspec.json.encode(body, enc_hook=str)
     response = Response(encoded, status=status, headers=headers, content_type=PROBLEM_JSON)
     response.headers["Cache-Control"] = "no-store"

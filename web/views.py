@@ -58,6 +58,8 @@ def job_view(job: Job) -> dict[str, Any]:
         view["metadata"] = job.metadata
     if job.lane is not Lane.interactive:
         view["lane"] = job.lane.value
+    if job.request_id is not None:
+        view["request_id"] = job.request_id
     return view
 
 

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 import trio
 
+from protocols import tracing
 from protocols.dictionaries import is_chorus_dictionary
 from protocols.domain.cachekey import scoped_cache_key
 from protocols.domain.dictionaries import DictionaryCatalog
@@ -56,6 +57,7 @@ from protocols.messages import (
     User,
     VoiceInfo,
 )
+from protocols.metrics import instruments as metrics
 from protocols.ports import BlobStore, EventSink, JobStore, SpeechProvider
 from protocols.settings import Settings
 
@@ -174,8 +176,10 @@ class Intake:
                 characters=job.characters, lane=job.lane.value,
             ))
         if created and job.status is JobStatus.queued:  # durable in the stream: announce it
+            metrics.job_transition("queued")
             self._events.publish(job_event(EventKind.job_queued, job.id, job.owner))
         elif created and job.cached:  # answered from the cache: already final
+            metrics.job_transition("succeeded")
             self._events.publish(job_event(
                 EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id, cached=True
             ))
@@ -246,6 +250,7 @@ class Intake:
             ),
             lane=lane,
             metadata=request.metadata,
+            request_id=tracing.request_id() or None,  # the X-Request-ID being served
         )
 
     async def pronunciation(
@@ -301,6 +306,7 @@ class Intake:
             log.warning("audio %s has no file; generating again", found.id)
             found = None
         self._count("api_cache_hits" if found is not None else "api_cache_misses")
+        metrics.cache_lookup("submit", found is not None)
         if found is None:
             return None
         return await self.store.create_job(new, cached=found)

@@ -13,6 +13,7 @@ from protocols.errors import ChorusError, QueueUnavailable, StoreUnavailable
 from protocols.events import NO_EVENTS, EventKind, job_event, lane_data
 from protocols.faults import FaultPlan
 from protocols.messages import Ack, Delivery, Job, JobStatus, NewAudio, Release, Settlement
+from protocols.metrics import instruments as metrics
 from protocols.ports import EventSink, JobStore
 from protocols.settings import Settings
 
@@ -52,6 +53,7 @@ class Outcomes:
             self.retried += 1
             self.outages += 1
             return self.outage_release(delivery)
+        metrics.error("job", exc.code)
         if exc.retryable:
             self.retried += 1
             await self.note(delivery, exc.code, exc.detail)
@@ -99,27 +101,32 @@ class Outcomes:
 
     def publish_running(self, job: Job) -> None:
         if job.status is JobStatus.running:  # the queued|running -> running start just made
-            self._events.publish(
-                job_event(EventKind.job_running, job.id, job.owner, attempts=job.attempts)
-            )
+            job_started(job)
+            self._events.publish(job_event(
+                EventKind.job_running, job.id, job.owner, attempts=job.attempts,
+                request_id=job.request_id,
+            ))
 
     def publish_succeeded(self, job: Job, audio: NewAudio) -> None:
         if job.status is not JobStatus.succeeded or job.audio_id is None:
             return  # the compare-and-set did not apply (the job was failed or dead meanwhile)
+        job_ended(job)
+        rid = job.request_id
         self._events.publish(job_event(
-            EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id, **lane_data(job)
+            EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id, request_id=rid,
+            **lane_data(job),
         ))
         self._events.publish(
             job_event(
                 EventKind.tts_created, job.id, job.owner, audio_id=job.audio_id,
                 duration_s=audio.duration_s, format=audio.format,
-                content_type=audio.content_type, characters=job.characters,
+                content_type=audio.content_type, characters=job.characters, request_id=rid,
             )
         )
 
     def publish_final(self, job: Job) -> None:
         """The final event again (events are at-least-once: a repeat is harmless)."""
-        lane = lane_data(job)
+        lane = {**lane_data(job), "request_id": job.request_id}
         if job.status is JobStatus.succeeded:
             event = job_event(
                 EventKind.job_succeeded, job.id, job.owner, audio_id=job.audio_id, **lane
@@ -135,8 +142,52 @@ class Outcomes:
     def publish_failed(self, job: Job | None, exc: ChorusError) -> None:
         if job is None or job.status is not JobStatus.failed or job.error_code != exc.code:
             return  # unknown, or already terminal before this failure
+        job_ended(job)
         error = {"code": exc.code, "message": exc.detail[:1000]}
+        rid = job.request_id
+        self._events.publish(job_event(
+            EventKind.job_failed, job.id, job.owner, error=error, request_id=rid,
+            **lane_data(job),
+        ))
         self._events.publish(
-            job_event(EventKind.job_failed, job.id, job.owner, error=error, **lane_data(job))
+            job_event(EventKind.tts_failed, job.id, job.owner, request_id=rid, **error)
         )
-        self._events.publish(job_event(EventKind.tts_failed, job.id, job.owner, **error))
+
+
+# -- a job's start and end: one INFO line each, and the metrics ------------------------------------
+
+
+def job_started(job: Job) -> None:
+    """A job just started (the compare-and-set applied): its time in the queue (first start
+    only: a redelivery is not a wait), an INFO line with its request id."""
+    waited = None
+    if job.attempts <= 1 and job.started_at is not None:
+        waited = (job.started_at - job.created_at).total_seconds()
+        metrics.job_started(waited, job.lane.value)
+    else:
+        metrics.job_transition("running")
+    log.info(
+        "job %s started (attempt %d%s)", job.id, job.attempts,
+        f", waited {waited:.3f}s" if waited is not None else "",
+        extra={"job_id": job.id, "request_id": job.request_id or "", "attempt": job.attempts,
+               "queue_wait_s": waited},
+    )
+
+
+def job_ended(job: Job) -> None:
+    """A job reached a final status (succeeded, failed, dead): the duration from its first
+    start, counted and in an INFO line with its request id."""
+    duration = None
+    if job.started_at is not None and job.finished_at is not None:
+        duration = (job.finished_at - job.started_at).total_seconds()
+    metrics.job_finished(job.status.value, duration)
+    log.info(
+        "job %s %s%s%s", job.id, job.status.value,
+        f" in {duration:.3f}s" if duration is not None else "",
+        f" ({job.error_code})" if job.error_code and job.status is not JobStatus.succeeded
+        else "",
+        extra={"job_id": job.id, "request_id": job.request_id or "",
+               "status": job.status.value, "duration_s": duration,
+               "error_code": job.error_code},
+    )
+

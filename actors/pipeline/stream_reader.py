@@ -38,6 +38,7 @@ import trio
 from actors.pipeline.attempt import Attempt
 from actors.pipeline.flight import FirstTry
 from actors.pipeline.ledger import Ledger
+from actors.pipeline.outcomes import job_ended
 from actors.pipeline.pacing import Pacing
 from actors.pipeline.prestart import Prestarter
 from protocols.domain.cachekey import job_cache_key
@@ -45,6 +46,7 @@ from protocols.errors import ChorusError, DeliveriesExhausted
 from protocols.events import NO_EVENTS, EventKind, job_event, lane_data
 from protocols.faults import FaultPlan
 from protocols.messages import Ack, Delivery, JobStatus, Lane, Release
+from protocols.metrics import instruments as metrics
 from protocols.ports import EventSink, JobQueue, JobStore
 from protocols.redis.coordination import Coordinator
 from protocols.settings import Settings
@@ -262,9 +264,12 @@ class StreamReader:
         )
         await queue.dead_letter(delivery, reason)
         if dead is not None and dead.status is JobStatus.dead:
+            job_ended(dead)
+            metrics.error("job", DeliveriesExhausted.code)
             error = {"code": DeliveriesExhausted.code, "message": reason}
             self._events.publish(job_event(
-                EventKind.job_dead, dead.id, dead.owner, error=error, **lane_data(dead)
+                EventKind.job_dead, dead.id, dead.owner, error=error,
+                request_id=dead.request_id, **lane_data(dead),
             ))
         self._counts["dead_lettered"] += 1
         log.warning("job %s dead-lettered: %s", delivery.job.job_id, reason)

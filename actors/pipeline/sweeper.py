@@ -24,6 +24,7 @@ import trio
 from protocols.errors import ChorusError, EnqueueFailed
 from protocols.events import EventKind, job_event, lane_data
 from protocols.messages import JobStatus
+from protocols.metrics import instruments as metrics
 from protocols.ports import EventSink, JobQueue, JobStore
 from protocols.redis.queue import ENQUEUE_MARKER_TTL_MS
 from protocols.settings import Settings
@@ -76,10 +77,12 @@ class OrphanSweeper:
                 job.error_code == ENQUEUE_FAILED
             ):
                 failed.append(job_id)
+                metrics.job_transition("failed")
+                metrics.error("job", ENQUEUE_FAILED)
                 error = {"code": ENQUEUE_FAILED, "message": job.error_message or ""}
                 self._events.publish(
                     job_event(EventKind.job_failed, job.id, job.owner, error=error,
-                              **lane_data(job))
+                              request_id=job.request_id, **lane_data(job))
                 )
         if failed:
             log.warning("failed %d job(s) whose submit never reached the queue", len(failed))

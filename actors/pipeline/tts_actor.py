@@ -38,6 +38,7 @@ from actors.pipeline.flight import FirstTry, Flight
 from actors.pipeline.outcomes import Outcomes, is_outage
 from actors.pipeline.pacing import Pacing
 from actors.pipeline.storer import Produced
+from protocols import tracing
 from protocols.domain.audio import parse_format
 from protocols.errors import ChorusError
 from protocols.events import NO_EVENTS
@@ -52,6 +53,7 @@ from protocols.messages import (
     SynthesisRequest,
     SynthesisResult,
 )
+from protocols.metrics import instruments as metrics
 from protocols.ports import BlobStore, EventSink, JobStore, SpeechProvider
 from protocols.redis.coordination import CLOCK_MARGIN_S, DONE_MARKER_S, Coordinator
 from protocols.settings import Settings
@@ -180,6 +182,7 @@ class TTSActor:
         self._busy = True
         self._pacing.actor_busy(id(self), True)
         handed_over = False
+        rid = tracing.current.set(attempt.job.request_id)  # its log lines and events carry it
         try:
             outcome = await self._handle(attempt)
             if isinstance(outcome, Produced):
@@ -191,6 +194,7 @@ class TTSActor:
             await self._give_back(attempt, exc)
             raise
         finally:
+            tracing.current.reset(rid)
             self._busy = False
             self._pacing.actor_busy(id(self), False)
             if not handed_over:  # cached, finished, failed: give back what it took
@@ -232,6 +236,7 @@ class TTSActor:
         """Point the job at existing audio with its key, if its file is there."""
         if audio is None or not await self._blobs.exists(audio.path):
             return None
+        metrics.cache_lookup("worker", hit=True)
         return Produced(
             attempt=attempt,
             job=job,
@@ -321,6 +326,7 @@ class TTSActor:
 
         if flight is not None and (reused := await flight.own(look_again)) is not None:
             return reused
+        metrics.cache_lookup("worker", hit=False)
         result = await self._call_provider(flight, job, since=self._earlier_attempt(attempt, job))
         return self._as_produced(attempt, job, result)
 
@@ -351,6 +357,7 @@ class TTSActor:
 
         if (reused := await flight.own(look_again)) is not None:
             return reused
+        metrics.cache_lookup("worker", hit=False)
         result = await self._call_provider(flight, attempt.job)
         if start.ready:
             try:
@@ -382,6 +389,11 @@ class TTSActor:
             self._set_refilling(False)
             try:
                 result = await self._provider.synthesize(request)
+            except Exception:
+                metrics.provider_call(self._provider.name, ok=False)
+                raise
+            else:
+                metrics.provider_call(self._provider.name, ok=True)
             finally:
                 self._set_refilling(True)
                 self._set_finishing(True)

@@ -41,7 +41,8 @@ _refs = msgspec.json.Decoder(tuple[DictionaryRef, ...])
 _JOB = (
     "id, owner, status, text, voice_id, language, output_format, idempotency_key, request_hash,"
     " attempts, characters, error_code, error_message, audio_id, created_at, started_at,"
-    " finished_at, params, cache_key, cached, request_ids, character_cost, lane, metadata"
+    " finished_at, params, cache_key, cached, request_ids, character_cost, lane, metadata,"
+    " request_id"
 )
 _PERIOD = "date_trunc('month', now() AT TIME ZONE 'UTC')::date"  # the quota month (UTC)
 _params_decoder = msgspec.json.Decoder(SpeechParams)
@@ -167,9 +168,9 @@ async def list_users(conn: Any) -> list[User]:
 _INSERT_JOB = (
     "INSERT INTO jobs (id, owner, idempotency_key, request_hash, text, voice_id, language,"
     " output_format, characters, params, cache_key, status, cached, audio_id, started_at,"
-    " finished_at, lane, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11,"
-    " $12, $13, $14, CASE WHEN $13 THEN now() END, CASE WHEN $13 THEN now() END, $15,"
-    " $16::jsonb)"
+    " finished_at, lane, metadata, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+    " $10::jsonb, $11, $12, $13, $14, CASE WHEN $13 THEN now() END, CASE WHEN $13 THEN now()"
+    " END, $15, $16::jsonb, $17)"
     f" ON CONFLICT DO NOTHING RETURNING {_JOB}"
 )
 _LINK_AUDIO = (
@@ -246,7 +247,7 @@ async def create_job(
             job.text, job.voice_id, job.language, job.output_format, job.characters,
             _encode_params(job.params), job.cache_key,
             "succeeded" if linked else "queued", linked is not None, linked,
-            str(job.lane), encode_metadata(job.metadata),
+            str(job.lane), encode_metadata(job.metadata), job.request_id,
         )
 
     for _ in range(3):  # the existing row may be discarded between our INSERT and SELECT
@@ -273,14 +274,14 @@ async def create_job(
 
 _INSERT_JOBS = (
     "INSERT INTO jobs (id, owner, idempotency_key, request_hash, text, voice_id, language,"
-    " output_format, characters, params, cache_key, status, lane, metadata)"
+    " output_format, characters, params, cache_key, status, lane, metadata, request_id)"
     " SELECT i.id, i.owner, i.idempotency_key, i.request_hash, i.text, i.voice_id, i.language,"
     " i.output_format, i.characters, i.params::jsonb, i.cache_key, 'queued', i.lane,"
-    " i.metadata::jsonb"
+    " i.metadata::jsonb, i.request_id"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
     " $7::text[], $8::text[], $9::integer[], $10::text[], $11::text[], $12::text[],"
-    " $13::text[]) AS i(id, owner, idempotency_key, request_hash, text, voice_id, language,"
-    " output_format, characters, params, cache_key, lane, metadata)"
+    " $13::text[], $14::text[]) AS i(id, owner, idempotency_key, request_hash, text, voice_id,"
+    " language, output_format, characters, params, cache_key, lane, metadata, request_id)"
     f" ON CONFLICT DO NOTHING RETURNING {_JOB}"
 )
 
@@ -289,12 +290,12 @@ async def create_jobs(conn: Any, jobs: list[NewJob]) -> list[Job | None]:
     """Insert new jobs (no quota to check, no cached audio) in one statement; each job as
     inserted, or None where it was not (its id or idempotency key exists, or its owner does
     not): those go through ``create_job`` one by one."""
-    columns: list[list[Any]] = [[] for _ in range(13)]
+    columns: list[list[Any]] = [[] for _ in range(14)]
     for job in jobs:
         for column, value in zip(columns, (
             job.id, job.owner, job.idempotency_key, job.request_hash, job.text, job.voice_id,
             job.language, job.output_format, job.characters, _encode_params(job.params),
-            job.cache_key, str(job.lane), encode_metadata(job.metadata),
+            job.cache_key, str(job.lane), encode_metadata(job.metadata), job.request_id,
         ), strict=True):
             column.append(value)
     try:

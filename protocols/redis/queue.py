@@ -320,6 +320,11 @@ class RedisQueue:
             )
         return out
 
+    async def dead_letter_count(self) -> int:
+        """Entries in the dead-letter stream (XLEN)."""
+        with redis_errors("xlen"):
+            return int(await self._r.xlen(self.keys.dead))
+
     async def remove_dead_letter(self, dead_id: str) -> None:
         with redis_errors("xdel"):
             await self._r.xdel(self.keys.dead, [dead_id])

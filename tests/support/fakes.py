@@ -196,6 +196,7 @@ class FakeJobStore(FakeVoiceStoreMixin):
             attempts=0,
             characters=job.characters,
             created_at=self.clock(),
+            request_id=job.request_id,
         )
         self.jobs[job.id] = created
         if job.idempotency_key is not None:

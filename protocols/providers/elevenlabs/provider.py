@@ -67,6 +67,7 @@ from protocols.messages import (
     SynthesisResult,
     VoiceInfo,
 )
+from protocols.metrics import instruments as metrics
 from protocols.ports import DictionaryMirror, Lexicon, VoiceManager
 from protocols.providers.base import account_name
 from protocols.providers.elevenlabs.dictionaries import ElevenLabsDictionaries
@@ -217,13 +218,13 @@ class ElevenLabsProvider:
         give_up_at = trio.current_time() + s.provider_wait_s
         while True:
             self._requests += 1
-            unprocessed = False
+            unprocessed = throttled = False
             try:
                 with trio.fail_after(s.elevenlabs_timeout_s + 5):  # httpx's own timeout first
                     return await fn(*args, **kwargs, request_options=self._options())
             except ApiError as exc:
                 failure = classify(exc.status_code or 0, exc.body, exc.headers or {})
-                unprocessed = exc.status_code == 429
+                unprocessed = throttled = exc.status_code == 429
             except (httpx.TimeoutException, trio.TooSlowError):
                 self._timeouts += 1
                 log.warning("ElevenLabs %s timed out (the request may have been charged)", what)
@@ -252,6 +253,8 @@ class ElevenLabsProvider:
                 )
             if now + delay > give_up_at:
                 raise failure.error
+            if throttled:  # a 429 waited out: the caller never sees it
+                metrics.provider_429_absorbed(self.name)
             log.info("ElevenLabs %s: %s; again in %.2f s", what, failure.error.detail, delay)
             await trio.sleep(delay)
 
