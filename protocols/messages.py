@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from protocols.domain.ssml import charged_characters
+
 DEFAULT_FORMAT = "mp3_44100_128"
 
 
@@ -209,7 +211,8 @@ class NewJob(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def characters(self) -> int:
-        return len(self.text)
+        """What the job is charged: its SSML markup is not (``protocols/domain/ssml.py``)."""
+        return charged_characters(self.text)
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -266,6 +269,8 @@ class NewAudio(msgspec.Struct, frozen=True, kw_only=True):
     request_ids: tuple[str, ...] = ()  # provider request ids, when newly generated
     character_cost: int | None = None
     charge: int = 0  # characters charged to the owner's quota (0: reused audio)
+    #: when each character and word is heard (stored beside the audio row, by cache key)
+    alignment: Alignment | None = None
 
 
 class Audio(msgspec.Struct, frozen=True, kw_only=True):
