@@ -176,3 +176,15 @@ def pause_seconds(text: str) -> float:
     if not has_markup(text):
         return 0.0
     return sum(seg.seconds for seg in parse(text) if isinstance(seg, Pause))
+
+
+def markup_spans(text: str) -> list[tuple[int, int]]:
+    """Where ``text``'s tags are (``(start, end)``; a phoneme hint's word is not a tag)."""
+    spans = []
+    for match in _OURS.finditer(text):
+        for pattern in (_BREAK, _SPEAK, _PHONEME_OPEN, _PHONEME_CLOSE):
+            tag = pattern.match(text, match.start())
+            if tag is not None:
+                spans.append(tag.span())
+                break
+    return spans

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from protocols.dictionaries import PhonemeRule
-from protocols.domain.ssml import Hint, Pause, Text, parse
+from protocols.domain.ssml import Hint, Pause, Text, markup_spans, parse
 from protocols.messages import Alignment, WordTiming
 
 _WORD = re.compile(r"\S+")
@@ -170,3 +170,54 @@ def alignment(text: str, words: Sequence[WordTiming], duration_s: float) -> Alig
 
 def _ms(seconds: float) -> float:
     return round(seconds, 3)
+
+
+def from_characters(
+    text: str, chars: Sequence[str], starts: Sequence[float], ends: Sequence[float],
+    duration_s: float,
+) -> Alignment:
+    """The alignment of ``text`` (what is heard) from a provider's character times over what it
+    was sent (``chars``; SSML tags in it are skipped). Each word of ``text`` is found in order;
+    its characters keep the provider's times. A word not found (the provider rewrote it) gets
+    no time of its own (zero length where the previous one ended)."""
+    source = "".join(chars)
+    if len(source) != len(chars):  # a "character" of several code points: match per entry
+        source = "".join(c[:1] or " " for c in chars)
+    for start, end in markup_spans(source):
+        source = source[:start] + "\0" * (end - start) + source[end:]
+    words: list[WordTiming] = []
+    pos = 0
+    prev = 0.0
+    times: dict[int, tuple[float, float]] = {}  # offset in ``text`` -> the character's times
+    for match in _WORD.finditer(text):
+        word = match.group()
+        at = source.find(word, pos)
+        if at < 0:
+            words.append(WordTiming(text=word, start_s=prev, end_s=prev))
+            continue
+        first, last = starts[at], ends[at + len(word) - 1]
+        words.append(WordTiming(text=word, start_s=first, end_s=max(first, last)))
+        for k in range(len(word)):
+            times[match.start() + k] = (starts[at + k], ends[at + k])
+        pos = at + len(word)
+        prev = max(first, last)
+
+    built = alignment(text, words, duration_s)
+    if not times:
+        return built
+    new_starts = list(built.character_start_times_seconds)
+    new_ends = list(built.character_end_times_seconds)
+    floor = 0.0
+    for i in range(len(new_starts)):  # the provider's own times, kept monotonic and in the clip
+        if i in times:
+            s, e = times[i]
+            new_starts[i] = _ms(min(max(s, floor), duration_s))
+            new_ends[i] = _ms(min(max(e, new_starts[i]), duration_s))
+        else:
+            new_starts[i] = max(new_starts[i], floor)
+            new_ends[i] = max(new_ends[i], new_starts[i])
+        floor = new_ends[i] if i in times else new_starts[i]
+    return Alignment(
+        characters=built.characters, character_start_times_seconds=tuple(new_starts),
+        character_end_times_seconds=tuple(new_ends), words=built.words,
+    )

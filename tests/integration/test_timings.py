@@ -13,8 +13,11 @@ import trio
 import webvtt
 
 from protocols.errors import InvalidInput
+from protocols.providers.elevenlabs.provider import ElevenLabsProvider
 from protocols.providers.espeak import EspeakProvider
 from protocols.providers.fake import FakeProvider
+from protocols.settings import Secret
+from tests.support.elevenlabs.server import FakeElevenLabs
 from tests.support.harness import make_settings, running_service, total_queue_check
 
 SENTENCE = "The quick brown fox jumps over 12 lazy dogs."
@@ -153,3 +156,33 @@ async def test_timings_of_a_job_without_audio_and_a_cache_hit(
             assert r.status_code == 409 and r.json()["code"] == "no_audio", r.text
         await total_queue_check(store, redis_url, settings, svc.accepted)
 
+
+
+async def test_elevenlabs_alignment_from_with_timestamps(
+    redis_url: str, store: Any, fake_elevenlabs: FakeElevenLabs, tmp_path: Any
+) -> None:
+    fake = fake_elevenlabs
+    settings = make_settings(
+        tmp_path, elevenlabs_api_key=Secret("test-key"), elevenlabs_base_url=fake.base_url,
+        elevenlabs_timeout_s=5.0,
+    )
+    text = 'Good night <break time="0.5s"/> little fox, sleep well.'
+    spoken = "Good night little fox, sleep well."
+    with trio.fail_after(40):
+        async with ElevenLabsProvider.open(settings) as provider, running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=provider
+        ) as svc:
+            r = await svc.submit(text)
+            assert r.status_code == 202, r.text
+            job = (await svc.wait_done([r.json()["id"]]))[r.json()["id"]]
+            assert job["status"] == "succeeded", job
+            assert job["characters"] == len(spoken)  # the break is not charged to the user
+            (call,) = [c for c in fake.calls if c.text == text]  # sent as written: native SSML
+            assert call.endpoint == "with-timestamps"
+            audio = await svc.client.get(f"/v1/audio/{job['audio_id']}")
+            r = await svc.client.get(f"/v1/jobs/{job['id']}/alignment")
+            assert r.status_code == 200 and r.json()["source"] == "engine", r.text
+            check_alignment(r.json(), spoken, decoded_seconds(audio.content))
+            r = await svc.client.get(f"/v1/jobs/{job['id']}/captions.srt")
+            assert " ".join(s.content for s in srt.parse(r.text)) == spoken
+        await total_queue_check(store, redis_url, settings, svc.accepted)
