@@ -11,8 +11,6 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from protocols.domain.ssml import charged_characters
-
 DEFAULT_FORMAT = "mp3_44100_128"
 
 
@@ -209,10 +207,13 @@ class NewJob(msgspec.Struct, frozen=True, kw_only=True):
     lane: Lane = Lane.interactive
     metadata: Metadata | None = None
 
+    #: the characters charged, when not the whole text (its SSML markup is not charged:
+    #: ``protocols/domain/ssml.py``, set by the Intake)
+    charged: int | None = None
+
     @property
     def characters(self) -> int:
-        """What the job is charged: its SSML markup is not (``protocols/domain/ssml.py``)."""
-        return charged_characters(self.text)
+        return len(self.text) if self.charged is None else self.charged
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):

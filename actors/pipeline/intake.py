@@ -28,7 +28,7 @@ from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.dictionaries import not_found as dictionary_not_found
 from protocols.domain.jobs import new_job_id, request_hash
 from protocols.domain.languages import check_language
-from protocols.domain.ssml import spoken_text
+from protocols.domain.ssml import charged_characters, spoken_text
 from protocols.domain.text import normalize_text, speakable
 from protocols.domain.voices import VoiceCatalog, job_settings
 from protocols.errors import (
@@ -248,6 +248,7 @@ class Intake:
             ),
             lane=lane,
             metadata=request.metadata,
+            charged=charged_characters(text),
         )
 
     async def pronunciation(

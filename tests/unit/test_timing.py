@@ -25,7 +25,7 @@ from protocols.domain.ssml import (
     spoken_text,
 )
 from protocols.domain.timing import Run, alignment, even_words, from_characters, plan
-from protocols.messages import NewJob, SynthesisRequest, WordTiming
+from protocols.messages import SynthesisRequest, WordTiming
 from protocols.providers import piper
 from protocols.providers.elevenlabs.provider import _alignment as elevenlabs_alignment
 from protocols.providers.espeak import EspeakProvider, _Event, _word_times
@@ -81,9 +81,6 @@ def test_bad_markup_is_a_typed_422(text: str) -> None:
 def test_markup_is_not_charged() -> None:
     text = 'Hello <break time="1s"/> <phoneme ph="wɜːld">world</phoneme>'
     assert charged_characters(text) == len("Hello world")
-    job = NewJob(id="j", owner="u", text=text, voice_id="v", language=None,
-                 output_format="mp3_44100_128", idempotency_key=None, request_hash="h")
-    assert job.characters == len("Hello world")
 
 
 # --- engine input plans -------------------------------------------------------------------------
