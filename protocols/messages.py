@@ -210,9 +210,13 @@ class NewJob(msgspec.Struct, frozen=True, kw_only=True):
     metadata: Metadata | None = None
     request_id: str | None = None  # the X-Request-ID of the request that created it
 
+    #: the characters charged, when not the whole text (its SSML markup is not charged:
+    #: ``protocols/domain/ssml.py``, set by the Intake)
+    charged: int | None = None
+
     @property
     def characters(self) -> int:
-        return len(self.text)
+        return len(self.text) if self.charged is None else self.charged
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -273,6 +277,8 @@ class NewAudio(msgspec.Struct, frozen=True, kw_only=True):
     request_ids: tuple[str, ...] = ()  # provider request ids, when newly generated
     character_cost: int | None = None
     charge: int = 0  # characters charged to the owner's quota (0: reused audio)
+    #: when each character and word is heard (stored beside the audio row, by cache key)
+    alignment: Alignment | None = None
 
 
 class Audio(msgspec.Struct, frozen=True, kw_only=True):

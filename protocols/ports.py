@@ -20,6 +20,7 @@ from protocols.dictionaries import (
 from protocols.errors import ChorusError
 from protocols.events import Event
 from protocols.messages import (
+    Alignment,
     Audio,
     CloneFile,
     DeadLetter,
@@ -139,6 +140,9 @@ class JobStore(Protocol):
     async def get_audio(self, audio_id: str, owner: str | None = None) -> Audio | None: ...
     async def get_audios(self, audio_ids: Sequence[str], owner: str) -> list[Audio]:
         """The owner's audio rows among ``audio_ids``, in one round trip (order not kept)."""
+        ...
+    async def alignment_of(self, audio: Audio) -> Alignment | None:
+        """The character and word timings stored with ``audio`` (None: none were)."""
         ...
 
 

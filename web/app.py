@@ -33,6 +33,7 @@ from web.context import WebContext
 from web.observe import Observe, mark_route
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
 from web.routes import metrics as metrics_route
+from web.routes import timings as timing_routes
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     for module in (jobs, events, audio, voices, storybooks, dictionaries, usage, health):
         app.register_blueprint(module.blueprint(ctx))
     app.register_blueprint(metrics_route.blueprint(ctx))
+    app.register_blueprint(timing_routes.blueprint(ctx))
     return app
 
 
@@ -202,6 +204,7 @@ async def front_door(
             books=service.books, storybooks=service.storybooks,
             book_outputs=service.book_outputs, kick_runner=service.kick_runner,
             dictionaries=service.dictionaries, queue_figures=queue_figures,
+            alignment_of=service.store.alignment_of,
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
 

@@ -29,6 +29,7 @@ from protocols.domain.dictionaries import DictionaryCatalog
 from protocols.domain.dictionaries import not_found as dictionary_not_found
 from protocols.domain.jobs import new_job_id, request_hash
 from protocols.domain.languages import check_language
+from protocols.domain.ssml import charged_characters, spoken_text
 from protocols.domain.text import normalize_text, speakable
 from protocols.domain.voices import VoiceCatalog, job_settings
 from protocols.errors import (
@@ -207,7 +208,8 @@ class Intake:
         check_metadata(request.metadata, self.settings.max_metadata_bytes)
         limit = self.settings.max_text_chars
         text = normalize_text(request.text)
-        if not speakable(text):  # empty, or only zero-width / format characters
+        # its SSML breaks and phoneme hints must parse (InvalidMarkup); markup is not speech
+        if not speakable(spoken_text(text)):  # empty, or only zero-width / format characters
             raise TextEmpty("text must contain something to say.")
         if len(text) > limit:
             raise TextTooLong(
@@ -251,6 +253,7 @@ class Intake:
             lane=lane,
             metadata=request.metadata,
             request_id=tracing.request_id() or None,  # the X-Request-ID being served
+            charged=charged_characters(text),
         )
 
     async def pronunciation(

@@ -420,6 +420,7 @@ class TTSActor:
                 size=len(result.audio), path="", request_ids=result.request_ids,
                 character_cost=result.character_cost,
                 charge=job.characters if job is not None else 0,  # the Storer sets it then
+                alignment=result.alignment,
             ),
             data=result.audio,
             extension=fmt.extension,

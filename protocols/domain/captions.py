@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Sequence
 
 import msgspec
 import srt
@@ -28,6 +29,7 @@ import webvtt
 from webvtt.models import Timestamp
 
 from protocols.domain.assembly import Assembled, LineSpan
+from protocols.messages import WordTiming
 
 VTT_CONTENT_TYPE = "text/vtt; charset=utf-8"
 SRT_CONTENT_TYPE = "application/x-subrip; charset=utf-8"
@@ -140,3 +142,61 @@ def _srt_text(line: LineSpan) -> str:
     body = "\n".join(_lines(line.text))
     speaker = _one_line(line.speaker or "")
     return f"{speaker}: {body}" if speaker else body
+
+
+# --- one clip's captions, from its word timings (GET /v1/jobs/{id}/captions.vtt|.srt) ----------
+
+#: a cue holds at most this many characters and seconds, and ends at a sentence's end or a
+#: silence this long between two words (a ``<break>``)
+CUE_MAX_CHARS = 42
+CUE_MAX_S = 5.0
+CUE_GAP_S = 0.6
+_SENTENCE_END = re.compile(r"[.!?…。！？]['\"”’»)\]]*$")
+
+
+class Cue(msgspec.Struct, frozen=True):
+    start_s: float
+    end_s: float
+    text: str
+
+
+def word_cues(words: Sequence[WordTiming]) -> list[Cue]:
+    """The words grouped into readable cues, in order."""
+    cues: list[Cue] = []
+    group: list[WordTiming] = []
+
+    def close() -> None:
+        if group:
+            cues.append(Cue(group[0].start_s, max(group[-1].end_s, group[0].start_s),
+                            " ".join(w.text for w in group)))
+            group.clear()
+
+    for word in words:
+        if group:
+            length = sum(len(w.text) + 1 for w in group) + len(word.text)
+            if (length > CUE_MAX_CHARS or word.end_s - group[0].start_s > CUE_MAX_S
+                    or word.start_s - group[-1].end_s > CUE_GAP_S):
+                close()
+        group.append(word)
+        if _SENTENCE_END.search(word.text):
+            close()
+    close()
+    return cues
+
+
+def cues_vtt(cues: Sequence[Cue]) -> str:
+    """The WebVTT file of a clip's cues (text escaped as in ``to_vtt``)."""
+    return webvtt.WebVTT(captions=[
+        webvtt.Caption(start=_vtt_time(c.start_s), end=_vtt_time(c.end_s),
+                       text=c.text.translate(_VTT_ESCAPES))
+        for c in cues
+    ]).content
+
+
+def cues_srt(cues: Sequence[Cue]) -> str:
+    """The SubRip file of a clip's cues, numbered from 1."""
+    return srt.compose([
+        srt.Subtitle(index=number, start=dt.timedelta(milliseconds=_ms(c.start_s)),
+                     end=dt.timedelta(milliseconds=_ms(c.end_s)), content=c.text)
+        for number, c in enumerate(cues, start=1)
+    ], reindex=False)

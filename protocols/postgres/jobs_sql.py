@@ -19,6 +19,7 @@ from protocols.errors import (
     StoreUnavailable,
 )
 from protocols.messages import (
+    Alignment,
     Audio,
     DictionaryRef,
     Job,
@@ -418,7 +419,11 @@ _FINISH = (
     # the usage ledger: one row per job that generated audio (its primary key is the job id)
     " u AS (INSERT INTO usage (job_id, owner, period, characters, provider_cost)"
     f" SELECT j.id, j.owner, {_PERIOD}, $12, $11 FROM j WHERE $12 > 0"
-    " ON CONFLICT (job_id) DO NOTHING)"
+    " ON CONFLICT (job_id) DO NOTHING),"
+    # the clip's timings, beside the audio row (by cache key, as its file): new audio only
+    " l AS (INSERT INTO audio_alignments (cache_key, alignment) SELECT $4, $13::jsonb FROM j"
+    " WHERE $13::jsonb IS NOT NULL ON CONFLICT (cache_key) DO UPDATE"
+    " SET alignment = EXCLUDED.alignment)"
     " UPDATE jobs SET status = 'succeeded', audio_id = a.id, finished_at = now(),"
     " error_code = NULL, error_message = NULL, request_ids = $10,"
     " character_cost = coalesce($11, jobs.character_cost)"
@@ -451,7 +456,19 @@ def _finish_args(job_id: str, audio_id: str, audio: NewAudio) -> tuple[Any, ...]
         job_id, audio_id, audio.owner, audio.cache_key, audio.format, audio.content_type,
         audio.duration_s, audio.size, audio.path, list(audio.request_ids),
         audio.character_cost, audio.charge,
+        None if audio.alignment is None else msgspec.json.encode(audio.alignment).decode(),
     )
+
+
+_alignment_decoder = msgspec.json.Decoder(Alignment)
+
+
+async def get_alignment(conn: Any, cache_key: str) -> Alignment | None:
+    """The timings stored with the audio of ``cache_key`` (None: none were stored)."""
+    raw = await conn.fetchval(
+        "SELECT alignment::text FROM audio_alignments WHERE cache_key = $1", cache_key
+    )
+    return None if raw is None else _alignment_decoder.decode(raw)
 
 
 async def fail_job(conn: Any, job_id: str, status: str, code: str, message: str) -> Job | None:

@@ -34,7 +34,7 @@ import trio_asyncio
 
 from protocols.embedded.servers import with_database
 from protocols.errors import ChorusError, ConfigError, InvalidInput, NotFound, StoreUnavailable
-from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, Usage, User
+from protocols.messages import Alignment, Audio, Job, JobStatus, NewAudio, NewJob, Usage, User
 from protocols.postgres import jobs_sql as q
 from protocols.postgres.coalesce import Coalescer
 from protocols.postgres.dictionaries import DictionaryStoreMixin
@@ -441,6 +441,10 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin):
 
     async def get_audios(self, audio_ids: Sequence[str], owner: str) -> list[Audio]:
         return await self._call(q.get_audios, list(audio_ids), owner)
+
+    async def alignment_of(self, audio: Audio) -> Alignment | None:
+        """The timings stored with ``audio`` (by its cache key); None: none were."""
+        return await self._call(q.get_alignment, audio.cache_key)
 
 
 # --- administration (tests, doctor) --------------------------------------------------------------

@@ -10,6 +10,8 @@ import msgspec
 
 from protocols.dictionaries import PhonemeRule, Rule, is_chorus_dictionary
 from protocols.domain.pronunciation import Pronounced, apply_rules
+from protocols.domain.ssml import Pause
+from protocols.domain.timing import Run, plan
 from protocols.errors import InvalidInput, SynthesisFailed
 from protocols.messages import SpeechParams, VoiceInfo
 from protocols.ports import DictionaryMirror, Lexicon, VoiceManager
@@ -82,6 +84,26 @@ class LocalProvider:
         for ref in params.dictionaries:
             rules.extend((await self._lexicon.version(ref)).rules)
         return apply_rules(text, rules, render=self.render_phoneme, escape=self.escape_text)
+
+    async def speech_plan(self, text: str, params: SpeechParams) -> list[Run | Pause]:
+        """``text`` (normalized, with its SSML subset) as runs for the engine and pauses
+        (``protocols/domain/timing.py``): phoneme hints through ``render_phoneme``, the job's
+        pinned dictionaries applied to the text between them (as ``pronounce`` does)."""
+        apply = None
+        if params.dictionaries:
+            if self._lexicon is None:
+                raise SynthesisFailed(
+                    f"the {self.name} provider was given no pronunciation lexicon"
+                )
+            rules: list[Rule] = []
+            for ref in params.dictionaries:
+                rules.extend((await self._lexicon.version(ref)).rules)
+
+            def apply(piece: str) -> tuple[str, bool]:
+                return tuple(apply_rules(piece, rules, render=self.render_phoneme,  # type: ignore[return-value]
+                                         escape=self.escape_text))
+
+        return plan(text, render=self.render_phoneme, escape=self.escape_text, apply=apply)
 
     def render_phoneme(self, rule: PhonemeRule) -> str | None:
         """The engine's phoneme input for a phoneme rule; None: it has none (rule skipped)."""

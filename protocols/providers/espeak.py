@@ -25,11 +25,13 @@ import espeakng_loader
 import trio
 
 from protocols.dictionaries import PhonemeRule
-from protocols.domain.audio import FORMAT_NAMES, encode_pcm, parse_format, pcm_duration
+from protocols.domain.audio import FORMAT_NAMES, encode_pcm, parse_format, pcm_duration, silence
 from protocols.domain.phonemes import to_espeak
+from protocols.domain.ssml import Pause, charged_characters, spoken_text
 from protocols.domain.text import normalize_text, split_text
+from protocols.domain.timing import Group, alignment, spread
 from protocols.errors import InvalidInput, SynthesisFailed, TextEmpty, UnknownVoice
-from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
+from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo, WordTiming
 from protocols.providers.base import LocalProvider
 
 SAMPLE_RATE = 22050
@@ -46,6 +48,8 @@ _CHARS_UTF8 = 1
 _PHONEMES = 0x100  # espeakPHONEMES: read [[...]] as phoneme mnemonics
 _ENDPAUSE = 0x1000
 _POS_CHARACTER = 1
+_EVENT_WORD = 1
+_EVENT_END = 5  # end of a clause or sentence
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
@@ -63,6 +67,27 @@ class _VoiceStruct(ctypes.Structure):  # espeak_VOICE
         ("score", ctypes.c_int),
         ("spare", ctypes.c_void_p),
     ]
+
+
+class _EventStruct(ctypes.Structure):  # espeak_EVENT
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),  # 1-based, in characters of the input
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),  # ms from the start of this synthesis call
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_void_p),
+    ]
+
+
+class _Event(NamedTuple):
+    """A word starts (``word`` True, at ``position``, 0-based) or a clause ends, at ``at_s``."""
+
+    word: bool
+    position: int
+    at_s: float
 
 
 class _Voice(NamedTuple):
@@ -96,6 +121,7 @@ class _Engine:
             raise SynthesisFailed(f"espeak-ng failed to initialise (returned {rate})")
         self._lib = lib
         self._pcm = bytearray()
+        self._events: list[_Event] = []
         self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference: C holds the pointer
         lib.espeak_SetSynthCallback(self._callback)
         self.voices = self._list(None)
@@ -104,9 +130,18 @@ class _Engine:
         spec.languages = ctypes.cast(self._variant_filter, ctypes.c_void_p).value
         self.variants = self._list(spec)
 
-    def _collect(self, wav: ctypes.Array, samples: int, _events: int) -> int:
+    def _collect(self, wav: ctypes.Array, samples: int, events: int) -> int:
         if samples > 0 and wav:
             self._pcm += ctypes.string_at(wav, samples * 2)
+        if events:
+            array = ctypes.cast(events, ctypes.POINTER(_EventStruct))
+            i = 0
+            while (event := array[i]).type != 0:  # a list ended by LIST_TERMINATED
+                if event.type in (_EVENT_WORD, _EVENT_END):
+                    self._events.append(_Event(event.type == _EVENT_WORD,
+                                               event.text_position - 1,
+                                               event.audio_position / 1000))
+                i += 1
         return 0  # 0 = continue synthesis
 
     def _list(self, spec: _VoiceStruct | None) -> list[_Voice]:
@@ -122,16 +157,25 @@ class _Engine:
         return out
 
     def synth(self, voice_name: str, text: str, phonemes: bool = False) -> bytes:
+        return self.synth_timed(voice_name, text, phonemes)[0]
+
+    def synth_timed(
+        self, voice_name: str, text: str, phonemes: bool = False, end_pause: bool = True
+    ) -> tuple[bytes, list[_Event]]:
+        """The PCM and the word and clause-end events (positions in ``text``); ``end_pause``
+        False: no sentence pause after the text (an SSML break follows)."""
         if self._lib.espeak_SetVoiceByName(voice_name.encode()) != 0:
             raise SynthesisFailed(f"espeak-ng could not load voice {voice_name!r}")
         data = text.replace("\0", " ").encode() + b"\0"
         self._pcm = bytearray()
-        flags = _CHARS_UTF8 | _ENDPAUSE | (_PHONEMES if phonemes else 0)
+        self._events = []
+        flags = _CHARS_UTF8 | (_ENDPAUSE if end_pause else 0) | (_PHONEMES if phonemes else 0)
         status = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, flags, None, None)
         if status != 0 or self._lib.espeak_Synchronize() != 0:
             raise SynthesisFailed(f"espeak-ng synthesis failed (status {status})")
         pcm, self._pcm = bytes(self._pcm), bytearray()  # don't hold the last clip
-        return pcm
+        events, self._events = self._events, []
+        return pcm, events
 
 
 def _languages(ptr: int | None) -> tuple[tuple[int, str], ...]:
@@ -300,23 +344,70 @@ class EspeakProvider(LocalProvider):
         if not request.voice_id and not language and _HANGUL.search(text):
             language = "ko"  # no voice or language given: Hangul text gets the Korean voice
         espeak_name, _ = await self._resolve(request.voice_id, language)
-        said = await self.pronounce(text, request.params)
-        parts = []
-        for chunk in split_text(said.text, self._chunk_chars):
-            # One engine call per chunk: concurrent requests interleave between chunks.
-            parts.append(
-                await self._engine_call(_Engine.synth, espeak_name, chunk, said.phonemes)
-            )
-        pcm = b"".join(parts)
+        pcm = bytearray()
+        words: list[WordTiming] = []
+        steps = await self.speech_plan(text, request.params)
+        for i, step in enumerate(steps):
+            if isinstance(step, Pause):
+                pcm += silence(step.seconds, SAMPLE_RATE)
+                continue
+            at = 0
+            chunks = split_text(step.sent, self._chunk_chars)
+            for j, chunk in enumerate(chunks):
+                # before a break, no pause of the engine's own: the break is the pause
+                end_pause = j + 1 < len(chunks) or not isinstance(
+                    steps[i + 1] if i + 1 < len(steps) else None, Pause
+                )
+                # One engine call per chunk: concurrent requests interleave between chunks.
+                part, events = await self._engine_call(
+                    _Engine.synth_timed, espeak_name, chunk, step.phonemes, end_pause
+                )
+                at = step.sent.find(chunk, at)
+                words += _word_times(step.groups, at, len(chunk), events,
+                                     pcm_duration(len(pcm), SAMPLE_RATE),
+                                     pcm_duration(part, SAMPLE_RATE))
+                at += len(chunk)
+                pcm += part
         if not pcm:
             raise SynthesisFailed("espeak-ng produced no audio")
+        pcm = bytes(pcm)
         try:
             audio = await trio.to_thread.run_sync(encode_pcm, pcm, SAMPLE_RATE, fmt)
         except (av.FFmpegError, ValueError) as exc:
             raise SynthesisFailed(f"encoding to {fmt.name} failed: {exc}") from exc
+        duration = pcm_duration(pcm, SAMPLE_RATE)
         return SynthesisResult(
             audio=audio,
             content_type=fmt.content_type,
-            duration_s=pcm_duration(pcm, SAMPLE_RATE),
-            characters=len(request.text),
+            duration_s=duration,
+            characters=charged_characters(request.text),
+            alignment=alignment(spoken_text(text), words, duration),
         )
+
+
+def _word_times(
+    groups: Sequence[Group], offset: int, length: int, events: Sequence[_Event],
+    t0: float, duration: float,
+) -> list[WordTiming]:
+    """The times of the words said by one engine call on ``sent[offset:offset + length]``:
+    a word starts at its first word event (a number can have several), and ends where the
+    next word starts or its clause ends (``t0``: the call's start in the clip)."""
+    inside = [g for g in groups if offset <= g.start < offset + length]
+    starts: list[float | None] = []
+    for g in inside:
+        found = [e.at_s for e in events if e.word and g.start <= e.position + offset < g.end]
+        starts.append(min(found) if found else None)
+    clause_ends = sorted(e.at_s for e in events if not e.word)
+    out: list[WordTiming] = []
+    prev = 0.0
+    for i, g in enumerate(inside):
+        start = starts[i]
+        if start is None:  # no event for it (a lone symbol): no time of its own
+            out += spread(g.words, t0 + prev, t0 + prev)
+            continue
+        start = max(start, prev)
+        later = [x for x in (*starts[i + 1:], *clause_ends) if x is not None and x > start]
+        end = min(min(later, default=duration), duration)
+        out += spread(g.words, t0 + start, t0 + end)
+        prev = end
+    return out

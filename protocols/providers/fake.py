@@ -24,8 +24,11 @@ from collections.abc import Sequence
 import trio
 
 from protocols.domain.audio import FORMAT_NAMES, encode_pcm, parse_format, silence
+from protocols.domain.ssml import charged_characters, spoken_text
+from protocols.domain.text import normalize_text
+from protocols.domain.timing import alignment, even_words
 from protocols.errors import UnknownVoice
-from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
+from protocols.messages import Alignment, SynthesisRequest, SynthesisResult, VoiceInfo
 from protocols.providers.base import LocalProvider
 
 CLIP_S = 0.1
@@ -113,5 +116,11 @@ class FakeProvider(LocalProvider):
         fmt = parse_format(request.output_format)
         return SynthesisResult(
             audio=_clip(fmt.name), content_type=fmt.content_type, duration_s=CLIP_S,
-            characters=len(request.text),
+            characters=charged_characters(request.text), alignment=_alignment(request.text),
         )
+
+
+def _alignment(text: str) -> Alignment:
+    """The words spread evenly over the clip (the fake says nothing; breaks are ignored)."""
+    said = spoken_text(normalize_text(text))
+    return alignment(said, even_words(said, CLIP_S), CLIP_S)

@@ -40,11 +40,19 @@ import av
 import trio
 
 from protocols.dictionaries import PhonemeRule
-from protocols.domain.audio import FORMAT_NAMES, encode_pcm, parse_format, pcm_duration
+from protocols.domain.audio import (
+    FORMAT_NAMES,
+    encode_pcm,
+    parse_format,
+    pcm_duration,
+    silence,
+)
 from protocols.domain.phonemes import to_piper_ipa
+from protocols.domain.ssml import Pause, charged_characters, spoken_text
 from protocols.domain.text import normalize_text, split_text
+from protocols.domain.timing import Run, alignment, spread
 from protocols.errors import SynthesisFailed, TextEmpty, UnknownVoice
-from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
+from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo, WordTiming
 from protocols.providers.base import LocalProvider
 
 MODULES = ("piper", "onnxruntime")  # what the engine needs besides a voice wheel
@@ -191,29 +199,46 @@ class PiperProvider(LocalProvider):
         return _RAW_PHONEMES.sub("[", text)
 
     async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
-        said = await self.pronounce(normalize_text(request.text), request.params)
-        text = said.text if said.phonemes else self.escape_text(said.text)
-        if not text:
+        """The text run by run (breaks as silence), chunk by chunk. Piper reports no word
+        times: each chunk's words are spread over that chunk's audio by their length, so the
+        timings are approximate within a chunk (exact at chunk and break boundaries)."""
+        text = normalize_text(request.text)
+        steps = await self.speech_plan(text, request.params)
+        if not text or not any(isinstance(step, Run) for step in steps):
             raise TextEmpty("text is empty")
         fmt = parse_format(request.output_format)
         voice = self._voice(request.voice_id, request.language)
         model = await self.model(voice)
+        rate = model.config.sample_rate
         settings = request.params.voice_settings
         speed = settings.speed if settings is not None else None
-        parts = []
-        for chunk in split_text(text, self._chunk_chars):
-            parts.append(await trio.to_thread.run_sync(
-                _synth, model, chunk, speed, limiter=self._limiter
-            ))
-        pcm = b"".join(parts)
+        pcm = bytearray()
+        words: list[WordTiming] = []
+        for step in steps:
+            if isinstance(step, Pause):
+                pcm += silence(step.seconds, rate)
+                continue
+            at = 0
+            for chunk in split_text(step.sent, self._chunk_chars):
+                part = await trio.to_thread.run_sync(
+                    _synth, model, chunk, speed, limiter=self._limiter
+                )
+                at = step.sent.find(chunk, at)
+                said = [w for g in step.groups if at <= g.start < at + len(chunk) for w in g.words]
+                t0 = pcm_duration(len(pcm), rate)
+                words += spread(said, t0, t0 + pcm_duration(part, rate))
+                at += len(chunk)
+                pcm += part
         if not pcm:
             raise SynthesisFailed("Piper produced no audio")
-        rate = model.config.sample_rate
+        pcm = bytes(pcm)
         try:
             audio = await trio.to_thread.run_sync(encode_pcm, pcm, rate, fmt)
         except (av.FFmpegError, ValueError) as exc:
             raise SynthesisFailed(f"encoding to {fmt.name} failed: {exc}") from exc
+        duration = pcm_duration(pcm, rate)
         return SynthesisResult(
-            audio=audio, content_type=fmt.content_type, duration_s=pcm_duration(pcm, rate),
-            characters=len(request.text),
+            audio=audio, content_type=fmt.content_type, duration_s=duration,
+            characters=charged_characters(request.text),
+            alignment=alignment(spoken_text(text), words, duration),
         )

@@ -32,6 +32,7 @@ from protocols.errors import (
 )
 from protocols.events import Event, EventKind
 from protocols.messages import (
+    Alignment,
     Audio,
     Job,
     JobStatus,
@@ -71,6 +72,7 @@ class FakeJobStore(FakeVoiceStoreMixin):
         self.clock = clock
         self.down = False  # True: every call raises StoreUnavailable
         self.calls: collections.Counter[str] = collections.Counter()
+        self.alignments: dict[str, Alignment] = {}  # by cache key, as Postgres keeps them
         self.users: dict[str, User] = {}
         self.keys: dict[str, str] = {}  # sha256(api key) -> user id
         self.jobs: dict[str, Job] = {}
@@ -301,6 +303,8 @@ class FakeJobStore(FakeVoiceStoreMixin):
         return out
 
     def _upsert_audio(self, audio: NewAudio) -> Audio:
+        if audio.alignment is not None:
+            self.alignments[audio.cache_key] = audio.alignment
         existing = self.audio_by_cache_key.get((audio.owner, audio.cache_key))
         if existing is not None:
             return self.audio[existing]
@@ -377,6 +381,10 @@ class FakeJobStore(FakeVoiceStoreMixin):
 
     async def get_audios(self, audio_ids: Sequence[str], owner: str) -> list[Audio]:
         return [a for i in audio_ids if (a := await self.get_audio(i, owner)) is not None]
+
+    async def alignment_of(self, audio: Audio) -> Alignment | None:
+        await self._enter("alignment_of")
+        return self.alignments.get(audio.cache_key)
 
 
 class FakeBlobStore:

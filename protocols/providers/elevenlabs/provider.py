@@ -20,6 +20,12 @@ A redelivered job whose earlier attempt may have generated its audio
 downloaded from there when every part of its text is found (``elevenlabs/history.py``): a crash
 between ElevenLabs' answer and the stored audio does not pay twice.
 
+Every part is asked for through ``/with-timestamps``: the audio comes with its character
+alignment, which becomes the clip's (``_alignment``: parts shifted by the ones before them; the
+user's words found in what was sent, SSML tags skipped). A clip found again in the history has
+none (the routes then estimate). ``<break>`` and ``<phoneme>`` are sent as written: ElevenLabs
+reads them natively.
+
 Chorus's own pronunciation dictionaries (``pd_...``) are kept here too
 (``elevenlabs/dictionaries.py``); a job pinned to one of their versions is sent ElevenLabs'
 locator of that version (``_sent``).
@@ -29,6 +35,8 @@ Actors only ever see our typed errors. The API key is never logged nor put in an
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -49,7 +57,9 @@ from protocols.domain.audio import (
     parse_format,
 )
 from protocols.domain.pronunciation import apply_rules
+from protocols.domain.ssml import InvalidMarkup, charged_characters, spoken_text
 from protocols.domain.text import split_text
+from protocols.domain.timing import from_characters
 from protocols.errors import (
     InvalidInput,
     ProviderAuthFailed,
@@ -61,6 +71,7 @@ from protocols.errors import (
     UnknownVoice,
 )
 from protocols.messages import (
+    Alignment,
     DictionaryRef,
     SpeechParams,
     SynthesisRequest,
@@ -458,17 +469,19 @@ class ElevenLabsProvider:
                 remaining=remaining,
             )
         clips: list[bytes] = []
+        timed: list[Mapping[str, Any] | None] = []
         ids: list[str] = []
         cost = 0
         costed = True
         for i, part in enumerate(parts):
-            audio, headers = await self._convert(
+            audio, headers, aligned = await self._convert(
                 sent, model, part,
                 previous_ids=ids[-MAX_CONTEXT_IDS:],
                 previous_text=parts[i - 1][-CONTEXT_CHARS:] if i else None,
                 next_text=parts[i + 1][:CONTEXT_CHARS] if i + 1 < len(parts) else None,
             )
             clips.append(audio)
+            timed.append(aligned)
             if rid := headers.get("request-id"):
                 ids.append(rid)
             try:
@@ -479,8 +492,11 @@ class ElevenLabsProvider:
         data, duration = await trio.to_thread.run_sync(_assemble, clips, fmt)
         return SynthesisResult(
             audio=data, content_type=fmt.content_type, duration_s=duration,
-            characters=len(request.text), request_ids=tuple(ids),
+            characters=charged_characters(request.text), request_ids=tuple(ids),
             character_cost=cost if costed else None,
+            alignment=await trio.to_thread.run_sync(
+                _alignment, request.text, clips, timed, fmt, duration
+            ),
         )
 
     async def _from_history(
@@ -501,7 +517,7 @@ class ElevenLabsProvider:
             cost = None if cost is None else cost + change
         return SynthesisResult(
             audio=data, content_type=fmt.content_type, duration_s=duration,
-            characters=len(request.text),
+            characters=charged_characters(request.text),
             request_ids=tuple(str(i["request_id"]) for _, i in found if i.get("request_id")),
             character_cost=cost, from_history=True,
         )
@@ -560,7 +576,9 @@ class ElevenLabsProvider:
         previous_ids: list[str],
         previous_text: str | None,
         next_text: str | None,
-    ) -> tuple[bytes, dict[str, str]]:
+    ) -> tuple[bytes, dict[str, str], Mapping[str, Any] | None]:
+        """One part through ``/with-timestamps``: its audio, the response headers and its
+        character alignment (over the text as sent; None if ElevenLabs gave none)."""
         kwargs = self._body(request, model, text)
         if previous_ids:
             kwargs["previous_request_ids"] = previous_ids
@@ -569,11 +587,22 @@ class ElevenLabsProvider:
         if next_text:
             kwargs["next_text"] = next_text
 
-        async def once(**kw: Any) -> tuple[bytes, dict[str, str]]:
+        async def once(**kw: Any) -> tuple[bytes, dict[str, str], Mapping[str, Any] | None]:
             raw = self._sdk.text_to_speech.with_raw_response
-            async with raw.convert(request.voice_id, **kw) as response:
-                body = b"".join([chunk async for chunk in response.data])
-                return body, {k.lower(): v for k, v in dict(response.headers).items()}
+            response = await raw.convert_with_timestamps(request.voice_id, **kw)
+            try:
+                body = base64.b64decode(response.data.audio_base_64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ProviderError("ElevenLabs returned audio that is not base64") from exc
+            aligned = response.data.alignment
+            return (
+                body, {k.lower(): v for k, v in dict(response.headers).items()},
+                None if aligned is None else {
+                    "characters": aligned.characters,
+                    "character_start_times_seconds": aligned.character_start_times_seconds,
+                    "character_end_times_seconds": aligned.character_end_times_seconds,
+                },
+            )
 
         return await self.call("text-to-speech", once, **kwargs)
 
@@ -604,6 +633,42 @@ def _assemble(clips: list[bytes], fmt: Any) -> tuple[bytes, float]:
                         len(clips), fmt.name, exc)
             return b"".join(clips), 0.0
         raise ProviderError(f"ElevenLabs returned audio that is not {fmt.name}: {exc}") from exc
+
+
+def _alignment(
+    text: str, clips: list[bytes], timed: list[Mapping[str, Any] | None], fmt: Any,
+    duration: float,
+) -> Alignment | None:
+    """The clip's alignment from each part's character times, shifted by the parts before it
+    (their decoded length); None when a part has none or a part's length is unknown."""
+    if not timed or any(t is None for t in timed) or duration <= 0:
+        return None
+    chars: list[str] = []
+    starts: list[float] = []
+    ends: list[float] = []
+    offset = 0.0
+    try:
+        for i, (clip, part) in enumerate(zip(clips, timed, strict=True)):
+            assert part is not None
+            if i:
+                chars.append(" ")
+                starts.append(offset)
+                ends.append(offset)
+            chars += part["characters"]
+            starts += [offset + float(t) for t in part["character_start_times_seconds"]]
+            ends += [offset + float(t) for t in part["character_end_times_seconds"]]
+            if i + 1 < len(clips):
+                offset += audio_duration(clip, fmt)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("ElevenLabs alignment unusable (%s): the clip has none", exc)
+        return None
+    if not len(chars) == len(starts) == len(ends):
+        return None
+    try:
+        said = spoken_text(text)
+    except InvalidMarkup:
+        said = text
+    return from_characters(said, chars, starts, ends, duration)
 
 
 def _parse_dictionary(text: str) -> DictionaryRef:

@@ -7,7 +7,8 @@ and ``run.py soak`` (which must not import ``tests/``; the tests import it from 
 counters are read under one lock. Routes:
 
 - ``POST /v1/text-to-speech/{voice_id}`` and ``.../stream`` (chunked): real audio (a tone, 10 ms
-  per character, capped) in the asked ``output_format``, encoded by ``protocols.domain.audio``
+  per character, capped) in the asked ``output_format``, encoded by ``protocols.domain.audio``;
+  ``.../with-timestamps``: that audio as base64 with its character alignment (JSON)
 - ``GET /v1/models``, ``GET /v1/user``, ``GET /v1/user/subscription``
 - ``GET /v1/voices``, ``GET /v2/voices``, ``GET|DELETE /v1/voices/{id}``, ``POST /v1/voices/add``
   (IVC), ``POST /v1/voices/{id}/edit``, ``GET /v1/voices/{id}/settings``,
@@ -34,8 +35,10 @@ voice, model, ``language_code`` and list lengths, text length, then concurrency 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import json
 import math
 import threading
 import time
@@ -94,7 +97,7 @@ def tone_hz(text: str) -> int:
 class TTSCall:
     """One TTS request as received (fields as sent; None when absent) and how it was answered."""
 
-    endpoint: str  # "convert" | "stream"
+    endpoint: str  # "convert" | "stream" | "with-timestamps"
     voice_id: str
     text: str | None = None
     model_id: str | None = None
@@ -492,6 +495,24 @@ class FakeElevenLabs(RouteMixin, HistoryMixin):
 
     def _tts_stream(self, request: Request, voice_id: str) -> Reply:
         return self._tts(request, voice_id, "stream")
+
+    def _tts_with_timestamps(self, request: Request, voice_id: str) -> Reply:
+        """The audio as base64 beside its character alignment (the text as sent, each
+        character an equal share of the tone), as JSON."""
+        reply = self._tts(request, voice_id, "with-timestamps")
+        if reply.status != 200:
+            return reply
+        text = request.json()["text"]
+        seconds = min(max(len(text) * self.ms_per_char / 1000, 0.05), self.max_audio_s)
+        step = seconds / max(1, len(text))
+        aligned = {
+            "characters": list(text),
+            "character_start_times_seconds": [round(i * step, 3) for i in range(len(text))],
+            "character_end_times_seconds": [round((i + 1) * step, 3) for i in range(len(text))],
+        }
+        body = {"audio_base64": base64.b64encode(reply.body).decode(), "alignment": aligned,
+                "normalized_alignment": aligned}
+        return Reply(200, json.dumps(body).encode(), "application/json", reply.headers)
 
     def _tts(self, request: Request, voice_id: str, endpoint: str) -> Reply:
         call = _record_from(request, voice_id, endpoint)
