@@ -30,6 +30,7 @@ from web import problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
+from web.routes import job_control
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     problems.install(app)
     for module in (jobs, events, audio, voices, storybooks, dictionaries, usage, health):
         app.register_blueprint(module.blueprint(ctx))
+    app.register_blueprint(job_control.blueprint(ctx))
     return app
 
 
@@ -185,6 +187,7 @@ async def front_door(
             books=service.books, storybooks=service.storybooks,
             book_outputs=service.book_outputs, kick_runner=service.kick_runner,
             dictionaries=service.dictionaries,
+            mark_job_cancelled=service.mark_job_cancelled,
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
 

@@ -38,6 +38,10 @@ async def _no_alignment(audio: Audio) -> Alignment | None:
     return None
 
 
+async def _no_marker(job_id: str) -> None:
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class WebContext:
     settings: Settings
@@ -73,3 +77,6 @@ class WebContext:
     follow_audio: Callable[[Job], AsyncIterator[bytes]] | None = None
     #: a stored clip's character and word timings (None: not recorded for that clip)
     alignment_of: Callable[[Audio], Awaitable[Alignment | None]] = _no_alignment
+    #: set a job's cancel marker in Redis before its cancel (``Service.mark_job_cancelled``);
+    #: the default sets none (a cancelled interactive job may then cost one provider call)
+    mark_job_cancelled: Callable[[str], Awaitable[None]] = _no_marker
