@@ -443,8 +443,8 @@ READ_AND_TRY = LuaScript(
     each entry that names its job and cache key (fields ``j``, ``k``), the first try at its lock
     and a slot: one round trip instead of two when there is a backlog. For an entry that names
     its storybook (field ``b``), whether that book's cancel marker is absent; for an entry of
-    the first (interactive) stream, whether its job's own cancel marker (``Keys.job_cancel``: the same prefix + ``job:``
-    + job id) is absent.
+    the first (interactive) stream, whether its job's own cancel marker is absent
+    (``Keys.job_cancel``: the same prefix + ``job:`` + job id).
 
     KEYS: the semaphore, then the job streams in reading order (interactive, batch).
     ARGV: group, consumer, count, lease (ms), slot limit, lock key prefix, slot tokens to give
