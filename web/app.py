@@ -30,7 +30,7 @@ from web import problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
-from web.routes import job_control
+from web.routes.job_control import blueprint as job_control_blueprint
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     problems.install(app)
     for module in (jobs, events, audio, voices, storybooks, dictionaries, usage, health):
         app.register_blueprint(module.blueprint(ctx))
-    app.register_blueprint(job_control.blueprint(ctx))
+    app.register_blueprint(job_control_blueprint(ctx))
     return app
 
 
