@@ -30,6 +30,7 @@ from web import problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
+from web.routes.admin_users import blueprint as admin_users_blueprint
 from web.routes.job_control import blueprint as job_control_blueprint
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
@@ -97,6 +98,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     for module in (jobs, events, audio, voices, storybooks, dictionaries, usage, health):
         app.register_blueprint(module.blueprint(ctx))
     app.register_blueprint(job_control_blueprint(ctx))
+    app.register_blueprint(admin_users_blueprint(ctx))
     return app
 
 
@@ -188,6 +190,7 @@ async def front_door(
             book_outputs=service.book_outputs, kick_runner=service.kick_runner,
             dictionaries=service.dictionaries,
             mark_job_cancelled=service.mark_job_cancelled,
+            accounts=service.store if hasattr(service.store, "list_api_keys") else None,
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
 

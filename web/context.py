@@ -15,6 +15,7 @@ from protocols.domain.voices import VoiceCatalog
 from protocols.events import NO_EVENTS
 from protocols.messages import Alignment, Audio, Job, Voice
 from protocols.ports import (
+    AccountStore,
     BlobStore,
     EventLog,
     EventSink,
@@ -80,3 +81,5 @@ class WebContext:
     #: set a job's cancel marker in Redis before its cancel (``Service.mark_job_cancelled``);
     #: the default sets none (a cancelled interactive job may then cost one provider call)
     mark_job_cancelled: Callable[[str], Awaitable[None]] = _no_marker
+    #: users, API keys and shared secrets (the admin routes; None: they answer 503)
+    accounts: AccountStore | None = None
