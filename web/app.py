@@ -33,6 +33,8 @@ from web.routes import audio, dictionaries, events, health, jobs, storybooks, us
 from web.routes.admin_users import blueprint as admin_users_blueprint
 from web.routes.job_control import blueprint as job_control_blueprint
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
+from web.signing import SECRET_NAME as SIGNING_SECRET
+from web.signing import AudioSigner
 
 if TYPE_CHECKING:
     from actors.service import Service
@@ -191,8 +193,28 @@ async def front_door(
             dictionaries=service.dictionaries,
             mark_job_cancelled=service.mark_job_cancelled,
             accounts=service.store if hasattr(service.store, "list_api_keys") else None,
+            audio_signer=await audio_signer(service),
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
+
+
+async def audio_signer(service: Service) -> AudioSigner | None:
+    """The signer of audio URLs: ``CHORUS_SIGNING_KEY``, else the key kept in Postgres (made
+    once, shared by every host). Postgres away: None for this incarnation (plain URLs)."""
+    s = service.settings
+    if s.signing_key is not None:
+        return AudioSigner(s.signing_key.reveal().encode(), s.audio_url_ttl_s)
+    secret = getattr(service.store, "server_secret", None)
+    if secret is None:
+        return None
+    with trio.move_on_after(s.db_timeout_s):
+        try:
+            return AudioSigner(await secret(SIGNING_SECRET), s.audio_url_ttl_s)
+        except ChorusError as exc:
+            logging.getLogger("chorus.web").warning(
+                "audio URLs are not signed (no signing key): %s", exc.code
+            )
+    return None
 
 
 async def _ok(check: Callable[[], Awaitable[None]]) -> bool:

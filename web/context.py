@@ -25,6 +25,7 @@ from protocols.ports import (
 )
 from protocols.settings import Settings
 from web.auth import KnownKeys
+from web.signing import AudioSigner
 
 
 async def _no_track(voice: Voice) -> None:
@@ -83,3 +84,5 @@ class WebContext:
     mark_job_cancelled: Callable[[str], Awaitable[None]] = _no_marker
     #: users, API keys and shared secrets (the admin routes; None: they answer 503)
     accounts: AccountStore | None = None
+    #: signs finished jobs' audio URLs (``web/signing.py``); None: plain URLs needing a key
+    audio_signer: AudioSigner | None = None

@@ -104,9 +104,9 @@ def blueprint(ctx: WebContext) -> Blueprint:
         next_cursor = None
         if more and last is not None:
             next_cursor = encode_cursor(f"{last.created_at.isoformat()}|{last.id}")
+        jobs = [job_view(job, ctx.audio_signer) for job in found]
         return json_response(
-            {"jobs": [job_view(job) for job in found], "next_cursor": next_cursor},
-            200, {"Cache-Control": "no-store"},
+            {"jobs": jobs, "next_cursor": next_cursor}, 200, {"Cache-Control": "no-store"}
         )
 
     @bp.delete("/v1/jobs/<job_id>")
@@ -115,6 +115,6 @@ def blueprint(ctx: WebContext) -> Blueprint:
         job = await cancel_job(
             ctx.store, ctx.events, ctx.mark_job_cancelled, stored_id(job_id, "job"), user.id
         )
-        return json_response(job_view(job), 200, {"Cache-Control": "no-store"})
+        return json_response(job_view(job, ctx.audio_signer), 200, {"Cache-Control": "no-store"})
 
     return bp
