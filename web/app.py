@@ -26,7 +26,7 @@ from quart_trio.wrappers import TrioRequest
 from protocols.dictionaries import MAX_DICTIONARY_BODY
 from protocols.errors import ChorusError, ConfigError
 from protocols.settings import Settings
-from web import problems
+from web import cors, problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
@@ -101,6 +101,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
         app.register_blueprint(module.blueprint(ctx))
     app.register_blueprint(job_control_blueprint(ctx))
     app.register_blueprint(admin_users_blueprint(ctx))
+    cors.install(app, ctx.settings.cors_origins)
     return app
 
 

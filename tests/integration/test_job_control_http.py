@@ -44,7 +44,9 @@ async def test_jobs_list_newest_first_in_pages_with_filters(redis_url, store, tm
                 if cursor is None:
                     break
             assert seen == newest_first and cursor is None
-            first = (await svc.client.get("/v1/jobs")).json()["jobs"][0]
+            r = await svc.client.get("/v1/jobs", headers={"Origin": "https://app.example"})
+            assert "access-control-allow-origin" not in r.headers  # CORS is off by default
+            first = r.json()["jobs"][0]
             assert first["status"] == "succeeded" and first["audio_url"].startswith("/v1/audio/")
             assert "text" not in first and "owner" not in first
             r = await svc.client.get("/v1/jobs", params={"status": "failed"})
