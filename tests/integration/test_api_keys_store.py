@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import trio
 
-from protocols.postgres.store import PgStore
+from protocols.embedded.servers import run_psql
+from protocols.postgres.store import PgStore, _migrations
+from tests.conftest import DB_TIMEOUT_S
 
 CAP_S = 20
 
@@ -44,3 +46,25 @@ async def test_a_server_secret_is_made_once(store: PgStore) -> None:
         assert len(first) == 32
         assert await store.server_secret("audio-url") == first
         assert await store.server_secret("other") != first
+
+
+async def test_migration_0008_keeps_the_key_each_user_had(database_url: str) -> None:
+    """A database made before 0008: each user's one key (users.api_key_hash) becomes its
+    first row in api_keys, and keeps working."""
+    with trio.fail_after(60):
+        earlier = [(v, sql) for v, sql in _migrations() if v < "0008"]
+        setup = ["CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                 " applied_at timestamptz NOT NULL DEFAULT now())"]
+        for version, sql in earlier:
+            setup += [sql, f"INSERT INTO schema_migrations (version) VALUES ('{version}')"]
+        setup.append("INSERT INTO users (id, name, role, api_key_hash) VALUES ('u1', 'old',"
+                     " 'user', decode(encode(sha256('chk_old'::bytea), 'hex'), 'hex'))")
+        for sql in setup:
+            await trio.to_thread.run_sync(run_psql, database_url, sql)
+        async with PgStore.open(database_url, timeout=DB_TIMEOUT_S) as store:
+            user = await store.authenticate("chk_old")
+            assert user is not None and user.id == "u1"
+            (row,) = await store.list_api_keys("u1")
+            assert row.label == "first" and row.revoked_at is None
+            await store.revoke_api_key(row.id)
+            assert await store.authenticate("chk_old") is None
