@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from protocols.errors import ChorusError
+from protocols.errors import ChorusError, NotFound
 from protocols.providers import choose, open_provider
 from protocols.settings import Settings
 
@@ -228,7 +228,44 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
         print(f"user {user.name}: monthly quota {_quota_text(user.monthly_quota)}")
         return 0
 
-    commands = {"create": create, "list": listing, "set-quota": set_quota}
+    async def named(store, name: str):  # type: ignore[no-untyped-def]
+        user = await store.user_by_name(name)
+        if user is None:
+            raise NotFound(f"no user named {name!r}")
+        return user
+
+    async def list_keys(store) -> int:
+        user = await named(store, args.name)
+        for k in await store.list_api_keys(user.id):
+            state = "live" if k.revoked_at is None else f"revoked {k.revoked_at.isoformat()}"
+            print(f"{k.id}\t{k.label or '-'}\t{k.created_at.isoformat()}\t{state}")
+        return 0
+
+    async def add_key(store) -> int:
+        user = await named(store, args.name)
+        row, key = await store.create_api_key(user.id, args.label)
+        print(f"new key {row.id} for {user.name}", file=sys.stderr)
+        print(key)
+        return 0
+
+    async def rotate_key(store) -> int:
+        rotated = await store.rotate_api_key(args.key_id)
+        if rotated is None:
+            raise NotFound(f"no live API key {args.key_id!r}")
+        old, new, key = rotated
+        print(f"revoked {old.id}; its successor is {new.id}", file=sys.stderr)
+        print(key)
+        return 0
+
+    async def revoke_key(store) -> int:
+        row = await store.revoke_api_key(args.key_id)
+        if row is None:
+            raise NotFound(f"no API key {args.key_id!r}")
+        print(f"revoked {row.id} (refused within 5 s on every host)")
+        return 0
+
+    commands = {"create": create, "list": listing, "set-quota": set_quota, "keys": list_keys,
+                "add-key": add_key, "rotate-key": rotate_key, "revoke-key": revoke_key}
     return _with_store(settings, commands[args.users_command])
 
 
@@ -390,54 +427,137 @@ def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
 # -- argument parsing ------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command")
-    for role, text in (("serve", "everything in one process (default)"),
-                       ("api", "HTTP front and Producer only"),
-                       ("worker", "StreamReader and TTS actors only")):
-        sub.add_parser(role, help=text)
+#: what the service commands read (README "Configuration" lists every variable)
+SERVICE_ENV = (
+    "Reads REDIS_URL and DATABASE_URL (unset: the embedded Valkey and Postgres under"
+    " CHORUS_DATA_DIR, default ./var), CHORUS_HOST and CHORUS_PORT (default 127.0.0.1:8000),"
+    " ELEVENLABS_API_KEY or CHORUS_PROVIDER, CHORUS_CONCURRENCY, CHORUS_CONSUMER and the other"
+    " CHORUS_* variables of README \"Configuration\"."
+)
+STORE_ENV = ("Uses DATABASE_URL (unset: the embedded Postgres under CHORUS_DATA_DIR);"
+             " keys are shown once and never stored, only their hash.")
+QUEUE_ENV = ("Uses REDIS_URL and DATABASE_URL (unset: the embedded servers under"
+             " CHORUS_DATA_DIR) and CHORUS_REDIS_PREFIX.")
+MAIN_EPILOG = (
+    "Run a command with -h for its options. Configuration comes from the environment:"
+    " REDIS_URL, DATABASE_URL, CHORUS_DATA_DIR, CHORUS_HOST, CHORUS_PORT, ELEVENLABS_API_KEY,"
+    " CHORUS_PROVIDER, CHORUS_API_KEY (say, story), CHORUS_LOG_LEVEL and the rest in README"
+    " \"Configuration\". Exit codes: 0 ok, 1 failed, 2 bad usage or configuration."
+)
 
-    say = sub.add_parser("say", help="submit text over HTTP and write the audio to a file")
-    say.add_argument("text")
-    say.add_argument("--voice")
-    say.add_argument("--language")
-    say.add_argument("--format", default="mp3_44100_128")
-    say.add_argument("--model", help="ElevenLabs model_id (default: chosen by the service)")
+
+def version() -> str:
+    """The project's version: pyproject.toml beside this file, else the installed package."""
+    import tomllib
+
+    try:
+        with open(Path(__file__).resolve().with_name("pyproject.toml"), "rb") as f:
+            return str(tomllib.load(f)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as installed
+
+        try:
+            return installed("chorus")
+        except PackageNotFoundError:
+            return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py", description=__doc__.splitlines()[0],
+                                epilog=MAIN_EPILOG)
+    p.add_argument("--version", action="version", version=f"chorus {version()}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for role, text in (("serve", "run everything in one process"),
+                       ("api", "run the HTTP front and Producer only"),
+                       ("worker", "run the StreamReader and TTS actors only")):
+        sub.add_parser(role, help=text, description=f"{text[0].upper()}{text[1:]}.",
+                       epilog=SERVICE_ENV)
+
+    say = sub.add_parser(
+        "say", help="submit text over HTTP and write the audio to a file or stdout",
+        description="Submit text to a running Chorus, follow the job and write its audio.",
+        epilog="Talks to --url (else http://CHORUS_HOST:CHORUS_PORT) with --key (else"
+               " CHORUS_API_KEY, else the key file CHORUS_DATA_DIR/local-api-key). Exit codes:"
+               " 0 written, 1 the job or the request failed, 2 bad usage.",
+    )
+    say.add_argument("text", nargs="?", help="the text to speak; '-' reads it from stdin")
+    say.add_argument("-f", "--file", metavar="FILE",
+                     help="read the text from FILE (UTF-8; '-': stdin) instead")
+    say.add_argument("--voice", help="voice id (default: the service's, ELEVENLABS_DEFAULT_VOICE_ID"
+                                     " or the first voice for --language)")
+    say.add_argument("--language", help="language tag such as en or ko-KR (the service may"
+                                        " limit them: CHORUS_SUPPORTED_LANGUAGES)")
+    say.add_argument("--format", default=None,
+                     help="output_format such as mp3_44100_128, wav_24000, opus_48000_64"
+                          " (default: the one -o's extension names: .mp3 .wav .opus .ogg .pcm"
+                          " .ulaw .alaw; else mp3_44100_128)")
+    say.add_argument("--model", help="ElevenLabs model_id (default: ELEVENLABS_MODEL_ID, else"
+                                     " chosen by the service)")
     say.add_argument("--preference", choices=("balanced", "latency", "quality", "expressive"),
-                     help="what the model choice favours when --model is not given")
-    say.add_argument("-o", "--output", required=True)
+                     help="what the model choice favours when --model is not given (default:"
+                          " CHORUS_MODEL_PREFERENCE)")
+    say.add_argument("-o", "--output", required=True, metavar="FILE",
+                     help="where the audio goes ('-': stdout; messages stay on stderr)")
     say.add_argument("--url", default=None, help="default http://CHORUS_HOST:CHORUS_PORT")
     say.add_argument("--key", default=None,
-                     help="API key (default: CHORUS_API_KEY or DATA_DIR/local-api-key)")
-    say.add_argument("--timeout", type=float, default=120.0)
+                     help="API key (default: CHORUS_API_KEY, else CHORUS_DATA_DIR/local-api-key)")
+    say.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                     help="give up after this long, exit 1 (default 120)")
 
     add_story_parser(sub)
 
-    users = sub.add_parser("users", help="manage users and API keys")
-    usub = users.add_subparsers(dest="users_command", required=True)
-    create = usub.add_parser("create", help="create a user and print its new API key")
-    create.add_argument("name")
-    create.add_argument("--admin", action="store_true")
+    users = sub.add_parser("users", help="manage users, API keys and quotas",
+                           description="Manage users, their API keys and quotas (the same store"
+                                       " methods as the admin routes /v1/admin/...).",
+                           epilog=STORE_ENV)
+    usub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    create = usub.add_parser("create", help="create a user and print its new API key",
+                             epilog=STORE_ENV)
+    create.add_argument("name", help="a unique user name")
+    create.add_argument("--admin", action="store_true",
+                        help="an administrator (may use the /v1/admin routes)")
     create.add_argument("--quota", type=quota_arg, default=None,
                         help="monthly character quota (default: unlimited)")
-    usub.add_parser("list")
-    sq = usub.add_parser("set-quota", help="set a user's monthly character quota")
-    sq.add_argument("name")
+    usub.add_parser("list", help="list users: id, name, role, quota, created", epilog=STORE_ENV)
+    sq = usub.add_parser("set-quota", help="set a user's monthly character quota",
+                         epilog=STORE_ENV)
+    sq.add_argument("name", help="the user's name")
     sq.add_argument("quota", type=quota_arg, help="characters per month, or 'unlimited'")
+    keys = usub.add_parser("keys", help="list a user's API keys (never the keys themselves)",
+                           epilog=STORE_ENV)
+    keys.add_argument("name", help="the user's name")
+    add_key = usub.add_parser("add-key", help="make another API key for a user and print it",
+                              epilog=STORE_ENV)
+    add_key.add_argument("name", help="the user's name")
+    add_key.add_argument("--label", default=None, help="what the key is for (e.g. 'ci')")
+    rotate = usub.add_parser("rotate-key", help="revoke a key and print its successor",
+                             epilog=STORE_ENV)
+    rotate.add_argument("key_id", help="the key's id (from `users keys NAME`)")
+    revoke = usub.add_parser("revoke-key", help="revoke a key (refused within 5 s everywhere)",
+                             epilog=STORE_ENV)
+    revoke.add_argument("key_id", help="the key's id (from `users keys NAME`)")
 
-    dl = sub.add_parser("dead-letters", help="list or redrive dead-lettered jobs")
-    dsub = dl.add_subparsers(dest="dl_command", required=True)
-    dsub.add_parser("list")
-    redrive = dsub.add_parser("redrive", help="put dead-lettered jobs back on the queue")
+    dl = sub.add_parser("dead-letters", help="list or redrive dead-lettered jobs",
+                        epilog=QUEUE_ENV)
+    dsub = dl.add_subparsers(dest="dl_command", required=True, metavar="ACTION")
+    dsub.add_parser("list", help="list dead letters: id, job, deliveries, reason",
+                    epilog=QUEUE_ENV)
+    redrive = dsub.add_parser("redrive", help="put dead-lettered jobs back on the queue",
+                              epilog=QUEUE_ENV)
     redrive.add_argument("ids", nargs="*", help="dead-letter ids or job ids")
-    redrive.add_argument("--all", action="store_true")
+    redrive.add_argument("--all", action="store_true", help="every dead letter")
 
-    sub.add_parser("doctor", help="show configuration and check connectivity")
+    sub.add_parser("doctor", help="show configuration and check connectivity",
+                   epilog=SERVICE_ENV)
 
-    bench = sub.add_parser("bench", help="measure the pipeline (prints a table, writes JSON)")
+    bench = sub.add_parser("bench", help="measure the pipeline (prints a table, writes JSON)",
+                           epilog="Runs on its own embedded Valkey and Postgres in a temporary"
+                                  " folder; reads no service variables.")
     bench.add_argument("--quick", action="store_true", help="smaller workloads")
-    bench.add_argument("--json", default="bench-results.json")
+    bench.add_argument("--json", default="bench-results.json", metavar="FILE",
+                       help="where the figures go (default bench-results.json)")
     bench.add_argument("--only", default=None,
                        help="comma-separated workloads: throughput, utilization, pickup, http,"
                             " memory, repeats, lanes")
@@ -452,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 nothing lost, stuck, dead or charged twice and at most one"
                " duplicate provider call per kill; 1 otherwise.",
     )
-    soak.add_argument("--jobs", type=int, default=1000)
+    soak.add_argument("--jobs", type=int, default=1000, help="jobs to submit (default 1000)")
     soak.add_argument("--kills", type=int, default=6, help="SIGKILLs of serve (default 6)")
     soak.add_argument("--seconds", type=float, default=600.0,
                       help="hard limit for the whole run (default 600)")
@@ -501,8 +621,11 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.command = args.command or "serve"
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # no command: the help, never a server started by accident
+        parser.print_help(sys.stderr)
+        return 2
     logging.basicConfig(
         level=os.environ.get("CHORUS_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -173,6 +173,11 @@ class Service:
         async with self.open_coordinator() as coord:
             await coord.mark_book_cancelled(book_id)
 
+    async def mark_job_cancelled(self, job_id: str) -> None:
+        """Set a single job's cancel marker in Redis (``actors.pipeline.cancel``)."""
+        async with self.open_coordinator() as coord:
+            await coord.mark_job_cancelled(job_id)
+
     def count(self, name: str) -> None:
         """Add one to a shared counter in Redis (a figure, best effort: batched by the shared
         coordinator's keeper, so only while ``coordination()`` is open)."""

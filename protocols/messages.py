@@ -464,3 +464,13 @@ class TrackedVoice(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int = 0
     #: ``processing`` (polling the provider) or ``preview`` (waiting for the preview job)
     state: str = "processing"
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    """One of a user's API keys, as listed (the key itself is shown once, when made)."""
+
+    id: str
+    owner: str
+    label: str | None
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None = None

@@ -21,6 +21,7 @@ from protocols.errors import ChorusError
 from protocols.events import Event
 from protocols.messages import (
     Alignment,
+    ApiKey,
     Audio,
     CloneFile,
     DeadLetter,
@@ -549,3 +550,19 @@ class Lexicon(Protocol):
     async def version(self, ref: DictionaryRef) -> DictionaryVersion:
         """Raises ``DictionaryNotFound`` for a version that does not exist."""
         ...
+
+
+class AccountStore(Protocol):
+    """Users by id or name, their API keys (several each; shown once, when made; only a hash
+    kept) and the server's shared secrets (``protocols/postgres/accounts.py``)."""
+
+    async def get_user(self, user_id: str) -> User | None: ...
+    async def user_by_name(self, name: str) -> User | None: ...
+    async def list_api_keys(self, owner: str) -> list[ApiKey]: ...
+    async def create_api_key(self, owner: str, label: str | None = None) -> tuple[ApiKey, str]:
+        """(its row, the key); ``NotFound`` if no such user."""
+    async def revoke_api_key(self, key_id: str) -> ApiKey | None: ...
+    async def rotate_api_key(self, key_id: str) -> tuple[ApiKey, ApiKey, str] | None:
+        """Revoke a live key and make its successor: (old, new, the new key)."""
+    async def server_secret(self, name: str) -> bytes:
+        """A 32-byte secret shared by every host, made once and kept."""

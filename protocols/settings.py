@@ -135,6 +135,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     owner_events_ttl_s: int = 7 * 24 * 3600  # idle user stream expires after this
     sse_max_streams: int = 100  # concurrent SSE streams per process; more answer 503
     sse_heartbeat_s: float = 15.0  # comment line sent on an idle SSE stream
+    #: browser origins allowed to call the API (CORS); "*" for any; empty: CORS off
+    cors_origins: tuple[str, ...] = ()
+    #: signs audio URLs (HMAC-SHA256); the same on every host. None: one made once and kept
+    #: in Postgres (``server_secrets``)
+    signing_key: Secret | None = None
+    audio_url_ttl_s: float = 3600.0  # a finished job's signed audio URL works this long
     voice_ready_timeout_s: float = 1800.0  # a clone not ready by then is failed
     voice_poll_s: float = 2.0  # first poll of a processing clone; doubles up to voice_poll_max_s
     voice_poll_max_s: float = 15.0
@@ -263,6 +269,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("events_maxlen", "CHORUS_EVENTS_MAXLEN", int)
         put("owner_events_maxlen", "CHORUS_OWNER_EVENTS_MAXLEN", int)
         put("sse_max_streams", "CHORUS_SSE_MAX_STREAMS", int)
+        put("cors_origins", "CHORUS_CORS_ORIGINS", _csv)
+        put("signing_key", "CHORUS_SIGNING_KEY", Secret)
+        put("audio_url_ttl_s", "CHORUS_AUDIO_URL_TTL_S", float)
         put("voice_ready_timeout_s", "CHORUS_VOICE_READY_TIMEOUT_S", float)
         put("orphan_age_s", "CHORUS_ORPHAN_AGE_S", float)
         put("voice_poll_s", "CHORUS_VOICE_POLL_S", float)
@@ -344,6 +353,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("CHORUS_LEASE_S and CHORUS_RECLAIM_INTERVAL_S must be positive")
         if self.read_block_ms < 1:
             raise ConfigError("CHORUS_READ_BLOCK_MS must be at least 1")
+        if not 0 < self.audio_url_ttl_s <= 7 * 24 * 3600:
+            raise ConfigError("CHORUS_AUDIO_URL_TTL_S must be positive and at most a week")
+        if self.signing_key is not None and len(self.signing_key.reveal()) < 16:
+            raise ConfigError("CHORUS_SIGNING_KEY must be at least 16 characters")
+        for origin in self.cors_origins:
+            if origin != "*" and (
+                "://" not in origin or origin.endswith("/") or origin.count("/") != 2
+            ):
+                raise ConfigError(
+                    "CHORUS_CORS_ORIGINS is a comma list of origins such as"
+                    f" https://app.example.com (no path), or *; not {origin!r}"
+                )
         if self.events_maxlen < 1 or self.owner_events_maxlen < 1 or self.sse_max_streams < 1:
             raise ConfigError(
                 "CHORUS_EVENTS_MAXLEN, CHORUS_OWNER_EVENTS_MAXLEN and CHORUS_SSE_MAX_STREAMS "

@@ -27,14 +27,18 @@ from protocols.dictionaries import MAX_DICTIONARY_BODY
 from protocols.errors import ChorusError, ConfigError
 from protocols.metrics.exposition import QueueFigures
 from protocols.settings import Settings
-from web import problems
+from web import cors, problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.observe import Observe, mark_route
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
 from web.routes import metrics as metrics_route
 from web.routes import timings as timing_routes
+from web.routes.admin_users import blueprint as admin_users_blueprint
+from web.routes.job_control import blueprint as job_control_blueprint
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
+from web.signing import SECRET_NAME as SIGNING_SECRET
+from web.signing import AudioSigner
 
 if TYPE_CHECKING:
     from actors.service import Service
@@ -106,6 +110,9 @@ def create_app(ctx: WebContext) -> QuartTrio:
         app.register_blueprint(module.blueprint(ctx))
     app.register_blueprint(metrics_route.blueprint(ctx))
     app.register_blueprint(timing_routes.blueprint(ctx))
+    app.register_blueprint(job_control_blueprint(ctx))
+    app.register_blueprint(admin_users_blueprint(ctx))
+    cors.install(app, ctx.settings.cors_origins)
     return app
 
 
@@ -205,8 +212,30 @@ async def front_door(
             book_outputs=service.book_outputs, kick_runner=service.kick_runner,
             dictionaries=service.dictionaries, queue_figures=queue_figures,
             alignment_of=service.store.alignment_of,
+            mark_job_cancelled=service.mark_job_cancelled,
+            accounts=service.store if hasattr(service.store, "list_api_keys") else None,
+            audio_signer=await audio_signer(service),
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
+
+
+async def audio_signer(service: Service) -> AudioSigner | None:
+    """The signer of audio URLs: ``CHORUS_SIGNING_KEY``, else the key kept in Postgres (made
+    once, shared by every host). Postgres away: None for this incarnation (plain URLs)."""
+    s = service.settings
+    if s.signing_key is not None:
+        return AudioSigner(s.signing_key.reveal().encode(), s.audio_url_ttl_s)
+    secret = getattr(service.store, "server_secret", None)
+    if secret is None:
+        return None
+    with trio.move_on_after(s.db_timeout_s):
+        try:
+            return AudioSigner(await secret(SIGNING_SECRET), s.audio_url_ttl_s)
+        except ChorusError as exc:
+            logging.getLogger("chorus.web").warning(
+                "audio URLs are not signed (no signing key): %s", exc.code
+            )
+    return None
 
 
 async def _ok(check: Callable[[], Awaitable[None]]) -> bool:

@@ -72,3 +72,10 @@ def forget_caller(known: KnownKeys) -> None:
     key = presented_key()
     if key is not None:
         known.pop(hashlib.sha256(key.encode()).digest(), None)
+
+
+def forget_user(known: KnownKeys, user_id: str) -> None:
+    """Drop every remembered key of ``user_id`` from ``known`` (a key revoked or rotated, a
+    quota changed: this process reads the user again at once; others within ``AUTH_TTL_S``)."""
+    for digest in [d for d, (_, user) in known.items() if user.id == user_id]:
+        known.pop(digest, None)

@@ -23,9 +23,62 @@ from protocols.settings import Settings
 POLL_S = 0.2
 #: an SSE stream sends a comment at least every 15 s; silence much longer means it is dead
 SSE_READ_TIMEOUT_S = 40.0
-TERMINAL = ("succeeded", "failed", "dead")
+TERMINAL = ("succeeded", "failed", "dead", "cancelled")
 #: events of one job may arrive out of order across processes (api and worker roles)
-RANK = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2, "dead": 2}
+RANK = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2, "dead": 2, "cancelled": 2}
+#: ``say -o FILE.EXT`` without ``--format``: the format its extension names
+FORMAT_BY_EXTENSION = {
+    ".mp3": "mp3_44100_128", ".wav": "wav_44100", ".opus": "opus_48000_128",
+    ".ogg": "opus_48000_128", ".pcm": "pcm_24000", ".raw": "pcm_24000", ".ulaw": "ulaw_8000",
+    ".alaw": "alaw_8000",
+}
+DEFAULT_FORMAT = "mp3_44100_128"
+
+
+class CliError(Exception):
+    """A usage problem found before anything is submitted (exit 2); the message names the
+    path or variable looked at."""
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """``--format``, else the one the output file's extension names, else mp3."""
+    if args.format:
+        return args.format
+    if args.output == "-":
+        return DEFAULT_FORMAT
+    return FORMAT_BY_EXTENSION.get(Path(args.output).suffix.lower(), DEFAULT_FORMAT)
+
+
+def read_text(args: argparse.Namespace) -> str:
+    """The text to speak: the argument, ``--file FILE``, or stdin for ``-`` (either way)."""
+    if args.text is not None and args.file is not None:
+        raise CliError("give the text or --file, not both")
+    if args.text is None and args.file is None:
+        raise CliError("no text: give it as an argument, --file FILE, or '-' for stdin")
+    if args.file is None and args.text != "-":
+        return args.text
+    source = args.file if args.file is not None else "-"
+    if source == "-":
+        return sys.stdin.read()
+    path = Path(source).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CliError(f"cannot read the text from {path.resolve()}: not UTF-8") from None
+    except OSError as exc:
+        raise CliError(
+            f"cannot read the text from {path.resolve()}: {exc.strerror or exc}"
+        ) from None
+
+
+def check_output(target: str) -> None:
+    """Fail before submitting when the output file's folder does not exist."""
+    if target == "-":
+        return
+    folder = Path(target).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise CliError(f"cannot write the audio to {Path(target).expanduser().resolve()}:"
+                       f" no folder {folder}")
 
 
 @dataclass(frozen=True)
@@ -111,11 +164,18 @@ def _problem(response: httpx.Response) -> str:
 async def say(args: argparse.Namespace, settings: Settings) -> int:
     key = api_key(args, settings)
     if not key:
-        print("no API key: pass --key, set CHORUS_API_KEY, or run `run.py serve` once",
-              file=sys.stderr)
+        looked = (Path(settings.data_dir) / "local-api-key").resolve()
+        print("no API key: pass --key, set CHORUS_API_KEY, or run `run.py serve` once"
+              f" (looked in {looked})", file=sys.stderr)
+        return 2
+    try:
+        text = read_text(args)
+        check_output(args.output)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     base = base_url(args, settings)
-    body = {"text": args.text, "output_format": args.format}
+    body = {"text": text, "output_format": output_format(args)}
     if args.voice:
         body["voice_id"] = args.voice
     if args.language:
@@ -165,8 +225,18 @@ async def say(args: argparse.Namespace, settings: Settings) -> int:
     except httpx.HTTPError as exc:
         print(f"cannot reach Chorus at {base}: {type(exc).__name__}", file=sys.stderr)
         return 1
-    out = Path(args.output)
-    await trio.Path(out).write_bytes(audio.content)
-    print(f"wrote {len(audio.content)} bytes ({audio.headers.get('content-type')}) to {out}",
-          file=sys.stderr)
+    kind = audio.headers.get("content-type")
+    if args.output == "-":
+        sys.stdout.buffer.write(audio.content)
+        sys.stdout.buffer.flush()
+        print(f"wrote {len(audio.content)} bytes ({kind}) to stdout", file=sys.stderr)
+        return 0
+    out = await trio.Path(args.output).expanduser()
+    try:
+        await out.write_bytes(audio.content)
+    except OSError as exc:
+        print(f"error: cannot write the audio to {await out.resolve()}:"
+              f" {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(audio.content)} bytes ({kind}) to {out}", file=sys.stderr)
     return 0

@@ -16,6 +16,7 @@ from protocols.events import NO_EVENTS
 from protocols.messages import Alignment, Audio, Job, Voice
 from protocols.metrics.exposition import QueueFigures
 from protocols.ports import (
+    AccountStore,
     BlobStore,
     EventLog,
     EventSink,
@@ -25,6 +26,7 @@ from protocols.ports import (
 )
 from protocols.settings import Settings
 from web.auth import KnownKeys
+from web.signing import AudioSigner
 
 
 async def _no_track(voice: Voice) -> None:
@@ -36,6 +38,10 @@ def _nothing() -> None:
 
 
 async def _no_alignment(audio: Audio) -> Alignment | None:
+    return None
+
+
+async def _no_marker(job_id: str) -> None:
     return None
 
 
@@ -77,3 +83,10 @@ class WebContext:
     #: the queue's gauges for ``GET /metrics`` (stream lengths, pending, dead letters, slots),
     #: read from Redis per scrape; None: left out
     queue_figures: Callable[[], Awaitable[QueueFigures]] | None = None
+    #: set a job's cancel marker in Redis before its cancel (``Service.mark_job_cancelled``);
+    #: the default sets none (a cancelled interactive job may then cost one provider call)
+    mark_job_cancelled: Callable[[str], Awaitable[None]] = _no_marker
+    #: users, API keys and shared secrets (the admin routes; None: they answer 503)
+    accounts: AccountStore | None = None
+    #: signs finished jobs' audio URLs (``web/signing.py``); None: plain URLs needing a key
+    audio_signer: AudioSigner | None = None

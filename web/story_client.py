@@ -84,7 +84,8 @@ async def read_book(name: str) -> dict[str, Any]:
         else:
             raw = await trio.Path(name).read_bytes()
     except OSError as exc:
-        raise StoryError("cannot_read", f"{name}: {exc.strerror or exc}") from exc
+        where = await trio.Path(name).resolve()
+        raise StoryError("cannot_read", f"{where}: {exc.strerror or exc}") from exc
     label = "stdin" if name == "-" else name
     try:
         book = json.loads(raw)
@@ -285,8 +286,9 @@ async def _story(args: argparse.Namespace, settings: Settings) -> int:
     lines = _lines(args.lines)
     key = api_key(args, settings)
     if not key:
-        raise StoryError("no_api_key",
-                         "pass --key, set CHORUS_API_KEY, or run `run.py serve` once")
+        looked = await trio.Path(settings.data_dir, "local-api-key").resolve()
+        raise StoryError("no_api_key", "pass --key, set CHORUS_API_KEY, or run `run.py serve`"
+                                       f" once (looked in {looked})")
     book = await read_book(args.file) if args.file is not None else None
     base = base_url(args, settings)
     book_id: str | None = args.resume or args.retry

@@ -9,6 +9,7 @@ import msgspec
 
 from protocols.messages import Job, Lane
 from protocols.storybooks import BookStatus, Line, LineStatus, RetryRound, Storybook
+from web.signing import AudioSigner
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -19,8 +20,10 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def job_view(job: Job) -> dict[str, Any]:
-    """The JSON shape of a job (never the owner, the text or the request hash)."""
+def job_view(job: Job, signer: AudioSigner | None = None) -> dict[str, Any]:
+    """The JSON shape of a job (never the owner, the text or the request hash). With
+    ``signer``, ``audio_url`` is a signed URL that works without an API key until it expires
+    (``web/signing.py``)."""
     view: dict[str, Any] = {
         "id": job.id,
         "status": job.status.value,
@@ -51,7 +54,10 @@ def job_view(job: Job) -> dict[str, Any]:
         view["error"] = {"code": job.error_code, "message": job.error_message or ""}
     if job.audio_id is not None:
         view["audio_id"] = job.audio_id
-        view["audio_url"] = f"/v1/audio/{job.audio_id}"
+        view["audio_url"] = (
+            f"/v1/audio/{job.audio_id}" if signer is None
+            else signer.url(job.audio_id, job.owner)
+        )
     if job.idempotency_key is not None:
         view["idempotency_key"] = job.idempotency_key
     if job.metadata is not None:

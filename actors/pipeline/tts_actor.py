@@ -46,7 +46,6 @@ from protocols.faults import FaultPlan
 from protocols.messages import (
     Audio,
     Job,
-    Lane,
     NewAudio,
     Settlement,
     SpeechJob,
@@ -283,18 +282,18 @@ class TTSActor:
         only say "running, nothing cached": a first delivery (a new entry's job is queued, never
         finished), its lock taken with no "done" marker (no identical job finished since the
         job was submitted, as the job is younger than the marker's life; so the cache miss its
-        submit saw still holds), and not cancelled: a single job (interactive lane) cannot be;
-        a batch job only as a line of a cancelled storybook, so it must be a line whose book
-        had no cancel marker when it was read (a cancel marks the book in Redis before
-        Postgres; the marker outlives the age limit below). Otherwise, or when Redis lost a
-        marker, the start decides first (at worst, after a Redis failure or a cancel made
-        while the line was being read, one provider call too many; never an effect)."""
+        submit saw still holds), and not cancelled: its book (a storybook line) or else the
+        job itself had no cancel marker when it was read (a cancel marks the book or the job in
+        Redis before Postgres; the marker outlives the age limit below). Otherwise, or when
+        Redis lost a marker, the start decides first (at worst, after a Redis failure or a
+        cancel made while the entry was being read, one provider call too many; never an
+        effect)."""
         first_try, delivery = attempt.first_try, attempt.delivery
         age = time.time() - delivery.job.submitted_at
         return (
             not start.ready
             and first_try is not None
-            and (delivery.job.lane is Lane.interactive or first_try.book_live)
+            and first_try.book_live
             and delivery.deliveries == 1
             and first_try.lock.held
             and not first_try.lock.recently_done

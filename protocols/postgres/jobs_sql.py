@@ -6,6 +6,7 @@ imports neither asyncio nor asyncpg (errors are recognised by SQLSTATE).
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import msgspec
@@ -137,15 +138,19 @@ async def count_users(conn: Any) -> int:
 
 
 async def create_user(conn: Any, user_id: str, name: str, role: str, key_hash: bytes) -> User:
+    """The user and its first API key (``api_keys``, migration 0008), in one transaction."""
     try:
-        row = await conn.fetchrow(
-            f"INSERT INTO users (id, name, role, api_key_hash) VALUES ($1, $2, $3, $4)"
-            f" RETURNING {_USER}",
-            user_id,
-            name,
-            role,
-            key_hash,
-        )
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                f"INSERT INTO users (id, name, role) VALUES ($1, $2, $3) RETURNING {_USER}",
+                user_id,
+                name,
+                role,
+            )
+            await conn.execute(
+                "INSERT INTO api_keys (id, owner, key_hash, label) VALUES ($1, $2, $3, 'first')",
+                "key_" + uuid.uuid4().hex, user_id, key_hash,
+            )
     except Exception as exc:
         if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
             raise
@@ -153,9 +158,17 @@ async def create_user(conn: Any, user_id: str, name: str, role: str, key_hash: b
     return _user(row)
 
 
+_USER_COLS = ", ".join(f"u.{c.strip()}" for c in _USER.split(","))
+
+
 async def user_by_key_hash(conn: Any, key_hash: bytes) -> User | None:
+    """The user holding this key, unless the key is revoked."""
     return _user(
-        await conn.fetchrow(f"SELECT {_USER} FROM users WHERE api_key_hash = $1", key_hash)
+        await conn.fetchrow(
+            f"SELECT {_USER_COLS} FROM api_keys k JOIN users u ON u.id = k.owner"
+            " WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+            key_hash,
+        )
     )
 
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import re
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -36,6 +34,7 @@ from protocols.embedded.servers import with_database
 from protocols.errors import ChorusError, ConfigError, InvalidInput, NotFound, StoreUnavailable
 from protocols.messages import Alignment, Audio, Job, JobStatus, NewAudio, NewJob, Usage, User
 from protocols.postgres import jobs_sql as q
+from protocols.postgres.accounts import AccountStoreMixin, hash_api_key, new_api_key
 from protocols.postgres.coalesce import Coalescer
 from protocols.postgres.dictionaries import DictionaryStoreMixin
 from protocols.postgres.storybooks import StorybookStoreMixin
@@ -112,16 +111,6 @@ class QuietOutages(logging.Filter):
 _QUIET = QuietOutages()
 for _name in ("asyncpg.pool", log.name):
     logging.getLogger(_name).addFilter(_QUIET)
-
-
-def hash_api_key(api_key: str) -> bytes:
-    """sha256 of the key. Keys are random 32-byte tokens, so no salt or slow hash is needed
-    (there is nothing to brute-force) and lookup stays an index probe on the hash."""
-    return hashlib.sha256(api_key.encode()).digest()
-
-
-def new_api_key() -> str:
-    return "chk_" + secrets.token_urlsafe(32)
 
 
 def _migrations() -> list[tuple[str, str]]:
@@ -228,7 +217,7 @@ async def _on_loop(loop: Any, limit_s: float, fn: Callable[..., Awaitable[T]], *
         raise err from exc
 
 
-class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin):
+class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin, AccountStoreMixin):
     """The JobStore, VoiceStore, StorybookStore and DictionaryStore (``protocols.ports``) on
     Postgres; ``PgStore.open``."""
 

@@ -69,9 +69,10 @@ class LockingRead(NamedTuple):
     lock: Lock | None
     #: the provider slot taken with the lock
     slot: str | None
-    #: the entry names its storybook (``SpeechJob.book_id``) and the book had no cancel
-    #: marker (``mark_book_cancelled``) when the entry was read: the job was not cancelled
-    #: before this read (a cancel marks the book first)
+    #: the entry's storybook (``SpeechJob.book_id``) had no cancel marker
+    #: (``mark_book_cancelled``) when the entry was read, or, for a job of no book, the job
+    #: had none (``mark_job_cancelled``): the job was not cancelled before this read (a cancel
+    #: sets its marker first)
     book_live: bool = False
 
 
@@ -312,6 +313,13 @@ class Coordinator:
         before its start (``actors.pipeline.tts_actor``), so the marker outlives every line
         the cancel can reach."""
         await self.call(self._r.set(self.keys.book_cancel(book_id), b"1", px=self.done_ms))
+
+    async def mark_job_cancelled(self, job_id: str) -> None:
+        """A single job's cancel marker (``Keys.job_cancel``), set before its cancel is written
+        to Postgres, for as long as a book's (``mark_book_cancelled``): a locking read that
+        finds it makes the job wait for its start (which knows about the cancel) before any
+        provider call."""
+        await self.call(self._r.set(self.keys.job_cancel(job_id), b"1", px=self.done_ms))
 
     async def release_locks(self, locks: Sequence[Lock]) -> None:
         """``Lock.release`` for many locks in one round trip; best effort and bounded."""

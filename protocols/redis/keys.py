@@ -47,6 +47,13 @@ class Keys(msgspec.Struct, frozen=True):
         (``protocols.redis.coordination``, the locking read)."""
         return f"{self.prefix}:book-cancel:{book_id}"
 
+    def job_cancel(self, job_id: str) -> str:
+        """A single job's cancel marker (``DELETE /v1/jobs/{id}``), set before its cancel
+        reaches Postgres; under the book markers' prefix so the locking read finds it with the
+        same argument: while it lives, the job waits for its start before calling the
+        provider."""
+        return f"{self.book_cancel('')}job:{job_id}"
+
     def flight(self, cache_key: str) -> str:
         """Single-flight lock: one worker generates this cache key at a time."""
         return f"{self.prefix}:flight:{cache_key}"

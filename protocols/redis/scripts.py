@@ -442,14 +442,17 @@ READ_AND_TRY = LuaScript(
     COUNT entries across the job streams, the first stream first (as ``READ_LANES``), and, for
     each entry that names its job and cache key (fields ``j``, ``k``), the first try at its lock
     and a slot: one round trip instead of two when there is a backlog. For an entry that names
-    its storybook (field ``b``), whether that book's cancel marker is absent.
+    its storybook (field ``b``), whether that book's cancel marker is absent; for an entry of
+    the first (interactive) stream, whether its job's own cancel marker is absent
+    (``Keys.job_cancel``: the same prefix + ``job:`` + job id).
 
     KEYS: the semaphore, then the job streams in reading order (interactive, batch).
     ARGV: group, consumer, count, lease (ms), slot limit, lock key prefix, slot tokens to give
     back first (space separated), book cancel marker prefix, then per possible entry: lock
     token suffix, slot token ("" for none).
     Reply: per entry {stream number (1-based, among the streams), id, fields, lock (-1: not
-    tried), slot, book (1: the entry names a book that has no cancel marker; else 0)}; {} when
+    tried), slot, live (1: the entry's book, or an interactive entry's job, has no cancel
+    marker; else 0)}; {} when
     none.
 
     Lock and marker keys are built in the script (not declared in KEYS): fine on one server,
@@ -478,7 +481,11 @@ for i, row in ipairs(rows) do
                             lease, limit)
   end
   local live = 0
-  if book and book ~= '' and redis.call('EXISTS', ARGV[8] .. book) == 0 then live = 1 end
+  if book and book ~= '' then
+    if redis.call('EXISTS', ARGV[8] .. book) == 0 then live = 1 end
+  elseif row[1] == 1 and job and redis.call('EXISTS', ARGV[8] .. 'job:' .. job) == 0 then
+    live = 1
+  end
   out[i] = {row[1], entry[1], fields, lock, slot, live}
 end
 return out

@@ -106,11 +106,15 @@ async def test_the_locking_read_says_which_lines_belong_to_a_book_not_cancelled(
                         for d, row in zip(decoded, rows, strict=True)}
 
             # a single job and a line of a live book; then a line of each live book
-            assert await live() == {"i1": ("", False), "a1": ("book-a", True)}
+            assert await live() == {"i1": ("", True), "a1": ("book-a", True)}
             assert await live() == {"b1": ("book-b", True), "a2": ("book-a", True)}
             await c.mark_book_cancelled("book-a")  # the cancel's first step
             # book a's line still queued is not live now; a batch job of no book never is
             assert await live() == {"a3": ("book-a", False), "x1": ("", False)}
+            # a single job cancelled while queued is not live either (its own marker)
+            await q.enqueue([job("i2", key="ki2"), job("i3", key="ki3")])
+            await c.mark_job_cancelled("i2")
+            assert await live() == {"i2": ("", False), "i3": ("", True)}
 
 
 async def test_a_blocked_read_wakes_for_a_batch_entry(redis_url):

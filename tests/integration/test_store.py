@@ -93,7 +93,7 @@ async def test_users_and_api_keys(store: PgStore, database_url: str) -> None:
             await store.create_user("alice")
         with pytest.raises(InvalidInput):
             await store.create_user("  ")
-        stored = await psql(database_url, "SELECT encode(api_key_hash, 'escape') FROM users")
+        stored = await psql(database_url, "SELECT encode(key_hash, 'escape') FROM api_keys")
         assert key not in stored  # only the hash is kept
 
 

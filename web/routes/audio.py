@@ -1,4 +1,5 @@
-"""``GET|HEAD /v1/audio/<id>``: the caller's own audio bytes (another user's audio is a 404).
+"""``GET|HEAD /v1/audio/<id>``: the caller's own audio bytes (another user's audio is a 404),
+or, with ``expires`` and ``sig`` (a signed URL from a job's ``audio_url``), without an API key.
 
 The ETag is the audio's cache key (content-addressed, so it never changes), which makes
 ``If-None-Match`` answer 304 and ``Range`` requests work (one range; see ``single_range``).
@@ -18,6 +19,7 @@ from protocols.errors import NotFound
 from web.auth import current_user
 from web.inputs import stored_id
 from web.problems import AudioMissing
+from web.signing import BadSignature, signed_request
 
 if TYPE_CHECKING:
     from protocols.messages import Audio
@@ -73,8 +75,15 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.route("/v1/audio/<audio_id>", methods=["GET", "HEAD"])
     async def get_audio(audio_id: str) -> Response:
-        user = await current_user(ctx.store, ctx.known_keys)
-        audio = await ctx.store.get_audio(stored_id(audio_id, "audio"), owner=user.id)
+        signed = signed_request(request.args)
+        if signed is not None:  # a signed URL: no API key needed (web/signing.py)
+            if ctx.audio_signer is None:
+                raise BadSignature("This server does not sign audio URLs.")
+            audio = await ctx.store.get_audio(stored_id(audio_id, "audio"))
+            ctx.audio_signer.check(audio_id, None if audio is None else audio.owner, *signed)
+        else:
+            user = await current_user(ctx.store, ctx.known_keys)
+            audio = await ctx.store.get_audio(stored_id(audio_id, "audio"), owner=user.id)
         if audio is None:
             raise NotFound(f"No audio {audio_id!r}.")
         headers = {

@@ -72,7 +72,8 @@ def blueprint(ctx: WebContext) -> Blueprint:
             req = msgspec.structs.replace(req, idempotency_key=key)
         job, _ = await ctx.intake.submit(req, user)
         location = {"Location": f"/v1/jobs/{job.id}"}
-        return json_response(job_view(job), 200 if job.status.terminal else 202, location)
+        status = 200 if job.status.terminal else 202
+        return json_response(job_view(job, ctx.audio_signer), status, location)
 
     @bp.get("/v1/jobs/<job_id>")
     async def get_job(job_id: str) -> Response:
@@ -80,6 +81,6 @@ def blueprint(ctx: WebContext) -> Blueprint:
         job = await ctx.store.get_job(stored_id(job_id, "job"), owner=user.id)
         if job is None:
             raise NotFound(f"No job {job_id!r}.")
-        return json_response(job_view(job), 200, {"Cache-Control": "no-store"})
+        return json_response(job_view(job, ctx.audio_signer), 200, {"Cache-Control": "no-store"})
 
     return bp

@@ -217,7 +217,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
             idempotency_key=idempotency_key(key), track=ctx.track_voice, events=ctx.events,
         )
         return json_response(
-            {"job": job_view(job), "voice": voice_view(voice, user.id)},
+            {"job": job_view(job, ctx.audio_signer), "voice": voice_view(voice, user.id)},
             200 if job.status.terminal else 202, {"Location": f"/v1/jobs/{job.id}"},
         )
 
