@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from protocols.errors import ChorusError, NotCancellable, NotFound
 from protocols.events import EventKind, job_event, lane_data
 from protocols.messages import Job, JobStatus
+from protocols.metrics import instruments as metrics
 from protocols.ports import EventSink, JobStore
 
 log = logging.getLogger("chorus.jobs")
@@ -51,6 +52,7 @@ async def cancel_job(
         if after.status is JobStatus.cancelled and job.status is JobStatus.queued:
             events.publish(job_event(EventKind.job_cancelled, after.id, after.owner,
                                      status=after.status.value, **lane_data(after)))
+            metrics.job_transition(JobStatus.cancelled.value)
         job = after
     if job.status is JobStatus.cancelled:
         return job
