@@ -148,6 +148,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     aws_session_token: Secret | None = None
     blob_timeout_s: float = 30.0  # one object-store read or write, its retries included
     blob_concurrency: int = 16  # object-store requests in flight per process
+    #: longest a compatible convert (ElevenLabs / OpenAI routes) waits for its job (then 504)
+    sync_wait_s: float = 120.0
     faults: FaultPlan | None = None  # tests only
 
     @property
@@ -259,6 +261,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("aws_session_token", "AWS_SESSION_TOKEN", Secret)
         put("blob_timeout_s", "CHORUS_BLOB_TIMEOUT_S", float)
         put("blob_concurrency", "CHORUS_BLOB_CONCURRENCY", int)
+        put("sync_wait_s", "CHORUS_SYNC_WAIT_S", float)
         raw.update(overrides)
         settings = cls(**raw)  # type: ignore[arg-type]
         settings.validate()
@@ -312,6 +315,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.max_deliveries < 1:
             raise ConfigError("CHORUS_MAX_DELIVERIES must be at least 1")
+        if self.sync_wait_s <= 0:
+            raise ConfigError("CHORUS_SYNC_WAIT_S must be positive")
         if self.lease_s <= 0 or self.reclaim_interval_s <= 0:
             raise ConfigError("CHORUS_LEASE_S and CHORUS_RECLAIM_INTERVAL_S must be positive")
         if self.read_block_ms < 1:
