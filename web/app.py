@@ -30,6 +30,7 @@ from web import problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
+from web.routes.compat import blueprints as compat_blueprints
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
 if TYPE_CHECKING:
@@ -95,6 +96,8 @@ def create_app(ctx: WebContext) -> QuartTrio:
     problems.install(app)
     for module in (jobs, events, audio, voices, storybooks, dictionaries, usage, health):
         app.register_blueprint(module.blueprint(ctx))
+    for bp in compat_blueprints(ctx):  # the ElevenLabs- and OpenAI-shaped routes
+        app.register_blueprint(bp)
     return app
 
 
