@@ -117,7 +117,6 @@ async def test_the_elevenlabs_sdk_works_against_chorus(redis_url, store, tmp_pat
     settings = make_settings(tmp_path)
     with trio.fail_after(LIMIT_S):
         async with running_service(redis_url=redis_url, store=store, settings=settings) as svc:
-            await store.create_user("el-sdk")
             _, key = await store.create_user("el-sdk-user")
             await store.set_quota("el-sdk-user", QUOTA)
             _, other_key = await store.create_user("el-sdk-other")
