@@ -32,9 +32,12 @@ CHUNK = 16 * 1024
 
 
 class SyncWaitTimeout(ChorusError):
+    """Its message names the caller's own job (safe to answer: ``public``)."""
+
     code = "sync_wait_timeout"
     status = 504
     title = "The job did not finish in time; it is still running"
+    public = True
 
 
 class JobFailed(ChorusError):
