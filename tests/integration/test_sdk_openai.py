@@ -1,5 +1,5 @@
 """The official ``openai`` SDK pointed at a live Chorus (real Valkey and Postgres, the fake
-provider): ``audio.speech.create`` in every offered format, streamed and as SSE, at the
+provider): ``audio.speech.create`` in every OpenAI format, streamed and as SSE, at the
 ``/v1`` and the ``/openai/v1`` base URL; ``models.list`` in OpenAI's shape; OpenAI-shaped
 errors; a repeated request costs no provider call and no characters. The sync client runs in a
 worker thread."""
@@ -49,7 +49,7 @@ def drive(base: str, key: str, provider) -> None:
     assert raw.headers["character-cost"] == "0"
     assert provider.calls == calls and used(base, key) == spent, "a repeat was paid again"
 
-    for fmt in ("opus", "wav"):
+    for fmt in ("opus", "wav", "aac", "flac"):
         plausible(speech.create(model="tts-1-hd", voice="nova", input=f"As {fmt}.",
                                 response_format=fmt).content)
     plausible(speech.create(model="tts-1", voice="echo", input="Raw samples.",
@@ -71,10 +71,10 @@ def drive(base: str, key: str, provider) -> None:
     assert events[-1]["usage"]["input_tokens"] == len("Events, please.")
     plausible(b"".join(base64.b64decode(e["audio"]) for e in events[:-1]))
 
-    with pytest.raises(openai.BadRequestError) as aac:
-        speech.create(model="tts-1", voice="alloy", input="x", response_format="aac")
-    assert aac.value.code == "unsupported_response_format"
-    assert aac.value.param == "response_format" and aac.value.type == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as ogg:
+        speech.create(model="tts-1", voice="alloy", input="x", response_format="ogg")
+    assert ogg.value.code == "unsupported_response_format"
+    assert ogg.value.param == "response_format" and ogg.value.type == "invalid_request_error"
     with pytest.raises(openai.NotFoundError) as unknown:
         speech.create(model="tts-1", voice="no-such-voice", input="Nobody.")
     assert unknown.value.code == "voice_not_found"

@@ -8,7 +8,8 @@ OpenAI's errors (``{"error": {"message", "type", "param", "code"}}``).
   voices (the same one every time), or any Chorus voice id; ``{"id": ...}`` too.
 - ``response_format``: ``mp3`` -> ``mp3_44100_128``, ``opus`` -> ``opus_48000_64`` (Ogg),
   ``wav`` -> ``wav_24000``, ``pcm`` -> ``pcm_24000`` (raw s16le, 24 kHz, as OpenAI's);
-  ``aac`` and ``flac`` are not offered (400 ``unsupported_response_format``).
+  ``aac`` (ADTS) and ``flac``: made as ``pcm_24000`` and encoded at the edge
+  (``web/compat/transcode.py``).
 - ``speed`` 0.25-4 is checked, then held to the 0.7-1.2 the voice settings allow.
 - ``instructions`` is accepted and not used. ``stream_format``: ``audio`` (the clip; relayed as
   it is made when the process can) or ``sse`` (``speech.audio.delta`` events, then
@@ -31,6 +32,7 @@ from web.auth import current_user
 from web.compat import errors
 from web.compat.jobs import Waiter, chunks, headers, stored_clip
 from web.compat.requests import job_request, text_of
+from web.compat.transcode import EDGE_FORMATS, SOURCE, encode
 from web.inputs import json_object
 from web.routes.compat_models import OPENAI_MODELS
 from web.routes.jobs import idempotency_key
@@ -41,8 +43,7 @@ if TYPE_CHECKING:
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
           "verse", "marin", "cedar")
 FORMATS = {"mp3": "mp3_44100_128", "opus": "opus_48000_64", "wav": "wav_24000",
-           "pcm": "pcm_24000"}
-NOT_OFFERED = ("aac", "flac")
+           "pcm": "pcm_24000", "aac": SOURCE, "flac": SOURCE}
 MAX_INSTRUCTIONS = 4096
 SSE_BYTES = 16 * 1024
 
@@ -53,22 +54,18 @@ class UnsupportedResponseFormat(InvalidInput):
     title = "This response_format is not offered"
 
 
+def response_format(raw: dict[str, Any]) -> str:
+    name = raw.get("response_format", "mp3")
+    if name not in FORMATS:
+        raise UnsupportedResponseFormat(
+            f"response_format must be one of {', '.join(FORMATS)}.", field="response_format")
+    return str(name)
+
+
 def preference(model: str) -> str:
     if model.startswith("gpt-4o-mini-tts"):
         return "expressive"
     return OPENAI_MODELS.get(model, "balanced")
-
-
-def output_format(raw: dict[str, Any]) -> str:
-    name = raw.get("response_format", "mp3")
-    if name in NOT_OFFERED:
-        raise UnsupportedResponseFormat(
-            f"response_format {name!r} is not offered by Chorus; use one of "
-            f"{', '.join(FORMATS)}.", field="response_format")
-    if name not in FORMATS:
-        raise InvalidInput(f"response_format must be one of {', '.join(FORMATS)}.",
-                           field="response_format")
-    return FORMATS[name]
 
 
 def speed(raw: dict[str, Any]) -> dict[str, float] | None:
@@ -109,9 +106,9 @@ def parse(raw: dict[str, Any], voice_id: str | None) -> JobRequest:
         raise InvalidInput("stream_format must be audio or sse.", field="stream_format")
     return job_request({
         "text": text_of(raw, "input"), "voice_id": voice_id,
-        "output_format": output_format(raw), "preference": preference(model),
+        "output_format": FORMATS[response_format(raw)], "preference": preference(model),
         "voice_settings": speed(raw), "idempotency_key": idempotency_key(None),
-        "stream": stream_format == "audio",
+        "stream": stream_format == "audio" and response_format(raw) not in EDGE_FORMATS,
     })
 
 
@@ -144,18 +141,22 @@ def blueprint(ctx: WebContext) -> Blueprint:
         raw = json_object(await request.get_data(cache=False))
         voice = raw.get("voice")
         voice_id = pick_voice(voice, await english_voices() if _named(voice) else [])
-        job, _ = await ctx.intake.submit(parse(raw, voice_id), user)
-        if raw.get("stream_format") == "sse":
-            job = await waiter.finished(job)
-            _, data = await stored_clip(ctx, job)
-            body: AsyncIterator[bytes] = sse(data, job.characters)
-            content_type = "text/event-stream"
-        elif not job.status.terminal and ctx.follow_audio is not None:
-            body, content_type = ctx.follow_audio(job), _content_type(job)
+        req = parse(raw, voice_id)
+        edge = EDGE_FORMATS.get(response_format(raw))
+        job, _ = await ctx.intake.submit(req, user)
+        if req.stream and not job.status.terminal and ctx.follow_audio is not None:
+            body: AsyncIterator[bytes] = ctx.follow_audio(job)
+            content_type = _content_type(job)
         else:
             job = await waiter.finished(job)
             audio, data = await stored_clip(ctx, job)
-            body, content_type = chunks(data), audio.content_type
+            content_type = audio.content_type
+            if edge is not None:
+                data, content_type = await encode(data, edge), edge.content_type
+            if raw.get("stream_format") == "sse":
+                body, content_type = sse(data, job.characters), "text/event-stream"
+            else:
+                body = chunks(data)
         response = Response(body, 200, headers(job), content_type=content_type)
         response.timeout = None
         return response
