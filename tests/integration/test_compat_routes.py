@@ -8,6 +8,7 @@ from __future__ import annotations
 import httpx
 import trio
 
+from protocols.messages import NewVoice, Visibility, VoiceStatus
 from tests.support.harness import make_settings, running_service
 
 LIMIT_S = 45
@@ -71,4 +72,22 @@ async def test_waits_timeouts_disconnects_and_quotas(redis_url, store, tmp_path)
                 json={"model": "tts-1", "voice": "alloy", "input": over})
             assert openai.status_code == 429 and openai.headers["x-should-retry"] == "false"
             assert openai.json()["error"]["code"] == "insufficient_quota"
+
+            # another user's private voice does not exist for this one, in either API
+            owner, _ = await store.create_user("compat-voice-owner")
+            await store.create_voice(NewVoice(
+                id="voice_compat_secret", provider="fake", provider_voice_id="fake-secret",
+                owner=owner.id, name="Secret Compat Voice", status=VoiceStatus.completed,
+                visibility=Visibility.private))
+            listed = await client.get("/v2/voices", headers=el, params={"search": "Secret"})
+            assert listed.status_code == 200 and listed.json()["voices"] == []
+            hidden = await client.post("/v1/text-to-speech/voice_compat_secret", headers=el,
+                                       json={"text": "Not my voice."})
+            assert hidden.status_code == 404
+            assert hidden.json()["detail"]["status"] == "voice_not_found"
+            hidden = await client.post(
+                "/v1/audio/speech", headers={"Authorization": f"Bearer {key}"},
+                json={"model": "tts-1", "voice": "voice_compat_secret", "input": "Not mine."})
+            assert hidden.status_code == 404
+            assert hidden.json()["error"]["code"] == "voice_not_found"
             await client.aclose()
