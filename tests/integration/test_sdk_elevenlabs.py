@@ -15,7 +15,7 @@ from elevenlabs import ElevenLabs
 from elevenlabs.core.api_error import ApiError
 
 from protocols.providers.fake import CLIP_S
-from tests.support.clips import check_alignment, decoded_seconds
+from tests.support.decoded import check_alignment, decoded_seconds
 from tests.support.harness import make_settings, running_service
 
 LIMIT_S = 60

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from protocols.providers.fake import CLIP_S
-from tests.support.clips import decoded_seconds
+from tests.support.decoded import decoded_seconds
 from tests.support.harness import make_settings, running_service
 
 LIMIT_S = 60

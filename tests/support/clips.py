@@ -1,36 +1,41 @@
-"""Decoding what the compat routes answer (PyAV), for the SDK contract tests."""
+"""Small real audio clips for upload tests (clone samples must decode as audio), encoded with
+``encode_pcm`` once per process, and bytes that only pretend to be audio."""
 
 from __future__ import annotations
 
-import io
+import math
+import struct
+import sys
+from functools import cache
+from pathlib import Path
 
-import av
+from protocols.domain.audio import FORMATS, encode_pcm
 
-
-def decoded_seconds(data: bytes, *, raw_rate: int | None = None) -> float:
-    """The clip's length, decoding every frame (``raw_rate``: headerless s16le mono PCM)."""
-    if raw_rate is not None:
-        assert len(data) % 2 == 0, "odd byte count for 16-bit PCM"
-        return len(data) / 2 / raw_rate
-    samples = 0
-    rate = 0
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.audio[0]
-        for frame in container.decode(stream):
-            samples += frame.samples
-            rate = frame.sample_rate
-    assert rate > 0, "no audio frame decoded"
-    return samples / rate
+RATE = 16000
+#: a clip of each kind by file extension (the ElevenLabs format it is encoded in)
+KINDS = {"mp3": "mp3_22050_32", "wav": "wav_16000", "ogg": "opus_48000_32"}
 
 
-def check_alignment(alignment: dict | object, text: str, clip_s: float) -> None:
-    """Monotonic character times covering ``text``, ending within 100 ms of the clip's end."""
-    get = alignment.get if isinstance(alignment, dict) else lambda k: getattr(alignment, k)
-    chars = list(get("characters"))
-    starts = list(get("character_start_times_seconds"))
-    ends = list(get("character_end_times_seconds"))
-    assert "".join(chars) == text
-    assert len(starts) == len(ends) == len(chars)
-    assert all(a <= b for a, b in zip(starts, starts[1:], strict=False)), starts
-    assert all(s <= e for s, e in zip(starts, ends, strict=True))
-    assert abs(ends[-1] - clip_s) <= 0.1, (ends[-1], clip_s)
+def tone(seconds: float, rate: int = RATE, freq: float = 440.0) -> bytes:
+    """s16le mono sine."""
+    n = round(seconds * rate)
+    return struct.pack(
+        f"<{n}h", *(int(8000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(n))
+    )
+
+
+@cache
+def clip(kind: str = "mp3", seconds: float = 0.5) -> bytes:
+    """``seconds`` of a tone as a real ``kind`` file ("mp3", "wav" or "ogg")."""
+    return encode_pcm(tone(seconds), RATE, FORMATS[KINDS[kind]])
+
+
+def text_bytes() -> bytes:
+    return b"These are my notes, not a recording.\n" * 40
+
+
+@cache
+def elf_bytes() -> bytes:
+    """The first 64 KiB of the running Python: a real ELF binary (on Linux)."""
+    with Path(sys.executable).resolve().open("rb") as f:
+        return f.read(64 * 1024)
