@@ -124,6 +124,6 @@ async def test_the_elevenlabs_sdk_works_against_chorus(redis_url, store, tmp_pat
             client = ElevenLabs(api_key=key, base_url=base, timeout=20)
             other = ElevenLabs(api_key=other_key, base_url=base, timeout=20)
             seen = await trio.to_thread.run_sync(
-                partial(drive, client, other, svc.service.provider)
+                partial(drive, client, other, svc.service.provider), abandon_on_cancel=True
             )
             assert seen["other_history"] == []

@@ -93,4 +93,5 @@ async def test_the_openai_sdk_works_against_chorus(redis_url, store, tmp_path):
         async with running_service(redis_url=redis_url, store=store, settings=settings) as svc:
             _, key = await store.create_user("openai-sdk-user")
             base = str(svc.client.base_url).rstrip("/")
-            await trio.to_thread.run_sync(partial(drive, base, key, svc.service.provider))
+            await trio.to_thread.run_sync(partial(drive, base, key, svc.service.provider),
+                                         abandon_on_cancel=True)
