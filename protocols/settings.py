@@ -164,6 +164,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     aws_session_token: Secret | None = None
     blob_timeout_s: float = 30.0  # one object-store read or write, its retries included
     blob_concurrency: int = 16  # object-store requests in flight per process
+    #: longest a compatible convert (ElevenLabs / OpenAI routes) waits for its job (then 504)
+    sync_wait_s: float = 120.0
     faults: FaultPlan | None = None  # tests only
     #: who may read GET /metrics: loopback (admins, or a keyless request from 127.0.0.1/::1)
     #: | admin (admins only) | off (404)
@@ -292,6 +294,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("metrics_dir", "CHORUS_METRICS_DIR")
         put("access_log", "CHORUS_ACCESS_LOG", flag)
         put("log_format", "CHORUS_LOG_FORMAT")
+        put("sync_wait_s", "CHORUS_SYNC_WAIT_S", float)
         raw.update(overrides)
         settings = cls(**raw)  # type: ignore[arg-type]
         settings.validate()
@@ -349,6 +352,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("CHORUS_METRICS must be loopback, admin or off")
         if self.log_format not in ("text", "json"):
             raise ConfigError("CHORUS_LOG_FORMAT must be text or json")
+        if self.sync_wait_s <= 0:
+            raise ConfigError("CHORUS_SYNC_WAIT_S must be positive")
         if self.lease_s <= 0 or self.reclaim_interval_s <= 0:
             raise ConfigError("CHORUS_LEASE_S and CHORUS_RECLAIM_INTERVAL_S must be positive")
         if self.read_block_ms < 1:

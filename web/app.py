@@ -35,6 +35,7 @@ from web.routes import audio, dictionaries, events, health, jobs, storybooks, us
 from web.routes import metrics as metrics_route
 from web.routes import timings as timing_routes
 from web.routes.admin_users import blueprint as admin_users_blueprint
+from web.routes.compat import blueprints as compat_blueprints
 from web.routes.job_control import blueprint as job_control_blueprint
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 from web.signing import SECRET_NAME as SIGNING_SECRET
@@ -113,6 +114,8 @@ def create_app(ctx: WebContext) -> QuartTrio:
     app.register_blueprint(job_control_blueprint(ctx))
     app.register_blueprint(admin_users_blueprint(ctx))
     cors.install(app, ctx.settings.cors_origins)
+    for bp in compat_blueprints(ctx):  # the ElevenLabs- and OpenAI-shaped routes
+        app.register_blueprint(bp)
     return app
 
 

@@ -1,0 +1,172 @@
+"""OpenAI's ``POST /v1/audio/speech`` on Chorus (also at ``/openai/v1/audio/speech``), with
+OpenAI's errors (``{"error": {"message", "type", "param", "code"}}``).
+
+- ``model``: ``tts-1`` -> preference ``latency``, ``tts-1-hd`` -> ``quality``,
+  ``gpt-4o-mini-tts*`` -> ``expressive`` (the provider picks its model for it); any other
+  string -> the provider's balanced choice.
+- ``voice``: an OpenAI name (``alloy`` ... ``verse``) -> one of the provider's English default
+  voices (the same one every time), or any Chorus voice id; ``{"id": ...}`` too.
+- ``response_format``: ``mp3`` -> ``mp3_44100_128``, ``opus`` -> ``opus_48000_64`` (Ogg),
+  ``wav`` -> ``wav_24000``, ``pcm`` -> ``pcm_24000`` (raw s16le, 24 kHz, as OpenAI's);
+  ``aac`` (ADTS) and ``flac``: made as ``pcm_24000`` and encoded at the edge
+  (``web/compat/transcode.py``).
+- ``speed`` 0.25-4 is checked, then held to the 0.7-1.2 the voice settings allow.
+- ``instructions`` is accepted and not used. ``stream_format``: ``audio`` (the clip; relayed as
+  it is made when the process can) or ``sse`` (``speech.audio.delta`` events, then
+  ``speech.audio.done``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from quart import Blueprint, Response, request
+
+from protocols.domain.audio import parse_format
+from protocols.errors import InvalidInput
+from protocols.messages import Job, JobRequest, VoiceInfo
+from web.auth import current_user
+from web.compat import errors
+from web.compat.jobs import Waiter, chunks, headers, stored_clip
+from web.compat.requests import job_request, text_of
+from web.compat.transcode import EDGE_FORMATS, SOURCE, encode
+from web.inputs import json_object
+from web.routes.compat_models import OPENAI_MODELS
+from web.routes.jobs import idempotency_key
+
+if TYPE_CHECKING:
+    from web.context import WebContext
+
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
+          "verse", "marin", "cedar")
+FORMATS = {"mp3": "mp3_44100_128", "opus": "opus_48000_64", "wav": "wav_24000",
+           "pcm": "pcm_24000", "aac": SOURCE, "flac": SOURCE}
+MAX_INSTRUCTIONS = 4096
+SSE_BYTES = 16 * 1024
+
+
+class UnsupportedResponseFormat(InvalidInput):
+    code = "unsupported_response_format"
+    status = 400
+    title = "This response_format is not offered"
+
+
+def response_format(raw: dict[str, Any]) -> str:
+    name = raw.get("response_format", "mp3")
+    if name not in FORMATS:
+        raise UnsupportedResponseFormat(
+            f"response_format must be one of {', '.join(FORMATS)}.", field="response_format")
+    return str(name)
+
+
+def preference(model: str) -> str:
+    if model.startswith("gpt-4o-mini-tts"):
+        return "expressive"
+    return OPENAI_MODELS.get(model, "balanced")
+
+
+def speed(raw: dict[str, Any]) -> dict[str, float] | None:
+    value = raw.get("speed")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.25 <= value <= 4:
+        raise InvalidInput("speed must be a number from 0.25 to 4.0.", field="speed")
+    if value == 1:
+        return None
+    return {"speed": min(1.2, max(0.7, float(value)))}
+
+
+def pick_voice(value: Any, defaults: Sequence[VoiceInfo]) -> str | None:
+    """An OpenAI voice name -> a default voice id (None: the provider's default); else the id
+    as given."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("voice is required: a voice name or id.", field="voice")
+    if value.lower() in VOICES:
+        return defaults[VOICES.index(value.lower()) % len(defaults)].voice_id if defaults else None
+    return value
+
+
+def parse(raw: dict[str, Any], voice_id: str | None) -> JobRequest:
+    model = raw.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidInput("model is required.", field="model")
+    instructions = raw.get("instructions")
+    if instructions is not None and (
+        not isinstance(instructions, str) or len(instructions) > MAX_INSTRUCTIONS
+    ):
+        raise InvalidInput("instructions must be a string of at most 4096 characters.",
+                           field="instructions")
+    stream_format = raw.get("stream_format", "audio")
+    if stream_format not in ("audio", "sse"):
+        raise InvalidInput("stream_format must be audio or sse.", field="stream_format")
+    return job_request({
+        "text": text_of(raw, "input"), "voice_id": voice_id,
+        "output_format": FORMATS[response_format(raw)], "preference": preference(model),
+        "voice_settings": speed(raw), "idempotency_key": idempotency_key(None),
+        "stream": stream_format == "audio" and response_format(raw) not in EDGE_FORMATS,
+    })
+
+
+async def sse(data: bytes, characters: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), SSE_BYTES):
+        delta = {"type": "speech.audio.delta",
+                 "audio": base64.b64encode(data[start:start + SSE_BYTES]).decode()}
+        yield b"data: " + msgspec.json.encode(delta) + b"\n\n"
+    done = {"type": "speech.audio.done", "usage": {
+        "input_tokens": characters, "output_tokens": 0, "total_tokens": characters}}
+    yield b"data: " + msgspec.json.encode(done) + b"\n\n"
+
+
+def blueprint(ctx: WebContext) -> Blueprint:
+    bp = Blueprint("openai_speech", __name__)
+    errors.install(bp, errors.openai_error)
+    waiter = Waiter(ctx)
+    defaults: list[VoiceInfo] = []
+
+    async def english_voices() -> list[VoiceInfo]:
+        if not defaults:
+            voices = list(await ctx.provider.voices())
+            defaults.extend([v for v in voices if v.language == "en"] or voices)
+        return defaults
+
+    @bp.post("/v1/audio/speech")
+    @bp.post("/openai/v1/audio/speech")
+    async def speech() -> Response:
+        user = await current_user(ctx.store, ctx.known_keys)
+        raw = json_object(await request.get_data(cache=False))
+        voice = raw.get("voice")
+        voice_id = pick_voice(voice, await english_voices() if _named(voice) else [])
+        req = parse(raw, voice_id)
+        edge = EDGE_FORMATS.get(response_format(raw))
+        job, _ = await ctx.intake.submit(req, user)
+        if req.stream and not job.status.terminal and ctx.follow_audio is not None:
+            body: AsyncIterator[bytes] = ctx.follow_audio(job)
+            content_type = _content_type(job)
+        else:
+            job = await waiter.finished(job)
+            audio, data = await stored_clip(ctx, job)
+            content_type = audio.content_type
+            if edge is not None:
+                data, content_type = await encode(data, edge), edge.content_type
+            if raw.get("stream_format") == "sse":
+                body, content_type = sse(data, job.characters), "text/event-stream"
+            else:
+                body = chunks(data)
+        response = Response(body, 200, headers(job), content_type=content_type)
+        response.timeout = None
+        return response
+
+    return bp
+
+
+def _named(voice: Any) -> bool:
+    return isinstance(voice, str) and voice.lower() in VOICES
+
+
+def _content_type(job: Job) -> str:
+    return parse_format(job.output_format).content_type
