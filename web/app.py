@@ -23,6 +23,7 @@ from hypercorn.utils import wrap_app
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 
+from actors.ops import overview as ops
 from protocols.dictionaries import MAX_DICTIONARY_BODY
 from protocols.errors import ChorusError, ConfigError
 from protocols.settings import Settings
@@ -30,6 +31,8 @@ from web import problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
+from web.routes.admin_queue import blueprint as admin_queue_blueprint
+from web.routes.console import blueprint as console_blueprint
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
 if TYPE_CHECKING:
@@ -95,6 +98,8 @@ def create_app(ctx: WebContext) -> QuartTrio:
     problems.install(app)
     for module in (jobs, events, audio, voices, storybooks, dictionaries, usage, health):
         app.register_blueprint(module.blueprint(ctx))
+    app.register_blueprint(admin_queue_blueprint(ctx))
+    app.register_blueprint(console_blueprint(ctx))
     return app
 
 
@@ -185,6 +190,8 @@ async def front_door(
             books=service.books, storybooks=service.storybooks,
             book_outputs=service.book_outputs, kick_runner=service.kick_runner,
             dictionaries=service.dictionaries,
+            overview=partial(ops.of_service, service, queue),
+            redrive=partial(ops.redrive_one, service, queue),
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
 

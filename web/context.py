@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 
+from actors.ops.overview import Overview
 from actors.pipeline.intake import Intake
 from actors.storybooks.intake import StorybookIntake
 from actors.storybooks.outputs import BookOutputs
@@ -73,3 +74,7 @@ class WebContext:
     follow_audio: Callable[[Job], AsyncIterator[bytes]] | None = None
     #: a stored clip's character and word timings (None: not recorded for that clip)
     alignment_of: Callable[[Audio], Awaitable[Alignment | None]] = _no_alignment
+    #: the operator's figures (``actors/ops/overview.py``); None: the admin route answers 503
+    overview: Callable[[], Awaitable[Overview]] | None = None
+    #: put a dead letter back on its lane (by dead-letter or job id); the job ids redriven
+    redrive: Callable[[str], Awaitable[list[str]]] | None = None

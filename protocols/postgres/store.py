@@ -36,6 +36,7 @@ from protocols.embedded.servers import with_database
 from protocols.errors import ChorusError, ConfigError, InvalidInput, NotFound, StoreUnavailable
 from protocols.messages import Audio, Job, JobStatus, NewAudio, NewJob, Usage, User
 from protocols.postgres import jobs_sql as q
+from protocols.postgres import ops_sql
 from protocols.postgres.coalesce import Coalescer
 from protocols.postgres.dictionaries import DictionaryStoreMixin
 from protocols.postgres.storybooks import StorybookStoreMixin
@@ -311,6 +312,10 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin):
             reserved=int(row["reserved"]),
             jobs_charged=int(row["jobs"]),
         )
+
+    async def job_figures(self, window_s: float) -> list[tuple[str, int, int]]:
+        """(status, jobs, of which cached) over the last ``window_s`` seconds, all users."""
+        return await self._call(ops_sql.job_figures, window_s)
 
     # jobs
 
