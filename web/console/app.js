@@ -163,7 +163,7 @@ async function loadVoiceChoices() {
     const { voices } = await api("/v1/voices?limit=100");
     const select = $("voice");
     select.replaceChildren(el("option", { value: "" }, "default"));
-    for (const v of voices.filter((voice) => voice.status === "ready")) {
+    for (const v of voices.filter((voice) => voice.status === "completed")) {
       select.append(el("option", { value: v.voice_id }, `${v.name} (${v.language || "any"})`));
     }
   } catch (error) {
@@ -232,7 +232,7 @@ function jobRow(job) {
     }, "Play");
   }
   return el("tr", { dataset: { jobId: job.id } },
-    el("td", {}, when(job.created_at)), el("td", { class: "mono" }, job.id),
+    el("td", { class: "nowrap" }, when(job.created_at)), el("td", { class: "mono" }, job.id),
     el("td", {}, job.voice_id || ""), el("td", {}, job.output_format || ""),
     el("td", {}, job.characters ?? ""), el("td", {}, badge(job.status)), el("td", {}, outcome));
 }
@@ -353,8 +353,9 @@ async function loadOverview() {
     el("td", {}, d.deliveries), el("td", {}, d.reason),
     el("td", {}, el("button", { class: "small", type: "button", onclick: () => redrive(d.id) },
       "Redrive")))));
-  $("dead-note").textContent = o.dead_letters > o.recent_dead.length
-    ? `Showing the oldest ${o.recent_dead.length} of ${o.dead_letters}.` : "";
+  $("dead-note").textContent = !o.dead_letters ? "No dead letters."
+    : o.dead_letters > o.recent_dead.length
+      ? `Showing the oldest ${o.recent_dead.length} of ${o.dead_letters}.` : "";
   $("children-body").replaceChildren(...o.supervision.children.map((c) => el("tr", {},
     el("td", {}, c.supervisor), el("td", {}, c.id), el("td", {}, c.state),
     el("td", {}, c.restarts))));
