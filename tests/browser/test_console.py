@@ -119,6 +119,7 @@ def user_session(base: str, key: str, fake: FakeElevenLabs, shots: Path) -> dict
             page.on("pageerror", lambda exc: errors.append(str(exc)))
 
             page.goto(base + "/")
+            expect(page.locator("#nav")).to_be_hidden()  # nothing but the sign-in form yet
             page.screenshot(path=str(shots / "signin.png"))
             page.fill("#api-key", "not-a-key")
             page.click("#signin-form button")
