@@ -232,7 +232,7 @@ function jobRow(job) {
     }, "Play");
   }
   return el("tr", { dataset: { jobId: job.id } },
-    el("td", { class: "nowrap" }, when(job.created_at)), el("td", { class: "mono" }, job.id),
+    el("td", { class: "nowrap" }, when(job.created_at)), el("td", { class: "mono nowrap", title: job.id }, `…${job.id.slice(-10)}`),
     el("td", {}, job.voice_id || ""), el("td", {}, job.output_format || ""),
     el("td", {}, job.characters ?? ""), el("td", {}, badge(job.status)), el("td", {}, outcome));
 }
