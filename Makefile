@@ -30,3 +30,18 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+# The console's browser tests drive Debian's chromium (tests/browser): `make test` installs it
+# when missing, where apt-get is available and we are root; elsewhere those tests are skipped.
+.PHONY: chromium screenshots
+test: chromium
+
+chromium:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	      >/dev/null) \
+	  || echo "chromium not installed: the browser tests will be skipped"; }
+
+# docs/screenshots/*.png, taken by the browser tests
+screenshots: $(STAMP) chromium
+	CHORUS_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -q tests/browser

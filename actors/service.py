@@ -122,6 +122,8 @@ class Service:
         self.producer: Producer | None = None
         self.http_binds: list[str] = []
         self.voice_sync: VoiceSync | None = None
+        #: the TTS pool's own supervisor (worker roles), for its restart counts
+        self.tts_pool: Supervisor | None = None
         self._shared_coordinator: Coordinator | None = None
         self.events = EventPublisher(
             redis.event_bus, timeout_s=settings.redis_timeout_s,
@@ -280,6 +282,7 @@ class Service:
                 name="tts-pool",
                 on_event=self._on_event,
             )
+            self.tts_pool = pool
             children.append(
                 supervisor_child("tts-pool", pool, shutdown=5.0 + 2 * s.db_timeout_s + 2)
             )

@@ -23,6 +23,7 @@ from hypercorn.utils import wrap_app
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 
+from actors.ops import overview as ops
 from protocols.dictionaries import MAX_DICTIONARY_BODY
 from protocols.errors import ChorusError, ConfigError
 from protocols.metrics.exposition import QueueFigures
@@ -34,8 +35,10 @@ from web.observe import Observe, mark_route
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
 from web.routes import metrics as metrics_route
 from web.routes import timings as timing_routes
+from web.routes.admin_queue import blueprint as admin_queue_blueprint
 from web.routes.admin_users import blueprint as admin_users_blueprint
 from web.routes.compat import blueprints as compat_blueprints
+from web.routes.console import blueprint as console_blueprint
 from web.routes.job_control import blueprint as job_control_blueprint
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 from web.signing import SECRET_NAME as SIGNING_SECRET
@@ -116,6 +119,8 @@ def create_app(ctx: WebContext) -> QuartTrio:
     cors.install(app, ctx.settings.cors_origins)
     for bp in compat_blueprints(ctx):  # the ElevenLabs- and OpenAI-shaped routes
         app.register_blueprint(bp)
+    app.register_blueprint(admin_queue_blueprint(ctx))
+    app.register_blueprint(console_blueprint(ctx))
     return app
 
 
@@ -218,6 +223,8 @@ async def front_door(
             mark_job_cancelled=service.mark_job_cancelled,
             accounts=service.store if hasattr(service.store, "list_api_keys") else None,
             audio_signer=await audio_signer(service),
+            overview=partial(ops.of_service, service, queue),
+            redrive=partial(ops.redrive_one, service, queue),
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
 

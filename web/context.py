@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 
+from actors.ops.overview import Overview
 from actors.pipeline.intake import Intake
 from actors.storybooks.intake import StorybookIntake
 from actors.storybooks.outputs import BookOutputs
@@ -90,3 +91,7 @@ class WebContext:
     accounts: AccountStore | None = None
     #: signs finished jobs' audio URLs (``web/signing.py``); None: plain URLs needing a key
     audio_signer: AudioSigner | None = None
+    #: the operator's figures (``actors/ops/overview.py``); None: the admin route answers 503
+    overview: Callable[[], Awaitable[Overview]] | None = None
+    #: put a dead letter back on its lane (by dead-letter or job id); the job ids redriven
+    redrive: Callable[[str], Awaitable[list[str]]] | None = None

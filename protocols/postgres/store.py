@@ -34,6 +34,7 @@ from protocols.embedded.servers import with_database
 from protocols.errors import ChorusError, ConfigError, InvalidInput, NotFound, StoreUnavailable
 from protocols.messages import Alignment, Audio, Job, JobStatus, NewAudio, NewJob, Usage, User
 from protocols.postgres import jobs_sql as q
+from protocols.postgres import ops_sql
 from protocols.postgres.accounts import AccountStoreMixin, hash_api_key, new_api_key
 from protocols.postgres.coalesce import Coalescer
 from protocols.postgres.dictionaries import DictionaryStoreMixin
@@ -300,6 +301,10 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin, Accoun
             reserved=int(row["reserved"]),
             jobs_charged=int(row["jobs"]),
         )
+
+    async def job_figures(self, window_s: float) -> list[tuple[str, int, int]]:
+        """(status, jobs, of which cached) over the last ``window_s`` seconds, all users."""
+        return await self._call(ops_sql.job_figures, window_s)
 
     # jobs
 

@@ -1,0 +1,1 @@
+"""What operators see: the figures behind ``GET /v1/admin/overview`` (overview.py)."""
