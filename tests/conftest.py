@@ -73,3 +73,13 @@ async def database_url(pg_server_url: str) -> AsyncIterator[str]:
 async def store(database_url: str) -> AsyncIterator[PgStore]:
     async with PgStore.open(database_url, timeout=DB_TIMEOUT_S) as opened:
         yield opened
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``make test`` runs two pytest-xdist workers (``--dist loadgroup``). The tests that start
+    real processes (``tests/faults``, ``tests/browser``) form one group, so one worker runs them
+    one at a time and they never compete with each other for the cores and their deadlines;
+    the other tests spread over both workers."""
+    for item in items:
+        if item.nodeid.startswith(("tests/faults/", "tests/browser/")):
+            item.add_marker(pytest.mark.xdist_group("processes"))
