@@ -30,6 +30,7 @@ from web import problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
+from web.routes.apidocs import blueprint as apidocs_blueprint
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     problems.install(app)
     for module in (jobs, events, audio, voices, storybooks, dictionaries, usage, health):
         app.register_blueprint(module.blueprint(ctx))
+    app.register_blueprint(apidocs_blueprint(ctx))
     return app
 
 
