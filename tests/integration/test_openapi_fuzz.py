@@ -1,0 +1,111 @@
+"""Schemathesis against a live Chorus (real Valkey and Postgres, HTTP on 127.0.0.1:0): every
+operation of ``/openapi.json`` gets a few generated requests, authenticated as a real user, and
+every answer must be documented (status code, content type, body schema) and never a server
+error (5xx), except a 503 the operation documents.
+
+Bounded: ``EXAMPLES`` per operation, derandomized (the same cases every run), and a total
+deadline. The run is synchronous (requests), so it runs in a worker thread while the service
+keeps serving on this trio loop.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import hypothesis
+import pytest
+import requests
+import schemathesis
+import trio
+from schemathesis import GenerationMode
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from protocols.postgres.store import PgStore
+from tests.support.harness import make_settings, running_service
+
+EXAMPLES = 12
+#: how long an event stream is read before it counts as answered (schemathesis cuts it there)
+STREAM_READ_S = 0.3
+DEADLINE_S = 60.0
+CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@schemathesis.check
+def no_undocumented_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
+    """No 5xx, except a 503 (a dependency or a limit: retry later) the operation documents."""
+    status = response.status_code
+    documented = case.operation.definition.raw.get("responses", {})
+    if status >= 500 and not (status == 503 and "503" in documented):
+        raise AssertionError(
+            f"{case.operation.label} answered {status}: {response.text[:500]}"
+        )
+    return None
+
+
+def fuzz(base: str, key: str) -> tuple[dict[str, int], dict[str, str]]:
+    """Run every operation's examples: how many requests each got, and each failing
+    operation's first failure (shrunk by hypothesis to a small case)."""
+    schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
+    started = time.monotonic()
+    counts: dict[str, int] = {}
+    failures: dict[str, str] = {}
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {key}"
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            counts[operation.label] = 0
+            try:
+                examples(operation, base, session, counts, started)()
+            except (Exception, FailureGroup) as exc:  # every operation's, not only the first
+                failures[operation.label] = f"{type(exc).__name__}: {exc}"[:2000]
+    return counts, failures
+
+
+def examples(operation: Any, base: str, session: requests.Session, counts: dict[str, int],
+             started: float) -> Any:
+    label = operation.label
+    answers = operation.definition.raw.get("responses", {}).values()
+    streams = any("text/event-stream" in a.get("content", {}) for a in answers)
+    timeout = STREAM_READ_S if streams else 10.0
+
+    @hypothesis.settings(
+        max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate, hypothesis.Phase.shrink],
+    )
+    @hypothesis.given(case=hypothesis.strategies.one_of(
+        operation.as_strategy(GenerationMode.POSITIVE),
+        operation.as_strategy(GenerationMode.NEGATIVE),
+    ))
+    def run(case: Any) -> None:
+        assert time.monotonic() - started < DEADLINE_S, "fuzz run over its deadline"
+        counts[label] += 1
+        case.call_and_validate(
+            base_url=base, session=session, timeout=timeout,
+            checks=[*CHECKS, no_undocumented_server_error],
+        )
+
+    return run
+
+
+@pytest.mark.slow
+async def test_every_operation_answers_as_documented(
+    tmp_path: Path, redis_url: str, store: PgStore
+) -> None:
+    settings = make_settings(tmp_path)
+    async with running_service(redis_url=redis_url, store=store, settings=settings) as chorus:
+        base = str(chorus.client.base_url).rstrip("/")
+        with trio.fail_after(DEADLINE_S + 30):
+            counts, failures = await trio.to_thread.run_sync(
+                fuzz, base, chorus.api_key, abandon_on_cancel=True
+            )
+    assert not failures, "\n\n".join(f"{op}: {why}" for op, why in failures.items())
+    assert len(counts) >= 30, counts
+    assert all(n > 0 for n in counts.values()), counts
