@@ -11,7 +11,7 @@ Fields a view leaves out when empty have a default here (not ``required``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -270,7 +270,3 @@ class PreviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     text: str | None = None
     idempotency_key: str | None = None
 
-
-def loose(value: Any) -> Any:
-    """``value`` as JSON builtins (for checks of a view against its Struct)."""
-    return msgspec.json.decode(msgspec.json.encode(value))
