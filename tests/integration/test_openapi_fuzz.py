@@ -10,6 +10,7 @@ keeps serving on this trio loop.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,13 @@ from schemathesis.specs.openapi.checks import (
 from protocols.postgres.store import PgStore
 from tests.support.harness import make_settings, running_service
 
-EXAMPLES = 12
+#: per operation; ``FUZZ_EXAMPLES=50 FUZZ_DEADLINE_S=400 FUZZ_RANDOM=1`` explores further
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 12))
 #: how long an event stream is read before it counts as answered (schemathesis cuts it there)
 STREAM_READ_S = 0.3
-DEADLINE_S = 60.0
+DEADLINE_S = float(os.environ.get("FUZZ_DEADLINE_S", 60))
+#: new cases each run instead of the same ones
+RANDOM = bool(os.environ.get("FUZZ_RANDOM"))
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -76,7 +80,7 @@ def examples(operation: Any, base: str, session: requests.Session, counts: dict[
     timeout = STREAM_READ_S if streams else 10.0
 
     @hypothesis.settings(
-        max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+        max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None,
         suppress_health_check=list(hypothesis.HealthCheck),
         phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate, hypothesis.Phase.shrink],
     )

@@ -110,7 +110,9 @@ async def test_errors_are_problems_with_their_codes_and_keys_are_the_security() 
         answer = submit["responses"][status]
         assert codes in answer["x-problem-codes"]
         assert f"`{codes}`" in answer["description"]
-        assert answer["content"]["application/problem+json"]["schema"]["$ref"].endswith("Problem")
+        schema = answer["content"]["application/problem+json"]["schema"]
+        assert schema["allOf"][0]["$ref"].endswith("Problem")
+        assert codes in schema["allOf"][1]["properties"]["code"]["enum"]
     assert "Retry-After" in submit["responses"]["503"]["headers"]
     assert doc["paths"]["/healthz"]["get"]["security"] == []
 

@@ -20,6 +20,7 @@ from protocols.dictionaries import (
     FromRulesRequest,
     RemoveRulesRequest,
 )
+from protocols.domain.storybooks import StorybookTooLarge, UnknownSpeaker
 from protocols.errors import (
     AlreadyExists,
     CloningNotAllowed,
@@ -260,8 +261,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                         headers=LOCATION),
         },
         errors=(*JSON_BODY, IdempotencyKeyMismatch, TextEmpty, TextTooLong, UnsupportedFormat,
-                UnsupportedLanguage, UnknownVoice, VoiceNotReady, IdempotencyConflict,
-                DictionaryNotFound, QuotaExceeded, QueueUnavailable, *PROVIDER),
+                UnsupportedLanguage, UnknownSpeaker, StorybookTooLarge, UnknownVoice, VoiceNotReady,
+                IdempotencyConflict, DictionaryNotFound, QuotaExceeded, QueueUnavailable,
+                *PROVIDER),
     ),
     ("GET", "/v1/storybooks"): Op(
         "Your storybooks, newest first", "storybooks", params=(Param("limit", _int(1, 50, 50)),

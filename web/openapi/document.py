@@ -94,7 +94,10 @@ def _errors(errors: tuple[catalog.Error, ...]) -> dict[str, dict[str, Any]]:
                                       "description": "seconds to wait before trying again"}
         out[str(status)] = {
             "description": f"{titles.get(status, 'An error')} (problem codes: {codes})",
-            "content": {PROBLEM_MEDIA: {"schema": {"$ref": REF.format(name="Problem")}}},
+            "content": {PROBLEM_MEDIA: {"schema": {"allOf": [
+                {"$ref": REF.format(name="Problem")},
+                {"properties": {"code": {"enum": by_status[status]}}},
+            ]}}},
             **({"headers": headers} if headers else {}),
             "x-problem-codes": by_status[status],
         }
