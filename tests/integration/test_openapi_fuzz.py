@@ -1,7 +1,9 @@
 """Schemathesis against a live Chorus (real Valkey and Postgres, HTTP on 127.0.0.1:0): every
-operation of ``/openapi.json`` gets a few generated requests, authenticated as a real user, and
-every answer must be documented (status code, content type, body schema) and never a server
-error (5xx), except a 503 the operation documents.
+operation of ``/openapi.json`` gets generated requests, valid and invalid, authenticated as a
+real user, some of them about real records of that user (a finished job and its audio, a
+finished storybook, a dictionary). Every answer must be documented (status code, content type,
+body schema, the problem's ``code``) and never a server error (5xx), except a 503 the operation
+documents.
 
 Bounded: ``EXAMPLES`` per operation, derandomized (the same cases every run), and a total
 deadline. The run is synchronous (requests), so it runs in a worker thread while the service
