@@ -128,15 +128,18 @@ def _int(lo: int, hi: int, default: int) -> dict[str, Any]:
 
 
 STRING = {"type": "string"}
-CURSOR = Param("cursor", STRING, "next_cursor from the previous page")
+CURSOR = Param("cursor", {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
+               "next_cursor from the previous page")
 IDEMPOTENCY = Param(
     "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255},
     "the request's idempotency key (equal to the body's idempotency_key if both are given)",
     where="header",
 )
+#: an event id (``protocols/events.py``, ``valid_event_id``)
+EVENT_ID = {"type": "string", "pattern": r"^\s*\d{1,20}-\d{1,20}\s*$"}
 LAST_EVENT = (
-    Param("Last-Event-ID", STRING, "resume after this event id", where="header"),
-    Param("last_event_id", STRING, "resume after this event id (for clients that cannot set"
+    Param("Last-Event-ID", EVENT_ID, "resume after this event id", where="header"),
+    Param("last_event_id", EVENT_ID, "resume after this event id (for clients that cannot set"
           " headers)"),
 )
 LOCATION = ("Location",)
