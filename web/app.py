@@ -37,6 +37,7 @@ from web.routes import metrics as metrics_route
 from web.routes import timings as timing_routes
 from web.routes.admin_queue import blueprint as admin_queue_blueprint
 from web.routes.admin_users import blueprint as admin_users_blueprint
+from web.routes.apidocs import blueprint as apidocs_blueprint
 from web.routes.compat import blueprints as compat_blueprints
 from web.routes.console import blueprint as console_blueprint
 from web.routes.job_control import blueprint as job_control_blueprint
@@ -121,6 +122,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
         app.register_blueprint(bp)
     app.register_blueprint(admin_queue_blueprint(ctx))
     app.register_blueprint(console_blueprint(ctx))
+    app.register_blueprint(apidocs_blueprint(ctx))
     return app
 
 
