@@ -127,6 +127,9 @@ class SpeechJob(msgspec.Struct, frozen=True, kw_only=True, tag="speech"):
     #: the storybook this job is a line of ("": a single job). Its entry names the book, so
     #: the locking read can tell whether the book may have been cancelled (``Keys.book_cancel``)
     book_id: str = ""
+    #: a client follows the audio as it is made: the TTS actor publishes its chunks
+    #: (``actors/pipeline/live.py``); not part of the cache key or the request hash
+    stream: bool = False
 
 
 StreamMessage = SpeechJob  # grows into a tagged union (e.g. ``SpeechJob | PreviewJob``)
@@ -238,8 +241,11 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     lane: Lane = Lane.interactive
     metadata: Metadata | None = None
 
-    def to_stream(self, submitted_at: float = 0.0, book_id: str = "") -> SpeechJob:
-        """The job as its stream entry carries it (``book_id``: the storybook it is a line of)."""
+    def to_stream(
+        self, submitted_at: float = 0.0, book_id: str = "", stream: bool = False
+    ) -> SpeechJob:
+        """The job as its stream entry carries it (``book_id``: the storybook it is a line of;
+        ``stream``: its audio is followed as it is made)."""
         return SpeechJob(
             job_id=self.id,
             owner=self.owner,
@@ -252,6 +258,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             cache_key=self.cache_key,
             lane=self.lane,
             book_id=book_id,
+            stream=stream,
         )
 
 

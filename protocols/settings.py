@@ -125,6 +125,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     owner_events_ttl_s: int = 7 * 24 * 3600  # idle user stream expires after this
     sse_max_streams: int = 100  # concurrent SSE streams per process; more answer 503
     sse_heartbeat_s: float = 15.0  # comment line sent on an idle SSE stream
+    live_ttl_s: float = 300.0  # a stream job's live audio (Redis) expires this long after a write
+    live_maxlen: int = 4096  # chunks kept per job's live stream (approximately)
+    live_wait_s: float = 600.0  # longest a follower of a job's audio waits for it to end
     voice_ready_timeout_s: float = 1800.0  # a clone not ready by then is failed
     voice_poll_s: float = 2.0  # first poll of a processing clone; doubles up to voice_poll_max_s
     voice_poll_max_s: float = 15.0
@@ -243,6 +246,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("events_maxlen", "CHORUS_EVENTS_MAXLEN", int)
         put("owner_events_maxlen", "CHORUS_OWNER_EVENTS_MAXLEN", int)
         put("sse_max_streams", "CHORUS_SSE_MAX_STREAMS", int)
+        put("live_ttl_s", "CHORUS_LIVE_TTL_S", float)
+        put("live_maxlen", "CHORUS_LIVE_MAXLEN", int)
+        put("live_wait_s", "CHORUS_LIVE_WAIT_S", float)
         put("voice_ready_timeout_s", "CHORUS_VOICE_READY_TIMEOUT_S", float)
         put("orphan_age_s", "CHORUS_ORPHAN_AGE_S", float)
         put("voice_poll_s", "CHORUS_VOICE_POLL_S", float)
@@ -316,6 +322,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("CHORUS_LEASE_S and CHORUS_RECLAIM_INTERVAL_S must be positive")
         if self.read_block_ms < 1:
             raise ConfigError("CHORUS_READ_BLOCK_MS must be at least 1")
+        if self.live_ttl_s <= 0 or self.live_maxlen < 1 or self.live_wait_s <= 0:
+            raise ConfigError(
+                "CHORUS_LIVE_TTL_S and CHORUS_LIVE_WAIT_S must be positive, "
+                "CHORUS_LIVE_MAXLEN at least 1"
+            )
         if self.events_maxlen < 1 or self.owner_events_maxlen < 1 or self.sse_max_streams < 1:
             raise ConfigError(
                 "CHORUS_EVENTS_MAXLEN, CHORUS_OWNER_EVENTS_MAXLEN and CHORUS_SSE_MAX_STREAMS "

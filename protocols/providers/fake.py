@@ -13,6 +13,11 @@ Test seams (public attributes): ``calls``, ``active`` and ``peak`` (concurrent c
 most), ``requests`` (the last ``KEPT_REQUESTS``, oldest first), ``script`` (a queue of exceptions
 to raise or extra seconds to wait, one per call), ``gate`` (an Event every call waits on),
 ``latency_s``; the voices are a constructor argument.
+
+Streaming (``synthesize_streaming``, ``protocols/live.py``): after ``latency_s`` (its time to first
+byte) the clip is handed out in ``STREAM_PIECES`` byte pieces; before each piece after the first
+it waits ``stream_gap_s`` and, when set, the ``hold`` Event (a test seam: "audio is flowing, the
+job is not finished").
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ import trio
 
 from protocols.domain.audio import FORMAT_NAMES, encode_pcm, parse_format, silence
 from protocols.errors import UnknownVoice
+from protocols.live import ChunkSink
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo
 from protocols.providers.base import LocalProvider
 
 CLIP_S = 0.1
 RATE = 22050
 KEPT_REQUESTS = 1000  # ``requests`` is bounded: the fake may serve for days
+STREAM_PIECES = 4
 
 VOICES = (
     VoiceInfo(voice_id="fake-en", name="Fake English", language="en", provider="fake"),
@@ -63,6 +70,8 @@ class FakeProvider(LocalProvider):
         )
         self.script: collections.deque[BaseException | float] = collections.deque()
         self.gate: trio.Event | None = None
+        self.stream_gap_s = 0.0
+        self.hold: trio.Event | None = None
 
     def formats(self) -> frozenset[str]:
         return FORMAT_NAMES
@@ -115,3 +124,19 @@ class FakeProvider(LocalProvider):
             audio=_clip(fmt.name), content_type=fmt.content_type, duration_s=CLIP_S,
             characters=len(request.text),
         )
+
+    async def synthesize_streaming(
+        self, request: SynthesisRequest, sink: ChunkSink
+    ) -> SynthesisResult:
+        """``synthesize``, its clip handed to ``sink`` in pieces (see the module docstring)."""
+        result = await self.synthesize(request)
+        data = result.audio
+        step = -(-len(data) // STREAM_PIECES)
+        for i, start in enumerate(range(0, len(data), step)):
+            if i:
+                if self.stream_gap_s:
+                    await trio.sleep(self.stream_gap_s)
+                if self.hold is not None:
+                    await self.hold.wait()
+            await sink(data[start : start + step])
+        return result

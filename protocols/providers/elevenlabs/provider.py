@@ -60,6 +60,7 @@ from protocols.errors import (
     SynthesisFailed,
     UnknownVoice,
 )
+from protocols.live import ChunkSink
 from protocols.messages import (
     DictionaryRef,
     SpeechParams,
@@ -80,6 +81,7 @@ from protocols.providers.elevenlabs.models import (
     pick_model,
     primary_language,
 )
+from protocols.providers.elevenlabs.streaming import synthesize_streaming
 from protocols.providers.elevenlabs.voices import ElevenLabsVoices
 from protocols.settings import Settings
 
@@ -479,6 +481,17 @@ class ElevenLabsProvider:
             characters=len(request.text), request_ids=tuple(ids),
             character_cost=cost if costed else None,
         )
+
+    async def synthesize_streaming(
+        self, request: SynthesisRequest, sink: ChunkSink
+    ) -> SynthesisResult:
+        """``synthesize`` through the streaming endpoint, each chunk relayed to ``sink`` as it
+        arrives (``protocols/providers/elevenlabs/streaming.py``)."""
+        return await synthesize_streaming(self, request, sink)
+
+    def count_characters(self, cost: int) -> None:
+        """Add what a call cost to the statistics' character count."""
+        self._chars += cost
 
     async def _from_history(
         self, request: SynthesisRequest, found: Sequence[tuple[bytes, Mapping[str, Any]]],
