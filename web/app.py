@@ -23,6 +23,7 @@ from hypercorn.utils import wrap_app
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 
+from actors.pipeline.live import FOLLOW_BLOCK_MS, LiveFollower
 from protocols.dictionaries import MAX_DICTIONARY_BODY
 from protocols.errors import ChorusError, ConfigError
 from protocols.settings import Settings
@@ -30,6 +31,7 @@ from web import problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
+from web.routes import live as live_routes
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 
 if TYPE_CHECKING:
@@ -95,6 +97,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     problems.install(app)
     for module in (jobs, events, audio, voices, storybooks, dictionaries, usage, health):
         app.register_blueprint(module.blueprint(ctx))
+    app.register_blueprint(live_routes.blueprint(ctx))
     return app
 
 
@@ -172,7 +175,11 @@ async def front_door(
     sse_pool = service.redis.event_bus(
         block_ms=min(s.read_block_ms, 1000), max_connections=s.sse_max_streams + 2
     )
-    async with service.redis.queue() as queue, sse_pool as event_log:
+    live_pool = service.redis.live(
+        block_ms=FOLLOW_BLOCK_MS, max_connections=s.sse_max_streams + 2
+    )
+    async with service.redis.queue() as queue, sse_pool as event_log, live_pool as live:
+        follower = LiveFollower(s, store=service.store, blobs=service.blobs, reader=live)
 
         async def readiness() -> dict[str, bool]:
             return {"redis": await _ok(queue.ping), "postgres": await _ok(service.store.ping)}
@@ -185,6 +192,7 @@ async def front_door(
             books=service.books, storybooks=service.storybooks,
             book_outputs=service.book_outputs, kick_runner=service.kick_runner,
             dictionaries=service.dictionaries,
+            follow_audio=follower.follow,
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
 

@@ -51,12 +51,14 @@ class RedisOpeners:
             owner_ttl_s=s.owner_events_ttl_s,
         )
 
-    def live(self, *, block_ms: int = 0) -> AbstractAsyncContextManager[RedisLive]:
+    def live(
+        self, *, block_ms: int = 0, max_connections: int = 4
+    ) -> AbstractAsyncContextManager[RedisLive]:
         """Jobs' live audio streams (``protocols.redis.live``): publishing and following."""
         s = self.settings
         return open_live(
             self.url, self.keys, stream_timeout=s.redis_timeout_s + _read_slack(block_ms),
-            ttl_s=s.live_ttl_s, maxlen=s.live_maxlen,
+            ttl_s=s.live_ttl_s, maxlen=s.live_maxlen, max_connections=max_connections,
         )
 
     @asynccontextmanager
