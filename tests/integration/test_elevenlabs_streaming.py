@@ -1,0 +1,52 @@
+"""The ElevenLabs adapter's streaming (``synthesize_streaming``) against the stand-in server's
+``/v1/text-to-speech/{voice}/stream``: chunks relayed as they arrive, the result is the same
+bytes, a 429 before the first byte is waited out, and the whole pipeline streams it."""
+
+from __future__ import annotations
+
+import trio
+
+from protocols.domain.audio import audio_duration, parse_format
+from protocols.providers.elevenlabs.models import FLASH
+from tests.integration.test_elevenlabs_adapter import RACHEL, adapter, request
+from tests.support.elevenlabs.server import FakeElevenLabs
+
+
+async def test_chunks_are_relayed_as_they_arrive(tmp_path):
+    with FakeElevenLabs(api_key="test-key", stream_chunk_delay_s=0.02) as fake:
+        fake.inject(429, "system_busy", times=1)
+        async with adapter(fake, tmp_path) as provider:
+            chunks: list[tuple[float, bytes]] = []
+
+            async def sink(data: bytes) -> None:
+                chunks.append((trio.current_time(), data))
+
+            text = "The stream comes in pieces, as the audio is made far away."
+            with trio.fail_after(20):
+                result = await provider.synthesize_streaming(request(text, model=FLASH), sink)
+        assert len(chunks) >= 3  # 4 KiB at a time, as the server sent them
+        assert b"".join(data for _, data in chunks) == result.audio
+        assert chunks[-1][0] - chunks[0][0] > 0.03  # the first came well before the last
+        fmt = parse_format("mp3_44100_128")
+        assert abs(audio_duration(result.audio, fmt) - result.duration_s) < 0.01
+        assert result.character_cost == len(text) and result.request_ids
+        stream_calls = [c for c in fake.calls if c.endpoint == "stream"]
+        assert [c.status for c in stream_calls] == [429, 200]  # waited out, once charged
+        assert fake.character_count == len(text)
+
+
+async def test_a_long_text_is_made_whole_and_handed_out_once(tmp_path):
+    with FakeElevenLabs(api_key="test-key") as fake:
+        fake.model_limits[FLASH] = 40
+        async with adapter(fake, tmp_path) as provider:
+            chunks: list[bytes] = []
+
+            async def sink(data: bytes) -> None:
+                chunks.append(data)
+
+            text = "A first sentence of the tale. A second one that follows it."
+            with trio.fail_after(20):
+                result = await provider.synthesize_streaming(request(text, model=FLASH), sink)
+        assert chunks == [result.audio]
+        assert {c.endpoint for c in fake.calls} == {"convert"}
+        assert RACHEL in {c.voice_id for c in fake.calls}
