@@ -20,6 +20,8 @@ from protocols.messages import SynthesisResult
 #: its audio comes out soon
 STREAM_PART_CHARS = 160
 FIRST_PART_CHARS = 48
+#: the first part's audio is encoded (and handed out) this many seconds at a time
+ENCODE_SLICE_S = 0.5
 
 
 def stream_split(text: str, limit: int = STREAM_PART_CHARS) -> list[str]:
@@ -56,13 +58,16 @@ async def stream_parts(
             pcm = await synth(part)
             if not pcm:
                 continue
-            try:
-                data = await trio.to_thread.run_sync(encoder.feed, pcm)
-            except (av.FFmpegError, ValueError) as exc:
-                raise SynthesisFailed(f"encoding to {fmt.name} failed: {exc}") from exc
-            if data:
-                out += data
-                await sink(data)
+            # the first part in slices (its first bytes out soon), the others whole
+            step = int(sample_rate * ENCODE_SLICE_S) * 2 if not out else len(pcm)
+            for start in range(0, len(pcm), step):
+                try:
+                    data = await trio.to_thread.run_sync(encoder.feed, pcm[start:start + step])
+                except (av.FFmpegError, ValueError) as exc:
+                    raise SynthesisFailed(f"encoding to {fmt.name} failed: {exc}") from exc
+                if data:
+                    out += data
+                    await sink(data)
         if not encoder.samples:
             raise SynthesisFailed(f"{engine} produced no audio")
         try:
