@@ -50,3 +50,30 @@ async def test_a_long_text_is_made_whole_and_handed_out_once(tmp_path):
         assert chunks == [result.audio]
         assert {c.endpoint for c in fake.calls} == {"convert"}
         assert RACHEL in {c.voice_id for c in fake.calls}
+
+
+async def test_the_pipeline_relays_elevenlabs_while_it_speaks(redis_url, store, tmp_path):
+    """A stream job on ElevenLabs: the first chunk reaches the client while the stand-in is
+    still sending the rest; the body is the stored clip; one call, charged once."""
+    from tests.integration.test_cache_and_quota import eleven_service, tts_calls
+
+    text = "Every evening she climbed the hill and watched the boats come home."
+    with FakeElevenLabs(api_key="test-key", stream_chunk_delay_s=0.25) as fake:
+        async with eleven_service(redis_url, store, tmp_path, fake) as svc:
+            with trio.fail_after(45):
+                job_id = (await svc.submit(text, stream=True)).json()["id"]
+                body = bytearray()
+                async with svc.client.stream("GET", f"/v1/jobs/{job_id}/stream") as live:
+                    assert live.status_code == 200
+                    chunks = live.aiter_bytes()
+                    body += await anext(chunks)
+                    job = (await svc.client.get(f"/v1/jobs/{job_id}")).json()
+                    assert job["status"] == "running", job  # the rest is still on its way
+                    async for chunk in chunks:
+                        body += chunk
+                done = (await svc.wait_done([job_id]))[job_id]
+                stored = (await svc.client.get(f"/v1/audio/{done['audio_id']}")).content
+            assert bytes(body) == stored
+            assert tts_calls(fake, text) == 1 and fake.character_count == len(text)
+            assert [c.endpoint for c in fake.calls if c.text == text] == ["stream"]
+            assert (await svc.client.get("/v1/usage")).json()["jobs_charged"] == 1
