@@ -136,49 +136,46 @@ class LiveFollower:
         ``FollowTimeout``, ``NotFound`` (its audio is gone) or ``QueueUnavailable``."""
         deadline = trio.current_time() + self.settings.live_wait_s
         splice = _Splice()
-        after, live = "0", True
-        while True:
+        after, live, current = "0", True, job
+        while not current.status.terminal:
             if trio.current_time() > deadline:
                 raise FollowTimeout(f"job {job.id} did not finish within "
                                     f"{self.settings.live_wait_s:g} s")
-            events = await self._read(job.id, after, FOLLOW_BLOCK_MS) if live else []
-            for event in events:
-                after = event.id
-                fresh, done = self._apply(splice, event)
-                if fresh is None:
-                    live = False  # a gap: the stored clip takes over
-                    break
-                if fresh:
-                    yield fresh
-                if done:
-                    return
-            if events and live:
-                continue
-            if not live:
-                await trio.sleep(FOLLOW_BLOCK_MS / 1000)
-            current = await self._job(job)
-            if not current.status.terminal:
-                continue
-            if current.status is not JobStatus.succeeded:
-                raise JobNotSucceeded(
-                    f"job {job.id} is {current.status.value}"
-                    + (f" ({current.error_code})" if current.error_code else ""),
-                    job_status=current.status.value, error_code=current.error_code,
-                )
-            if live:  # an end written just before the job finished
-                for event in await self._read(job.id, after, 0):
+            if live:
+                events = await self._read(job.id, after, FOLLOW_BLOCK_MS)
+                for event in events:
                     after = event.id
                     fresh, done = self._apply(splice, event)
                     if fresh is None:
+                        live = False  # a gap: the stored clip takes over
                         break
                     if fresh:
                         yield fresh
                     if done:
                         return
-            fresh = splice.take("stored", 0, await self._stored(current))
-            if fresh:
-                yield fresh
-            return
+                if events and live:
+                    continue  # audio is flowing: the job is alive
+            else:
+                await trio.sleep(FOLLOW_BLOCK_MS / 1000)
+            current = await self._job(job)
+        if current.status is not JobStatus.succeeded:
+            raise JobNotSucceeded(
+                f"job {job.id} is {current.status.value}"
+                + (f" ({current.error_code})" if current.error_code else ""),
+                job_status=current.status.value, error_code=current.error_code,
+            )
+        if live:  # what is left of a live stream (its end may have come just before)
+            for event in await self._read(job.id, after, 0):
+                fresh, done = self._apply(splice, event)
+                if fresh is None:
+                    break
+                if fresh:
+                    yield fresh
+                if done:
+                    return
+        fresh = splice.take("stored", 0, await self._stored(current))
+        if fresh:
+            yield fresh
 
     @staticmethod
     def _apply(splice: _Splice, event: LiveEvent) -> tuple[bytes | None, bool]:

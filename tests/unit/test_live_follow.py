@@ -141,3 +141,12 @@ async def test_the_publisher_stops_on_redis_errors_and_never_fails_the_job(autoj
     await publisher.end(6)
     assert publisher.broken
     assert [e.data for e in live.events] == [b"01"]  # no end: followers use the stored clip
+
+
+async def test_a_finished_job_is_answered_without_waiting(autojump_clock):
+    follower = LiveFollower(Settings(live_wait_s=30), store=Store(JobStatus.succeeded),  # type: ignore[arg-type]
+                            blobs=Store(), reader=Live())  # type: ignore[arg-type]
+    t0 = trio.current_time()
+    done = msgspec.structs.replace(JOB, status=JobStatus.succeeded, audio_id="aud_1")
+    assert [chunk async for chunk in follower.follow(done)] == [STORED]
+    assert trio.current_time() == t0  # no blocking read of a stream that will never come
