@@ -17,7 +17,8 @@ to raise or extra seconds to wait, one per call), ``gate`` (an Event every call 
 Streaming (``synthesize_streaming``, ``protocols/live.py``): after ``latency_s`` (its time to first
 byte) the clip is handed out in ``STREAM_PIECES`` byte pieces; before each piece after the first
 it waits ``stream_gap_s`` and, when set, the ``hold`` Event (a test seam: "audio is flowing, the
-job is not finished").
+job is not finished"); ``break_stream``, when set, is raised once right after the first piece
+(an upstream stream that breaks mid-way).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class FakeProvider(LocalProvider):
         self.gate: trio.Event | None = None
         self.stream_gap_s = 0.0
         self.hold: trio.Event | None = None
+        self.break_stream: BaseException | None = None
 
     def formats(self) -> frozenset[str]:
         return FORMAT_NAMES
@@ -134,6 +136,9 @@ class FakeProvider(LocalProvider):
         step = -(-len(data) // STREAM_PIECES)
         for i, start in enumerate(range(0, len(data), step)):
             if i:
+                if self.break_stream is not None:
+                    broken, self.break_stream = self.break_stream, None
+                    raise broken
                 if self.stream_gap_s:
                     await trio.sleep(self.stream_gap_s)
                 if self.hold is not None:

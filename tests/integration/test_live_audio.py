@@ -163,3 +163,28 @@ async def test_the_embedded_engine_streams_the_stored_clip(redis_url, store, tmp
             assert body == await _stored(svc, job_id)
             assert 4.0 < _decoded_s(body) < 15.0
         await total_queue_check(store, redis_url, settings, svc.accepted)
+
+
+async def test_a_stream_broken_mid_way_is_taken_up_by_the_next_attempt(redis_url, store, tmp_path):
+    """The first attempt dies after its first piece (aborted); the job is tried again and the
+    follower, which already sent that piece, goes on with the next attempt's same bytes: one
+    whole clip, each byte once, charged once."""
+    from protocols.errors import ProviderUnavailable
+
+    settings = make_settings(tmp_path)
+    provider = FakeProvider()
+    provider.break_stream = ProviderUnavailable("upstream stream reset")
+    with trio.fail_after(60):
+        async with running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=provider
+        ) as svc:
+            job_id = (await svc.submit("Broken, then whole.", stream=True)).json()["id"]
+            r = await svc.client.get(f"/v1/jobs/{job_id}/stream")
+            assert r.status_code == 200
+            stored = await _stored(svc, job_id)
+            assert r.content == stored
+            assert provider.calls == 2
+            job = (await svc.client.get(f"/v1/jobs/{job_id}")).json()
+            assert job["attempts"] == 2
+            assert (await svc.client.get("/v1/usage")).json()["jobs_charged"] == 1
+        await total_queue_check(store, redis_url, settings, svc.accepted)
