@@ -34,7 +34,7 @@ import httpx
 import psutil
 import trio
 
-from actors import bench_compat
+from actors import bench_compat, bench_stream
 from actors.service import Role, Service
 from protocols.embedded.servers import embedded_postgres, embedded_redis, run_psql
 from protocols.messages import JobRequest, Lane, SynthesisRequest, User
@@ -51,6 +51,7 @@ VOICE, MB = "fake-en", 1024 * 1024
 FULL = {"throughput": 5000, "utilization": 300, "pickup": 200, "http": 2000, "memory": 100_000,
         "repeats": 400, "lanes": 1000, "storybook": 300, "piper": 3}
 FULL["compat"] = 500  # actors/bench_compat.py
+FULL["stream"] = 50  # actors/bench_stream.py (quick runs keep 50)
 BOOK_PAGE = 9  # lines per page of the bench's books
 BEHIND_BOOK = 1000  # lines of the book single jobs are submitted behind (workload "storybook")
 REPEAT_LATENCY_S = 0.05
@@ -483,6 +484,7 @@ WORKLOADS = {"throughput": throughput, "utilization": utilization, "pickup": pic
              "http": http, "memory": memory, "repeats": repeats, "lanes": lanes,
              "storybook": storybook, "piper": piper}
 WORKLOADS["compat"] = bench_compat.cached_convert
+WORKLOADS["stream"] = bench_stream.stream
 
 
 async def _all(build: BuildService, database_url: str, redis_url: str, data_dir: Path,
@@ -632,6 +634,7 @@ def run_bench(args: Any, build: BuildService) -> int:
         results = trio.run(_all, build, database_url, redis_url, Path(tmp) / "service", sizes)
     runtime, load_after = time.perf_counter() - started, os.getloadavg()[0]
     figures = _figures(results) if len(results) == len(WORKLOADS) else _partial(results)
+    figures += bench_stream.stream_figures(results["stream"]) if "stream" in results else []
     print(f"\n{'figure':<46} {'measured':>16} {'target':>8}  result\n{'-' * 80}")
     for name, value, unit, target, ok in figures:
         verdict = "info" if ok is None else ("PASS" if ok else "FAIL")

@@ -262,6 +262,7 @@ class Service:
                     pacing=self.pacing, store=self.store, blobs=self.blobs,
                     provider=self.provider, produced=self._produced_send,
                     open_coordinator=self.open_coordinator, events=self.events,
+                    open_live=self.redis.live,
                 )
                 for i in range(s.concurrency)
             ]

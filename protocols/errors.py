@@ -308,3 +308,32 @@ class DictionaryLimitReached(ChorusError):
     code = "dictionary_limit_reached"
     status = 409
     title = "Too many pronunciation dictionaries"
+
+
+# --- following a job's audio (``actors/pipeline/live.py``) --------------------------------------
+
+
+class JobNotSucceeded(ChorusError):
+    """The followed job ended without audio (failed, dead or cancelled)."""
+
+    code = "job_not_succeeded"
+    status = 409
+    title = "The job ended without audio"
+
+
+class LiveAudioChanged(ChorusError):
+    """A new attempt of a job made other bytes than the ones already streamed to this client:
+    the response is cut short (the job's stored clip is whole; fetch it again)."""
+
+    code = "live_audio_changed"
+    status = 502
+    title = "The audio changed while it was streamed"
+
+
+class FollowTimeout(ChorusError):
+    """The followed job did not end within ``CHORUS_LIVE_WAIT_S``."""
+
+    code = "follow_timeout"
+    status = 504
+    title = "The job did not finish in time"
+    retryable = True

@@ -129,6 +129,9 @@ class SpeechJob(msgspec.Struct, frozen=True, kw_only=True, tag="speech"):
     book_id: str = ""
     #: the X-Request-ID of the HTTP request that created the job ("": none, or an older entry)
     request_id: str = ""
+    #: a client follows the audio as it is made: the TTS actor publishes its chunks
+    #: (``actors/pipeline/live.py``); not part of the cache key or the request hash
+    stream: bool = False
 
 
 StreamMessage = SpeechJob  # grows into a tagged union (e.g. ``SpeechJob | PreviewJob``)
@@ -248,8 +251,11 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     #: ``request_ids``)
     request_id: str | None = None
 
-    def to_stream(self, submitted_at: float = 0.0, book_id: str = "") -> SpeechJob:
-        """The job as its stream entry carries it (``book_id``: the storybook it is a line of)."""
+    def to_stream(
+        self, submitted_at: float = 0.0, book_id: str = "", stream: bool = False
+    ) -> SpeechJob:
+        """The job as its stream entry carries it (``book_id``: the storybook it is a line of;
+        ``stream``: its audio is followed as it is made)."""
         return SpeechJob(
             job_id=self.id,
             owner=self.owner,
@@ -263,6 +269,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             lane=self.lane,
             book_id=book_id,
             request_id=self.request_id or "",
+            stream=stream,
         )
 
 

@@ -141,6 +141,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: in Postgres (``server_secrets``)
     signing_key: Secret | None = None
     audio_url_ttl_s: float = 3600.0  # a finished job's signed audio URL works this long
+    live_ttl_s: float = 300.0  # a stream job's live audio (Redis) expires this long after a write
+    live_maxlen: int = 4096  # chunks kept per job's live stream (approximately)
+    live_wait_s: float = 600.0  # longest a follower of a job's audio waits for it to end
     voice_ready_timeout_s: float = 1800.0  # a clone not ready by then is failed
     voice_poll_s: float = 2.0  # first poll of a processing clone; doubles up to voice_poll_max_s
     voice_poll_max_s: float = 15.0
@@ -274,6 +277,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("cors_origins", "CHORUS_CORS_ORIGINS", _csv)
         put("signing_key", "CHORUS_SIGNING_KEY", Secret)
         put("audio_url_ttl_s", "CHORUS_AUDIO_URL_TTL_S", float)
+        put("live_ttl_s", "CHORUS_LIVE_TTL_S", float)
+        put("live_maxlen", "CHORUS_LIVE_MAXLEN", int)
+        put("live_wait_s", "CHORUS_LIVE_WAIT_S", float)
         put("voice_ready_timeout_s", "CHORUS_VOICE_READY_TIMEOUT_S", float)
         put("orphan_age_s", "CHORUS_ORPHAN_AGE_S", float)
         put("voice_poll_s", "CHORUS_VOICE_POLL_S", float)
@@ -370,6 +376,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     "CHORUS_CORS_ORIGINS is a comma list of origins such as"
                     f" https://app.example.com (no path), or *; not {origin!r}"
                 )
+        if self.live_ttl_s <= 0 or self.live_maxlen < 1 or self.live_wait_s <= 0:
+            raise ConfigError(
+                "CHORUS_LIVE_TTL_S and CHORUS_LIVE_WAIT_S must be positive, "
+                "CHORUS_LIVE_MAXLEN at least 1"
+            )
         if self.events_maxlen < 1 or self.owner_events_maxlen < 1 or self.sse_max_streams < 1:
             raise ConfigError(
                 "CHORUS_EVENTS_MAXLEN, CHORUS_OWNER_EVENTS_MAXLEN and CHORUS_SSE_MAX_STREAMS "

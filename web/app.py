@@ -24,6 +24,7 @@ from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioRequest
 
 from actors.ops import overview as ops
+from actors.pipeline.live import FOLLOW_BLOCK_MS, LiveFollower
 from protocols.dictionaries import MAX_DICTIONARY_BODY
 from protocols.errors import ChorusError, ConfigError
 from protocols.metrics.exposition import QueueFigures
@@ -33,6 +34,7 @@ from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.observe import Observe, mark_route
 from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
+from web.routes import live as live_routes
 from web.routes import metrics as metrics_route
 from web.routes import timings as timing_routes
 from web.routes.admin_queue import blueprint as admin_queue_blueprint
@@ -123,6 +125,7 @@ def create_app(ctx: WebContext) -> QuartTrio:
     app.register_blueprint(admin_queue_blueprint(ctx))
     app.register_blueprint(console_blueprint(ctx))
     app.register_blueprint(apidocs_blueprint(ctx))
+    app.register_blueprint(live_routes.blueprint(ctx))
     return app
 
 
@@ -200,7 +203,11 @@ async def front_door(
     sse_pool = service.redis.event_bus(
         block_ms=min(s.read_block_ms, 1000), max_connections=s.sse_max_streams + 2
     )
-    async with service.redis.queue() as queue, sse_pool as event_log:
+    live_pool = service.redis.live(
+        block_ms=FOLLOW_BLOCK_MS, max_connections=s.sse_max_streams + 2
+    )
+    async with service.redis.queue() as queue, sse_pool as event_log, live_pool as live:
+        follower = LiveFollower(s, store=service.store, blobs=service.blobs, reader=live)
 
         async def readiness() -> dict[str, bool]:
             return {"redis": await _ok(queue.ping), "postgres": await _ok(service.store.ping)}
@@ -227,6 +234,7 @@ async def front_door(
             audio_signer=await audio_signer(service),
             overview=partial(ops.of_service, service, queue),
             redrive=partial(ops.redrive_one, service, queue),
+            follow_audio=follower.follow,
         )
         await serve(ctx, shutdown_trigger=stop.wait, task_status=task_status)
 

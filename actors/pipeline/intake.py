@@ -170,7 +170,8 @@ class Intake:
             request, user.id, lane=lane, defaults=user.dictionaries,
             voice_for=voice_for or self.voices.for_job,
         )
-        job, created = await self._accept(user, new, quota=quota, book_id=book_id, turn=turn)
+        job, created = await self._accept(user, new, quota=quota, book_id=book_id, turn=turn,
+                                          stream=request.stream)
         if created:  # the seed's TTS_CREATION: a job was accepted
             self._events.publish(job_event(
                 EventKind.tts_creation, job.id, job.owner, voice_id=job.voice_id,
@@ -266,7 +267,7 @@ class Intake:
 
     async def _accept(
         self, user: User, new: NewJob, *, quota: bool, book_id: str = "",
-        turn: Callable[[], Awaitable[None]] | None = None,
+        turn: Callable[[], Awaitable[None]] | None = None, stream: bool = False,
     ) -> tuple[Job, bool]:
         """create_job + enqueue, shielded: a submit cancelled half-way (client gone, server
         stopping) never leaves a job that is in the database but not in the stream. ``turn``:
@@ -288,7 +289,7 @@ class Intake:
             try:
                 if turn is not None:
                     await turn()
-                await self._enqueue(job.to_stream(time.time(), book_id))
+                await self._enqueue(job.to_stream(time.time(), book_id, stream))
             except Exception:  # QueueFull / QueueUnavailable -> 503; anything else -> 500
                 if created and not await self._discard(job.id):
                     started = await store.get_job(job.id)

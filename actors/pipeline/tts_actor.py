@@ -17,6 +17,11 @@ holding it is generating the same audio: this actor waits for the lock to go, th
 audio in the cache. The lock is released only once the audio row is committed, so a waiter never
 misses it; a holder that dies releases by expiry, and its job comes back through the stream.
 
+Live audio: for a job submitted with ``stream`` the provider hands out chunks as it makes them
+(``StreamingSynthesis``; a provider without it hands out its whole clip at the end), published
+to the job's live stream under this attempt's token (``actors/pipeline/live.py``); an attempt
+that fails writes an abort entry. The stored clip is the same bytes.
+
 Paid once: a redelivered job (or one started before) tells the provider since when an earlier
 attempt may have generated its audio (``SynthesisRequest.previous_attempt_since``); a provider
 that keeps a history (ElevenLabs) looks there before paying again, and such a reuse is counted
@@ -35,6 +40,7 @@ import trio
 
 from actors.pipeline.attempt import Attempt, PendingStart
 from actors.pipeline.flight import FirstTry, Flight
+from actors.pipeline.live import AttemptPublisher
 from actors.pipeline.outcomes import Outcomes, is_outage
 from actors.pipeline.pacing import Pacing
 from actors.pipeline.storer import Produced
@@ -43,6 +49,7 @@ from protocols.domain.audio import parse_format
 from protocols.errors import ChorusError
 from protocols.events import NO_EVENTS
 from protocols.faults import FaultPlan
+from protocols.live import LiveWriter, StreamingSynthesis
 from protocols.messages import (
     Audio,
     Job,
@@ -61,6 +68,7 @@ log = logging.getLogger("chorus.tts")
 
 
 OpenCoordinator = Callable[[], AbstractAsyncContextManager[Coordinator]]
+OpenLive = Callable[[], AbstractAsyncContextManager[LiveWriter]]
 
 
 class ActorStatistics(msgspec.Struct, frozen=True):
@@ -89,8 +97,12 @@ class TTSActor:
         produced: trio.MemorySendChannel[Produced],
         open_coordinator: OpenCoordinator | None = None,
         events: EventSink = NO_EVENTS,
+        open_live: OpenLive | None = None,
     ) -> None:
         self.name = name
+        #: where a ``stream`` job's chunks go (None: nowhere; followers get the stored clip)
+        self._open_live = open_live
+        self._live: LiveWriter | None = None
         self.settings = settings
         self._deliveries = deliveries
         self._pacing = pacing
@@ -113,7 +125,15 @@ class TTSActor:
 
     async def run(self, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         try:
-            await self._run_with_coordinator(stop, task_status)
+            if self._open_live is None:
+                await self._run_with_coordinator(stop, task_status)
+            else:
+                async with self._open_live() as live:
+                    self._live = live
+                    try:
+                        await self._run_with_coordinator(stop, task_status)
+                    finally:
+                        self._live = None
         finally:
             self._set_refilling(False)
             self._set_finishing(False)
@@ -326,7 +346,8 @@ class TTSActor:
         if flight is not None and (reused := await flight.own(look_again)) is not None:
             return reused
         metrics.cache_lookup("worker", hit=False)
-        result = await self._call_provider(flight, job, since=self._earlier_attempt(attempt, job))
+        result = await self._call_provider(flight, job, since=self._earlier_attempt(attempt, job),
+                                           live=self._publisher(attempt))
         return self._as_produced(attempt, job, result)
 
     @staticmethod
@@ -357,7 +378,7 @@ class TTSActor:
         if (reused := await flight.own(look_again)) is not None:
             return reused
         metrics.cache_lookup("worker", hit=False)
-        result = await self._call_provider(flight, attempt.job)
+        result = await self._call_provider(flight, attempt.job, live=self._publisher(attempt))
         if start.ready:
             try:
                 job, _ = await start.get()
@@ -378,8 +399,33 @@ class TTSActor:
         # the Storer checks the start when it is known (no wait here for the next job)
         return self._as_produced(attempt, None, result)
 
+    def _publisher(self, attempt: Attempt) -> AttemptPublisher | None:
+        """This attempt's live publisher, for a job whose audio is followed."""
+        if not attempt.job.stream or self._live is None:
+            return None
+        return AttemptPublisher(self._live, attempt.job.job_id, self.settings.redis_timeout_s)
+
+    async def _synthesize(
+        self, request: SynthesisRequest, live: AttemptPublisher | None
+    ) -> SynthesisResult:
+        """The provider call; with ``live``, its chunks published as they come."""
+        if live is None:
+            return await self._provider.synthesize(request)
+        try:
+            if isinstance(self._provider, StreamingSynthesis):
+                result = await self._provider.synthesize_streaming(request, live.sink)
+            else:
+                result = await self._provider.synthesize(request)
+                await live.sink(result.audio)
+        except BaseException:
+            await live.abort()
+            raise
+        await live.end(len(result.audio))
+        return result
+
     async def _call_provider(self, flight: Flight | None, job: Job | SpeechJob, *,
-                             since: float | None = None) -> SynthesisResult:
+                             since: float | None = None,
+                             live: AttemptPublisher | None = None) -> SynthesisResult:
         request = SynthesisRequest(
             text=job.text, voice_id=job.voice_id, language=job.language,
             output_format=job.output_format, params=job.params, previous_attempt_since=since,
@@ -387,7 +433,7 @@ class TTSActor:
         async with flight.provider_slot() if flight is not None else nullcontext():
             self._set_refilling(False)
             try:
-                result = await self._provider.synthesize(request)
+                result = await self._synthesize(request, live)
             except Exception:
                 metrics.provider_call(self._provider.name, ok=False)
                 raise

@@ -324,3 +324,82 @@ def _sane(found: AudioProbe, name: str) -> AudioProbe:
     if found.duration_s is not None and not 0 < found.duration_s <= MAX_DURATION_S:
         raise InvalidAudio(f"{name} declares a duration of {found.duration_s:.0f} s.", file=name)
     return found
+
+
+# --- encoding while the audio is made ------------------------------------------------------------
+
+
+class _Tap:
+    """A write-only, non-seekable output: muxers write a streaming header (an mp3 without the
+    Xing/LAME frame, a WAV whose sizes say "unknown") and never go back, so every byte
+    written is final and can be handed out at once."""
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.pending += data
+        return len(data)
+
+    def flush(self) -> None:
+        return None
+
+    def take(self) -> bytes:
+        out = bytes(self.pending)
+        self.pending.clear()
+        return out
+
+
+class StreamEncoder:
+    """Encode s16le mono PCM pieces into ``fmt`` and hand out the encoded bytes as they are
+    final: ``feed(piece)`` and ``finish()`` return the bytes produced by that call (maybe
+    none: a codec or muxer may hold some back); all of them joined are the whole clip, a
+    valid file of that format (with a streaming header, see ``_Tap``). Synchronous and
+    CPU-bound (a worker thread); one call at a time."""
+
+    def __init__(self, sample_rate: int, fmt: AudioFormat) -> None:
+        if sample_rate <= 0:
+            raise ValueError("sample_rate must be positive")
+        self._rate = sample_rate
+        self._tap = _Tap()
+        # Ogg pages hold a second of audio by default: a tenth, so opus flows too
+        options = {"page_duration": "100000"} if fmt.container == "ogg" else {}
+        self._out = av.open(self._tap, mode="w", format=fmt.container, options=options)
+        self._stream = self._out.add_stream(fmt.codec, rate=fmt.sample_rate, layout="mono")
+        if fmt.bitrate:
+            self._stream.bit_rate = fmt.bitrate
+        self._resampler = av.AudioResampler(
+            format=self._stream.codec_context.format.name, layout="mono", rate=fmt.sample_rate
+        )
+        self._pts = 0
+        self.samples = 0  # PCM samples fed so far
+
+    def feed(self, piece: bytes) -> bytes:
+        if len(piece) % SAMPLE_WIDTH:
+            raise ValueError("PCM has an odd number of bytes")
+        if piece:
+            frame = av.AudioFrame(format="s16", layout="mono", samples=len(piece) // SAMPLE_WIDTH)
+            frame.planes[0].update(piece)
+            frame.sample_rate = self._rate
+            frame.pts = self._pts
+            self._pts += frame.samples
+            self.samples += frame.samples
+            for resampled in self._resampler.resample(frame):
+                for packet in self._stream.encode(resampled):
+                    self._out.mux(packet)
+        return self._tap.take()
+
+    def finish(self) -> bytes:
+        try:
+            for resampled in self._resampler.resample(None):
+                for packet in self._stream.encode(resampled):
+                    self._out.mux(packet)
+            for packet in self._stream.encode(None):
+                self._out.mux(packet)
+        finally:
+            self._out.close()
+        return self._tap.take()
+
+    def close(self) -> None:
+        """Give up without finishing (an error elsewhere)."""
+        self._out.close()

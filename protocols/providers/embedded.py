@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from protocols.errors import InvalidInput, UnknownVoice
+from protocols.live import ChunkSink, StreamingSynthesis
 from protocols.messages import SpeechParams, SynthesisRequest, SynthesisResult, VoiceInfo
 from protocols.ports import DictionaryMirror, Lexicon, SpeechProvider, VoiceManager
 from protocols.providers.base import account_name
@@ -75,6 +76,17 @@ class EmbeddedProvider:
     async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
         engine, _ = await self.route(request.voice_id, request.language)
         return await engine.synthesize(request)
+
+    async def synthesize_streaming(
+        self, request: SynthesisRequest, sink: ChunkSink
+    ) -> SynthesisResult:
+        """The voice's engine streams when it can; else its whole clip is one chunk."""
+        engine, _ = await self.route(request.voice_id, request.language)
+        if isinstance(engine, StreamingSynthesis):
+            return await engine.synthesize_streaming(request, sink)
+        result = await engine.synthesize(request)
+        await sink(result.audio)
+        return result
 
     async def remaining_characters(self) -> int | None:
         return None

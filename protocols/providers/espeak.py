@@ -31,8 +31,10 @@ from protocols.domain.ssml import Pause, charged_characters, spoken_text
 from protocols.domain.text import normalize_text, split_text
 from protocols.domain.timing import Group, alignment, spread
 from protocols.errors import InvalidInput, SynthesisFailed, TextEmpty, UnknownVoice
+from protocols.live import ChunkSink
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo, WordTiming
 from protocols.providers.base import LocalProvider
+from protocols.providers.streaming import STREAM_PART_CHARS, stream_parts, stream_split
 
 SAMPLE_RATE = 22050
 DEFAULT_VOICE = "en-us"
@@ -384,6 +386,28 @@ class EspeakProvider(LocalProvider):
             alignment=alignment(spoken_text(text), words, duration),
         )
 
+    async def synthesize_streaming(
+        self, request: SynthesisRequest, sink: ChunkSink
+    ) -> SynthesisResult:
+        """``synthesize`` a few sentences at a time, each part's audio handed to ``sink`` as
+        soon as it is encoded (``protocols/providers/streaming.py``)."""
+        text = normalize_text(request.text)
+        if not text:
+            raise TextEmpty("text is empty")
+        fmt = parse_format(request.output_format)
+        language = request.language
+        if not request.voice_id and not language and _HANGUL.search(text):
+            language = "ko"
+        espeak_name, _ = await self._resolve(request.voice_id, language)
+        said = await self.pronounce(text, request.params)
+
+        async def synth(part: str) -> bytes:
+            return await self._engine_call(_Engine.synth, espeak_name, part, said.phonemes)
+
+        return await stream_parts(
+            stream_split(said.text, min(self._chunk_chars, STREAM_PART_CHARS)), synth,
+            SAMPLE_RATE, fmt, sink, characters=len(request.text), engine="espeak-ng",
+        )
 
 def _word_times(
     groups: Sequence[Group], offset: int, length: int, events: Sequence[_Event],

@@ -13,6 +13,12 @@ Test seams (public attributes): ``calls``, ``active`` and ``peak`` (concurrent c
 most), ``requests`` (the last ``KEPT_REQUESTS``, oldest first), ``script`` (a queue of exceptions
 to raise or extra seconds to wait, one per call), ``gate`` (an Event every call waits on),
 ``latency_s``; the voices are a constructor argument.
+
+Streaming (``synthesize_streaming``, ``protocols/live.py``): after ``latency_s`` (its time to first
+byte) the clip is handed out in ``STREAM_PIECES`` byte pieces; before each piece after the first
+it waits ``stream_gap_s`` and, when set, the ``hold`` Event (a test seam: "audio is flowing, the
+job is not finished"); ``break_stream``, when set, is raised once right after the first piece
+(an upstream stream that breaks mid-way).
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ from protocols.domain.ssml import charged_characters, spoken_text
 from protocols.domain.text import normalize_text
 from protocols.domain.timing import alignment, even_words
 from protocols.errors import UnknownVoice
+from protocols.live import ChunkSink
 from protocols.messages import Alignment, SynthesisRequest, SynthesisResult, VoiceInfo
 from protocols.providers.base import LocalProvider
 
 CLIP_S = 0.1
 RATE = 22050
 KEPT_REQUESTS = 1000  # ``requests`` is bounded: the fake may serve for days
+STREAM_PIECES = 4
 
 VOICES = (
     VoiceInfo(voice_id="fake-en", name="Fake English", language="en", provider="fake"),
@@ -66,6 +74,9 @@ class FakeProvider(LocalProvider):
         )
         self.script: collections.deque[BaseException | float] = collections.deque()
         self.gate: trio.Event | None = None
+        self.stream_gap_s = 0.0
+        self.hold: trio.Event | None = None
+        self.break_stream: BaseException | None = None
 
     def formats(self) -> frozenset[str]:
         return FORMAT_NAMES
@@ -119,6 +130,24 @@ class FakeProvider(LocalProvider):
             characters=charged_characters(request.text), alignment=_alignment(request.text),
         )
 
+    async def synthesize_streaming(
+        self, request: SynthesisRequest, sink: ChunkSink
+    ) -> SynthesisResult:
+        """``synthesize``, its clip handed to ``sink`` in pieces (see the module docstring)."""
+        result = await self.synthesize(request)
+        data = result.audio
+        step = -(-len(data) // STREAM_PIECES)
+        for i, start in enumerate(range(0, len(data), step)):
+            if i:
+                if self.break_stream is not None:
+                    broken, self.break_stream = self.break_stream, None
+                    raise broken
+                if self.stream_gap_s:
+                    await trio.sleep(self.stream_gap_s)
+                if self.hold is not None:
+                    await self.hold.wait()
+            await sink(data[start : start + step])
+        return result
 
 def _alignment(text: str) -> Alignment:
     """The words spread evenly over the clip (the fake says nothing; breaks are ignored)."""

@@ -52,8 +52,10 @@ from protocols.domain.ssml import Pause, charged_characters, spoken_text
 from protocols.domain.text import normalize_text, split_text
 from protocols.domain.timing import Run, alignment, spread
 from protocols.errors import SynthesisFailed, TextEmpty, UnknownVoice
+from protocols.live import ChunkSink
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo, WordTiming
 from protocols.providers.base import LocalProvider
+from protocols.providers.streaming import STREAM_PART_CHARS, stream_parts, stream_split
 
 MODULES = ("piper", "onnxruntime")  # what the engine needs besides a voice wheel
 _RAW_PHONEMES = re.compile(r"\[{2,}")
@@ -241,4 +243,28 @@ class PiperProvider(LocalProvider):
             audio=audio, content_type=fmt.content_type, duration_s=duration,
             characters=charged_characters(request.text),
             alignment=alignment(spoken_text(text), words, duration),
+        )
+
+    async def synthesize_streaming(
+        self, request: SynthesisRequest, sink: ChunkSink
+    ) -> SynthesisResult:
+        """``synthesize`` a few sentences at a time, each part's audio handed to ``sink`` as
+        soon as it is encoded (``protocols/providers/streaming.py``)."""
+        said = await self.pronounce(normalize_text(request.text), request.params)
+        text = said.text if said.phonemes else self.escape_text(said.text)
+        if not text:
+            raise TextEmpty("text is empty")
+        fmt = parse_format(request.output_format)
+        voice = self._voice(request.voice_id, request.language)
+        model = await self.model(voice)
+        settings = request.params.voice_settings
+        speed = settings.speed if settings is not None else None
+
+        async def synth(part: str) -> bytes:
+            return await trio.to_thread.run_sync(_synth, model, part, speed,
+                                                 limiter=self._limiter)
+
+        return await stream_parts(
+            stream_split(text, min(self._chunk_chars, STREAM_PART_CHARS)), synth,
+            model.config.sample_rate, fmt, sink, characters=len(request.text), engine="Piper",
         )

@@ -85,3 +85,8 @@ class Keys(msgspec.Struct, frozen=True):
         """VoiceSync's status of one tracked voice (deadline, polls so far, state): a string
         that expires a margin after the voice's deadline (``protocols.redis.voice_queue``)."""
         return f"{self.prefix}:voices:status:{voice_id}"
+
+    def live(self, job_id: str) -> str:
+        """A ``stream`` job's audio chunks while it is made (bounded, expiring;
+        ``protocols.redis.live``)."""
+        return f"{self.prefix}:live:{job_id}"

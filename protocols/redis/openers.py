@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from protocols.redis.event_bus import RedisEventBus, open_event_bus
 from protocols.redis.keys import Keys
+from protocols.redis.live import RedisLive, open_live
 from protocols.redis.queue import RedisQueue, open_queue
 from protocols.redis.voice_queue import RedisVoiceSyncQueue
 from protocols.settings import Settings
@@ -48,6 +49,16 @@ class RedisOpeners:
             maxlen=s.events_maxlen,
             owner_maxlen=s.owner_events_maxlen,
             owner_ttl_s=s.owner_events_ttl_s,
+        )
+
+    def live(
+        self, *, block_ms: int = 0, max_connections: int = 4
+    ) -> AbstractAsyncContextManager[RedisLive]:
+        """Jobs' live audio streams (``protocols.redis.live``): publishing and following."""
+        s = self.settings
+        return open_live(
+            self.url, self.keys, stream_timeout=s.redis_timeout_s + _read_slack(block_ms),
+            ttl_s=s.live_ttl_s, maxlen=s.live_maxlen, max_connections=max_connections,
         )
 
     @asynccontextmanager

@@ -70,6 +70,7 @@ from protocols.errors import (
     SynthesisFailed,
     UnknownVoice,
 )
+from protocols.live import ChunkSink
 from protocols.messages import (
     Alignment,
     DictionaryRef,
@@ -92,6 +93,7 @@ from protocols.providers.elevenlabs.models import (
     pick_model,
     primary_language,
 )
+from protocols.providers.elevenlabs.streaming import synthesize_streaming
 from protocols.providers.elevenlabs.voices import ElevenLabsVoices
 from protocols.settings import Settings
 
@@ -498,6 +500,17 @@ class ElevenLabsProvider:
                 _alignment, request.text, clips, timed, fmt, duration
             ),
         )
+
+    async def synthesize_streaming(
+        self, request: SynthesisRequest, sink: ChunkSink
+    ) -> SynthesisResult:
+        """``synthesize`` through the streaming endpoint, each chunk relayed to ``sink`` as it
+        arrives (``protocols/providers/elevenlabs/streaming.py``)."""
+        return await synthesize_streaming(self, request, sink)
+
+    def count_characters(self, cost: int) -> None:
+        """Add what a call cost to the statistics' character count."""
+        self._chars += cost
 
     async def _from_history(
         self, request: SynthesisRequest, found: Sequence[tuple[bytes, Mapping[str, Any]]],

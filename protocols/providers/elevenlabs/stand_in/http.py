@@ -22,6 +22,7 @@ import socket
 import string
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
@@ -63,6 +64,8 @@ class Reply:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     chunked: bool = False
+    #: with ``chunked``: a pause before each chunk after the first (audio "being made")
+    chunk_delay_s: float = 0.0
 
     def error_code(self) -> str | None:
         """``detail.code`` (or ``detail.status``) of a JSON error body, if any."""
@@ -235,6 +238,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             for start in range(0, len(reply.body), _CHUNK):
                 piece = reply.body[start : start + _CHUNK]
+                if start and reply.chunk_delay_s:
+                    self.wfile.flush()
+                    time.sleep(reply.chunk_delay_s)
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             self.wfile.write(b"0\r\n\r\n")
         else:

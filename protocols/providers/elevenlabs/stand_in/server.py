@@ -154,6 +154,8 @@ class FakeElevenLabs(RouteMixin, HistoryMixin):
         clone_ready_after_s: a new IVC voice is ready after this long (0 = at once, None = when
             ``mark_voice_ready`` is called).
         ms_per_char, max_audio_s: audio length: ``len(text) * ms_per_char`` capped.
+        stream_chunk_delay_s: ``.../stream`` sends its first chunk after the latency and each
+            next one after this pause (the audio arriving as it is made); 0: all at once.
     """
 
     def __init__(
@@ -175,7 +177,9 @@ class FakeElevenLabs(RouteMixin, HistoryMixin):
         ms_per_char: float = 10.0,
         max_audio_s: float = 3.0,
         host: str = "127.0.0.1",
+        stream_chunk_delay_s: float = 0.0,
     ) -> None:
+        self.stream_chunk_delay_s = stream_chunk_delay_s
         self.api_key = api_key
         self.latency_s = latency_s
         self.latency_per_char_s = latency_per_char_s
@@ -575,7 +579,9 @@ class FakeElevenLabs(RouteMixin, HistoryMixin):
             "maximum-concurrent-requests": str(self.concurrency_limit),
             "tts-latency-ms": str(int((time.monotonic() - call.started_at) * 1000)),
         }
-        return Reply(200, audio, "audio/mpeg", headers, chunked=call.endpoint == "stream")
+        streamed = call.endpoint == "stream"
+        return Reply(200, audio, "audio/mpeg", headers, chunked=streamed,
+                     chunk_delay_s=self.stream_chunk_delay_s if streamed else 0.0)
 
     def _history_entry(self, call: TTSCall, body: dict[str, Any], model_id: str, fmt_name: str,
                        audio: bytes, cost: int, count_to: int) -> HistoryItem:

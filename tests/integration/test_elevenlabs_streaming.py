@@ -1,0 +1,79 @@
+"""The ElevenLabs adapter's streaming (``synthesize_streaming``) against the stand-in server's
+``/v1/text-to-speech/{voice}/stream``: chunks relayed as they arrive, the result is the same
+bytes, a 429 before the first byte is waited out, and the whole pipeline streams it."""
+
+from __future__ import annotations
+
+import trio
+
+from protocols.domain.audio import audio_duration, parse_format
+from protocols.providers.elevenlabs.models import FLASH
+from tests.integration.test_elevenlabs_adapter import RACHEL, adapter, request
+from tests.support.elevenlabs.server import FakeElevenLabs
+
+
+async def test_chunks_are_relayed_as_they_arrive(tmp_path):
+    with FakeElevenLabs(api_key="test-key", stream_chunk_delay_s=0.1) as fake:
+        fake.inject(429, "system_busy", times=1)
+        async with adapter(fake, tmp_path) as provider:
+            chunks: list[tuple[float, bytes]] = []
+
+            async def sink(data: bytes) -> None:
+                chunks.append((trio.current_time(), data))
+
+            text = "The stream comes in pieces, as the audio is made far away."
+            with trio.fail_after(20):
+                result = await provider.synthesize_streaming(request(text, model=FLASH), sink)
+        assert len(chunks) >= 2  # 4 KiB at a time, as the server sent them
+        assert b"".join(data for _, data in chunks) == result.audio
+        assert chunks[-1][0] - chunks[0][0] > 0.09  # the first came well before the last
+        fmt = parse_format("mp3_44100_128")
+        assert abs(audio_duration(result.audio, fmt) - result.duration_s) < 0.01
+        assert result.character_cost == len(text) and result.request_ids
+        stream_calls = [c for c in fake.calls if c.endpoint == "stream"]
+        assert [c.status for c in stream_calls] == [429, 200]  # waited out, once charged
+        assert fake.character_count == len(text)
+
+
+async def test_a_long_text_is_made_whole_and_handed_out_once(tmp_path):
+    with FakeElevenLabs(api_key="test-key") as fake:
+        fake.model_limits[FLASH] = 40
+        async with adapter(fake, tmp_path) as provider:
+            chunks: list[bytes] = []
+
+            async def sink(data: bytes) -> None:
+                chunks.append(data)
+
+            text = "A first sentence of the tale. A second one that follows it."
+            with trio.fail_after(20):
+                result = await provider.synthesize_streaming(request(text, model=FLASH), sink)
+        assert chunks == [result.audio]
+        assert {c.endpoint for c in fake.calls} == {"convert"}
+        assert RACHEL in {c.voice_id for c in fake.calls}
+
+
+async def test_the_pipeline_relays_elevenlabs_while_it_speaks(redis_url, store, tmp_path):
+    """A stream job on ElevenLabs: the first chunk reaches the client while the stand-in is
+    still sending the rest; the body is the stored clip; one call, charged once."""
+    from tests.integration.test_cache_and_quota import eleven_service, tts_calls
+
+    text = "Every evening she climbed the hill and watched the boats come home."
+    with FakeElevenLabs(api_key="test-key", stream_chunk_delay_s=0.25) as fake:
+        async with eleven_service(redis_url, store, tmp_path, fake) as svc:
+            with trio.fail_after(45):
+                job_id = (await svc.submit(text, stream=True)).json()["id"]
+                body = bytearray()
+                async with svc.client.stream("GET", f"/v1/jobs/{job_id}/stream") as live:
+                    assert live.status_code == 200
+                    chunks = live.aiter_bytes()
+                    body += await anext(chunks)
+                    job = (await svc.client.get(f"/v1/jobs/{job_id}")).json()
+                    assert job["status"] == "running", job  # the rest is still on its way
+                    async for chunk in chunks:
+                        body += chunk
+                done = (await svc.wait_done([job_id]))[job_id]
+                stored = (await svc.client.get(f"/v1/audio/{done['audio_id']}")).content
+            assert bytes(body) == stored
+            assert tts_calls(fake, text) == 1 and fake.character_count == len(text)
+            assert [c.endpoint for c in fake.calls if c.text == text] == ["stream"]
+            assert (await svc.client.get("/v1/usage")).json()["jobs_charged"] == 1
