@@ -48,7 +48,9 @@ async def test_a_long_text_is_made_whole_and_handed_out_once(tmp_path):
             with trio.fail_after(20):
                 result = await provider.synthesize_streaming(request(text, model=FLASH), sink)
         assert chunks == [result.audio]
-        assert {c.endpoint for c in fake.calls} == {"convert"}
+        # made whole, as a text that is not streamed: with its timings
+        assert {c.endpoint for c in fake.calls} == {"with-timestamps"}
+        assert result.alignment is not None and result.alignment.words
         assert RACHEL in {c.voice_id for c in fake.calls}
 
 
