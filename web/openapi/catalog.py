@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from actors.ops.overview import Overview
+from actors.pipeline.cancel import JobRunning
 from protocols.dictionaries import (
     AddRulesRequest,
     DefaultsRequest,
@@ -43,6 +45,7 @@ from protocols.errors import (
     QueueUnavailable,
     QuotaExceeded,
     RoundRunning,
+    StoreUnavailable,
     TextEmpty,
     TextTooLong,
     UnknownVoice,
@@ -51,8 +54,9 @@ from protocols.errors import (
     VoiceLimitReached,
     VoiceNotReady,
 )
-from protocols.messages import JobRequest
+from protocols.messages import JobRequest, JobStatus
 from protocols.storybooks import RetryRequest, StorybookRequest
+from web.compat.jobs import JobFailed, SyncWaitTimeout
 from web.openapi import shapes
 from web.problems import (
     IdempotencyKeyMismatch,
@@ -60,6 +64,10 @@ from web.problems import (
     TooManyStreams,
 )
 from web.problems import NotReady as ServiceNotReady
+from web.routes.admin_users import NewKey, NewUser, Quota
+from web.routes.job_control import UnknownParameter
+from web.routes.openai_speech import UnsupportedResponseFormat
+from web.routes.timings import NoAudio
 from web.routes.voice_uploads import (
     FileTooLarge,
     InvalidLabels,
@@ -108,6 +116,7 @@ class Answer:
     media: str | None = "application/json"
     shape: Any = None
     headers: tuple[str, ...] = ()
+    also: tuple[str, ...] = ()  # other media types it may come as (no schema)
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,9 @@ class Op:
     params: tuple[Param, ...] = ()
     errors: tuple[Error, ...] = ()
     auth: bool = True
+    #: the errors' shape: "problem" (RFC 9457), "elevenlabs", "openai", or "compat" (either,
+    #: by the key header: ``GET /v1/models``), as ``web/compat/errors.py`` renders them
+    errors_as: str = "problem"
 
 
 def _int(lo: int, hi: int, default: int) -> dict[str, Any]:
@@ -151,6 +163,35 @@ JOB_SUBMIT_ERRORS: tuple[Error, ...] = (
     *JSON_BODY, IdempotencyKeyMismatch, TextEmpty, TextTooLong, UnsupportedFormat,
     UnsupportedLanguage, UnknownVoice, VoiceNotReady, IdempotencyConflict, DictionaryNotFound,
     QuotaExceeded, QueueFull, QueueUnavailable, EnqueueFailed, *PROVIDER,
+)
+ADMIN: tuple[Error, ...] = (Forbidden, StoreUnavailable)
+EL_TTS = "/v1/text-to-speech/<voice_id>"
+#: the headers of ElevenLabs' speech answers: the job's id and what it charged (0: cached)
+EL_HEADERS = ("request-id", "history-item-id", "character-cost")
+EL_AUDIO = Answer("the audio bytes (Content-Type: the clip's format)", "audio/*",
+                  headers=EL_HEADERS)
+#: a compatible speech call: a job like POST /v1/jobs, waited for (CHORUS_SYNC_WAIT_S)
+SPEECH_ERRORS: tuple[Error, ...] = (
+    MALFORMED, TOO_DEEP, TOO_LARGE, BAD_CHARACTER, InvalidInput, IdempotencyKeyMismatch,
+    TextEmpty, TextTooLong, UnsupportedFormat, UnsupportedLanguage, UnknownVoice, VoiceNotReady,
+    IdempotencyConflict, DictionaryNotFound, QuotaExceeded, QueueFull, QueueUnavailable,
+    EnqueueFailed, *PROVIDER, JobFailed, SyncWaitTimeout,
+)
+EL_SPEECH: dict[str, Any] = dict(
+    errors_as="elevenlabs", body=shapes.ElevenLabsSpeech, errors=SPEECH_ERRORS,
+    params=(
+        Param("output_format", STRING, "e.g. mp3_44100_128, pcm_24000"),
+        Param("optimize_streaming_latency", {"type": "string", "enum": ["0", "1", "2", "3", "4"]},
+              "1-4: the provider's fastest model when none is named"),
+        IDEMPOTENCY,
+    ),
+)
+OPENAI_SPEECH: dict[str, Any] = dict(
+    errors_as="openai", body=shapes.OpenAISpeech, params=(IDEMPOTENCY,),
+    answers={200: Answer("the audio bytes (Content-Type: the format's), or server-sent events"
+                         " (stream_format sse)", "audio/*", headers=EL_HEADERS,
+                         also=("text/event-stream",))},
+    errors=(*SPEECH_ERRORS, UnsupportedResponseFormat),
 )
 BOOK = "/v1/storybooks/<book_id>"
 DICT = "/v1/pronunciation-dictionaries"
@@ -399,6 +440,168 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         answers={200: Answer("a script, a stylesheet or an image", "*/*")},
         errors=((404, "not_found"),),
     ),
+    # -- jobs: list, withdraw, timings (job_control.py, timings.py) ------------------------------
+    ("GET", "/v1/jobs"): Op(
+        "Your jobs, newest first, a page at a time", "jobs",
+        params=(
+            Param("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
+            Param("created_after", STRING, "an ISO 8601 time (without a zone: UTC)"),
+            CURSOR, Param("limit", _int(1, 100, 50)),
+        ),
+        answers={200: Answer("one page of jobs", shape=shapes.JobList)},
+        errors=(UnknownParameter, InvalidInput, InvalidCursor, BAD_CHARACTER),
+    ),
+    ("DELETE", "/v1/jobs/<job_id>"): Op(
+        "Withdraw a queued job of yours (nothing charged)", "jobs",
+        answers={200: Answer("the job, cancelled", shape=shapes.JobView)},
+        errors=(NotFound, JobRunning, NotCancellable, QueueUnavailable),
+    ),
+    ("GET", "/v1/jobs/<job_id>/alignment"): Op(
+        "When each character and word of a job's clip is heard", "jobs",
+        answers={200: Answer("the timings", shape=shapes.AlignmentView)},
+        errors=(NotFound, NotReady, NoAudio),
+    ),
+    ("GET", "/v1/jobs/<job_id>/captions.vtt"): Op(
+        "A job's captions as WebVTT", "jobs",
+        answers={200: Answer("WebVTT", "text/vtt", shape={"type": "string"})},
+        errors=(NotFound, NotReady, NoAudio),
+    ),
+    ("GET", "/v1/jobs/<job_id>/captions.srt"): Op(
+        "A job's captions as SubRip", "jobs",
+        answers={200: Answer("SubRip", "application/x-subrip", shape={"type": "string"})},
+        errors=(NotFound, NotReady, NoAudio),
+    ),
+    # -- admin (admin_users.py, admin_queue.py): an admin's key, 403 for others ------------------
+    ("GET", "/v1/admin/users"): Op(
+        "Every user", "admin", answers={200: Answer("the users", shape=shapes.UserList)},
+        errors=ADMIN,
+    ),
+    ("POST", "/v1/admin/users"): Op(
+        "Create a user with a first API key (shown once)", "admin", body=NewUser,
+        answers={201: Answer("created", shape=shapes.UserCreated, headers=LOCATION)},
+        errors=(*ADMIN, *JSON_BODY),
+    ),
+    ("GET", "/v1/admin/users/<user_id>"): Op(
+        "A user with their API keys (never the secrets)", "admin",
+        answers={200: Answer("the user", shape=shapes.UserWithKeys)}, errors=(*ADMIN, NotFound),
+    ),
+    ("POST", "/v1/admin/users/<user_id>/keys"): Op(
+        "Give a user another API key (shown once)", "admin", body=NewKey, body_optional=True,
+        answers={201: Answer("the key, with its secret", shape=shapes.KeyView)},
+        errors=(*ADMIN, *JSON_BODY, NotFound),
+    ),
+    ("POST", "/v1/admin/keys/<key_id>/rotate"): Op(
+        "Revoke a key and make its successor (shown once)", "admin",
+        answers={201: Answer("the old key, revoked, and the new", shape=shapes.KeyRotated)},
+        errors=(*ADMIN, NotFound),
+    ),
+    ("DELETE", "/v1/admin/keys/<key_id>"): Op(
+        "Revoke an API key", "admin",
+        answers={200: Answer("the key, revoked", shape=shapes.KeyView)}, errors=(*ADMIN, NotFound),
+    ),
+    ("PUT", "/v1/admin/users/<user_id>/quota"): Op(
+        "Set a user's monthly character quota (null: unlimited)", "admin", body=Quota,
+        answers={200: Answer("the user", shape=shapes.UserView)},
+        errors=(*ADMIN, *JSON_BODY, NotFound),
+    ),
+    ("DELETE", "/v1/admin/users/<user_id>/quota"): Op(
+        "Clear a user's quota (unlimited)", "admin",
+        answers={200: Answer("the user", shape=shapes.UserView)}, errors=(*ADMIN, NotFound),
+    ),
+    ("GET", "/v1/admin/overview"): Op(
+        "The queue, consumers, dead letters, slots, cache and restarts at a glance", "admin",
+        answers={200: Answer("the figures", shape=Overview)}, errors=(Forbidden, QueueUnavailable),
+    ),
+    ("POST", "/v1/admin/dead-letters/<letter_id>/redrive"): Op(
+        "Put a dead-lettered job back on its lane (by dead-letter or job id)", "admin",
+        answers={200: Answer("the job ids put back", shape=shapes.Redriven)},
+        errors=(Forbidden, InvalidInput, NotFound, QueueUnavailable),
+    ),
+    # -- ElevenLabs' shapes (el_speech.py, el_account.py): errors {"detail": {...}} --------------
+    ("POST", f"{EL_TTS}"): Op(
+        "ElevenLabs' convert: the clip, once made", "elevenlabs", **EL_SPEECH,
+        answers={200: EL_AUDIO},
+    ),
+    ("POST", f"{EL_TTS}/stream"): Op(
+        "ElevenLabs' stream: the clip as it is made", "elevenlabs", **EL_SPEECH,
+        answers={200: EL_AUDIO},
+    ),
+    ("POST", f"{EL_TTS}/with-timestamps"): Op(
+        "ElevenLabs' convert with character timings", "elevenlabs", **EL_SPEECH,
+        answers={200: Answer("the clip (base64) and its timings", shape=shapes.WithTimestamps,
+                             headers=EL_HEADERS)},
+    ),
+    ("POST", f"{EL_TTS}/stream/with-timestamps"): Op(
+        "ElevenLabs' stream with timings: one JSON object per line", "elevenlabs", **EL_SPEECH,
+        answers={200: Answer("newline-delimited JSON: audio_base64, alignment (null when no"
+                             " character starts in the piece), normalized_alignment",
+                             "application/x-ndjson", headers=EL_HEADERS)},
+    ),
+    ("GET", "/v2/voices"): Op(
+        "ElevenLabs' voice search", "elevenlabs", errors_as="elevenlabs",
+        params=(Param("page_size", _int(1, 100, 10)), Param("search", STRING),
+                Param("next_page_token", CURSOR.schema, "next_page_token of the previous page")),
+        answers={200: Answer("one page of voices", shape=shapes.ElevenLabsVoices)},
+        errors=(InvalidInput, InvalidCursor, BAD_CHARACTER, *PROVIDER),
+    ),
+    ("GET", "/v1/user"): Op(
+        "ElevenLabs' user: you and your quota", "elevenlabs", errors_as="elevenlabs",
+        answers={200: Answer("you", shape=shapes.ElevenLabsUser)},
+    ),
+    ("GET", "/v1/user/subscription"): Op(
+        "ElevenLabs' subscription: your quota this month", "elevenlabs", errors_as="elevenlabs",
+        answers={200: Answer("the quota", shape=shapes.Subscription)},
+    ),
+    ("GET", "/v1/history"): Op(
+        "ElevenLabs' history: your succeeded jobs, newest first", "elevenlabs",
+        errors_as="elevenlabs",
+        params=(Param("page_size", _int(1, 100, 100)),
+                Param("start_after_history_item_id", STRING, "the last item of the previous"
+                      " page")),
+        answers={200: Answer("one page", shape=shapes.History)},
+        errors=(InvalidInput, NotFound),
+    ),
+    ("GET", "/v1/history/<item_id>"): Op(
+        "ElevenLabs' history item (a succeeded job of yours)", "elevenlabs",
+        errors_as="elevenlabs", answers={200: Answer("the item", shape=shapes.HistoryItem)},
+        errors=(NotFound,),
+    ),
+    ("GET", "/v1/history/<item_id>/audio"): Op(
+        "ElevenLabs' history item's audio", "elevenlabs", errors_as="elevenlabs",
+        answers={200: AUDIO}, errors=(NotFound,),
+    ),
+    ("GET", "/v1/models"): Op(
+        "The models: ElevenLabs' list with xi-api-key, else OpenAI's", "elevenlabs",
+        errors_as="compat",
+        answers={200: Answer("ElevenLabs' models (xi-api-key) or OpenAI's list (bearer)",
+                             shape=(list[shapes.ElevenLabsModel], shapes.OpenAIModels))},
+        errors=PROVIDER,
+    ),
+    # -- OpenAI's shapes (openai_speech.py, compat_models.py): errors {"error": {...}} -----------
+    ("POST", "/v1/audio/speech"): Op("OpenAI's speech", "openai", **OPENAI_SPEECH),
+    ("POST", "/openai/v1/audio/speech"): Op(
+        "OpenAI's speech (base URL /openai/v1)", "openai", **OPENAI_SPEECH),
+    ("GET", "/openai/v1/models"): Op(
+        "OpenAI's models (base URL /openai/v1)", "openai", errors_as="openai",
+        answers={200: Answer("the models", shape=shapes.OpenAIModels)},
+    ),
+    # -- operators and the console (metrics.py, console.py) ---------------------------------------
+    ("GET", "/metrics"): Op(
+        "Prometheus metrics (an admin's key, or loopback when CHORUS_METRICS=loopback)",
+        "service", answers={200: Answer("the text exposition format", "text/plain",
+                                        shape={"type": "string"})},
+        errors=(Forbidden, (404, "not_found")),
+    ),
+    ("GET", "/"): Op(
+        "The console (a web page; it asks for your key)", "service", auth=False,
+        answers={200: Answer("an HTML page", "text/html", shape={"type": "string"}),
+                 304: Answer("not modified (If-None-Match)", None)},
+    ),
+    ("GET", "/console/<name>"): Op(
+        "The console's scripts and styles", "service", auth=False,
+        answers={200: Answer("a script or a stylesheet", "*/*"),
+                 304: Answer("not modified (If-None-Match)", None)},
+    ),
 }
 
 #: documented for every operation that needs an API key
@@ -411,5 +614,8 @@ TAGS = {
     "storybooks": "Storybooks: many lines as one batch, with outputs",
     "dictionaries": "Pronunciation dictionaries (ElevenLabs' shapes)",
     "account": "Your account",
-    "service": "Health and this reference",
+    "service": "Health, metrics, the console and this reference",
+    "admin": "Users, keys, quotas and the queue (an admin's key)",
+    "elevenlabs": "ElevenLabs' own routes and shapes (its SDK works as is)",
+    "openai": "OpenAI's speech route and shapes (its SDK works as is)",
 }
