@@ -40,7 +40,7 @@ from protocols.storybooks import (
 from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore
 from web.app import create_app
 from web.context import WebContext
-from web.openapi import catalog, shapes
+from web.openapi import catalog, compat_shapes, shapes
 from web.openapi.document import REF, path_of
 from web.routes import el_speech, openai_speech, voices
 from web.routes.admin_users import key_view, user_view
@@ -138,12 +138,12 @@ async def test_the_compatible_request_structs_name_the_fields_the_parsers_read(
     monkeypatch.setattr(el_speech, "json_object", lambda _: body)
     async with quart.test_request_context("/v1/text-to-speech/v1", method="POST"):
         el_speech.parse("v1", b"{}", stream=False)
-    assert body.read == set(shapes.ElevenLabsSpeech.__struct_fields__)
+    assert body.read == set(compat_shapes.ElevenLabsSpeech.__struct_fields__)
     body = Reads(model="tts-1", input="Hello.")
     async with quart.test_request_context("/v1/audio/speech", method="POST"):
         openai_speech.parse(body, "v1")
     # ``voice`` is read by the view itself (a name is mapped to a default voice first)
-    assert body.read | {"voice"} == set(shapes.OpenAISpeech.__struct_fields__)
+    assert body.read | {"voice"} == set(compat_shapes.OpenAISpeech.__struct_fields__)
 
 
 async def test_request_bodies_are_the_validating_structs_schemas() -> None:
@@ -251,10 +251,10 @@ def views() -> list[tuple[type, Any]]:
                                          monthly_quota=5))),
         (shapes.KeyView, key_view(ApiKey(id="k1", owner="u1", label="l", created_at=NOW,
                                          revoked_at=NOW), "secret")),
-        (shapes.ElevenLabsVoice, el_voice(voice(), "u1")),
-        (shapes.Subscription, subscription(usage)),
-        (shapes.HistoryItem, history_item(job())),
-        (shapes.OpenAIModels, openai_models()),
+        (compat_shapes.ElevenLabsVoice, el_voice(voice(), "u1")),
+        (compat_shapes.Subscription, subscription(usage)),
+        (compat_shapes.HistoryItem, history_item(job())),
+        (compat_shapes.OpenAIModels, openai_models()),
     ]
 
 
@@ -270,7 +270,7 @@ def test_the_answer_structs_describe_what_the_views_render(index: int) -> None:
 async def test_the_elevenlabs_models_struct_describes_the_models_answer() -> None:
     for model in await el_models(FakeProvider(voices=TEST_VOICES), 5000):
         msgspec.convert(msgspec.json.decode(msgspec.json.encode(model)),
-                        strict(shapes.ElevenLabsModel))
+                        strict(compat_shapes.ElevenLabsModel))
 
 
 def test_the_documented_bodies_of_hand_checked_routes_name_their_fields() -> None:

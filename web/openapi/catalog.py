@@ -6,13 +6,12 @@ methods and its view's docstring, answering anything (``default``); add it here 
 Request bodies name the msgspec Structs the routes validate with; answers name the Structs of
 ``web/openapi/shapes.py``; errors name the ``ChorusError`` classes a route raises (grouped by
 their ``status``, listed by their ``code``), or ``(status, code)`` for errors raised by the
-HTTP stack itself (routing, body limits).
+HTTP stack itself (routing, body limits). The table's words (``Op``, ``Answer``, ``Param``, the
+shared errors) are in ``terms.py``; the ElevenLabs- and OpenAI-shaped routes' rows, whose
+errors come in those APIs' own shapes, in ``compat_catalog.py``.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
 
 from actors.ops.overview import Overview
 from actors.pipeline.cancel import JobRunning
@@ -39,8 +38,6 @@ from protocols.errors import (
     NotCancellable,
     NotFound,
     NotReady,
-    ProviderError,
-    ProviderUnavailable,
     QueueFull,
     QueueUnavailable,
     QuotaExceeded,
@@ -56,108 +53,43 @@ from protocols.errors import (
 )
 from protocols.messages import JobRequest, JobStatus
 from protocols.storybooks import RetryRequest, StorybookRequest
-from web.compat.jobs import JobFailed, SyncWaitTimeout
-from web.openapi import shapes
+from web.openapi import compat_catalog, shapes
+from web.openapi.terms import (
+    AUDIO,
+    BAD_CHARACTER,
+    CURSOR,
+    FORM_BODY,
+    IDEMPOTENCY,
+    JSON_BODY,
+    LAST_EVENT,
+    LOCATION,
+    NO_BODY,
+    PROVIDER,
+    SSE,
+    STREAMS,
+    STRING,
+    Answer,
+    Error,
+    Op,
+    Param,
+    integer,
+)
 from web.problems import (
     IdempotencyKeyMismatch,
-    InvalidLastEventId,
-    TooManyStreams,
 )
 from web.problems import NotReady as ServiceNotReady
 from web.routes.admin_users import NewKey, NewUser, Quota
 from web.routes.job_control import UnknownParameter
-from web.routes.openai_speech import UnsupportedResponseFormat
 from web.routes.timings import NoAudio
 from web.routes.voice_uploads import (
     FileTooLarge,
     InvalidLabels,
     InvalidName,
     NoSamples,
-    NotMultipart,
     TooManyFiles,
     UnsupportedAudioType,
     UploadTooLarge,
 )
-
-#: an error a route may answer: a ChorusError class, or (status, code) from the HTTP stack
-Error = type | tuple[int, str]
-
-MALFORMED = (400, "malformed_json")
-TOO_DEEP = (400, "json_too_deep")
-TOO_LARGE = (413, "payload_too_large")
-NOT_JSON = (415, "unsupported_media_type")
-UNKNOWN_FIELD = (422, "unknown_field")
-BAD_CHARACTER = (422, "invalid_character")
-#: every JSON body: not JSON, too deep, too large, not JSON media type, unknown or bad fields
-JSON_BODY: tuple[Error, ...] = (
-    MALFORMED, TOO_DEEP, TOO_LARGE, NOT_JSON, UNKNOWN_FIELD, BAD_CHARACTER, InvalidInput,
-)
-FORM_BODY: tuple[Error, ...] = (TOO_LARGE, NotMultipart, BAD_CHARACTER, InvalidInput)
-PROVIDER: tuple[Error, ...] = (ProviderError, ProviderUnavailable)
-STREAMS: tuple[Error, ...] = (InvalidLastEventId, TooManyStreams, QueueUnavailable)
-
-
-@dataclass(frozen=True)
-class Param:
-    """A query parameter or a request header."""
-
-    name: str
-    schema: dict[str, Any]
-    description: str = ""
-    where: str = "query"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A successful answer: its media type and shape (a Struct, a JSON Schema, or None for
-    bytes or no body), with the headers it carries."""
-
-    description: str
-    media: str | None = "application/json"
-    shape: Any = None
-    headers: tuple[str, ...] = ()
-    also: tuple[str, ...] = ()  # other media types it may come as (no schema)
-
-
-@dataclass(frozen=True)
-class Op:
-    summary: str
-    tag: str
-    answers: dict[int, Answer]
-    body: type | None = None  # the Struct the route validates a JSON body with
-    form: dict[str, Any] | None = None  # a multipart/form-data body's JSON Schema
-    body_optional: bool = False
-    params: tuple[Param, ...] = ()
-    errors: tuple[Error, ...] = ()
-    auth: bool = True
-    #: the errors' shape: "problem" (RFC 9457), "elevenlabs", "openai", or "compat" (either,
-    #: by the key header: ``GET /v1/models``), as ``web/compat/errors.py`` renders them
-    errors_as: str = "problem"
-
-
-def _int(lo: int, hi: int, default: int) -> dict[str, Any]:
-    return {"type": "integer", "minimum": lo, "maximum": hi, "default": default}
-
-
-STRING = {"type": "string"}
-CURSOR = Param("cursor", {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
-               "next_cursor from the previous page")
-IDEMPOTENCY = Param(
-    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255},
-    "the request's idempotency key (equal to the body's idempotency_key if both are given)",
-    where="header",
-)
-#: an event id (``protocols/events.py``, ``valid_event_id``)
-EVENT_ID = {"type": "string", "pattern": r"^\s*\d{1,20}-\d{1,20}\s*$"}
-LAST_EVENT = (
-    Param("Last-Event-ID", EVENT_ID, "resume after this event id", where="header"),
-    Param("last_event_id", EVENT_ID, "resume after this event id (for clients that cannot set"
-          " headers)"),
-)
-LOCATION = ("Location",)
-AUDIO = Answer("the audio bytes (Content-Type: the clip's format)", "audio/*")
-SSE = Answer("server-sent events; each `data:` line is one event as JSON", "text/event-stream")
-NO_BODY = Answer("done; no body", None)
 
 JOB_SUBMIT_ERRORS: tuple[Error, ...] = (
     *JSON_BODY, IdempotencyKeyMismatch, TextEmpty, TextTooLong, UnsupportedFormat,
@@ -165,34 +97,6 @@ JOB_SUBMIT_ERRORS: tuple[Error, ...] = (
     QuotaExceeded, QueueFull, QueueUnavailable, EnqueueFailed, *PROVIDER,
 )
 ADMIN: tuple[Error, ...] = (Forbidden, StoreUnavailable)
-EL_TTS = "/v1/text-to-speech/<voice_id>"
-#: the headers of ElevenLabs' speech answers: the job's id and what it charged (0: cached)
-EL_HEADERS = ("request-id", "history-item-id", "character-cost")
-EL_AUDIO = Answer("the audio bytes (Content-Type: the clip's format)", "audio/*",
-                  headers=EL_HEADERS)
-#: a compatible speech call: a job like POST /v1/jobs, waited for (CHORUS_SYNC_WAIT_S)
-SPEECH_ERRORS: tuple[Error, ...] = (
-    MALFORMED, TOO_DEEP, TOO_LARGE, BAD_CHARACTER, InvalidInput, IdempotencyKeyMismatch,
-    TextEmpty, TextTooLong, UnsupportedFormat, UnsupportedLanguage, UnknownVoice, VoiceNotReady,
-    IdempotencyConflict, DictionaryNotFound, QuotaExceeded, QueueFull, QueueUnavailable,
-    EnqueueFailed, *PROVIDER, JobFailed, SyncWaitTimeout,
-)
-EL_SPEECH: dict[str, Any] = dict(
-    errors_as="elevenlabs", body=shapes.ElevenLabsSpeech, errors=SPEECH_ERRORS,
-    params=(
-        Param("output_format", STRING, "e.g. mp3_44100_128, pcm_24000"),
-        Param("optimize_streaming_latency", {"type": "string", "enum": ["0", "1", "2", "3", "4"]},
-              "1-4: the provider's fastest model when none is named"),
-        IDEMPOTENCY,
-    ),
-)
-OPENAI_SPEECH: dict[str, Any] = dict(
-    errors_as="openai", body=shapes.OpenAISpeech, params=(IDEMPOTENCY,),
-    answers={200: Answer("the audio bytes (Content-Type: the format's), or server-sent events"
-                         " (stream_format sse)", "audio/*", headers=EL_HEADERS,
-                         also=("text/event-stream",))},
-    errors=(*SPEECH_ERRORS, UnsupportedResponseFormat),
-)
 BOOK = "/v1/storybooks/<book_id>"
 DICT = "/v1/pronunciation-dictionaries"
 
@@ -238,7 +142,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/v1/voices"): Op(
         "Voices you can use (yours, public ones, the provider's)", "voices",
         params=(
-            Param("limit", _int(1, 100, 100)),
+            Param("limit", integer(1, 100, 100)),
             Param("language", STRING, "a BCP-47 tag; its primary subtag is matched"),
             Param("search", STRING, "words in the name, description or labels"),
             Param("visibility", {"type": "string", "enum": ["private", "public", "default"]}),
@@ -310,7 +214,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 *PROVIDER),
     ),
     ("GET", "/v1/storybooks"): Op(
-        "Your storybooks, newest first", "storybooks", params=(Param("limit", _int(1, 50, 50)),
+        "Your storybooks, newest first", "storybooks", params=(Param("limit", integer(1, 50, 50)),
                                                                CURSOR),
         answers={200: Answer("one page", shape=shapes.StorybookList)},
         errors=(InvalidInput, InvalidCursor, QueueUnavailable),
@@ -378,7 +282,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("GET", DICT): Op(
         "Pronunciation dictionaries you can use", "dictionaries",
-        params=(Param("page_size", _int(1, 100, 30)), CURSOR),
+        params=(Param("page_size", integer(1, 100, 30)), CURSOR),
         answers={200: Answer("one page", shape=shapes.DictionaryList)},
         errors=(InvalidInput, InvalidCursor),
     ),
@@ -446,7 +350,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         params=(
             Param("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
             Param("created_after", STRING, "an ISO 8601 time (without a zone: UTC)"),
-            CURSOR, Param("limit", _int(1, 100, 50)),
+            CURSOR, Param("limit", integer(1, 100, 50)),
         ),
         answers={200: Answer("one page of jobs", shape=shapes.JobList)},
         errors=(UnknownParameter, InvalidInput, InvalidCursor, BAD_CHARACTER),
@@ -517,74 +421,6 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         answers={200: Answer("the job ids put back", shape=shapes.Redriven)},
         errors=(Forbidden, InvalidInput, NotFound, QueueUnavailable),
     ),
-    # -- ElevenLabs' shapes (el_speech.py, el_account.py): errors {"detail": {...}} --------------
-    ("POST", f"{EL_TTS}"): Op(
-        "ElevenLabs' convert: the clip, once made", "elevenlabs", **EL_SPEECH,
-        answers={200: EL_AUDIO},
-    ),
-    ("POST", f"{EL_TTS}/stream"): Op(
-        "ElevenLabs' stream: the clip as it is made", "elevenlabs", **EL_SPEECH,
-        answers={200: EL_AUDIO},
-    ),
-    ("POST", f"{EL_TTS}/with-timestamps"): Op(
-        "ElevenLabs' convert with character timings", "elevenlabs", **EL_SPEECH,
-        answers={200: Answer("the clip (base64) and its timings", shape=shapes.WithTimestamps,
-                             headers=EL_HEADERS)},
-    ),
-    ("POST", f"{EL_TTS}/stream/with-timestamps"): Op(
-        "ElevenLabs' stream with timings: one JSON object per line", "elevenlabs", **EL_SPEECH,
-        answers={200: Answer("newline-delimited JSON: audio_base64, alignment (null when no"
-                             " character starts in the piece), normalized_alignment",
-                             "application/x-ndjson", headers=EL_HEADERS)},
-    ),
-    ("GET", "/v2/voices"): Op(
-        "ElevenLabs' voice search", "elevenlabs", errors_as="elevenlabs",
-        params=(Param("page_size", _int(1, 100, 10)), Param("search", STRING),
-                Param("next_page_token", CURSOR.schema, "next_page_token of the previous page")),
-        answers={200: Answer("one page of voices", shape=shapes.ElevenLabsVoices)},
-        errors=(InvalidInput, InvalidCursor, BAD_CHARACTER, *PROVIDER),
-    ),
-    ("GET", "/v1/user"): Op(
-        "ElevenLabs' user: you and your quota", "elevenlabs", errors_as="elevenlabs",
-        answers={200: Answer("you", shape=shapes.ElevenLabsUser)},
-    ),
-    ("GET", "/v1/user/subscription"): Op(
-        "ElevenLabs' subscription: your quota this month", "elevenlabs", errors_as="elevenlabs",
-        answers={200: Answer("the quota", shape=shapes.Subscription)},
-    ),
-    ("GET", "/v1/history"): Op(
-        "ElevenLabs' history: your succeeded jobs, newest first", "elevenlabs",
-        errors_as="elevenlabs",
-        params=(Param("page_size", _int(1, 100, 100)),
-                Param("start_after_history_item_id", STRING, "the last item of the previous"
-                      " page")),
-        answers={200: Answer("one page", shape=shapes.History)},
-        errors=(InvalidInput, NotFound),
-    ),
-    ("GET", "/v1/history/<item_id>"): Op(
-        "ElevenLabs' history item (a succeeded job of yours)", "elevenlabs",
-        errors_as="elevenlabs", answers={200: Answer("the item", shape=shapes.HistoryItem)},
-        errors=(NotFound,),
-    ),
-    ("GET", "/v1/history/<item_id>/audio"): Op(
-        "ElevenLabs' history item's audio", "elevenlabs", errors_as="elevenlabs",
-        answers={200: AUDIO}, errors=(NotFound,),
-    ),
-    ("GET", "/v1/models"): Op(
-        "The models: ElevenLabs' list with xi-api-key, else OpenAI's", "elevenlabs",
-        errors_as="compat",
-        answers={200: Answer("ElevenLabs' models (xi-api-key) or OpenAI's list (bearer)",
-                             shape=(list[shapes.ElevenLabsModel], shapes.OpenAIModels))},
-        errors=PROVIDER,
-    ),
-    # -- OpenAI's shapes (openai_speech.py, compat_models.py): errors {"error": {...}} -----------
-    ("POST", "/v1/audio/speech"): Op("OpenAI's speech", "openai", **OPENAI_SPEECH),
-    ("POST", "/openai/v1/audio/speech"): Op(
-        "OpenAI's speech (base URL /openai/v1)", "openai", **OPENAI_SPEECH),
-    ("GET", "/openai/v1/models"): Op(
-        "OpenAI's models (base URL /openai/v1)", "openai", errors_as="openai",
-        answers={200: Answer("the models", shape=shapes.OpenAIModels)},
-    ),
     # -- operators and the console (metrics.py, console.py) ---------------------------------------
     ("GET", "/metrics"): Op(
         "Prometheus metrics (an admin's key, or loopback when CHORUS_METRICS=loopback)",
@@ -602,6 +438,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         answers={200: Answer("a script or a stylesheet", "*/*"),
                  304: Answer("not modified (If-None-Match)", None)},
     ),
+    **compat_catalog.OPERATIONS,
 }
 
 #: documented for every operation that needs an API key

@@ -21,8 +21,8 @@ from quart import Quart
 
 from protocols.errors import QuotaExceeded
 from web.compat import errors as compat_errors
-from web.openapi import catalog, shapes
-from web.openapi.catalog import Answer, Op
+from web.openapi import catalog, compat_shapes, shapes
+from web.openapi.terms import Answer, Error, Op
 
 OPENAPI = "3.1.0"
 REF = "#/components/schemas/{name}"
@@ -52,7 +52,8 @@ class _Schemas:
     """Types met while walking the table, turned into components in one call at the end."""
 
     def __init__(self) -> None:
-        self.types: list[Any] = [shapes.Problem, shapes.ElevenLabsError, shapes.OpenAIError]
+        self.types: list[Any] = [shapes.Problem, compat_shapes.ElevenLabsError,
+                                       compat_shapes.OpenAIError]
 
     def ref(self, shape: Any) -> dict[str, Any]:
         if isinstance(shape, dict):
@@ -113,7 +114,7 @@ def _restyled(status: int, code: str, style: str) -> list[tuple[int, str]]:
     return [(status, code)]
 
 
-def _errors(errors: tuple[catalog.Error, ...], style: str = "problem"
+def _errors(errors: tuple[Error, ...], style: str = "problem"
             ) -> dict[str, dict[str, Any]]:
     by_status: dict[int, list[str]] = defaultdict(list)
     titles: dict[int, str] = {}
@@ -148,7 +149,7 @@ def _errors(errors: tuple[catalog.Error, ...], style: str = "problem"
 
 def operation(op: Op, path_params: list[dict[str, Any]], schemas: _Schemas,
               op_id: str) -> dict[str, Any]:
-    errors: list[catalog.Error] = []
+    errors: list[Error] = []
     if op.auth:
         errors.extend(catalog.AUTH_ERRORS)
     if path_params:
