@@ -2,7 +2,8 @@
 enriched from (``web/openapi/document.py`` walks the app's routes and looks each one up here).
 
 A route missing from this table still appears in the document, with its path parameters, its
-methods and its view's docstring, answering anything (``default``); add it here to describe it.
+methods and its view's docstring, answering anything (``default``), but
+``tests/unit/test_openapi.py`` fails for it: add it here to describe it.
 Request bodies name the msgspec Structs the routes validate with; answers name the Structs of
 ``web/openapi/shapes.py``; errors name the ``ChorusError`` classes a route raises (grouped by
 their ``status``, listed by their ``code``), or ``(status, code)`` for errors raised by the

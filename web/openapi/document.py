@@ -5,7 +5,8 @@ converter) with each of its methods (OPTIONS and the implicit HEAD left out); th
 is described by ``web/openapi/catalog.py`` when listed there, else by the view's docstring
 with a ``default`` answer. Schemas come from msgspec (``msgspec.json.schema_components``, JSON
 Schema 2020-12, which OpenAPI 3.1 uses as is): request bodies from the Structs the routes
-validate with, answers from ``web/openapi/shapes.py``. Errors are RFC 9457 problems, grouped
+validate with, answers from ``web/openapi/shapes.py``. Errors are RFC 9457 problems (the
+ElevenLabs- and OpenAI-shaped routes: those APIs' own error shapes, ``Op.errors_as``), grouped
 by status, their ``code`` values listed in each answer's description.
 """
 
@@ -221,7 +222,10 @@ def build(app: Quart, *, title: str = "Chorus", version: str = "0.1.0") -> dict[
             "description": "Durable text-to-speech jobs. Authenticate with"
                            " `Authorization: Bearer <key>` or the `xi-api-key` header."
                            " Every error is an RFC 9457 problem (`application/problem+json`)"
-                           " with a stable `code`.",
+                           " with a stable `code`, except on the ElevenLabs- and OpenAI-shaped"
+                           " routes, which answer errors in those APIs' own shapes"
+                           " (`{\"detail\": {\"status\", \"message\"}}`, `{\"error\": {...}}`)"
+                           " with the codes each operation lists.",
         },
         "tags": [{"name": n, "description": d} for n, d in catalog.TAGS.items()],
         "paths": paths,
