@@ -75,7 +75,35 @@ def fuzz(
                 examples(operation, base, session, counts, started, known)()
             except (Exception, FailureGroup) as exc:  # every operation's, not only the first
                 failures[operation.label] = f"{type(exc).__name__}: {exc}"[:2000]
+        for (path, method), body in well_formed(known).items():
+            operation = schema[path][method]
+            case = operation.Case(path_parameters={"voice_id": known["voice_id"]}
+                                  if "{voice_id}" in path else None,
+                                  body=body, media_type="application/json")
+            try:
+                response = case.call_and_validate(
+                    base_url=base, session=session, timeout=10.0,
+                    checks=[*CHECKS, no_undocumented_server_error],
+                )
+                counts[operation.label].add(response.status_code)
+            except (Exception, FailureGroup) as exc:
+                failures[f"{operation.label} (well formed)"] = f"{type(exc).__name__}: {exc}"[:2000]
     return counts, failures
+
+
+def well_formed(known: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Requests that make audio (generated bodies rarely do), so that the compatible speech
+    routes' successful answers are checked against the document too."""
+    el = {"text": "Hello from the fuzz run.", "model_id": "eleven_multilingual_v2"}
+    tts = "/v1/text-to-speech/{voice_id}"
+    openai = {"model": "tts-1", "input": "Hello from the fuzz run.", "voice": known["voice_id"]}
+    return {
+        (tts, "POST"): el, (f"{tts}/stream", "POST"): el,
+        (f"{tts}/with-timestamps", "POST"): el, (f"{tts}/stream/with-timestamps", "POST"): el,
+        ("/v1/audio/speech", "POST"): openai,
+        ("/openai/v1/audio/speech", "POST"): {**openai, "response_format": "wav",
+                                               "stream_format": "sse"},
+    }
 
 
 def examples(operation: Any, base: str, session: requests.Session, counts: dict[str, set[int]],
@@ -131,7 +159,7 @@ async def records(chorus: Running) -> dict[str, Any]:
     assert r.status_code == 201, r.text
     return {
         "job_id": job["id"], "audio_id": job["audio_id"], "voice_id": job["voice_id"],
-        "book_id": book_id, "page": 0, "kind": "vtt", "name": "docs.js",
+        "item_id": job["id"], "book_id": book_id, "page": 0, "kind": "vtt", "name": "docs.js",
         "dictionary_id": r.json()["id"], "version_id": r.json()["version_id"],
     }
 
@@ -155,5 +183,11 @@ async def test_every_operation_answers_as_documented(
     for label in ("GET /v1/jobs/{job_id}", "GET /v1/audio/{audio_id}",
                   "GET /v1/storybooks/{book_id}", "GET /v1/storybooks/{book_id}/captions.{kind}",
                   "GET /v1/pronunciation-dictionaries/{dictionary_id}", "GET /v1/voices/{voice_id}",
-                  "POST /v1/jobs", "GET /v1/voices", "GET /v1/usage", "GET /docs/static/{name}"):
+                  "POST /v1/jobs", "GET /v1/voices", "GET /v1/usage", "GET /docs/static/{name}",
+                  "GET /v1/jobs", "GET /v1/jobs/{job_id}/alignment", "GET /v1/history",
+                  "GET /v1/history/{item_id}", "GET /v1/history/{item_id}/audio", "GET /v1/user",
+                  "GET /v2/voices", "GET /v1/models", "POST /v1/text-to-speech/{voice_id}",
+                  "POST /v1/text-to-speech/{voice_id}/stream/with-timestamps",
+                  "POST /v1/text-to-speech/{voice_id}/with-timestamps",
+                  "POST /v1/audio/speech", "POST /openai/v1/audio/speech", "GET /"):
         assert counts[label] & {200, 202, 206}, (label, counts[label])

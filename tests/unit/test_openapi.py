@@ -13,12 +13,15 @@ import pytest
 
 from protocols.dictionaries import AliasRule, Dictionary, PhonemeRule
 from protocols.messages import (
+    ApiKey,
     DictionaryRef,
     Job,
     JobRequest,
     JobStatus,
     Lane,
     SpeechParams,
+    Usage,
+    User,
     Visibility,
     Voice,
     VoiceSettings,
@@ -37,14 +40,20 @@ from protocols.storybooks import (
 from tests.support.fakes import TEST_VOICES, FakeBlobStore, FakeJobStore
 from web.app import create_app
 from web.context import WebContext
-from web.openapi import catalog, shapes
+from web.openapi import catalog, compat_shapes, shapes
 from web.openapi.document import REF, path_of
-from web.routes import voices
+from web.routes import el_speech, openai_speech, voices
+from web.routes.admin_users import key_view, user_view
+from web.routes.compat_models import el_models, openai_models
 from web.routes.dictionaries import changed_view, dictionary_view
+from web.routes.el_account import el_voice, history_item, subscription
 from web.routes.voices import voice_view
 from web.views import job_view, storybook_summary, storybook_view
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+#: routes deliberately without a catalog row, each with its reason (none today: a route added
+#: later gets its row in ``web/openapi/catalog.py``, or a line here saying why not)
+UNDESCRIBED: frozenset[tuple[str, str]] = frozenset()
 
 
 def app() -> Any:
@@ -76,6 +85,65 @@ async def test_every_route_and_method_is_in_the_document() -> None:
     # the table names no route that does not exist (a renamed route is noticed)
     rules = {(m, r.rule) for r in quart.url_map.iter_rules() for m in r.methods or ()}
     assert set(catalog.OPERATIONS) <= rules, set(catalog.OPERATIONS) - rules
+
+
+def test_every_route_has_a_catalog_row() -> None:
+    """A route added without describing it fails here (``undescribed`` is only a fallback)."""
+    missing = {
+        (method, rule.rule)
+        for rule in app().url_map.iter_rules() if rule.endpoint != "static"
+        for method in (rule.methods or set()) - {"OPTIONS", "HEAD"}
+    } - set(catalog.OPERATIONS) - UNDESCRIBED
+    assert not missing, f"add these to web/openapi/catalog.py: {sorted(missing)}"
+
+
+async def test_compatible_routes_document_their_own_error_shapes() -> None:
+    _, doc = await document()
+    quota = doc["paths"]["/v1/text-to-speech/{voice_id}"]["post"]["responses"]["401"]
+    schema = quota["content"]["application/json"]["schema"]["allOf"]
+    assert schema[0]["$ref"].endswith("/ElevenLabsError")
+    assert {"unauthorized", "quota_exceeded"} <= set(quota["x-problem-codes"])  # EL_STATUS
+    assert "429" not in doc["paths"]["/v1/text-to-speech/{voice_id}"]["post"]["responses"]
+    spent = doc["paths"]["/v1/audio/speech"]["post"]["responses"]["429"]
+    assert spent["content"]["application/json"]["schema"]["allOf"][0]["$ref"].endswith(
+        "/OpenAIError")
+    assert spent["x-problem-codes"] == ["insufficient_quota"]
+    models = doc["paths"]["/v1/models"]["get"]["responses"]["401"]["content"]
+    assert len(models["application/json"]["schema"]["anyOf"]) == 2
+    assert "application/problem+json" in doc["paths"]["/v1/jobs"]["get"]["responses"]["422"][
+        "content"]
+
+
+class Reads(dict):  # type: ignore[type-arg]
+    """A request body that notes every field the parser reads."""
+
+    def __init__(self, **given: Any) -> None:
+        super().__init__(given)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+async def test_the_compatible_request_structs_name_the_fields_the_parsers_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    quart = app()
+    body = Reads(text="Hello.")
+    monkeypatch.setattr(el_speech, "json_object", lambda _: body)
+    async with quart.test_request_context("/v1/text-to-speech/v1", method="POST"):
+        el_speech.parse("v1", b"{}", stream=False)
+    assert body.read == set(compat_shapes.ElevenLabsSpeech.__struct_fields__)
+    body = Reads(model="tts-1", input="Hello.")
+    async with quart.test_request_context("/v1/audio/speech", method="POST"):
+        openai_speech.parse(body, "v1")
+    # ``voice`` is read by the view itself (a name is mapped to a default voice first)
+    assert body.read | {"voice"} == set(compat_shapes.OpenAISpeech.__struct_fields__)
 
 
 async def test_request_bodies_are_the_validating_structs_schemas() -> None:
@@ -167,6 +235,8 @@ def views() -> list[tuple[type, Any]]:
     dictionary = Dictionary(id="d1", owner="u1", name="n", description="d",
                             visibility=Visibility.public, version_id="v", rules_num=2,
                             created_at=NOW, updated_at=NOW, rules=rules)
+    usage = Usage(period_start="2026-01-01", resets_at="2026-02-01T00:00:00.000Z", limit=None,
+                  used=3, reserved=1, jobs_charged=2)
     return [
         (shapes.JobView, job_view(job())),
         (shapes.JobView, job_view(msgspec.structs.replace(job(), error_code=None,
@@ -177,6 +247,14 @@ def views() -> list[tuple[type, Any]]:
         (shapes.StorybookView, storybook_view(book(), [line], [retry])),
         (shapes.DictionaryView, dictionary_view(dictionary, "u1", rules=True)),
         (shapes.DictionaryChanged, changed_view(dictionary)),
+        (shapes.UserView, user_view(User(id="u1", name="n", role="admin", created_at=NOW,
+                                         monthly_quota=5))),
+        (shapes.KeyView, key_view(ApiKey(id="k1", owner="u1", label="l", created_at=NOW,
+                                         revoked_at=NOW), "secret")),
+        (compat_shapes.ElevenLabsVoice, el_voice(voice(), "u1")),
+        (compat_shapes.Subscription, subscription(usage)),
+        (compat_shapes.HistoryItem, history_item(job())),
+        (compat_shapes.OpenAIModels, openai_models()),
     ]
 
 
@@ -187,6 +265,12 @@ def test_the_answer_structs_describe_what_the_views_render(index: int) -> None:
     msgspec.convert(as_json, strict(struct))  # no key the Struct lacks, every type right
     required = {f.encode_name for f in msgspec.structs.fields(struct) if f.required}
     assert required <= set(as_json), required - set(as_json)
+
+
+async def test_the_elevenlabs_models_struct_describes_the_models_answer() -> None:
+    for model in await el_models(FakeProvider(voices=TEST_VOICES), 5000):
+        msgspec.convert(msgspec.json.decode(msgspec.json.encode(model)),
+                        strict(compat_shapes.ElevenLabsModel))
 
 
 def test_the_documented_bodies_of_hand_checked_routes_name_their_fields() -> None:

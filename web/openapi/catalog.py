@@ -2,18 +2,20 @@
 enriched from (``web/openapi/document.py`` walks the app's routes and looks each one up here).
 
 A route missing from this table still appears in the document, with its path parameters, its
-methods and its view's docstring, answering anything (``default``); add it here to describe it.
+methods and its view's docstring, answering anything (``default``), but
+``tests/unit/test_openapi.py`` fails for it: add it here to describe it.
 Request bodies name the msgspec Structs the routes validate with; answers name the Structs of
 ``web/openapi/shapes.py``; errors name the ``ChorusError`` classes a route raises (grouped by
 their ``status``, listed by their ``code``), or ``(status, code)`` for errors raised by the
-HTTP stack itself (routing, body limits).
+HTTP stack itself (routing, body limits). The table's words (``Op``, ``Answer``, ``Param``, the
+shared errors) are in ``terms.py``; the ElevenLabs- and OpenAI-shaped routes' rows, whose
+errors come in those APIs' own shapes, in ``compat_catalog.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
+from actors.ops.overview import Overview
+from actors.pipeline.cancel import JobRunning
 from protocols.dictionaries import (
     AddRulesRequest,
     DefaultsRequest,
@@ -37,12 +39,11 @@ from protocols.errors import (
     NotCancellable,
     NotFound,
     NotReady,
-    ProviderError,
-    ProviderUnavailable,
     QueueFull,
     QueueUnavailable,
     QuotaExceeded,
     RoundRunning,
+    StoreUnavailable,
     TextEmpty,
     TextTooLong,
     UnknownVoice,
@@ -51,107 +52,52 @@ from protocols.errors import (
     VoiceLimitReached,
     VoiceNotReady,
 )
-from protocols.messages import JobRequest
+from protocols.messages import JobRequest, JobStatus
 from protocols.storybooks import RetryRequest, StorybookRequest
-from web.openapi import shapes
+from web.openapi import compat_catalog, shapes
+from web.openapi.terms import (
+    AUDIO,
+    BAD_CHARACTER,
+    CURSOR,
+    FORM_BODY,
+    IDEMPOTENCY,
+    JSON_BODY,
+    LAST_EVENT,
+    LOCATION,
+    NO_BODY,
+    PROVIDER,
+    SSE,
+    STREAMS,
+    STRING,
+    Answer,
+    Error,
+    Op,
+    Param,
+    integer,
+)
 from web.problems import (
     IdempotencyKeyMismatch,
-    InvalidLastEventId,
-    TooManyStreams,
 )
 from web.problems import NotReady as ServiceNotReady
+from web.routes.admin_users import NewKey, NewUser, Quota
+from web.routes.job_control import UnknownParameter
+from web.routes.timings import NoAudio
 from web.routes.voice_uploads import (
     FileTooLarge,
     InvalidLabels,
     InvalidName,
     NoSamples,
-    NotMultipart,
     TooManyFiles,
     UnsupportedAudioType,
     UploadTooLarge,
 )
-
-#: an error a route may answer: a ChorusError class, or (status, code) from the HTTP stack
-Error = type | tuple[int, str]
-
-MALFORMED = (400, "malformed_json")
-TOO_DEEP = (400, "json_too_deep")
-TOO_LARGE = (413, "payload_too_large")
-NOT_JSON = (415, "unsupported_media_type")
-UNKNOWN_FIELD = (422, "unknown_field")
-BAD_CHARACTER = (422, "invalid_character")
-#: every JSON body: not JSON, too deep, too large, not JSON media type, unknown or bad fields
-JSON_BODY: tuple[Error, ...] = (
-    MALFORMED, TOO_DEEP, TOO_LARGE, NOT_JSON, UNKNOWN_FIELD, BAD_CHARACTER, InvalidInput,
-)
-FORM_BODY: tuple[Error, ...] = (TOO_LARGE, NotMultipart, BAD_CHARACTER, InvalidInput)
-PROVIDER: tuple[Error, ...] = (ProviderError, ProviderUnavailable)
-STREAMS: tuple[Error, ...] = (InvalidLastEventId, TooManyStreams, QueueUnavailable)
-
-
-@dataclass(frozen=True)
-class Param:
-    """A query parameter or a request header."""
-
-    name: str
-    schema: dict[str, Any]
-    description: str = ""
-    where: str = "query"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A successful answer: its media type and shape (a Struct, a JSON Schema, or None for
-    bytes or no body), with the headers it carries."""
-
-    description: str
-    media: str | None = "application/json"
-    shape: Any = None
-    headers: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Op:
-    summary: str
-    tag: str
-    answers: dict[int, Answer]
-    body: type | None = None  # the Struct the route validates a JSON body with
-    form: dict[str, Any] | None = None  # a multipart/form-data body's JSON Schema
-    body_optional: bool = False
-    params: tuple[Param, ...] = ()
-    errors: tuple[Error, ...] = ()
-    auth: bool = True
-
-
-def _int(lo: int, hi: int, default: int) -> dict[str, Any]:
-    return {"type": "integer", "minimum": lo, "maximum": hi, "default": default}
-
-
-STRING = {"type": "string"}
-CURSOR = Param("cursor", {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
-               "next_cursor from the previous page")
-IDEMPOTENCY = Param(
-    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255},
-    "the request's idempotency key (equal to the body's idempotency_key if both are given)",
-    where="header",
-)
-#: an event id (``protocols/events.py``, ``valid_event_id``)
-EVENT_ID = {"type": "string", "pattern": r"^\s*\d{1,20}-\d{1,20}\s*$"}
-LAST_EVENT = (
-    Param("Last-Event-ID", EVENT_ID, "resume after this event id", where="header"),
-    Param("last_event_id", EVENT_ID, "resume after this event id (for clients that cannot set"
-          " headers)"),
-)
-LOCATION = ("Location",)
-AUDIO = Answer("the audio bytes (Content-Type: the clip's format)", "audio/*")
-SSE = Answer("server-sent events; each `data:` line is one event as JSON", "text/event-stream")
-NO_BODY = Answer("done; no body", None)
 
 JOB_SUBMIT_ERRORS: tuple[Error, ...] = (
     *JSON_BODY, IdempotencyKeyMismatch, TextEmpty, TextTooLong, UnsupportedFormat,
     UnsupportedLanguage, UnknownVoice, VoiceNotReady, IdempotencyConflict, DictionaryNotFound,
     QuotaExceeded, QueueFull, QueueUnavailable, EnqueueFailed, *PROVIDER,
 )
+ADMIN: tuple[Error, ...] = (Forbidden, StoreUnavailable)
 BOOK = "/v1/storybooks/<book_id>"
 DICT = "/v1/pronunciation-dictionaries"
 
@@ -197,7 +143,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/v1/voices"): Op(
         "Voices you can use (yours, public ones, the provider's)", "voices",
         params=(
-            Param("limit", _int(1, 100, 100)),
+            Param("limit", integer(1, 100, 100)),
             Param("language", STRING, "a BCP-47 tag; its primary subtag is matched"),
             Param("search", STRING, "words in the name, description or labels"),
             Param("visibility", {"type": "string", "enum": ["private", "public", "default"]}),
@@ -269,7 +215,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 *PROVIDER),
     ),
     ("GET", "/v1/storybooks"): Op(
-        "Your storybooks, newest first", "storybooks", params=(Param("limit", _int(1, 50, 50)),
+        "Your storybooks, newest first", "storybooks", params=(Param("limit", integer(1, 50, 50)),
                                                                CURSOR),
         answers={200: Answer("one page", shape=shapes.StorybookList)},
         errors=(InvalidInput, InvalidCursor, QueueUnavailable),
@@ -337,7 +283,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("GET", DICT): Op(
         "Pronunciation dictionaries you can use", "dictionaries",
-        params=(Param("page_size", _int(1, 100, 30)), CURSOR),
+        params=(Param("page_size", integer(1, 100, 30)), CURSOR),
         answers={200: Answer("one page", shape=shapes.DictionaryList)},
         errors=(InvalidInput, InvalidCursor),
     ),
@@ -399,6 +345,101 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         answers={200: Answer("a script, a stylesheet or an image", "*/*")},
         errors=((404, "not_found"),),
     ),
+    # -- jobs: list, withdraw, timings (job_control.py, timings.py) ------------------------------
+    ("GET", "/v1/jobs"): Op(
+        "Your jobs, newest first, a page at a time", "jobs",
+        params=(
+            Param("status", {"type": "string", "enum": [s.value for s in JobStatus]}),
+            Param("created_after", STRING, "an ISO 8601 time (without a zone: UTC)"),
+            CURSOR, Param("limit", integer(1, 100, 50)),
+        ),
+        answers={200: Answer("one page of jobs", shape=shapes.JobList)},
+        errors=(UnknownParameter, InvalidInput, InvalidCursor, BAD_CHARACTER),
+    ),
+    ("DELETE", "/v1/jobs/<job_id>"): Op(
+        "Withdraw a queued job of yours (nothing charged)", "jobs",
+        answers={200: Answer("the job, cancelled", shape=shapes.JobView)},
+        errors=(NotFound, JobRunning, NotCancellable, QueueUnavailable),
+    ),
+    ("GET", "/v1/jobs/<job_id>/alignment"): Op(
+        "When each character and word of a job's clip is heard", "jobs",
+        answers={200: Answer("the timings", shape=shapes.AlignmentView)},
+        errors=(NotFound, NotReady, NoAudio),
+    ),
+    ("GET", "/v1/jobs/<job_id>/captions.vtt"): Op(
+        "A job's captions as WebVTT", "jobs",
+        answers={200: Answer("WebVTT", "text/vtt", shape={"type": "string"})},
+        errors=(NotFound, NotReady, NoAudio),
+    ),
+    ("GET", "/v1/jobs/<job_id>/captions.srt"): Op(
+        "A job's captions as SubRip", "jobs",
+        answers={200: Answer("SubRip", "application/x-subrip", shape={"type": "string"})},
+        errors=(NotFound, NotReady, NoAudio),
+    ),
+    # -- admin (admin_users.py, admin_queue.py): an admin's key, 403 for others ------------------
+    ("GET", "/v1/admin/users"): Op(
+        "Every user", "admin", answers={200: Answer("the users", shape=shapes.UserList)},
+        errors=ADMIN,
+    ),
+    ("POST", "/v1/admin/users"): Op(
+        "Create a user with a first API key (shown once)", "admin", body=NewUser,
+        answers={201: Answer("created", shape=shapes.UserCreated, headers=LOCATION)},
+        errors=(*ADMIN, *JSON_BODY),
+    ),
+    ("GET", "/v1/admin/users/<user_id>"): Op(
+        "A user with their API keys (never the secrets)", "admin",
+        answers={200: Answer("the user", shape=shapes.UserWithKeys)}, errors=(*ADMIN, NotFound),
+    ),
+    ("POST", "/v1/admin/users/<user_id>/keys"): Op(
+        "Give a user another API key (shown once)", "admin", body=NewKey, body_optional=True,
+        answers={201: Answer("the key, with its secret", shape=shapes.KeyView)},
+        errors=(*ADMIN, *JSON_BODY, NotFound),
+    ),
+    ("POST", "/v1/admin/keys/<key_id>/rotate"): Op(
+        "Revoke a key and make its successor (shown once)", "admin",
+        answers={201: Answer("the old key, revoked, and the new", shape=shapes.KeyRotated)},
+        errors=(*ADMIN, NotFound),
+    ),
+    ("DELETE", "/v1/admin/keys/<key_id>"): Op(
+        "Revoke an API key", "admin",
+        answers={200: Answer("the key, revoked", shape=shapes.KeyView)}, errors=(*ADMIN, NotFound),
+    ),
+    ("PUT", "/v1/admin/users/<user_id>/quota"): Op(
+        "Set a user's monthly character quota (null: unlimited)", "admin", body=Quota,
+        answers={200: Answer("the user", shape=shapes.UserView)},
+        errors=(*ADMIN, *JSON_BODY, NotFound),
+    ),
+    ("DELETE", "/v1/admin/users/<user_id>/quota"): Op(
+        "Clear a user's quota (unlimited)", "admin",
+        answers={200: Answer("the user", shape=shapes.UserView)}, errors=(*ADMIN, NotFound),
+    ),
+    ("GET", "/v1/admin/overview"): Op(
+        "The queue, consumers, dead letters, slots, cache and restarts at a glance", "admin",
+        answers={200: Answer("the figures", shape=Overview)}, errors=(Forbidden, QueueUnavailable),
+    ),
+    ("POST", "/v1/admin/dead-letters/<letter_id>/redrive"): Op(
+        "Put a dead-lettered job back on its lane (by dead-letter or job id)", "admin",
+        answers={200: Answer("the job ids put back", shape=shapes.Redriven)},
+        errors=(Forbidden, InvalidInput, NotFound, QueueUnavailable),
+    ),
+    # -- operators and the console (metrics.py, console.py) ---------------------------------------
+    ("GET", "/metrics"): Op(
+        "Prometheus metrics (an admin's key, or loopback when CHORUS_METRICS=loopback)",
+        "service", answers={200: Answer("the text exposition format", "text/plain",
+                                        shape={"type": "string"})},
+        errors=(Forbidden, (404, "not_found")),
+    ),
+    ("GET", "/"): Op(
+        "The console (a web page; it asks for your key)", "service", auth=False,
+        answers={200: Answer("an HTML page", "text/html", shape={"type": "string"}),
+                 304: Answer("not modified (If-None-Match)", None)},
+    ),
+    ("GET", "/console/<name>"): Op(
+        "The console's scripts and styles", "service", auth=False,
+        answers={200: Answer("a script or a stylesheet", "*/*"),
+                 304: Answer("not modified (If-None-Match)", None)},
+    ),
+    **compat_catalog.OPERATIONS,
 }
 
 #: documented for every operation that needs an API key
@@ -411,5 +452,8 @@ TAGS = {
     "storybooks": "Storybooks: many lines as one batch, with outputs",
     "dictionaries": "Pronunciation dictionaries (ElevenLabs' shapes)",
     "account": "Your account",
-    "service": "Health and this reference",
+    "service": "Health, metrics, the console and this reference",
+    "admin": "Users, keys, quotas and the queue (an admin's key)",
+    "elevenlabs": "ElevenLabs' own routes and shapes (its SDK works as is)",
+    "openai": "OpenAI's speech route and shapes (its SDK works as is)",
 }

@@ -5,21 +5,25 @@ converter) with each of its methods (OPTIONS and the implicit HEAD left out); th
 is described by ``web/openapi/catalog.py`` when listed there, else by the view's docstring
 with a ``default`` answer. Schemas come from msgspec (``msgspec.json.schema_components``, JSON
 Schema 2020-12, which OpenAPI 3.1 uses as is): request bodies from the Structs the routes
-validate with, answers from ``web/openapi/shapes.py``. Errors are RFC 9457 problems, grouped
+validate with, answers from ``web/openapi/shapes.py``. Errors are RFC 9457 problems (the
+ElevenLabs- and OpenAI-shaped routes: those APIs' own error shapes, ``Op.errors_as``), grouped
 by status, their ``code`` values listed in each answer's description.
 """
 
 from __future__ import annotations
 
 import re
+import typing
 from collections import defaultdict
 from typing import Any
 
 import msgspec
 from quart import Quart
 
-from web.openapi import catalog, shapes
-from web.openapi.catalog import Answer, Op
+from protocols.errors import QuotaExceeded
+from web.compat import errors as compat_errors
+from web.openapi import catalog, compat_shapes, shapes
+from web.openapi.terms import Answer, Error, Op
 
 OPENAPI = "3.1.0"
 REF = "#/components/schemas/{name}"
@@ -49,11 +53,16 @@ class _Schemas:
     """Types met while walking the table, turned into components in one call at the end."""
 
     def __init__(self) -> None:
-        self.types: list[Any] = [shapes.Problem]
+        self.types: list[Any] = [shapes.Problem, compat_shapes.ElevenLabsError,
+                                       compat_shapes.OpenAIError]
 
     def ref(self, shape: Any) -> dict[str, Any]:
         if isinstance(shape, dict):
             return shape
+        if isinstance(shape, tuple):  # one of these shapes
+            return {"anyOf": [self.ref(s) for s in shape]}
+        if typing.get_origin(shape) is list:  # a JSON array of one shape
+            return {"type": "array", "items": self.ref(typing.get_args(shape)[0])}
         if shape not in self.types:
             self.types.append(shape)
         return {"$ref": REF.format(name=shape.__name__)}
@@ -69,22 +78,58 @@ def _answer(answer: Answer, schemas: _Schemas) -> dict[str, Any]:
         out["content"] = {answer.media: (
             {"schema": schemas.ref(answer.shape)} if answer.shape is not None else {}
         )}
+        out["content"].update({media: {} for media in answer.also})
     if answer.headers:
         out["headers"] = {h: {"schema": {"type": "string"}} for h in answer.headers}
     return out
 
 
-def _errors(errors: tuple[catalog.Error, ...]) -> dict[str, dict[str, Any]]:
+def _error_body(style: str, codes: list[str]) -> tuple[str, dict[str, Any]]:
+    """(media type, schema) of an error answer in ``style`` whose code is one of ``codes``."""
+    problem = {"allOf": [{"$ref": REF.format(name="Problem")},
+                         {"properties": {"code": {"enum": codes}}}]}
+    elevenlabs = {"allOf": [{"$ref": REF.format(name="ElevenLabsError")}, {"properties": {
+        "detail": {"properties": {"status": {"enum": codes}}}}}]}
+    openai = {"allOf": [{"$ref": REF.format(name="OpenAIError")}, {"properties": {
+        "error": {"properties": {"code": {"enum": codes}}}}}]}
+    if style == "elevenlabs":
+        return "application/json", elevenlabs
+    if style == "openai":
+        return "application/json", openai
+    if style == "compat":  # either SDK's shape, told apart by the request's key header
+        return "application/json", {"anyOf": [elevenlabs, openai]}
+    return PROBLEM_MEDIA, problem
+
+
+def _restyled(status: int, code: str, style: str) -> list[tuple[int, str]]:
+    """An error as the compatible shapes answer it (``web/compat/errors.py``): ElevenLabs
+    says 401 for an exhausted quota, OpenAI's code for it is ``insufficient_quota``."""
+    el = (compat_errors.EL_STATUS.get(code, status), code)
+    oa = (status, "insufficient_quota" if code == QuotaExceeded.code else code)
+    if style == "elevenlabs":
+        return [el]
+    if style == "openai":
+        return [oa]
+    if style == "compat":
+        return list(dict.fromkeys([el, oa]))
+    return [(status, code)]
+
+
+def _errors(errors: tuple[Error, ...], style: str = "problem"
+            ) -> dict[str, dict[str, Any]]:
     by_status: dict[int, list[str]] = defaultdict(list)
     titles: dict[int, str] = {}
     for error in errors:
         if isinstance(error, tuple):
-            status, code = error
+            found = _restyled(*error, style)
         else:
-            status, code = error.status, error.code
-            titles.setdefault(status, error.title)
-        if code not in by_status[status]:
-            by_status[status].append(code)
+            found = _restyled(error.status, error.code, style)
+            for status, _ in found:
+                if status == error.status:  # (not ElevenLabs' 401 for a spent quota)
+                    titles.setdefault(status, error.title)
+        for status, code in found:
+            if code not in by_status[status]:
+                by_status[status].append(code)
     out: dict[str, dict[str, Any]] = {}
     for status in sorted(by_status):
         codes = ", ".join(f"`{c}`" for c in by_status[status])
@@ -92,12 +137,11 @@ def _errors(errors: tuple[catalog.Error, ...]) -> dict[str, dict[str, Any]]:
         if status in (429, 503):
             headers["Retry-After"] = {"schema": {"type": "integer"},
                                       "description": "seconds to wait before trying again"}
+        media, schema = _error_body(style, by_status[status])
+        kind = "problem" if style == "problem" else "error"
         out[str(status)] = {
-            "description": f"{titles.get(status, 'An error')} (problem codes: {codes})",
-            "content": {PROBLEM_MEDIA: {"schema": {"allOf": [
-                {"$ref": REF.format(name="Problem")},
-                {"properties": {"code": {"enum": by_status[status]}}},
-            ]}}},
+            "description": f"{titles.get(status, 'An error')} ({kind} codes: {codes})",
+            "content": {media: {"schema": schema}},
             **({"headers": headers} if headers else {}),
             "x-problem-codes": by_status[status],
         }
@@ -106,7 +150,7 @@ def _errors(errors: tuple[catalog.Error, ...]) -> dict[str, dict[str, Any]]:
 
 def operation(op: Op, path_params: list[dict[str, Any]], schemas: _Schemas,
               op_id: str) -> dict[str, Any]:
-    errors: list[catalog.Error] = []
+    errors: list[Error] = []
     if op.auth:
         errors.extend(catalog.AUTH_ERRORS)
     if path_params:
@@ -133,7 +177,7 @@ def operation(op: Op, path_params: list[dict[str, Any]], schemas: _Schemas,
                          if s.get("format") == "binary" or s.get("type") == "array"},
         }}}
     responses = {str(s): _answer(a, schemas) for s, a in sorted(op.answers.items())}
-    responses.update(_errors(tuple(errors)))
+    responses.update(_errors(tuple(errors), op.errors_as))
     out["responses"] = responses
     out["security"] = list(SECURITY) if op.auth else []
     return out
@@ -178,7 +222,10 @@ def build(app: Quart, *, title: str = "Chorus", version: str = "0.1.0") -> dict[
             "description": "Durable text-to-speech jobs. Authenticate with"
                            " `Authorization: Bearer <key>` or the `xi-api-key` header."
                            " Every error is an RFC 9457 problem (`application/problem+json`)"
-                           " with a stable `code`.",
+                           " with a stable `code`, except on the ElevenLabs- and OpenAI-shaped"
+                           " routes, which answer errors in those APIs' own shapes"
+                           " (`{\"detail\": {\"status\", \"message\"}}`, `{\"error\": {...}}`)"
+                           " with the codes each operation lists.",
         },
         "tags": [{"name": n, "description": d} for n, d in catalog.TAGS.items()],
         "paths": paths,

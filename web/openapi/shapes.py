@@ -16,7 +16,15 @@ from typing import Literal
 import msgspec
 
 from protocols.dictionaries import DictionaryRef, Rule
-from protocols.messages import JobStatus, Lane, Metadata, Visibility, VoiceSettings, VoiceStatus
+from protocols.messages import (
+    JobStatus,
+    Lane,
+    Metadata,
+    Visibility,
+    VoiceSettings,
+    VoiceStatus,
+    WordTiming,
+)
 from protocols.storybooks import BookStatus, CastMember, LineStatus
 
 Timestamp = str  # ISO 8601, UTC, milliseconds, "Z"
@@ -270,3 +278,70 @@ class PreviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     text: str | None = None
     idempotency_key: str | None = None
 
+
+
+# -- the job list and a job's timings (web/routes/job_control.py, timings.py) -------------------
+
+
+class JobList(msgspec.Struct, kw_only=True):
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+class AlignmentView(msgspec.Struct, kw_only=True):
+    """``GET /v1/jobs/{job_id}/alignment``: parallel arrays over the characters, plus words."""
+
+    job_id: str
+    audio_id: str
+    duration_s: float
+    source: Literal["engine", "estimated"]
+    characters: list[str]
+    character_start_times_seconds: list[float]
+    character_end_times_seconds: list[float]
+    words: list[WordTiming]
+
+
+# -- admin (web/routes/admin_users.py, admin_queue.py) --------------------------------------------
+
+
+class UserView(msgspec.Struct, kw_only=True):
+    """A user (``web.routes.admin_users.user_view``); ``monthly_quota`` null is unlimited."""
+
+    id: str
+    name: str
+    role: Literal["user", "admin"]
+    monthly_quota: int | None
+    created_at: Timestamp | None
+
+
+class KeyView(msgspec.Struct, kw_only=True):
+    """An API key (``key_view``): ``key``, the secret, only in the answer that made it."""
+
+    id: str
+    user_id: str
+    label: str | None
+    created_at: Timestamp | None
+    revoked_at: Timestamp | None
+    key: str | None = None
+
+
+class UserList(msgspec.Struct, kw_only=True):
+    users: list[UserView]
+
+
+class UserCreated(msgspec.Struct, kw_only=True):
+    user: UserView
+    api_key: KeyView
+
+
+class UserWithKeys(UserView, kw_only=True):
+    api_keys: list[KeyView]
+
+
+class KeyRotated(msgspec.Struct, kw_only=True):
+    revoked: KeyView
+    api_key: KeyView
+
+
+class Redriven(msgspec.Struct, kw_only=True):
+    redriven: list[str]
