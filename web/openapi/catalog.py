@@ -29,6 +29,7 @@ from protocols.errors import (
     DictionaryLimitReached,
     DictionaryNotFound,
     EnqueueFailed,
+    FollowTimeout,
     Forbidden,
     IdempotencyConflict,
     InvalidAudio,
@@ -36,6 +37,7 @@ from protocols.errors import (
     InvalidInput,
     InvalidPLS,
     InvalidRules,
+    JobNotSucceeded,
     NotCancellable,
     NotFound,
     NotReady,
@@ -360,6 +362,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "Withdraw a queued job of yours (nothing charged)", "jobs",
         answers={200: Answer("the job, cancelled", shape=shapes.JobView)},
         errors=(NotFound, JobRunning, NotCancellable, QueueUnavailable),
+    ),
+    ("GET", "/v1/jobs/<job_id>/stream"): Op(
+        "A job's audio as it is made (chunked; the stored clip once it has ended)", "jobs",
+        answers={200: AUDIO},
+        errors=(NotFound, JobNotSucceeded, FollowTimeout),
     ),
     ("GET", "/v1/jobs/<job_id>/alignment"): Op(
         "When each character and word of a job's clip is heard", "jobs",
