@@ -52,3 +52,47 @@ async def test_piper_streams_through_the_embedded_provider():
     assert len(chunks) >= 3
     assert b"".join(chunks) == result.audio  # type: ignore[attr-defined]
     assert 4.0 < audio_duration(result.audio, parse_format("mp3_22050_32")) < 20.0  # type: ignore[attr-defined]
+
+
+SSML = ('Say <phoneme alphabet="ipa" ph="təˈmɑːtoʊ">tomato</phoneme> twice.'
+        ' <break time="1s"/> The fox ran to the river, quick as the wind, and drank the water.')
+SPOKEN = "Say tomato twice. The fox ran to the river, quick as the wind, and drank the water."
+
+
+def check_words(alignment, spoken: str, clip_s: float) -> None:  # type: ignore[no-untyped-def]
+    """Every spoken word, in order, monotonic, the last ending within 100 ms of the clip."""
+    words = alignment.words
+    assert [w.text for w in words] == spoken.split()
+    assert "".join(alignment.characters) == spoken
+    starts = alignment.character_start_times_seconds
+    assert all(a <= b for a, b in zip(starts, starts[1:], strict=False))
+    for a, b in zip(words, words[1:], strict=False):
+        assert a.start_s <= a.end_s <= b.start_s <= b.end_s
+    assert abs(words[-1].end_s - clip_s) <= 0.1, (words[-1], clip_s)
+
+
+async def test_espeak_streamed_words_are_timed_as_synthesize_times_them():
+    """Breaks are silence and phoneme hints are read, as ``synthesize`` does; each part's
+    words are shifted by the audio before it, so the words match the whole clip's."""
+    provider = EspeakProvider()
+    request = SynthesisRequest(text=SSML, voice_id="en-us", output_format="wav_22050")
+    chunks: list[bytes] = []
+
+    async def sink(data: bytes) -> None:
+        chunks.append(data)
+
+    with trio.fail_after(60):
+        streamed_result = await provider.synthesize_streaming(request, sink)
+        whole = await provider.synthesize(request)
+    assert len(chunks) >= 3
+    clip_s = audio_duration(streamed_result.audio, parse_format("wav_22050"))
+    assert streamed_result.alignment is not None
+    check_words(streamed_result.alignment, SPOKEN, clip_s)
+    assert streamed_result.characters == whole.characters == len(SPOKEN)  # the break: free
+    # the break is a second of silence between "twice." and "The"
+    words = {w.text: w for w in streamed_result.alignment.words}
+    assert words["The"].start_s - words["twice."].end_s >= 0.95
+    # the same words at about the same times as the clip made whole (parts split differently)
+    assert abs(clip_s - whole.duration_s) < 0.5
+    for a, b in zip(streamed_result.alignment.words, whole.alignment.words, strict=True):  # type: ignore[union-attr]
+        assert a.text == b.text and abs(a.start_s - b.start_s) < 0.5
