@@ -19,7 +19,8 @@ libespeak-ng that ``espeak.py`` drives: the two engines can run at the same time
 Output is not bit-identical between calls (the model samples noise). ``voice_settings.speed`` is
 honoured (Piper's length scale); the other voice settings and ``seed`` are accepted, part of the
 cache key, and not used. Word timings: this voice has no alignment output (checked with
-``include_alignments=True``), so Piper gives none and the result carries none. Piper reads
+``include_alignments=True``): each chunk's (or streamed part's) words are spread over its audio
+by their length, approximate within it, exact at its edges and at breaks. Piper reads
 ``[[ ... ]]`` in its input as raw phonemes; a client's text never reaches it that way (runs of
 ``[`` are collapsed to one, which is not spoken either way): only the phoneme rules of a job's
 pronunciation dictionaries do (aliases are applied as text; ``LocalProvider.pronounce``).

@@ -96,3 +96,21 @@ async def test_espeak_streamed_words_are_timed_as_synthesize_times_them():
     assert abs(clip_s - whole.duration_s) < 0.5
     for a, b in zip(streamed_result.alignment.words, whole.alignment.words, strict=True):  # type: ignore[union-attr]
         assert a.text == b.text and abs(a.start_s - b.start_s) < 0.5
+
+
+@pytest.mark.skipif(not installed(), reason="Piper is not installed")
+async def test_piper_streamed_words_are_timed_and_breaks_are_silence():
+    provider = PiperProvider(voices=installed())
+    chunks: list[bytes] = []
+
+    async def sink(data: bytes) -> None:
+        chunks.append(data)
+
+    request = SynthesisRequest(text=SSML, voice_id=JOE.voice_id, output_format="wav_22050")
+    with trio.fail_after(120):
+        result = await provider.synthesize_streaming(request, sink)
+    assert len(chunks) >= 3 and b"".join(chunks) == result.audio
+    assert result.alignment is not None
+    check_words(result.alignment, SPOKEN, audio_duration(result.audio, parse_format("wav_22050")))
+    words = {w.text: w for w in result.alignment.words}
+    assert words["The"].start_s - words["twice."].end_s >= 0.95
