@@ -57,7 +57,8 @@ def stream_split(text: str, limit: int = STREAM_PART_CHARS) -> list[str]:
 def stream_plan(steps: Sequence[Run | Pause], limit: int = STREAM_PART_CHARS) -> list[Part | Pause]:
     """A job's plan (runs and pauses) as the parts a streamed job is made in: the first run
     split with a short first part (``stream_split``), the others in parts of at most ``limit``
-    characters; the pauses kept where they are."""
+    characters (a part that would end inside one word's engine input, such as phoneme markup
+    with spaces in it, runs on to the next one's end); the pauses kept where they are."""
     out: list[Part | Pause] = []
     first = True
     for i, step in enumerate(steps):
@@ -67,11 +68,18 @@ def stream_plan(steps: Sequence[Run | Pause], limit: int = STREAM_PART_CHARS) ->
         chunks = stream_split(step.sent, limit) if first else split_text(step.sent, limit)
         first = first and not chunks
         before_pause = i + 1 < len(steps) and isinstance(steps[i + 1], Pause)
+        spans: list[tuple[int, int]] = []  # each chunk's place in ``sent``
         at = 0
-        for j, chunk in enumerate(chunks):
+        for chunk in chunks:
             at = step.sent.find(chunk, at)
-            out.append(Part(step, at, chunk, j + 1 < len(chunks) or not before_pause))
+            if spans and any(g.start < spans[-1][1] < g.end for g in step.groups):
+                spans[-1] = (spans[-1][0], at + len(chunk))  # never split a word's markup
+            else:
+                spans.append((at, at + len(chunk)))
             at += len(chunk)
+        for j, (start, end) in enumerate(spans):
+            out.append(Part(step, start, step.sent[start:end],
+                            j + 1 < len(spans) or not before_pause))
     return out
 
 

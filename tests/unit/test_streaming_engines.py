@@ -7,11 +7,13 @@ import pytest
 import trio
 
 from protocols.domain.audio import audio_duration, parse_format
+from protocols.domain.ssml import Pause
+from protocols.domain.timing import plan
 from protocols.messages import SynthesisRequest
 from protocols.providers.embedded import EmbeddedProvider
 from protocols.providers.espeak import EspeakProvider
 from protocols.providers.piper import JOE, PiperProvider, installed
-from protocols.providers.streaming import stream_split
+from protocols.providers.streaming import Part, stream_plan, stream_split
 
 TEXT = ("The fox ran to the river, quick as the wind. It drank the cold water and looked around. "
         "Then it went home through the tall grass, singing a quiet song to itself.")
@@ -33,6 +35,22 @@ def test_the_first_part_is_short_and_nothing_is_lost():
     parts = stream_split(TEXT)
     assert len(parts[0]) <= 48 and len(parts) >= 2
     assert " ".join(parts).split() == TEXT.split()
+
+
+def test_parts_keep_breaks_and_never_split_a_words_markup():
+    text = ("Please say the long word <phoneme ph='x'>supercalifragilistic</phoneme> slowly"
+            " and clearly. It is a long word, the teacher said. The class laughed and the"
+            " lesson went on for a long while, until the bell rang for the end of the day."
+            " <break time='1s'/> Then rest.")
+    steps = plan(text, render=lambda rule: "[[ " + "s u p " * 12 + "]]", escape=lambda t: t)
+    parts = stream_plan(steps)
+    assert [type(p) for p in parts] == [Part, Part, Pause, Part]
+    texts = [p.text for p in parts if isinstance(p, Part)]
+    assert all(t.count("[[") == t.count("]]") == 0 for t in texts[1:]), texts
+    assert texts[0].count("[[") == texts[0].count("]]") == 1, texts
+    assert len(texts[0]) > 48  # ran on past the first part's limit to the markup's end
+    assert parts[0].end_pause and not parts[1].end_pause  # before the break: it is the pause
+    assert parts[3].end_pause
 
 
 @pytest.mark.parametrize("fmt", ["mp3_44100_128", "opus_48000_64", "wav_22050", "pcm_16000"])
