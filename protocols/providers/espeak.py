@@ -34,7 +34,7 @@ from protocols.errors import InvalidInput, SynthesisFailed, TextEmpty, UnknownVo
 from protocols.live import ChunkSink
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo, WordTiming
 from protocols.providers.base import LocalProvider
-from protocols.providers.streaming import STREAM_PART_CHARS, stream_parts, stream_split
+from protocols.providers.streaming import STREAM_PART_CHARS, Part, stream_parts, stream_plan
 
 SAMPLE_RATE = 22050
 DEFAULT_VOICE = "en-us"
@@ -389,8 +389,9 @@ class EspeakProvider(LocalProvider):
     async def synthesize_streaming(
         self, request: SynthesisRequest, sink: ChunkSink
     ) -> SynthesisResult:
-        """``synthesize`` a few sentences at a time, each part's audio handed to ``sink`` as
-        soon as it is encoded (``protocols/providers/streaming.py``)."""
+        """``synthesize`` a few sentences at a time (breaks as silence, phoneme hints read),
+        each part's audio handed to ``sink`` as soon as it is encoded and its words timed as
+        ``synthesize`` times them (``protocols/providers/streaming.py``)."""
         text = normalize_text(request.text)
         if not text:
             raise TextEmpty("text is empty")
@@ -399,15 +400,21 @@ class EspeakProvider(LocalProvider):
         if not request.voice_id and not language and _HANGUL.search(text):
             language = "ko"
         espeak_name, _ = await self._resolve(request.voice_id, language)
-        said = await self.pronounce(text, request.params)
+        steps = await self.speech_plan(text, request.params)
 
-        async def synth(part: str) -> bytes:
-            return await self._engine_call(_Engine.synth, espeak_name, part, said.phonemes)
+        async def synth(part: Part) -> tuple[bytes, list[WordTiming]]:
+            pcm, events = await self._engine_call(
+                _Engine.synth_timed, espeak_name, part.text, part.run.phonemes, part.end_pause
+            )
+            return pcm, _word_times(part.run.groups, part.offset, len(part.text), events,
+                                    0.0, pcm_duration(pcm, SAMPLE_RATE))
 
         return await stream_parts(
-            stream_split(said.text, min(self._chunk_chars, STREAM_PART_CHARS)), synth,
-            SAMPLE_RATE, fmt, sink, characters=len(request.text), engine="espeak-ng",
+            stream_plan(steps, min(self._chunk_chars, STREAM_PART_CHARS)), synth,
+            SAMPLE_RATE, fmt, sink, spoken=spoken_text(text),
+            characters=charged_characters(request.text), engine="espeak-ng",
         )
+
 
 def _word_times(
     groups: Sequence[Group], offset: int, length: int, events: Sequence[_Event],

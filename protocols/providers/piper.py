@@ -19,7 +19,8 @@ libespeak-ng that ``espeak.py`` drives: the two engines can run at the same time
 Output is not bit-identical between calls (the model samples noise). ``voice_settings.speed`` is
 honoured (Piper's length scale); the other voice settings and ``seed`` are accepted, part of the
 cache key, and not used. Word timings: this voice has no alignment output (checked with
-``include_alignments=True``), so Piper gives none and the result carries none. Piper reads
+``include_alignments=True``): each chunk's (or streamed part's) words are spread over its audio
+by their length, approximate within it, exact at its edges and at breaks. Piper reads
 ``[[ ... ]]`` in its input as raw phonemes; a client's text never reaches it that way (runs of
 ``[`` are collapsed to one, which is not spoken either way): only the phoneme rules of a job's
 pronunciation dictionaries do (aliases are applied as text; ``LocalProvider.pronounce``).
@@ -55,7 +56,7 @@ from protocols.errors import SynthesisFailed, TextEmpty, UnknownVoice
 from protocols.live import ChunkSink
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo, WordTiming
 from protocols.providers.base import LocalProvider
-from protocols.providers.streaming import STREAM_PART_CHARS, stream_parts, stream_split
+from protocols.providers.streaming import STREAM_PART_CHARS, Part, stream_parts, stream_plan
 
 MODULES = ("piper", "onnxruntime")  # what the engine needs besides a voice wheel
 _RAW_PHONEMES = re.compile(r"\[{2,}")
@@ -248,23 +249,30 @@ class PiperProvider(LocalProvider):
     async def synthesize_streaming(
         self, request: SynthesisRequest, sink: ChunkSink
     ) -> SynthesisResult:
-        """``synthesize`` a few sentences at a time, each part's audio handed to ``sink`` as
-        soon as it is encoded (``protocols/providers/streaming.py``)."""
-        said = await self.pronounce(normalize_text(request.text), request.params)
-        text = said.text if said.phonemes else self.escape_text(said.text)
-        if not text:
+        """``synthesize`` a few sentences at a time (breaks as silence, phoneme hints read),
+        each part's audio handed to ``sink`` as soon as it is encoded, its words spread over
+        the part's audio as ``synthesize`` spreads a chunk's
+        (``protocols/providers/streaming.py``)."""
+        text = normalize_text(request.text)
+        steps = await self.speech_plan(text, request.params)
+        if not text or not any(isinstance(step, Run) for step in steps):
             raise TextEmpty("text is empty")
         fmt = parse_format(request.output_format)
         voice = self._voice(request.voice_id, request.language)
         model = await self.model(voice)
+        rate = model.config.sample_rate
         settings = request.params.voice_settings
         speed = settings.speed if settings is not None else None
 
-        async def synth(part: str) -> bytes:
-            return await trio.to_thread.run_sync(_synth, model, part, speed,
-                                                 limiter=self._limiter)
+        async def synth(part: Part) -> tuple[bytes, list[WordTiming]]:
+            pcm = await trio.to_thread.run_sync(_synth, model, part.text, speed,
+                                                limiter=self._limiter)
+            end = part.offset + len(part.text)
+            said = [w for g in part.run.groups if part.offset <= g.start < end for w in g.words]
+            return pcm, spread(said, 0.0, pcm_duration(pcm, rate))
 
         return await stream_parts(
-            stream_split(text, min(self._chunk_chars, STREAM_PART_CHARS)), synth,
-            model.config.sample_rate, fmt, sink, characters=len(request.text), engine="Piper",
+            stream_plan(steps, min(self._chunk_chars, STREAM_PART_CHARS)), synth, rate, fmt,
+            sink, spoken=spoken_text(text), characters=charged_characters(request.text),
+            engine="Piper",
         )

@@ -186,3 +186,39 @@ async def test_elevenlabs_alignment_from_with_timestamps(
             r = await svc.client.get(f"/v1/jobs/{job['id']}/captions.srt")
             assert " ".join(s.content for s in srt.parse(r.text)) == spoken
         await total_queue_check(store, redis_url, settings, svc.accepted)
+
+
+async def test_a_streamed_job_keeps_the_engine_timings(
+    redis_url: str, store: Any, tmp_path: Any
+) -> None:
+    """A ``stream`` job on the embedded engine, made part by part: its break is silence, its
+    phoneme hint read, and its stored alignment is the engine's (not estimated), monotonic and
+    ending with the clip; charged as the same text made whole."""
+    settings = make_settings(tmp_path)
+    text = ('Say <phoneme alphabet="ipa" ph="təˈmɑːtoʊ">tomato</phoneme> first. '
+            + WITH_BREAK + " Then the fox went home through the tall grass, singing a song.")
+    spoken = "Say tomato first. " + SENTENCE + " Then the fox went home through the tall" \
+        " grass, singing a song."
+    with trio.fail_after(60):
+        async with running_service(
+            redis_url=redis_url, store=store, settings=settings, provider=EspeakProvider()
+        ) as svc:
+            r = await svc.submit(text, voice_id="en-us", stream=True)
+            assert r.status_code == 202, r.text
+            job_id = r.json()["id"]
+            async with svc.client.stream("GET", f"/v1/jobs/{job_id}/stream") as live:
+                assert live.status_code == 200
+                body = b"".join([chunk async for chunk in live.aiter_raw()])
+            job = (await svc.wait_done([job_id]))[job_id]
+            assert job["status"] == "succeeded", job
+            assert job["characters"] == len(spoken)  # the break and the tags are not charged
+            audio = (await svc.client.get(f"/v1/audio/{job['audio_id']}")).content
+            assert body == audio
+            r = await svc.client.get(f"/v1/jobs/{job_id}/alignment")
+            assert r.status_code == 200 and r.json()["source"] == "engine", r.text
+            check_alignment(r.json(), spoken, decoded_seconds(audio))
+            words = r.json()["words"]
+            fox = [w for w in words if w["text"] == "fox"][0]
+            jumps = [w for w in words if w["text"] == "jumps"][0]
+            assert jumps["start_s"] - fox["end_s"] >= 0.95  # the break, as silence
+        await total_queue_check(store, redis_url, settings, svc.accepted)

@@ -66,6 +66,8 @@ class Reply:
     chunked: bool = False
     #: with ``chunked``: a pause before each chunk after the first (audio "being made")
     chunk_delay_s: float = 0.0
+    #: with ``chunked``: the chunks as sent (empty: the body, 4 KiB at a time)
+    pieces: tuple[bytes, ...] = ()
 
     def error_code(self) -> str | None:
         """``detail.code`` (or ``detail.status``) of a JSON error body, if any."""
@@ -236,8 +238,10 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.chunked:
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
-            for start in range(0, len(reply.body), _CHUNK):
-                piece = reply.body[start : start + _CHUNK]
+            pieces = reply.pieces or [
+                reply.body[start : start + _CHUNK] for start in range(0, len(reply.body), _CHUNK)
+            ]
+            for start, piece in enumerate(pieces):
                 if start and reply.chunk_delay_s:
                     self.wfile.flush()
                     time.sleep(reply.chunk_delay_s)

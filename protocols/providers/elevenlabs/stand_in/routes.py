@@ -93,6 +93,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str, bool]] = [
     _route("POST", "/v1/text-to-speech/{voice_id}/stream", "_tts_stream", gated=False),
     _route("POST", "/v1/text-to-speech/{voice_id}/with-timestamps", "_tts_with_timestamps",
            gated=False),
+    _route("POST", "/v1/text-to-speech/{voice_id}/stream/with-timestamps",
+           "_tts_stream_with_timestamps", gated=False),
     _route("GET", "/v1/models", "_models"),
     _route("GET", "/v1/user", "_user"),
     _route("GET", "/v1/user/subscription", "_subscription"),

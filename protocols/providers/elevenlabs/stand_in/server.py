@@ -8,7 +8,9 @@ counters are read under one lock. Routes:
 
 - ``POST /v1/text-to-speech/{voice_id}`` and ``.../stream`` (chunked): real audio (a tone, 10 ms
   per character, capped) in the asked ``output_format``, encoded by ``protocols.domain.audio``;
-  ``.../with-timestamps``: that audio as base64 with its character alignment (JSON)
+  ``.../with-timestamps``: that audio as base64 with its character alignment (JSON);
+  ``.../stream/with-timestamps`` (chunked): one such JSON object per line, a piece of the audio
+  each with the alignment of the characters heard in it
 - ``GET /v1/models``, ``GET /v1/user``, ``GET /v1/user/subscription``
 - ``GET /v1/voices``, ``GET /v2/voices``, ``GET|DELETE /v1/voices/{id}``, ``POST /v1/voices/add``
   (IVC), ``POST /v1/voices/{id}/edit``, ``GET /v1/voices/{id}/settings``,
@@ -73,6 +75,8 @@ from protocols.providers.elevenlabs.stand_in.http import (
 from protocols.providers.elevenlabs.stand_in.routes import ROUTES, Dictionary, RouteMixin, Voice
 
 TTS_PREFIX = "/v1/text-to-speech"
+#: ``.../stream/with-timestamps`` sends the audio in pieces of at most this many bytes, a line each
+STREAM_PIECE = 4096
 _TONES_HZ = (220, 262, 330, 392, 440, 494, 523, 587)  # integer Hz: 1 s tables repeat seamlessly
 
 
@@ -97,7 +101,7 @@ def tone_hz(text: str) -> int:
 class TTSCall:
     """One TTS request as received (fields as sent; None when absent) and how it was answered."""
 
-    endpoint: str  # "convert" | "stream" | "with-timestamps"
+    endpoint: str  # "convert" | "stream" | "with-timestamps" | "stream-with-timestamps"
     voice_id: str
     text: str | None = None
     model_id: str | None = None
@@ -154,8 +158,9 @@ class FakeElevenLabs(RouteMixin, HistoryMixin):
         clone_ready_after_s: a new IVC voice is ready after this long (0 = at once, None = when
             ``mark_voice_ready`` is called).
         ms_per_char, max_audio_s: audio length: ``len(text) * ms_per_char`` capped.
-        stream_chunk_delay_s: ``.../stream`` sends its first chunk after the latency and each
-            next one after this pause (the audio arriving as it is made); 0: all at once.
+        stream_chunk_delay_s: ``.../stream`` (and ``.../stream/with-timestamps``) sends its first
+            chunk after the latency and each next one after this pause (the audio arriving as
+            it is made); 0: all at once.
     """
 
     def __init__(
@@ -507,16 +512,39 @@ class FakeElevenLabs(RouteMixin, HistoryMixin):
         if reply.status != 200:
             return reply
         text = request.json()["text"]
+        body = self._timed(reply.body, text, 0, len(text))
+        return Reply(200, json.dumps(body).encode(), "application/json", reply.headers)
+
+    def _tts_stream_with_timestamps(self, request: Request, voice_id: str) -> Reply:
+        """The audio in pieces of at most ``STREAM_PIECE`` bytes, one JSON line each (as
+        ``/with-timestamps``: ``audio_base64`` and the alignment of the characters heard in
+        that piece, times from the start of the clip), sent chunked with the stream pacing."""
+        reply = self._tts(request, voice_id, "stream-with-timestamps")
+        if reply.status != 200:
+            return reply
+        text = request.json()["text"]
+        audio = reply.body
+        pieces = [audio[i:i + STREAM_PIECE] for i in range(0, len(audio), STREAM_PIECE)]
+        lines = tuple(
+            json.dumps(self._timed(piece, text, len(text) * k // len(pieces),
+                                   len(text) * (k + 1) // len(pieces))).encode() + b"\n"
+            for k, piece in enumerate(pieces)
+        )
+        return Reply(200, b"".join(lines), "application/json", reply.headers, chunked=True,
+                     chunk_delay_s=self.stream_chunk_delay_s, pieces=lines)
+
+    def _timed(self, audio: bytes, text: str, lo: int, hi: int) -> dict[str, Any]:
+        """``audio`` as base64 with the alignment of ``text[lo:hi]`` (each character of the
+        text an equal share of the tone's length)."""
         seconds = min(max(len(text) * self.ms_per_char / 1000, 0.05), self.max_audio_s)
         step = seconds / max(1, len(text))
         aligned = {
-            "characters": list(text),
-            "character_start_times_seconds": [round(i * step, 3) for i in range(len(text))],
-            "character_end_times_seconds": [round((i + 1) * step, 3) for i in range(len(text))],
+            "characters": list(text[lo:hi]),
+            "character_start_times_seconds": [round(i * step, 3) for i in range(lo, hi)],
+            "character_end_times_seconds": [round((i + 1) * step, 3) for i in range(lo, hi)],
         }
-        body = {"audio_base64": base64.b64encode(reply.body).decode(), "alignment": aligned,
+        return {"audio_base64": base64.b64encode(audio).decode(), "alignment": aligned,
                 "normalized_alignment": aligned}
-        return Reply(200, json.dumps(body).encode(), "application/json", reply.headers)
 
     def _tts(self, request: Request, voice_id: str, endpoint: str) -> Reply:
         call = _record_from(request, voice_id, endpoint)
