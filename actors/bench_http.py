@@ -1,0 +1,172 @@
+"""``run.py bench`` workload ``http_front``: the HTTP front's own speed, beside its framework's.
+
+Measured through real hypercorn servers on 127.0.0.1 by ``actors/bench_load.py`` (its own
+process, raw keep-alive sockets), at 32 connections and at one:
+
+- ``bare``: a quart-trio app with one trivial ``POST`` route, served by hypercorn the way Chorus
+  is (same config): the stack's ceiling, measured in the same run as the rest, so figures taken
+  on a busy machine can be read as ratios;
+- ``hit``: ``POST /v1/jobs`` whose audio exists (a cache hit: a job created succeeded);
+- ``new``: ``POST /v1/jobs`` with a new text each time (a row in Postgres + an entry in Redis);
+- ``get``: ``GET /v1/jobs/{id}``.
+
+The Chorus figures are from an api-role Service (no workers: new jobs stay queued); the cached
+clip is made first by a serve-role Service on the same store and data dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+from quart import Response
+from quart_trio import QuartTrio
+
+from actors.service import Role
+from protocols.messages import JobRequest
+
+if TYPE_CHECKING:
+    from actors.bench import Bench
+
+CONNECTIONS = (32, 1)
+ONE_CONN_SHARE = 6  # at one connection, n / 6 requests (the same order of seconds)
+KINDS = ("bare", "hit", "new", "get")
+#: (kind, connections) -> (figure, target, passes)
+TARGETS: dict[tuple[str, int], tuple[str, str, Callable[[dict[str, Any]], bool]]] = {
+    ("hit", 32): ("requests_per_s", ">= 1000", lambda r: r["requests_per_s"] >= 1000),
+    ("hit", 1): ("p50_ms", "<= 1.5", lambda r: r["p50_ms"] <= 1.5),
+    ("new", 32): ("requests_per_s", ">= 800", lambda r: r["requests_per_s"] >= 800),
+    ("get", 32): ("requests_per_s", ">= 1500", lambda r: r["requests_per_s"] >= 1500),
+}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bare_app() -> QuartTrio:
+    app = QuartTrio("bench-bare")
+
+    @app.post("/bare")
+    async def bare() -> Response:
+        return Response(b'{"ok":true}', status=200, content_type="application/json")
+
+    return app
+
+
+async def load(port: int, connections: int, requests: int, method: str, path: str,
+               headers: dict[str, str], body: str = "", first: int = 0) -> dict[str, Any]:
+    """One measurement by ``actors.bench_load`` in a child process."""
+    spec = {"host": "127.0.0.1", "port": port, "connections": connections,
+            "requests": requests, "method": method, "path": path, "body": body,
+            "headers": {"Content-Type": "application/json", **headers}, "first": first,
+            "warmup": 3}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = await trio.run_process([sys.executable, "-m", "actors.bench_load", json.dumps(spec)],
+                                  capture_stdout=True, cwd=str(ROOT), env=env)
+    return json.loads(done.stdout)
+
+
+async def _succeeded(b: Bench, job_id: str, limit_s: float) -> None:
+    with trio.fail_after(limit_s):
+        while True:  # polled: the row is the truth
+            job = await b.store.get_job(job_id)
+            if job is not None and job.status.terminal:
+                break
+            await trio.sleep(0.01)
+    if job.status.value != "succeeded":
+        raise RuntimeError(f"the bench's seed job ended {job.status.value}")
+
+
+async def http_front(b: Bench, n: int) -> dict[str, Any]:
+    user, key = await b.user("front")
+    auth = {"Authorization": f"Bearer {key}"}
+    text = f"front {b.run_id} cached"
+    async with b.serving("front-seed", Role.serve) as svc:  # make the clip a hit will find
+        seed, _ = await svc.intake.submit(JobRequest(text=text), user)
+        await _succeeded(b, seed.id, 60)
+    out: dict[str, Any] = {"requests": n}
+    async with trio.open_nursery() as nursery, b.serving("front", Role.api) as svc:
+        stop = trio.Event()
+        bare_port = await _start_bare(nursery, stop)
+        port = int(svc.http_binds[0].rsplit(":", 1)[1])
+        runs: dict[str, Callable[[int, int, int], Awaitable[dict[str, Any]]]] = {
+            "bare": lambda c, k, first: load(bare_port, c, k, "POST", "/bare", {}, "{}"),
+            "hit": lambda c, k, first: load(port, c, k, "POST", "/v1/jobs", auth,
+                                            json.dumps({"text": text})),
+            "new": lambda c, k, first: load(
+                port, c, k, "POST", "/v1/jobs", auth,
+                '{"text": "front ' + b.run_id + ' new {n}"}', first),
+            "get": lambda c, k, first: load(port, c, k, "GET", f"/v1/jobs/{seed.id}", auth),
+        }
+        first = 0
+        for conns in CONNECTIONS:
+            count = n if conns > 1 else max(20, n // ONE_CONN_SHARE)
+            for kind in KINDS:
+                out[f"{kind}_{conns}"] = await runs[kind](conns, count, first)
+                first += count + conns * 10
+        stop.set()
+    for conns in CONNECTIONS:
+        bare = out[f"bare_{conns}"]["requests_per_s"]
+        for kind in KINDS[1:]:
+            out[f"{kind}_{conns}"]["of_bare"] = out[f"{kind}_{conns}"]["requests_per_s"] / bare
+    return out
+
+
+async def _start_bare(nursery: trio.Nursery, stop: trio.Event) -> int:
+    """Serve the bare app until ``stop``; its port once it listens."""
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.keep_alive_timeout = 2.0  # as web.app.hypercorn_config
+    config.include_server_header = False
+    sockets = config.create_sockets()
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+
+    async def serve(*, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await worker_serve(wrap_app(bare_app(), config.wsgi_max_body_size, None), config,
+                               sockets=sockets, shutdown_trigger=stop.wait,
+                               task_status=task_status)
+        finally:
+            for sock in sockets.insecure_sockets:
+                sock.close()
+
+    await nursery.start(serve)
+    return sockets.insecure_sockets[0].getsockname()[1]
+
+
+def figures(r: dict[str, Any]) -> list[tuple[str, float, str, str, bool | None]]:
+    """The table's rows: every kind at 32 connections and at one (req/s, p50, p95), with the
+    issue's targets where it sets one."""
+    rows: list[tuple[str, float, str, str, bool | None]] = []
+    names = {"bare": "bare quart-trio POST", "hit": "POST /v1/jobs cache hit",
+             "new": "POST /v1/jobs new job", "get": "GET /v1/jobs/{id}"}
+    for conns in CONNECTIONS:
+        for kind in KINDS:
+            m = r[f"{kind}_{conns}"]
+            what = f"{names[kind]}, {conns} conn"
+            target = TARGETS.get((kind, conns))
+            for field, unit in (("requests_per_s", "req/s"), ("p50_ms", "ms"), ("p95_ms", "ms")):
+                if target is not None and target[0] == field:
+                    rows.append((f"{what} {field[:3]}", m[field], unit, target[1], target[2](m)))
+                elif field == "requests_per_s" or conns == 1 or field == "p50_ms":
+                    rows.append((f"{what} {field[:3]}", m[field], unit, "-", None))
+            if kind != "bare":
+                rows.append((f"{what}, of bare", m["of_bare"] * 100, "%", "-", None))
+    return rows
+
+
+NOTES = """\
+http_front: hypercorn on 127.0.0.1, a keep-alive client in its own process (actors/bench_load.py:
+  raw sockets, one prepared request per exchange); 32 then 1 connection(s). bare = a trivial
+  quart-trio POST route served the same way, the stack's ceiling in the same run; "of bare" =
+  req/s over bare's. hit = POST /v1/jobs whose clip exists; new = a new text each time (api role:
+  row + stream entry, nothing consumes); get = GET /v1/jobs/{id}."""
+
