@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
 import trio
 from hypercorn.config import Config
 from hypercorn.trio.run import worker_serve
@@ -67,9 +69,26 @@ async def load(port: int, connections: int, requests: int, method: str, path: st
             "headers": {"Content-Type": "application/json", **headers}, "first": first,
             "warmup": 3}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cpu, servers = time.process_time(), _servers_cpu()
     done = await trio.run_process([sys.executable, "-m", "actors.bench_load", json.dumps(spec)],
                                   capture_stdout=True, cwd=str(ROOT), env=env)
-    return json.loads(done.stdout)
+    out = json.loads(done.stdout)
+    out["cpu_ms_per_req"] = (time.process_time() - cpu) * 1000 / out["requests"]
+    out["db_cpu_ms_per_req"] = (_servers_cpu() - servers) * 1000 / out["requests"]
+    return out
+
+
+def _servers_cpu() -> float:
+    """CPU seconds used so far by the embedded Postgres and Valkey (this process' children)."""
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.name().startswith(("postgres", "valkey")):
+                t = child.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            continue  # a backend that just ended
+    return total
 
 
 async def _succeeded(b: Bench, job_id: str, limit_s: float) -> None:
@@ -107,14 +126,14 @@ async def http_front(b: Bench, n: int) -> dict[str, Any]:
         first = 0
         for conns in CONNECTIONS:
             count = n if conns > 1 else max(20, n // ONE_CONN_SHARE)
-            for kind in KINDS:
-                out[f"{kind}_{conns}"] = await runs[kind](conns, count, first)
+            bares = []
+            for kind in KINDS[1:]:  # the ceiling just before each: load on the machine varies
+                bares.append(bare := await runs["bare"](conns, count // 2, 0))
+                out[f"{kind}_{conns}"] = m = await runs[kind](conns, count, first)
+                m["of_bare"] = m["requests_per_s"] / bare["requests_per_s"]
                 first += count + conns * 10
+            out[f"bare_{conns}"] = max(bares, key=lambda r: r["requests_per_s"])
         stop.set()
-    for conns in CONNECTIONS:
-        bare = out[f"bare_{conns}"]["requests_per_s"]
-        for kind in KINDS[1:]:
-            out[f"{kind}_{conns}"]["of_bare"] = out[f"{kind}_{conns}"]["requests_per_s"] / bare
     return out
 
 
@@ -153,6 +172,7 @@ def figures(r: dict[str, Any]) -> list[tuple[str, float, str, str, bool | None]]
             m = r[f"{kind}_{conns}"]
             what = f"{names[kind]}, {conns} conn"
             target = TARGETS.get((kind, conns))
+            rows.append((f"{what} CPU/req", m["cpu_ms_per_req"], "ms", "-", None))
             for field, unit in (("requests_per_s", "req/s"), ("p50_ms", "ms"), ("p95_ms", "ms")):
                 if target is not None and target[0] == field:
                     rows.append((f"{what} {field[:3]}", m[field], unit, target[1], target[2](m)))
@@ -166,7 +186,9 @@ def figures(r: dict[str, Any]) -> list[tuple[str, float, str, str, bool | None]]
 NOTES = """\
 http_front: hypercorn on 127.0.0.1, a keep-alive client in its own process (actors/bench_load.py:
   raw sockets, one prepared request per exchange); 32 then 1 connection(s). bare = a trivial
-  quart-trio POST route served the same way, the stack's ceiling in the same run; "of bare" =
-  req/s over bare's. hit = POST /v1/jobs whose clip exists; new = a new text each time (api role:
-  row + stream entry, nothing consumes); get = GET /v1/jobs/{id}."""
+  quart-trio POST route served the same way, the stack's ceiling; "of bare" = req/s over that of
+  bare measured just before it (bare's row: the best of those). CPU/req = CPU time of the bench
+  process (the servers, not the client) per request. hit = POST /v1/jobs whose clip exists;
+  new = a new text each time (api role: row + stream entry, nothing consumes); get =
+  GET /v1/jobs/{id}."""
 

@@ -64,6 +64,10 @@ log = logging.getLogger("chorus.intake")
 #: ``VoiceCatalog.for_job``: (voice id, language, viewer) -> the voice a job speaks with
 VoiceLookup = Callable[[str | None, str | None, str], Awaitable[VoiceInfo]]
 
+#: a blob found to exist is trusted this long before it is looked for again (``_exists``)
+EXISTS_TTL_S = 10.0
+EXISTS_CACHE_MAX = 10_000
+
 #: a submit that failed with one of these may be accepted if tried again (the queue or the
 #: database is away): ``submit_in_order`` enqueues nothing after it
 NOT_NOW = (QueueFull, QueueUnavailable, StoreUnavailable)
@@ -102,6 +106,8 @@ class Intake:
         # create_job + enqueue, each with its own deadline inside; this bounds the whole
         s = settings
         self._bound = 2 * s.db_timeout_s + s.submit_timeout_s + s.redis_timeout_s
+        #: blob path -> until when it is known to exist (trio's clock); see ``_exists``
+        self._seen: dict[str, float] = {}
 
     async def submit(
         self, request: JobRequest, user: User, *, lane: Lane = Lane.interactive,
@@ -297,13 +303,28 @@ class Intake:
         """Existing audio with the job's cache key: the job is created succeeded, pointing at
         it; the provider is not touched and nothing is charged."""
         found = await self.store.find_audio(new.owner, new.cache_key)
-        if found is not None and not await self.blobs.exists(found.path):
+        if found is not None and not await self._exists(found.path):
             log.warning("audio %s has no file; generating again", found.id)
             found = None
         self._count("api_cache_hits" if found is not None else "api_cache_misses")
         if found is None:
             return None
         return await self.store.create_job(new, cached=found)
+
+    async def _exists(self, path: str) -> bool:
+        """``blobs.exists``, remembered for ``EXISTS_TTL_S`` once true: a clip asked for again
+        and again (the point of a cache) is not looked for on disk or in S3 every time. Chorus
+        never deletes a blob (content-addressed); one removed by hand is noticed within the TTL."""
+        now = trio.current_time()
+        if self._seen.get(path, 0.0) > now:
+            return True
+        if not await self.blobs.exists(path):
+            self._seen.pop(path, None)
+            return False
+        if len(self._seen) >= EXISTS_CACHE_MAX:
+            self._seen.clear()
+        self._seen[path] = now + EXISTS_TTL_S
+        return True
 
     async def _check_account(self, new: NewJob) -> None:
         remaining = await self.provider.remaining_characters()

@@ -234,9 +234,13 @@ async def create_job(
     ``cached``: existing audio with the job's cache key: the job is created succeeded, pointing
     at an audio row of the owner's for that file, and nothing is charged. Otherwise, with a
     ``quota``, the job must fit in it (``QuotaExceeded``)."""
+    # the owner's own audio row is linked as it is (audio rows are never deleted): no upsert,
+    # which would make every concurrent hit on one clip wait for the others' row lock
+    own = cached is not None and cached.owner == job.owner
+
     async def insert() -> Any:
-        linked = None
-        if cached is not None:
+        linked = cached.id if cached is not None and own else None
+        if cached is not None and not own:
             linked = await conn.fetchval(
                 _LINK_AUDIO, audio_id, job.owner, cached.cache_key, cached.format,
                 cached.content_type, cached.duration_s, cached.size, cached.path,
@@ -251,7 +255,7 @@ async def create_job(
 
     for _ in range(3):  # the existing row may be discarded between our INSERT and SELECT
         try:
-            if cached is None and quota is None:
+            if (cached is None and quota is None) or own:
                 row = await insert()  # one statement: no transaction needed
             else:
                 async with conn.transaction():
@@ -273,28 +277,33 @@ async def create_job(
 
 _INSERT_JOBS = (
     "INSERT INTO jobs (id, owner, idempotency_key, request_hash, text, voice_id, language,"
-    " output_format, characters, params, cache_key, status, lane, metadata)"
+    " output_format, characters, params, cache_key, status, lane, metadata, cached, audio_id,"
+    " started_at, finished_at)"
     " SELECT i.id, i.owner, i.idempotency_key, i.request_hash, i.text, i.voice_id, i.language,"
-    " i.output_format, i.characters, i.params::jsonb, i.cache_key, 'queued', i.lane,"
-    " i.metadata::jsonb"
+    " i.output_format, i.characters, i.params::jsonb, i.cache_key,"
+    " CASE WHEN i.audio_id IS NULL THEN 'queued' ELSE 'succeeded' END, i.lane,"
+    " i.metadata::jsonb, i.audio_id IS NOT NULL, i.audio_id,"
+    " CASE WHEN i.audio_id IS NOT NULL THEN now() END,"
+    " CASE WHEN i.audio_id IS NOT NULL THEN now() END"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
     " $7::text[], $8::text[], $9::integer[], $10::text[], $11::text[], $12::text[],"
-    " $13::text[]) AS i(id, owner, idempotency_key, request_hash, text, voice_id, language,"
-    " output_format, characters, params, cache_key, lane, metadata)"
+    " $13::text[], $14::text[]) AS i(id, owner, idempotency_key, request_hash, text, voice_id,"
+    " language, output_format, characters, params, cache_key, lane, metadata, audio_id)"
     f" ON CONFLICT DO NOTHING RETURNING {_JOB}"
 )
 
 
-async def create_jobs(conn: Any, jobs: list[NewJob]) -> list[Job | None]:
-    """Insert new jobs (no quota to check, no cached audio) in one statement; each job as
-    inserted, or None where it was not (its id or idempotency key exists, or its owner does
-    not): those go through ``create_job`` one by one."""
-    columns: list[list[Any]] = [[] for _ in range(13)]
-    for job in jobs:
+async def create_jobs(conn: Any, jobs: list[tuple[NewJob, str | None]]) -> list[Job | None]:
+    """Insert new jobs in one statement: each (job, None) queued (no quota to check), each
+    (job, audio id) succeeded from the cache, pointing at that audio row of its owner's. Each
+    job as inserted, or None where it was not (its id or idempotency key exists, or its owner
+    does not): those go through ``create_job`` one by one."""
+    columns: list[list[Any]] = [[] for _ in range(14)]
+    for job, audio_id in jobs:
         for column, value in zip(columns, (
             job.id, job.owner, job.idempotency_key, job.request_hash, job.text, job.voice_id,
             job.language, job.output_format, job.characters, _encode_params(job.params),
-            job.cache_key, str(job.lane), encode_metadata(job.metadata),
+            job.cache_key, str(job.lane), encode_metadata(job.metadata), audio_id,
         ), strict=True):
             column.append(value)
     try:
@@ -304,7 +313,7 @@ async def create_jobs(conn: Any, jobs: list[NewJob]) -> list[Job | None]:
             raise
         return [None] * len(jobs)  # an unknown owner: each on its own says which
     found = {row["id"]: _job(row) for row in rows}
-    return [found.get(job.id) for job in jobs]
+    return [found.get(job.id) for job, _ in jobs]
 
 
 async def discard_job(conn: Any, job_id: str) -> bool:
@@ -314,6 +323,18 @@ async def discard_job(conn: Any, job_id: str) -> bool:
     if status != "DELETE 0":
         return True
     return await conn.fetchval("SELECT 1 FROM jobs WHERE id = $1", job_id) is None
+
+
+async def get_jobs(conn: Any, items: list[tuple[str, str | None]]) -> list[Job | None]:
+    """``get_job`` for many (job id, owner or None) at once, in order: one statement."""
+    rows = await conn.fetch(
+        f"SELECT {_JOB} FROM jobs WHERE id = ANY($1::text[])", [job_id for job_id, _ in items]
+    )
+    found = {row["id"]: _job(row) for row in rows}
+    return [
+        job if (job := found.get(job_id)) is not None and owner in (None, job.owner) else None
+        for job_id, owner in items
+    ]
 
 
 async def get_job(conn: Any, job_id: str, owner: str | None) -> Job | None:
