@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 import trio
@@ -34,9 +34,6 @@ from quart_trio import QuartTrio
 
 from actors.service import Role
 from protocols.messages import JobRequest
-
-if TYPE_CHECKING:
-    from actors.bench import Bench
 
 CONNECTIONS = (32, 1)
 ONE_CONN_SHARE = 6  # at one connection, n / 6 requests (the same order of seconds)
@@ -91,7 +88,7 @@ def _servers_cpu() -> float:
     return total
 
 
-async def _succeeded(b: Bench, job_id: str, limit_s: float) -> None:
+async def _succeeded(b: Any, job_id: str, limit_s: float) -> None:
     with trio.fail_after(limit_s):
         while True:  # polled: the row is the truth
             job = await b.store.get_job(job_id)
@@ -102,7 +99,9 @@ async def _succeeded(b: Bench, job_id: str, limit_s: float) -> None:
         raise RuntimeError(f"the bench's seed job ended {job.status.value}")
 
 
-async def http_front(b: Bench, n: int) -> dict[str, Any]:
+async def http_front(b: Any, n: int) -> dict[str, Any]:
+    """``b``: the ``actors.bench.Bench`` (its store, users and services); ``n`` requests per
+    measurement at 32 connections."""
     user, key = await b.user("front")
     auth = {"Authorization": f"Bearer {key}"}
     text = f"front {b.run_id} cached"
