@@ -326,9 +326,10 @@ class Intake:
         if found is None:
             self._clips.pop(key, None)
             return None
-        if len(self._clips) >= HIT_CACHE_MAX:
-            self._clips.clear()
-        self._clips[key] = (now + HIT_TTL_S, found)
+        if found.owner == owner:  # another owner's row (a shared cache): the hit links it to
+            if len(self._clips) >= HIT_CACHE_MAX:  # one of this owner's, found next time
+                self._clips.clear()
+            self._clips[key] = (now + HIT_TTL_S, found)
         return found
 
     async def _check_account(self, new: NewJob) -> None:
