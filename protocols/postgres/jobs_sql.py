@@ -12,6 +12,7 @@ import msgspec
 
 from protocols.errors import (
     AlreadyExists,
+    ChorusError,
     IdempotencyConflict,
     InvalidInput,
     NotFound,
@@ -204,6 +205,13 @@ async def check_quota(
     ``required`` must fit. Call inside the transaction that then inserts: it takes the owner's
     transaction-scoped advisory lock, so two concurrent submits (jobs or whole books) cannot
     both squeeze in."""
+    period, used, reserved = await _quota_locked(conn, owner)
+    if used + reserved + required > quota:
+        raise _over_quota(what, required, quota, period, used, reserved)
+
+
+async def _quota_locked(conn: Any, owner: str) -> tuple[dt.datetime, int, int]:
+    """The owner's quota lock (transaction-scoped), then (this period, used, reserved)."""
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _QUOTA_LOCK, owner)
     row = await conn.fetchrow(
         f"SELECT {_PERIOD} AS period,"
@@ -212,18 +220,71 @@ async def check_quota(
         f" {RESERVED} AS reserved",
         owner,
     )
-    used, reserved = int(row["used"]), int(row["reserved"])
-    if used + reserved + required > quota:
-        remaining = max(0, quota - used - reserved)
-        reset = next_period(row["period"])
-        raise QuotaExceeded(
-            f"{what} needs {required} characters; {remaining} of your monthly quota"
-            f" of {quota} remain (used {used}, reserved by unfinished jobs and books {reserved})."
-            f" The quota resets at {reset.isoformat().replace('+00:00', 'Z')}.",
-            limit=quota, used=used, reserved=reserved, remaining=remaining,
-            required=required, reset_at=reset.isoformat().replace("+00:00", "Z"),
-            retry_after=max(1, int((reset - dt.datetime.now(dt.UTC)).total_seconds()) + 1),
+    return row["period"], int(row["used"]), int(row["reserved"])
+
+
+def _over_quota(what: str, required: int, quota: int, period: dt.datetime, used: int,
+                reserved: int) -> QuotaExceeded:
+    remaining = max(0, quota - used - reserved)
+    reset = next_period(period)
+    return QuotaExceeded(
+        f"{what} needs {required} characters; {remaining} of your monthly quota"
+        f" of {quota} remain (used {used}, reserved by unfinished jobs and books {reserved})."
+        f" The quota resets at {reset.isoformat().replace('+00:00', 'Z')}.",
+        limit=quota, used=used, reserved=reserved, remaining=remaining,
+        required=required, reset_at=reset.isoformat().replace("+00:00", "Z"),
+        retry_after=max(1, int((reset - dt.datetime.now(dt.UTC)).total_seconds()) + 1),
+    )
+
+
+async def create_jobs_within_quota(
+    conn: Any, owner: str, jobs: list[tuple[NewJob, int]]
+) -> list[tuple[Job, bool] | ChorusError | None]:
+    """``create_job`` with a quota for several new jobs of one owner, in one transaction under
+    the owner's quota lock (as ``check_quota``): an idempotent repeat gets the existing job
+    (or ``IdempotencyConflict``), the others are admitted in their order while they fit, each
+    counting against the next (``QuotaExceeded`` for one that does not). None for a job left
+    to ``create_job`` on its own: a second one with a key already used in this batch, or one
+    the ``INSERT`` did not take."""
+    out: list[tuple[Job, bool] | ChorusError | None] = [None] * len(jobs)
+    async with conn.transaction():
+        period, used, reserved = await _quota_locked(conn, owner)
+        # what ``_existing`` finds for each: the owner's job with its key, else its id
+        rows = await conn.fetch(
+            f"SELECT {_JOB} FROM jobs WHERE (owner = $1 AND idempotency_key = ANY($2))"
+            " OR id = ANY($3)",
+            owner, [job.idempotency_key for job, _ in jobs if job.idempotency_key is not None],
+            [job.id for job, _ in jobs],
         )
+        found_jobs = [job for row in rows if (job := _job(row)) is not None]
+        by_key = {(j.owner, j.idempotency_key): j for j in found_jobs if j.idempotency_key}
+        by_id = {j.id: j for j in found_jobs}
+        admitted: list[int] = []
+        taken: set[str] = set()
+        for i, (job, quota) in enumerate(jobs):
+            key = job.idempotency_key
+            found = by_key.get((owner, key)) if key is not None else None
+            if (found := found or by_id.get(job.id)) is not None:
+                same = found.owner == job.owner and found.request_hash == job.request_hash
+                out[i] = (found, False) if same else (
+                    IdempotencyConflict("this Idempotency-Key was used for a different request"))
+            elif key is not None and key in taken:
+                continue  # on its own, after this batch: it finds the one admitted here
+            elif used + reserved + job.characters > quota:
+                out[i] = _over_quota("This job", job.characters, quota, period, used, reserved)
+            else:
+                reserved += job.characters
+                taken.update(() if key is None else (key,))
+                admitted.append(i)
+        if admitted:
+            inserted = await conn.fetch(
+                _INSERT_JOBS, *_columns([(jobs[i][0], None) for i in admitted])
+            )
+            found_ids = {row["id"]: _job(row) for row in inserted}
+            for i in admitted:
+                made = found_ids.get(jobs[i][0].id)
+                out[i] = (made, True) if made is not None else None
+    return out
 
 
 async def create_job(
@@ -293,11 +354,8 @@ _INSERT_JOBS = (
 )
 
 
-async def create_jobs(conn: Any, jobs: list[tuple[NewJob, str | None]]) -> list[Job | None]:
-    """Insert new jobs in one statement: each (job, None) queued (no quota to check), each
-    (job, audio id) succeeded from the cache, pointing at that audio row of its owner's. Each
-    job as inserted, or None where it was not (its id or idempotency key exists, or its owner
-    does not): those go through ``create_job`` one by one."""
+def _columns(jobs: list[tuple[NewJob, str | None]]) -> list[list[Any]]:
+    """``_INSERT_JOBS``'s arrays for (job, audio id or None)."""
     columns: list[list[Any]] = [[] for _ in range(14)]
     for job, audio_id in jobs:
         for column, value in zip(columns, (
@@ -306,8 +364,16 @@ async def create_jobs(conn: Any, jobs: list[tuple[NewJob, str | None]]) -> list[
             job.cache_key, str(job.lane), encode_metadata(job.metadata), audio_id,
         ), strict=True):
             column.append(value)
+    return columns
+
+
+async def create_jobs(conn: Any, jobs: list[tuple[NewJob, str | None]]) -> list[Job | None]:
+    """Insert new jobs in one statement: each (job, None) queued (no quota to check), each
+    (job, audio id) succeeded from the cache, pointing at that audio row of its owner's. Each
+    job as inserted, or None where it was not (its id or idempotency key exists, or its owner
+    does not): those go through ``create_job`` one by one."""
     try:
-        rows = await conn.fetch(_INSERT_JOBS, *columns)
+        rows = await conn.fetch(_INSERT_JOBS, *_columns(jobs))
     except Exception as exc:
         if getattr(exc, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
             raise

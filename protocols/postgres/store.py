@@ -241,6 +241,10 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin):
             self._create_batch
         )
         self._find_many: Coalescer[tuple[str, str], Audio | None] = Coalescer(self._find_batch)
+        #: concurrent submits with a quota: one transaction per owner under its quota lock
+        self._create_within: Coalescer[tuple[NewJob, int], tuple[Job, bool] | None] = Coalescer(
+            self._create_within_batch
+        )
         #: concurrent reads of jobs by id (``GET /v1/jobs/{id}``, the actors) share one SELECT
         self._get_many: Coalescer[tuple[str, str | None], Job | None] = Coalescer(
             self._get_batch
@@ -330,7 +334,40 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin):
             if created is not None:
                 return created, True
             # not inserted (its idempotency key is taken, or the batch failed): on its own
+        elif quota is not None and cached is None:
+            decided = await self._create_within((job, quota))
+            if decided is not None:
+                return decided
+            # left to itself (a key repeated within the batch, or the batch failed)
         return await self._call(q.create_job, job, quota, cached, "aud_" + uuid.uuid4().hex)
+
+    async def _create_within_batch(
+        self, items: list[tuple[NewJob, int]]
+    ) -> list[outcome.Outcome[tuple[Job, bool] | None]]:
+        """Jobs with a quota, one transaction per owner (owners side by side); None for each
+        one left to ``create_job`` on its own."""
+        by_owner: dict[str, list[int]] = {}
+        for i, (job, _) in enumerate(items):
+            by_owner.setdefault(job.owner, []).append(i)
+        results: list[outcome.Outcome[tuple[Job, bool] | None]] = [outcome.Value(None)] * len(
+            items
+        )
+
+        async def one_owner(owner: str, indexes: list[int]) -> None:
+            try:
+                decided = await self._call(
+                    q.create_jobs_within_quota, owner, [items[i] for i in indexes]
+                )
+            except ChorusError:  # e.g. an unknown owner: each goes on its own, and says why
+                return
+            for i, result in zip(indexes, decided, strict=True):
+                results[i] = (outcome.Error(result) if isinstance(result, ChorusError)
+                              else outcome.Value(result))
+
+        async with trio.open_nursery() as nursery:
+            for owner, indexes in by_owner.items():
+                nursery.start_soon(one_owner, owner, indexes)
+        return results
 
     async def _create_batch(
         self, jobs: list[tuple[NewJob, str | None]]

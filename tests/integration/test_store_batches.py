@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from protocols.embedded.servers import run_psql
-from protocols.errors import IdempotencyConflict
+from protocols.errors import IdempotencyConflict, QuotaExceeded
 from protocols.messages import Job, JobStatus, NewAudio, NewJob
 from protocols.postgres import jobs_sql
 from protocols.postgres.store import PgStore
@@ -112,3 +112,61 @@ async def test_concurrent_job_reads_share_one_select_and_keep_owners_apart(
             assert got[i] == alone
             assert (alone is None) == ((job_id, owner) in (("b0", alice.id), ("a1", bob.id))
                                        or job_id == "nope")
+
+
+def spy_owner_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    sizes: list[int] = []
+    real = jobs_sql.create_jobs_within_quota
+
+    async def counting(conn: Any, owner: str, items: list[Any]) -> Any:
+        sizes.append(len(items))
+        return await real(conn, owner, items)
+
+    monkeypatch.setattr(jobs_sql, "create_jobs_within_quota", counting)
+    return sizes
+
+
+async def test_concurrent_submits_within_a_quota_share_a_transaction_and_never_exceed_it(
+    store: PgStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs of 11 characters against a quota of 100: nine fit, whatever the interleaving; a
+    repeated key gets its one job; an earlier job's key is an idempotent repeat even at the
+    limit; a key reused for another request is a conflict. Another owner is not affected."""
+    with trio.fail_after(CAP_S):
+        alice, _ = await store.create_user("alice")
+        bob, _ = await store.create_user("bob")
+        earlier, _ = await store.create_job(new_job(alice.id, "old", key="old"), quota=100)
+        sizes = spy_owner_batches(monkeypatch)
+        asks = [new_job(alice.id, f"a{i}", key=f"k{i % 12}") for i in range(16)]  # k0-k3 twice
+        asks += [new_job(alice.id, "again", key="old")]  # a repeat of the earlier job
+        asks += [new_job(bob.id, f"b{i}") for i in range(3)]
+        answers: dict[int, tuple[Job, bool] | Exception] = {}
+
+        async def submit(i: int) -> None:
+            try:
+                answers[i] = await store.create_job(asks[i], quota=100)
+            except (QuotaExceeded, IdempotencyConflict) as exc:
+                answers[i] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(asks)):
+                nursery.start_soon(submit, i)
+
+        assert sizes and max(sizes) > 1  # together, not one transaction each
+        made = {job.id for a in answers.values() if isinstance(a, tuple)
+                for job, created in [a] if created and job.owner == alice.id}
+        assert len(made) == 8  # 100 // 11 = 9, one of them taken by the earlier job
+        assert (await store.usage(alice.id)).reserved == 99
+        by_key: dict[str, set[str]] = {}
+        for i, a in answers.items():
+            if isinstance(a, tuple) and asks[i].owner == alice.id:
+                by_key.setdefault(asks[i].idempotency_key or "", set()).add(a[0].id)
+        assert all(len(ids) == 1 for ids in by_key.values())  # one job per key
+        assert answers[16] == (earlier, False)  # the earlier job, at the limit
+        refused = [a for a in answers.values() if isinstance(a, QuotaExceeded)]
+        assert refused and all(a.extra["limit"] == 100 for a in refused)
+        assert all(isinstance(answers[i], tuple) and answers[i][1] for i in (17, 18, 19))  # bob
+        used_key = sorted(by_key)[0]
+        with pytest.raises(IdempotencyConflict):  # a key reused for another request
+            await store.create_job(new_job(alice.id, "other", key=used_key, request="h2"),
+                                   quota=100)
