@@ -8,6 +8,7 @@ process, raw keep-alive sockets), at 32 connections and at one:
   on a busy machine can be read as ratios;
 - ``hit``: ``POST /v1/jobs`` whose audio exists (a cache hit: a job created succeeded);
 - ``new``: ``POST /v1/jobs`` with a new text each time (a row in Postgres + an entry in Redis);
+- ``quota``: the same for a user with a monthly quota (checked under the owner's lock);
 - ``get``: ``GET /v1/jobs/{id}``.
 
 The Chorus figures are from an api-role Service (no workers: new jobs stay queued); the cached
@@ -37,7 +38,7 @@ from protocols.messages import JobRequest
 
 CONNECTIONS = (32, 1)
 ONE_CONN_SHARE = 6  # at one connection, n / 6 requests (the same order of seconds)
-KINDS = ("bare", "hit", "new", "get")
+KINDS = ("bare", "hit", "new", "quota", "get")
 #: (kind, connections) -> (figure, target, passes)
 TARGETS: dict[tuple[str, int], tuple[str, str, Callable[[dict[str, Any]], bool]]] = {
     ("hit", 32): ("requests_per_s", ">= 1000", lambda r: r["requests_per_s"] >= 1000),
@@ -104,6 +105,9 @@ async def http_front(b: Any, n: int) -> dict[str, Any]:
     measurement at 32 connections."""
     user, key = await b.user("front")
     auth = {"Authorization": f"Bearer {key}"}
+    limited, limited_key = await b.user("front-quota")  # a monthly quota it never reaches
+    await b.store.set_quota(limited.name, 10**12)
+    quota_auth = {"Authorization": f"Bearer {limited_key}"}
     text = f"front {b.run_id} cached"
     async with b.serving("front-seed", Role.serve) as svc:  # make the clip a hit will find
         seed, _ = await svc.intake.submit(JobRequest(text=text), user)
@@ -120,6 +124,9 @@ async def http_front(b: Any, n: int) -> dict[str, Any]:
             "new": lambda c, k, first: load(
                 port, c, k, "POST", "/v1/jobs", auth,
                 '{"text": "front ' + b.run_id + ' new {n}"}', first),
+            "quota": lambda c, k, first: load(
+                port, c, k, "POST", "/v1/jobs", quota_auth,
+                '{"text": "front ' + b.run_id + ' quota {n}"}', first),
             "get": lambda c, k, first: load(port, c, k, "GET", f"/v1/jobs/{seed.id}", auth),
         }
         first = 0
@@ -165,7 +172,8 @@ def figures(r: dict[str, Any]) -> list[tuple[str, float, str, str, bool | None]]
     issue's targets where it sets one."""
     rows: list[tuple[str, float, str, str, bool | None]] = []
     names = {"bare": "bare quart-trio POST", "hit": "POST /v1/jobs cache hit",
-             "new": "POST /v1/jobs new job", "get": "GET /v1/jobs/{id}"}
+             "new": "POST /v1/jobs new job", "quota": "POST /v1/jobs new job, quota",
+             "get": "GET /v1/jobs/{id}"}
     for conns in CONNECTIONS:
         for kind in KINDS:
             m = r[f"{kind}_{conns}"]
@@ -188,6 +196,6 @@ http_front: hypercorn on 127.0.0.1, a keep-alive client in its own process (acto
   quart-trio POST route served the same way, the stack's ceiling; "of bare" = req/s over that of
   bare measured just before it (bare's row: the best of those). CPU/req = CPU time of the bench
   process (the servers, not the client) per request. hit = POST /v1/jobs whose clip exists;
-  new = a new text each time (api role: row + stream entry, nothing consumes); get =
-  GET /v1/jobs/{id}."""
+  new = a new text each time (api role: row + stream entry, nothing consumes); quota = the same
+  for a user with a monthly quota (checked on each submit); get = GET /v1/jobs/{id}."""
 

@@ -68,7 +68,8 @@ def test_http_front_rows_carry_the_issue_targets() -> None:
                 "of_bare": rate / 2000}
 
     r = {f"{kind}_{c}": m(rate, p50) for c in (32, 1) for kind, rate, p50 in (
-        ("bare", 2000, 0.6), ("hit", 1100, 1.4), ("new", 700, 2.0), ("get", 1600, 1.0))}
+        ("bare", 2000, 0.6), ("hit", 1100, 1.4), ("new", 700, 2.0), ("quota", 500, 3.0),
+        ("get", 1600, 1.0))}
     verdicts = {name: ok for name, _, _, _, ok in bench_http.figures(r) if ok is not None}
     assert verdicts == {"POST /v1/jobs cache hit, 32 conn req": True,
                         "POST /v1/jobs new job, 32 conn req": False,
