@@ -34,7 +34,7 @@ import httpx
 import psutil
 import trio
 
-from actors import bench_compat, bench_stream
+from actors import bench_compat, bench_http, bench_stream
 from actors.service import Role, Service
 from protocols.embedded.servers import embedded_postgres, embedded_redis, run_psql
 from protocols.messages import JobRequest, Lane, SynthesisRequest, User
@@ -49,7 +49,7 @@ log = logging.getLogger("chorus.bench")
 SLOTS, SUBMITTERS, HTTP_CONCURRENCY, LATENCY_S = 3, 32, 32, 0.2
 VOICE, MB = "fake-en", 1024 * 1024
 FULL = {"throughput": 5000, "utilization": 300, "pickup": 200, "http": 2000, "memory": 100_000,
-        "repeats": 400, "lanes": 1000, "storybook": 300, "piper": 3}
+        "repeats": 400, "lanes": 1000, "storybook": 300, "piper": 3, "http_front": 3000}
 FULL["compat"] = 500  # actors/bench_compat.py
 FULL["stream"] = 50  # actors/bench_stream.py (quick runs keep 50)
 BOOK_PAGE = 9  # lines per page of the bench's books
@@ -482,7 +482,7 @@ async def piper(b: Bench, n: int) -> dict[str, Any]:
 
 WORKLOADS = {"throughput": throughput, "utilization": utilization, "pickup": pickup,
              "http": http, "memory": memory, "repeats": repeats, "lanes": lanes,
-             "storybook": storybook, "piper": piper}
+             "storybook": storybook, "piper": piper, "http_front": bench_http.http_front}
 WORKLOADS["compat"] = bench_compat.cached_convert
 WORKLOADS["stream"] = bench_stream.stream
 
@@ -551,6 +551,7 @@ def _figures(r: dict[str, Any]) -> list[Figure]:
          sb["behind_book_pending"] > 0 and sb["single_p99_ms"] <= lanes_bound * 1000),
         *_piper_figures(r["piper"]),
         *bench_compat.figures(r.get("compat")),
+        *bench_http.figures(r["http_front"]),
     ]
 
 
@@ -568,10 +569,11 @@ def _partial(results: dict[str, Any]) -> list[Figure]:
             "p99_latencies", "batch_lane_min", "over_ideal_pct", "first_page_s",
             "starts_in_order_pct", "assembly_s", "single_p99_ms")
     return [(f"{name}: {k}", float(v) * (100 if k == "utilization" else 1), "", "-", None)
-            for name, r in results.items() if name != "piper"
+            for name, r in results.items() if name not in ("piper", "http_front")
             for k in keys if k in r for v in [r[k]]
             ] + (_piper_figures(results["piper"]) if "piper" in results else []
-                 ) + bench_compat.figures(results.get("compat"))
+                 ) + bench_compat.figures(results.get("compat")
+                 ) + (bench_http.figures(results["http_front"]) if "http_front" in results else [])
 
 
 NOTES = """\
@@ -605,7 +607,8 @@ storybook: a book (9 lines a page, distinct texts) submitted through the Storybo
   1000-line book (cancelled afterwards).
 piper: the neural offline engine alone (no service): 3 syntheses of a 4-sentence paragraph (about
   19 s of speech) after a warm-up, one at a time, with 1 then 2 onnxruntime intra-op threads;
-  x real = seconds of audio / seconds of wall clock (PCM out, so no encoding to speak of)."""
+  x real = seconds of audio / seconds of wall clock (PCM out, so no encoding to speak of).
+""" + bench_http.NOTES
 NOTES += "\n" + bench_compat.NOTES
 
 

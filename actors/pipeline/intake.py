@@ -47,6 +47,7 @@ from protocols.errors import (
 from protocols.events import NO_EVENTS, EventKind, job_event
 from protocols.messages import (
     DEFAULT_FORMAT,
+    Audio,
     DictionaryRef,
     Job,
     JobRequest,
@@ -66,6 +67,10 @@ log = logging.getLogger("chorus.intake")
 
 #: ``VoiceCatalog.for_job``: (voice id, language, viewer) -> the voice a job speaks with
 VoiceLookup = Callable[[str | None, str | None, str], Awaitable[VoiceInfo]]
+
+#: a clip found for a cache key (its row, its file) is trusted this long (``_find_clip``)
+HIT_TTL_S = 10.0
+HIT_CACHE_MAX = 10_000
 
 #: a submit that failed with one of these may be accepted if tried again (the queue or the
 #: database is away): ``submit_in_order`` enqueues nothing after it
@@ -105,6 +110,8 @@ class Intake:
         # create_job + enqueue, each with its own deadline inside; this bounds the whole
         s = settings
         self._bound = 2 * s.db_timeout_s + s.submit_timeout_s + s.redis_timeout_s
+        #: (owner, cache key) -> (until when, on trio's clock; the clip): see ``_find_clip``
+        self._clips: dict[tuple[str, str], tuple[float, Audio]] = {}
 
     async def submit(
         self, request: JobRequest, user: User, *, lane: Lane = Lane.interactive,
@@ -305,15 +312,35 @@ class Intake:
     async def _from_cache(self, new: NewJob) -> tuple[Job, bool] | None:
         """Existing audio with the job's cache key: the job is created succeeded, pointing at
         it; the provider is not touched and nothing is charged."""
-        found = await self.store.find_audio(new.owner, new.cache_key)
-        if found is not None and not await self.blobs.exists(found.path):
-            log.warning("audio %s has no file; generating again", found.id)
-            found = None
+        found = await self._find_clip(new.owner, new.cache_key)
         self._count("api_cache_hits" if found is not None else "api_cache_misses")
         metrics.cache_lookup("submit", found is not None)
         if found is None:
             return None
         return await self.store.create_job(new, cached=found)
+
+    async def _find_clip(self, owner: str, cache_key: str) -> Audio | None:
+        """The audio a hit links to, if its file exists. A clip found is remembered for
+        ``HIT_TTL_S`` (audio rows never change and are never deleted; blobs are
+        content-addressed and Chorus never deletes one), so a clip asked for again and again,
+        the point of a cache, costs no look-up in Postgres and none on disk or in S3. A file
+        removed by hand is noticed within the TTL."""
+        now = trio.current_time()
+        key = (owner, cache_key)
+        if (known := self._clips.get(key)) is not None and known[0] > now:
+            return known[1]
+        found = await self.store.find_audio(owner, cache_key)
+        if found is not None and not await self.blobs.exists(found.path):
+            log.warning("audio %s has no file; generating again", found.id)
+            found = None
+        if found is None:
+            self._clips.pop(key, None)
+            return None
+        if found.owner == owner:  # another owner's row (a shared cache): the hit links it to
+            if len(self._clips) >= HIT_CACHE_MAX:  # one of this owner's, found next time
+                self._clips.clear()
+            self._clips[key] = (now + HIT_TTL_S, found)
+        return found
 
     async def _check_account(self, new: NewJob) -> None:
         remaining = await self.provider.remaining_characters()

@@ -13,6 +13,7 @@ import msgspec
 
 from protocols.errors import (
     AlreadyExists,
+    ChorusError,
     IdempotencyConflict,
     InvalidInput,
     NotFound,
@@ -219,6 +220,13 @@ async def check_quota(
     ``required`` must fit. Call inside the transaction that then inserts: it takes the owner's
     transaction-scoped advisory lock, so two concurrent submits (jobs or whole books) cannot
     both squeeze in."""
+    period, used, reserved = await _quota_locked(conn, owner)
+    if used + reserved + required > quota:
+        raise _over_quota(what, required, quota, period, used, reserved)
+
+
+async def _quota_locked(conn: Any, owner: str) -> tuple[dt.datetime, int, int]:
+    """The owner's quota lock (transaction-scoped), then (this period, used, reserved)."""
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _QUOTA_LOCK, owner)
     row = await conn.fetchrow(
         f"SELECT {_PERIOD} AS period,"
@@ -227,18 +235,71 @@ async def check_quota(
         f" {RESERVED} AS reserved",
         owner,
     )
-    used, reserved = int(row["used"]), int(row["reserved"])
-    if used + reserved + required > quota:
-        remaining = max(0, quota - used - reserved)
-        reset = next_period(row["period"])
-        raise QuotaExceeded(
-            f"{what} needs {required} characters; {remaining} of your monthly quota"
-            f" of {quota} remain (used {used}, reserved by unfinished jobs and books {reserved})."
-            f" The quota resets at {reset.isoformat().replace('+00:00', 'Z')}.",
-            limit=quota, used=used, reserved=reserved, remaining=remaining,
-            required=required, reset_at=reset.isoformat().replace("+00:00", "Z"),
-            retry_after=max(1, int((reset - dt.datetime.now(dt.UTC)).total_seconds()) + 1),
+    return row["period"], int(row["used"]), int(row["reserved"])
+
+
+def _over_quota(what: str, required: int, quota: int, period: dt.datetime, used: int,
+                reserved: int) -> QuotaExceeded:
+    remaining = max(0, quota - used - reserved)
+    reset = next_period(period)
+    return QuotaExceeded(
+        f"{what} needs {required} characters; {remaining} of your monthly quota"
+        f" of {quota} remain (used {used}, reserved by unfinished jobs and books {reserved})."
+        f" The quota resets at {reset.isoformat().replace('+00:00', 'Z')}.",
+        limit=quota, used=used, reserved=reserved, remaining=remaining,
+        required=required, reset_at=reset.isoformat().replace("+00:00", "Z"),
+        retry_after=max(1, int((reset - dt.datetime.now(dt.UTC)).total_seconds()) + 1),
+    )
+
+
+async def create_jobs_within_quota(
+    conn: Any, owner: str, jobs: list[tuple[NewJob, int]]
+) -> list[tuple[Job, bool] | ChorusError | None]:
+    """``create_job`` with a quota for several new jobs of one owner, in one transaction under
+    the owner's quota lock (as ``check_quota``): an idempotent repeat gets the existing job
+    (or ``IdempotencyConflict``), the others are admitted in their order while they fit, each
+    counting against the next (``QuotaExceeded`` for one that does not). None for a job left
+    to ``create_job`` on its own: a second one with a key already used in this batch, or one
+    the ``INSERT`` did not take."""
+    out: list[tuple[Job, bool] | ChorusError | None] = [None] * len(jobs)
+    async with conn.transaction():
+        period, used, reserved = await _quota_locked(conn, owner)
+        # what ``_existing`` finds for each: the owner's job with its key, else its id
+        rows = await conn.fetch(
+            f"SELECT {_JOB} FROM jobs WHERE (owner = $1 AND idempotency_key = ANY($2))"
+            " OR id = ANY($3)",
+            owner, [job.idempotency_key for job, _ in jobs if job.idempotency_key is not None],
+            [job.id for job, _ in jobs],
         )
+        found_jobs = [job for row in rows if (job := _job(row)) is not None]
+        by_key = {(j.owner, j.idempotency_key): j for j in found_jobs if j.idempotency_key}
+        by_id = {j.id: j for j in found_jobs}
+        admitted: list[int] = []
+        taken: set[str] = set()
+        for i, (job, quota) in enumerate(jobs):
+            key = job.idempotency_key
+            found = by_key.get((owner, key)) if key is not None else None
+            if (found := found or by_id.get(job.id)) is not None:
+                same = found.owner == job.owner and found.request_hash == job.request_hash
+                out[i] = (found, False) if same else (
+                    IdempotencyConflict("this Idempotency-Key was used for a different request"))
+            elif key is not None and key in taken:
+                continue  # on its own, after this batch: it finds the one admitted here
+            elif used + reserved + job.characters > quota:
+                out[i] = _over_quota("This job", job.characters, quota, period, used, reserved)
+            else:
+                reserved += job.characters
+                taken.update(() if key is None else (key,))
+                admitted.append(i)
+        if admitted:
+            inserted = await conn.fetch(
+                _INSERT_JOBS, *_columns([(jobs[i][0], None) for i in admitted])
+            )
+            found_ids = {row["id"]: _job(row) for row in inserted}
+            for i in admitted:
+                made = found_ids.get(jobs[i][0].id)
+                out[i] = (made, True) if made is not None else None
+    return out
 
 
 async def create_job(
@@ -249,9 +310,13 @@ async def create_job(
     ``cached``: existing audio with the job's cache key: the job is created succeeded, pointing
     at an audio row of the owner's for that file, and nothing is charged. Otherwise, with a
     ``quota``, the job must fit in it (``QuotaExceeded``)."""
+    # the owner's own audio row is linked as it is (audio rows are never deleted): no upsert,
+    # which would make every concurrent hit on one clip wait for the others' row lock
+    own = cached is not None and cached.owner == job.owner
+
     async def insert() -> Any:
-        linked = None
-        if cached is not None:
+        linked = cached.id if cached is not None and own else None
+        if cached is not None and not own:
             linked = await conn.fetchval(
                 _LINK_AUDIO, audio_id, job.owner, cached.cache_key, cached.format,
                 cached.content_type, cached.duration_s, cached.size, cached.path,
@@ -266,7 +331,7 @@ async def create_job(
 
     for _ in range(3):  # the existing row may be discarded between our INSERT and SELECT
         try:
-            if cached is None and quota is None:
+            if (cached is None and quota is None) or own:
                 row = await insert()  # one statement: no transaction needed
             else:
                 async with conn.transaction():
@@ -288,38 +353,50 @@ async def create_job(
 
 _INSERT_JOBS = (
     "INSERT INTO jobs (id, owner, idempotency_key, request_hash, text, voice_id, language,"
-    " output_format, characters, params, cache_key, status, lane, metadata, request_id)"
+    " output_format, characters, params, cache_key, status, lane, metadata, cached, audio_id,"
+    " started_at, finished_at, request_id)"
     " SELECT i.id, i.owner, i.idempotency_key, i.request_hash, i.text, i.voice_id, i.language,"
-    " i.output_format, i.characters, i.params::jsonb, i.cache_key, 'queued', i.lane,"
-    " i.metadata::jsonb, i.request_id"
+    " i.output_format, i.characters, i.params::jsonb, i.cache_key,"
+    " CASE WHEN i.audio_id IS NULL THEN 'queued' ELSE 'succeeded' END, i.lane,"
+    " i.metadata::jsonb, i.audio_id IS NOT NULL, i.audio_id,"
+    " CASE WHEN i.audio_id IS NOT NULL THEN now() END,"
+    " CASE WHEN i.audio_id IS NOT NULL THEN now() END, i.request_id"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
     " $7::text[], $8::text[], $9::integer[], $10::text[], $11::text[], $12::text[],"
-    " $13::text[], $14::text[]) AS i(id, owner, idempotency_key, request_hash, text, voice_id,"
-    " language, output_format, characters, params, cache_key, lane, metadata, request_id)"
+    " $13::text[], $14::text[], $15::text[]) AS i(id, owner, idempotency_key, request_hash,"
+    " text, voice_id, language, output_format, characters, params, cache_key, lane, metadata,"
+    " audio_id, request_id)"
     f" ON CONFLICT DO NOTHING RETURNING {_JOB}"
 )
 
 
-async def create_jobs(conn: Any, jobs: list[NewJob]) -> list[Job | None]:
-    """Insert new jobs (no quota to check, no cached audio) in one statement; each job as
-    inserted, or None where it was not (its id or idempotency key exists, or its owner does
-    not): those go through ``create_job`` one by one."""
-    columns: list[list[Any]] = [[] for _ in range(14)]
-    for job in jobs:
+def _columns(jobs: list[tuple[NewJob, str | None]]) -> list[list[Any]]:
+    """``_INSERT_JOBS``'s arrays for (job, audio id or None)."""
+    columns: list[list[Any]] = [[] for _ in range(15)]
+    for job, audio_id in jobs:
         for column, value in zip(columns, (
             job.id, job.owner, job.idempotency_key, job.request_hash, job.text, job.voice_id,
             job.language, job.output_format, job.characters, _encode_params(job.params),
-            job.cache_key, str(job.lane), encode_metadata(job.metadata), job.request_id,
+            job.cache_key, str(job.lane), encode_metadata(job.metadata), audio_id,
+            job.request_id,
         ), strict=True):
             column.append(value)
+    return columns
+
+
+async def create_jobs(conn: Any, jobs: list[tuple[NewJob, str | None]]) -> list[Job | None]:
+    """Insert new jobs in one statement: each (job, None) queued (no quota to check), each
+    (job, audio id) succeeded from the cache, pointing at that audio row of its owner's. Each
+    job as inserted, or None where it was not (its id or idempotency key exists, or its owner
+    does not): those go through ``create_job`` one by one."""
     try:
-        rows = await conn.fetch(_INSERT_JOBS, *columns)
+        rows = await conn.fetch(_INSERT_JOBS, *_columns(jobs))
     except Exception as exc:
         if getattr(exc, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
             raise
         return [None] * len(jobs)  # an unknown owner: each on its own says which
     found = {row["id"]: _job(row) for row in rows}
-    return [found.get(job.id) for job in jobs]
+    return [found.get(job.id) for job, _ in jobs]
 
 
 async def discard_job(conn: Any, job_id: str) -> bool:
@@ -329,6 +406,18 @@ async def discard_job(conn: Any, job_id: str) -> bool:
     if status != "DELETE 0":
         return True
     return await conn.fetchval("SELECT 1 FROM jobs WHERE id = $1", job_id) is None
+
+
+async def get_jobs(conn: Any, items: list[tuple[str, str | None]]) -> list[Job | None]:
+    """``get_job`` for many (job id, owner or None) at once, in order: one statement."""
+    rows = await conn.fetch(
+        f"SELECT {_JOB} FROM jobs WHERE id = ANY($1::text[])", [job_id for job_id, _ in items]
+    )
+    found = {row["id"]: _job(row) for row in rows}
+    return [
+        job if (job := found.get(job_id)) is not None and owner in (None, job.owner) else None
+        for job_id, owner in items
+    ]
 
 
 async def get_job(conn: Any, job_id: str, owner: str | None) -> Job | None:

@@ -225,9 +225,20 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin, Accoun
     def __init__(self, loop: Any, pool: asyncpg.Pool, timeout: float) -> None:
         self._loop, self._pool, self._timeout = loop, pool, timeout
         self._closed = False
-        #: concurrent submits without quota or cache hit, inserted together (group commit)
-        self._create_many: Coalescer[NewJob, Job | None] = Coalescer(self._create_batch)
+        #: concurrent submits without quota, or answered from the owner's cached audio,
+        #: inserted together (group commit)
+        self._create_many: Coalescer[tuple[NewJob, str | None], Job | None] = Coalescer(
+            self._create_batch
+        )
         self._find_many: Coalescer[tuple[str, str], Audio | None] = Coalescer(self._find_batch)
+        #: concurrent submits with a quota: one transaction per owner under its quota lock
+        self._create_within: Coalescer[tuple[NewJob, int], tuple[Job, bool] | None] = Coalescer(
+            self._create_within_batch
+        )
+        #: concurrent reads of jobs by id (``GET /v1/jobs/{id}``, the actors) share one SELECT
+        self._get_many: Coalescer[tuple[str, str | None], Job | None] = Coalescer(
+            self._get_batch
+        )
 
     @classmethod
     @asynccontextmanager
@@ -311,15 +322,52 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin, Accoun
     async def create_job(
         self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None
     ) -> tuple[Job, bool]:
-        if quota is None and cached is None:
-            created = await self._create_many(job)
+        own = cached is not None and cached.owner == job.owner  # a hit: nothing to charge
+        if (quota is None and cached is None) or own:
+            created = await self._create_many((job, cached.id if cached is not None else None))
             if created is not None:
                 return created, True
             # not inserted (its idempotency key is taken, or the batch failed): on its own
+        elif quota is not None and cached is None:
+            decided = await self._create_within((job, quota))
+            if decided is not None:
+                return decided
+            # left to itself (a key repeated within the batch, or the batch failed)
         return await self._call(q.create_job, job, quota, cached, "aud_" + uuid.uuid4().hex)
 
-    async def _create_batch(self, jobs: list[NewJob]) -> list[outcome.Outcome[Job | None]]:
-        """Insert plain new jobs in one round trip; None for each one that was not."""
+    async def _create_within_batch(
+        self, items: list[tuple[NewJob, int]]
+    ) -> list[outcome.Outcome[tuple[Job, bool] | None]]:
+        """Jobs with a quota, one transaction per owner (owners side by side); None for each
+        one left to ``create_job`` on its own."""
+        by_owner: dict[str, list[int]] = {}
+        for i, (job, _) in enumerate(items):
+            by_owner.setdefault(job.owner, []).append(i)
+        results: list[outcome.Outcome[tuple[Job, bool] | None]] = [outcome.Value(None)] * len(
+            items
+        )
+
+        async def one_owner(owner: str, indexes: list[int]) -> None:
+            try:
+                decided = await self._call(
+                    q.create_jobs_within_quota, owner, [items[i] for i in indexes]
+                )
+            except ChorusError:  # e.g. an unknown owner: each goes on its own, and says why
+                return
+            for i, result in zip(indexes, decided, strict=True):
+                results[i] = (outcome.Error(result) if isinstance(result, ChorusError)
+                              else outcome.Value(result))
+
+        async with trio.open_nursery() as nursery:
+            for owner, indexes in by_owner.items():
+                nursery.start_soon(one_owner, owner, indexes)
+        return results
+
+    async def _create_batch(
+        self, jobs: list[tuple[NewJob, str | None]]
+    ) -> list[outcome.Outcome[Job | None]]:
+        """Insert plain new jobs and cache hits in one round trip; None for each one that
+        was not."""
         try:
             created = await self._call(q.create_jobs, jobs)
         except ChorusError:  # e.g. an unknown owner fails the batch: each goes on its own
@@ -330,7 +378,14 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin, Accoun
         return await self._call(q.discard_job, job_id)
 
     async def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
-        return await self._call(q.get_job, job_id, owner)
+        return await self._get_many((job_id, owner))
+
+    async def _get_batch(
+        self, items: list[tuple[str, str | None]]
+    ) -> list[outcome.Outcome[Job | None]]:
+        if len(items) == 1:
+            return [outcome.Value(await self._call(q.get_job, *items[0]))]
+        return [outcome.Value(job) for job in await self._call(q.get_jobs, items)]
 
     async def list_jobs(
         self, owner: str, *, status: JobStatus | None = None,

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from actors.pipeline import intake as intake_module
 from actors.pipeline.intake import Intake
 from protocols.domain.audio import parse_format
 from protocols.domain.voices import VoiceCatalog
@@ -204,3 +205,44 @@ async def test_lines_submitted_together_look_each_voice_up_once(env: Env) -> Non
     assert [j.voice_id for j in env.enqueued] == [r.voice_id for r in requests[:6]]
     assert all(isinstance(r, UnknownVoice) for r in results[6:])
     assert env.store.calls["get_voice"] == 3  # en-1, en-2, nope
+
+
+@capped
+async def test_a_clip_found_is_remembered_for_a_while_then_looked_for_again(
+    env: Env, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hit looks for its clip (row and file) once per ``HIT_TTL_S``, not on every request;
+    a clip removed by hand is generated again once that time has passed."""
+    monkeypatch.setattr(intake_module, "HIT_TTL_S", 2.0)  # within the test's cap
+    first, _ = await env.intake.submit(JobRequest(text="Say it often."), env.user)
+    audio_id = await env.finish(first.id)
+    looked: list[str] = []
+    exists = env.blobs.exists
+
+    async def counting(path: str) -> bool:
+        looked.append(path)
+        return await exists(path)
+
+    env.blobs.exists = counting  # type: ignore[method-assign]
+    finds: list[str] = []
+    find_audio = env.store.find_audio
+
+    async def counting_finds(owner: str, cache_key: str) -> Any:
+        finds.append(cache_key)
+        return await find_audio(owner, cache_key)
+
+    env.store.find_audio = counting_finds  # type: ignore[method-assign]
+    hits = [(await env.intake.submit(JobRequest(text="Say it often."), env.user))[0]
+            for _ in range(3)]
+    assert all(h.cached and h.audio_id == audio_id for h in hits)
+    assert len(looked) == 1 and len(finds) == 1
+
+    env.blobs.files.clear()  # the file is removed behind Chorus's back
+    await trio.sleep(1.0)
+    within, _ = await env.intake.submit(JobRequest(text="Say it often."), env.user)
+    assert within.cached and len(looked) == len(finds) == 1  # trusted until the TTL ends
+    await trio.sleep(1.5)
+    again, _ = await env.intake.submit(JobRequest(text="Say it often."), env.user)
+    assert again.status is JobStatus.queued and not again.cached  # generated again
+    assert [job.job_id for job in env.enqueued] == [first.id, again.id]
+    assert len(looked) == len(finds) == 2
