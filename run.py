@@ -560,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where the figures go (default bench-results.json)")
     bench.add_argument("--only", default=None,
                        help="comma-separated workloads: throughput, utilization, pickup, http,"
-                            " memory, repeats, lanes, http_front")
+                            " memory, repeats, lanes, storybook, piper, http_front, compat,"
+                            " stream (default: all)")
 
     soak = sub.add_parser(
         "soak", help="the chaos soak: kills serve, Valkey and Postgres under load, counts losses",
