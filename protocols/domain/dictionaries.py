@@ -189,7 +189,13 @@ class DictionaryCatalog:
     async def set_defaults(self, user: User, refs: Sequence[DictionaryRef]
                            ) -> tuple[DictionaryRef, ...]:
         """Check each locator (``DictionaryNotFound``) and store them as given: one without a
-        version follows its dictionary's current version."""
+        version follows its dictionary's current version. Without a mirror the provider
+        applies only Chorus's dictionaries, so another id is refused here rather than stored
+        and then refused with every job of the user's."""
+        if self.mirror is None:
+            for ref in refs:
+                if not is_chorus_dictionary(ref.pronunciation_dictionary_id):
+                    raise not_found(ref.pronunciation_dictionary_id)
         await self.pin(refs, user.id)
         stored = tuple(refs)
         await self.store.set_user_dictionaries(user.id, stored)

@@ -210,6 +210,24 @@ async def test_a_users_default_dictionary_speaks_a_storybooks_names(redis_url, s
             assert named[1]["audio_id"] != plain[1]["audio_id"]  # yet another cache key
 
 
+async def test_a_default_the_engine_cannot_apply_is_refused_and_jobs_keep_working(
+    redis_url, store, tmp_path
+):
+    """Found by the API fuzz run: an id that is not Chorus's was stored as a default, and the
+    embedded engine then refused every later job of the user's (422)."""
+    with trio.fail_after(CAP_S):
+        async with running_service(redis_url=redis_url, store=store, provider=EspeakProvider(),
+                                   settings=make_settings(tmp_path)) as svc:
+            r = await svc.client.put("/v1/user/pronunciation-dictionaries", json={
+                "locators": [{"pronunciation_dictionary_id": "elevenlabs-only"}]})
+            assert r.status_code == 404, r.text
+            assert r.json()["code"] == "pronunciation_dictionary_not_found"
+            assert (await svc.client.get("/v1/user/pronunciation-dictionaries")).json() == {
+                "locators": []}
+            job = await done_job(svc, {"text": "Still speaking."})
+            assert job["status"] == "succeeded", job
+
+
 async def test_with_elevenlabs_the_dictionary_lives_there_and_its_locator_is_sent(
     redis_url, store, fake_elevenlabs: FakeElevenLabs, tmp_path
 ):

@@ -86,6 +86,9 @@ def fuzz(
                     checks=[*CHECKS, no_undocumented_server_error],
                 )
                 counts[operation.label].add(response.status_code)
+                if response.status_code >= 300:  # a well-formed request makes audio
+                    failures[f"{operation.label} (well formed)"] = (
+                        f"{response.status_code}: {response.text[:500]}")
             except (Exception, FailureGroup) as exc:
                 failures[f"{operation.label} (well formed)"] = f"{type(exc).__name__}: {exc}"[:2000]
     return counts, failures
