@@ -148,7 +148,8 @@ def user_session(base: str, key: str, fake: FakeElevenLabs, shots: Path) -> dict
 
             page.click("nav a[data-page=jobs]")
             rows = page.locator("#jobs-body tr")
-            expect(rows).to_have_count(2)
+            expect(rows).to_have_count(2)  # listed by the server (GET /v1/jobs), newest first
+            expect(page.locator("#jobs-note")).to_have_text("")
             expect(rows.nth(0).locator(".status")).to_have_text("failed")
             expect(rows.nth(0).locator(".job-error")).to_contain_text("refuses this text")
             expect(rows.nth(1).locator(".status")).to_have_text("succeeded")

@@ -5,11 +5,10 @@
 "use strict";
 
 const KEY = "chorus.key";
-const MINE = "chorus.jobs"; // ids submitted in this tab (when the server cannot list jobs)
 const TERMINAL = new Set(["succeeded", "failed", "dead", "cancelled"]);
 const state = {
   key: sessionStorage.getItem(KEY), admin: false, page: null, jobs: new Map(),
-  listed: null, cursor: null, stream: null, adminTimer: null, blobs: new Map(),
+  cursor: null, stream: null, adminTimer: null, blobs: new Map(),
 };
 
 const $ = (id) => document.getElementById(id);
@@ -180,7 +179,6 @@ async function speak(event) {
   $("speak-submit").disabled = true;
   try {
     const job = await api("/v1/jobs", { method: "POST", body });
-    remember(job.id);
     state.result = job.id;
     upsertJob(job);
   } catch (error) {
@@ -206,12 +204,6 @@ function renderResult(job) {
 }
 
 // -- jobs ------------------------------------------------------------------------------------
-
-function remember(id) {
-  const ids = JSON.parse(sessionStorage.getItem(MINE) || "[]").filter((x) => x !== id);
-  ids.unshift(id);
-  sessionStorage.setItem(MINE, JSON.stringify(ids.slice(0, 100)));
-}
 
 function upsertJob(job) {
   const before = state.jobs.get(job.id);
@@ -245,23 +237,12 @@ async function loadJobs(fresh) {
     const query = new URLSearchParams({ limit: "20" });
     if (state.cursor) query.set("cursor", state.cursor);
     const page = await api(`/v1/jobs?${query}`);
-    state.listed = true;
     for (const job of page.jobs) { state.jobs.set(job.id, job); body.append(jobRow(job)); }
     state.cursor = page.next_cursor;
     $("jobs-more").hidden = !page.next_cursor;
   } catch (error) {
-    if (error.status !== 404 && error.status !== 405) {
-      $("jobs-note").textContent = error.message;
-      return;
-    }
-    // this server cannot list jobs: show the ones submitted in this tab
-    state.listed = false;
-    $("jobs-more").hidden = true;
-    $("jobs-note").textContent = "Jobs submitted in this tab.";
-    const ids = JSON.parse(sessionStorage.getItem(MINE) || "[]");
-    const jobs = await Promise.all(ids.map((id) => api(`/v1/jobs/${encodeURIComponent(id)}`)
-      .catch(() => null)));
-    for (const job of jobs.filter(Boolean)) { state.jobs.set(job.id, job); body.append(jobRow(job)); }
+    $("jobs-note").textContent = error.message;
+    return;
   }
   if (!body.children.length) $("jobs-note").textContent = "No jobs yet.";
 }
