@@ -145,21 +145,21 @@ def alignment(text: str, words: Sequence[WordTiming], duration_s: float) -> Alig
         at = text.find(w.text, pos)
         if at < 0:  # not in the text as written (should not happen): no characters for it
             continue
-        for ch in text[pos:at]:  # between two words: the gap between them
-            chars.append(ch)
-            starts.append(prev_end)
-            ends.append(max(prev_end, w.start_s))
-        step = (w.end_s - w.start_s) / max(1, len(w.text))
-        for i, ch in enumerate(w.text):
-            chars.append(ch)
-            starts.append(_ms(w.start_s + i * step))
-            ends.append(_ms(w.start_s + (i + 1) * step))
+        gap = at - pos  # between two words: the gap between them
+        chars.extend(text[pos:at])
+        starts.extend([prev_end] * gap)
+        ends.extend([max(prev_end, w.start_s)] * gap)
+        n = len(w.text)
+        t0, step = w.start_s, (w.end_s - w.start_s) / max(1, n)
+        edges = [round(t0 + i * step, 3) for i in range(n + 1)]  # a character ends where
+        chars.extend(w.text)                                     # the next one starts
+        starts.extend(edges[:-1])
+        ends.extend(edges[1:])
         pos = at + len(w.text)
         prev_end = w.end_s
-    for ch in text[pos:]:
-        chars.append(ch)
-        starts.append(prev_end)
-        ends.append(prev_end)
+    chars.extend(text[pos:])
+    starts.extend([prev_end] * (len(text) - pos))
+    ends.extend([prev_end] * (len(text) - pos))
     return Alignment(
         characters=tuple(chars),
         character_start_times_seconds=tuple(starts),
