@@ -43,6 +43,7 @@ import trio
 from protocols.dictionaries import PhonemeRule
 from protocols.domain.audio import (
     FORMAT_NAMES,
+    AudioFormat,
     encode_pcm,
     parse_format,
     pcm_duration,
@@ -201,20 +202,26 @@ class PiperProvider(LocalProvider):
     def escape_text(self, text: str) -> str:
         return _RAW_PHONEMES.sub("[", text)
 
-    async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
-        """The text run by run (breaks as silence), chunk by chunk. Piper reports no word
-        times: each chunk's words are spread over that chunk's audio by their length, so the
-        timings are approximate within a chunk (exact at chunk and break boundaries)."""
+    async def _prepare(
+        self, request: SynthesisRequest
+    ) -> tuple[str, list[Run | Pause], AudioFormat, Any, float | None]:
+        """What both ways of speaking start from: the text, its plan (runs and pauses), the
+        output format, the voice's model and the speed asked for."""
         text = normalize_text(request.text)
         steps = await self.speech_plan(text, request.params)
         if not text or not any(isinstance(step, Run) for step in steps):
             raise TextEmpty("text is empty")
-        fmt = parse_format(request.output_format)
-        voice = self._voice(request.voice_id, request.language)
-        model = await self.model(voice)
-        rate = model.config.sample_rate
+        model = await self.model(self._voice(request.voice_id, request.language))
         settings = request.params.voice_settings
         speed = settings.speed if settings is not None else None
+        return text, steps, parse_format(request.output_format), model, speed
+
+    async def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
+        """The text run by run (breaks as silence), chunk by chunk. Piper reports no word
+        times: each chunk's words are spread over that chunk's audio by their length, so the
+        timings are approximate within a chunk (exact at chunk and break boundaries)."""
+        text, steps, fmt, model, speed = await self._prepare(request)
+        rate = model.config.sample_rate
         pcm = bytearray()
         words: list[WordTiming] = []
         for step in steps:
@@ -253,16 +260,8 @@ class PiperProvider(LocalProvider):
         each part's audio handed to ``sink`` as soon as it is encoded, its words spread over
         the part's audio as ``synthesize`` spreads a chunk's
         (``protocols/providers/streaming.py``)."""
-        text = normalize_text(request.text)
-        steps = await self.speech_plan(text, request.params)
-        if not text or not any(isinstance(step, Run) for step in steps):
-            raise TextEmpty("text is empty")
-        fmt = parse_format(request.output_format)
-        voice = self._voice(request.voice_id, request.language)
-        model = await self.model(voice)
+        text, steps, fmt, model, speed = await self._prepare(request)
         rate = model.config.sample_rate
-        settings = request.params.voice_settings
-        speed = settings.speed if settings is not None else None
 
         async def synth(part: Part) -> tuple[bytes, list[WordTiming]]:
             pcm = await trio.to_thread.run_sync(_synth, model, part.text, speed,
