@@ -35,6 +35,7 @@ import psutil
 import trio
 
 from actors import bench_compat, bench_http, bench_stream
+from actors.bench_stats import percentile
 from actors.service import Role, Service
 from protocols.embedded.servers import embedded_postgres, embedded_redis, run_psql
 from protocols.messages import JobRequest, Lane, SynthesisRequest, User
@@ -64,17 +65,6 @@ PIPER_TEXT = (  # workload "piper": four sentences, about 19 s of speech
     "glowing green and gold. She ran down the hill as fast as she could, her book still in her "
     "hand.")
 Figure = tuple[str, float, str, str, bool | None]  # name, value, unit, target, pass (None: info)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear interpolation between closest ranks; NaN if empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def refill_gaps(starts: Sequence[float], finishes: Sequence[float], slots: int) -> list[float]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from actors.bench_stats import percentile
 from actors.service import Role
 
 VOICE = "fake-en"
@@ -24,14 +25,6 @@ compat: POST /v1/text-to-speech/fake-en (ElevenLabs' route) with one text, made 
   stored clip in the body); client wall clock per request, httpx in the same process. Each is
   followed by the same request through POST /v1/jobs (a cache hit answered 200 with the job's
   JSON): what the compat layer adds is the difference."""
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 async def cached_convert(b: Any, n: int) -> dict[str, Any]:

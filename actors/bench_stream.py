@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import trio
 
+from actors.bench_stats import percentile
 from actors.service import Role
 from protocols.messages import SynthesisRequest
 from protocols.providers.espeak import EspeakProvider
@@ -30,16 +31,6 @@ Figure = tuple[str, float, str, str, bool | None]
 def _text(run_id: str, i: int) -> str:
     tail = f"{i} of run {run_id}."
     return (TEXT + tail).ljust(200, ".")[:200]
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 async def _first_bytes(b: Any, name: str, provider: Any, n: int) -> list[float]:
@@ -81,10 +72,10 @@ async def stream(b: Any, n: int) -> dict[str, Any]:
     await trio.lowlevel.checkpoint()
     return {
         "runs": n, "characters": 200, "fake_latency_ms": FAKE_LATENCY_S * 1000,
-        "embedded_first_byte_p50_ms": _pct(embedded, 50) * 1000,
-        "embedded_first_byte_p99_ms": _pct(embedded, 99) * 1000,
-        "fake_first_byte_p50_ms": _pct(faked, 50) * 1000,
-        "fake_first_byte_p99_ms": _pct(faked, 99) * 1000,
+        "embedded_first_byte_p50_ms": percentile(embedded, 50) * 1000,
+        "embedded_first_byte_p99_ms": percentile(embedded, 99) * 1000,
+        "fake_first_byte_p50_ms": percentile(faked, 50) * 1000,
+        "fake_first_byte_p99_ms": percentile(faked, 99) * 1000,
     }
 
 
