@@ -33,16 +33,25 @@ from web import cors, problems
 from web.bodies import LimitedBody, UnreadBodyGuard
 from web.context import WebContext
 from web.observe import Observe, mark_route
-from web.routes import audio, dictionaries, events, health, jobs, storybooks, usage, voices
+from web.routes import (
+    admin_queue,
+    admin_users,
+    apidocs,
+    audio,
+    console,
+    dictionaries,
+    events,
+    health,
+    job_control,
+    jobs,
+    storybooks,
+    timings,
+    usage,
+    voices,
+)
 from web.routes import live as live_routes
 from web.routes import metrics as metrics_route
-from web.routes import timings as timing_routes
-from web.routes.admin_queue import blueprint as admin_queue_blueprint
-from web.routes.admin_users import blueprint as admin_users_blueprint
-from web.routes.apidocs import blueprint as apidocs_blueprint
 from web.routes.compat import blueprints as compat_blueprints
-from web.routes.console import blueprint as console_blueprint
-from web.routes.job_control import blueprint as job_control_blueprint
 from web.routes.voice_uploads import MAX_UPLOAD_BODY
 from web.signing import SECRET_NAME as SIGNING_SECRET
 from web.signing import AudioSigner
@@ -94,6 +103,13 @@ class ChorusRequest(TrioRequest):
             self.max_content_length = limit
 
 
+#: the route modules (``web/routes/``), each with a ``blueprint(ctx)``
+ROUTES = (
+    jobs, job_control, live_routes, timings, events, audio, voices, storybooks, dictionaries,
+    usage, health, metrics_route, admin_users, admin_queue, console, apidocs,
+)
+
+
 def create_app(ctx: WebContext) -> QuartTrio:
     """A new app object on every call (an app must not be served twice)."""
     app = QuartTrio(__name__)
@@ -113,19 +129,11 @@ def create_app(ctx: WebContext) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROPAGATE_EXCEPTIONS"] = False
     problems.install(app)
-    for module in (jobs, events, audio, voices, storybooks, dictionaries, usage, health):
+    for module in ROUTES:
         app.register_blueprint(module.blueprint(ctx))
-    app.register_blueprint(metrics_route.blueprint(ctx))
-    app.register_blueprint(timing_routes.blueprint(ctx))
-    app.register_blueprint(job_control_blueprint(ctx))
-    app.register_blueprint(admin_users_blueprint(ctx))
-    cors.install(app, ctx.settings.cors_origins)
     for bp in compat_blueprints(ctx):  # the ElevenLabs- and OpenAI-shaped routes
         app.register_blueprint(bp)
-    app.register_blueprint(admin_queue_blueprint(ctx))
-    app.register_blueprint(console_blueprint(ctx))
-    app.register_blueprint(apidocs_blueprint(ctx))
-    app.register_blueprint(live_routes.blueprint(ctx))
+    cors.install(app, ctx.settings.cors_origins)
     return app
 
 
