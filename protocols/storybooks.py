@@ -121,10 +121,13 @@ class NewLine(msgspec.Struct, frozen=True, kw_only=True):
     voice_id: str  # the Chorus voice id as resolved at submit
     speaker: str | None = None
     voice_settings: VoiceSettings | None = None
+    #: the characters charged, when not the whole text (its SSML markup is not charged: set
+    #: by the plan, ``protocols/domain/storybooks.py``)
+    charged: int | None = None
 
     @property
     def characters(self) -> int:
-        return len(self.text)
+        return len(self.text) if self.charged is None else self.charged
 
 
 class NewStorybook(msgspec.Struct, frozen=True, kw_only=True):
@@ -169,10 +172,7 @@ class Line(msgspec.Struct, frozen=True, kw_only=True):
     error_message: str | None = None
     audio_id: str | None = None
     duration_s: float | None = None
-
-    @property
-    def characters(self) -> int:
-        return len(self.text)
+    characters: int = 0  # charged for it (its text without SSML markup)
 
 
 class RetryRound(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,6 +16,7 @@ import time
 
 import msgspec
 
+from protocols.domain.ssml import InvalidMarkup, charged_characters, spoken_text
 from protocols.domain.text import normalize_text, speakable
 from protocols.errors import InvalidInput, TextEmpty, TextTooLong
 from protocols.storybooks import NewLine, NewStorybook, StorybookRequest
@@ -114,10 +115,11 @@ def plan(
                     )
             voice = line.voice_id or (member.voice_id if member else None) or default_voice
             settings = member.voice_settings if member is not None and not line.voice_id else None
-            characters += len(text)
+            charged = charged_line(text, p, i)
+            characters += charged
             lines.append(NewLine(
                 id=new_line_id(), page=p, index=i, text=text, voice_id=voice,
-                speaker=line.speaker, voice_settings=settings,
+                speaker=line.speaker, voice_settings=settings, charged=charged,
             ))
     if characters > max_chars:
         raise StorybookTooLarge(
@@ -148,3 +150,15 @@ def voices_used(book: NewStorybook) -> dict[str, tuple[int, int]]:
     for line in book.lines:
         first.setdefault(line.voice_id, (line.page, line.index))
     return first
+
+
+def charged_line(text: str, page: int, index: int) -> int:
+    """The characters a line is charged for (as a job's: its SSML markup is not), once its
+    markup is known to parse: ``InvalidMarkup`` (422) names the page and line at submit,
+    instead of the line failing when its job is made."""
+    try:
+        spoken_text(text)
+    except InvalidMarkup as exc:
+        raise InvalidMarkup(f"{_where(page, index)}: {exc.detail}", page=page,
+                            line=index) from exc
+    return charged_characters(text)

@@ -50,7 +50,7 @@ _BOOK = (
 )
 _LINE = (
     "id, book_id, page, index, speaker, text, voice_id, voice_settings, status, job_id,"
-    " attempts, round, error_code, error_message, audio_id, duration_s"
+    " attempts, round, error_code, error_message, audio_id, duration_s, characters"
 )
 _LINE_L = ", ".join(f"l.{c.strip()}" for c in _LINE.split(","))  # qualified, for joins
 _ROUND = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from protocols.domain.ssml import InvalidMarkup
 from protocols.domain.storybooks import (
     StorybookTooLarge,
     UnknownSpeaker,
@@ -59,6 +60,8 @@ def test_lines_get_their_speakers_voice_in_reading_order():
     ([{"lines": [{"text": "x" * 51}]}], TextTooLong, "pages[0].lines[0]"),
     ([{"lines": [{"text": "a"}]} for _ in range(11)], StorybookTooLarge, "11 lines"),
     ([{"lines": [{"text": "x" * 50}]} for _ in range(5)], StorybookTooLarge, "250 characters"),
+    ([{"lines": [{"text": "ok"}, {"text": 'Wait <break time="9s"/> done.'}]}], InvalidMarkup,
+     "pages[0].lines[1]"),
 ])
 def test_a_bad_book_is_refused_naming_where(pages, error, where):
     with pytest.raises(error) as caught:
@@ -74,3 +77,10 @@ def test_the_request_hash_ignores_only_the_idempotency_key():
 
 def test_a_lines_job_key_differs_per_round():
     assert line_job_key("sb_1", "ln_1", 0) != line_job_key("sb_1", "ln_1", 1)
+
+
+def test_a_lines_markup_is_not_charged_as_a_jobs_is_not():
+    pages = [{"lines": [{"text": 'Once <break time="1s"/> upon a time.'}, {"text": "Plain."}]}]
+    book = plan(request(pages=pages), "alice", **LIMITS)
+    assert [ln.characters for ln in book.lines] == [len("Once upon a time."), len("Plain.")]
+    assert book.characters == len("Once upon a time.") + len("Plain.")

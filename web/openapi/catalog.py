@@ -22,6 +22,7 @@ from protocols.dictionaries import (
     FromRulesRequest,
     RemoveRulesRequest,
 )
+from protocols.domain.ssml import InvalidMarkup
 from protocols.domain.storybooks import StorybookTooLarge, UnknownSpeaker
 from protocols.errors import (
     AlreadyExists,
@@ -95,9 +96,9 @@ from web.routes.voice_uploads import (
 )
 
 JOB_SUBMIT_ERRORS: tuple[Error, ...] = (
-    *JSON_BODY, IdempotencyKeyMismatch, TextEmpty, TextTooLong, UnsupportedFormat,
-    UnsupportedLanguage, UnknownVoice, VoiceNotReady, IdempotencyConflict, DictionaryNotFound,
-    QuotaExceeded, QueueFull, QueueUnavailable, EnqueueFailed, *PROVIDER,
+    *JSON_BODY, IdempotencyKeyMismatch, TextEmpty, TextTooLong, InvalidMarkup,
+    UnsupportedFormat, UnsupportedLanguage, UnknownVoice, VoiceNotReady, IdempotencyConflict,
+    DictionaryNotFound, QuotaExceeded, QueueFull, QueueUnavailable, EnqueueFailed, *PROVIDER,
 )
 ADMIN: tuple[Error, ...] = (Forbidden, StoreUnavailable)
 BOOK = "/v1/storybooks/<book_id>"
@@ -211,10 +212,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             200: Answer("a repeat of an idempotent request", shape=shapes.StorybookSummary,
                         headers=LOCATION),
         },
-        errors=(*JSON_BODY, IdempotencyKeyMismatch, TextEmpty, TextTooLong, UnsupportedFormat,
-                UnsupportedLanguage, UnknownSpeaker, StorybookTooLarge, UnknownVoice, VoiceNotReady,
-                IdempotencyConflict, DictionaryNotFound, QuotaExceeded, QueueUnavailable,
-                *PROVIDER),
+        errors=(*JSON_BODY, IdempotencyKeyMismatch, TextEmpty, TextTooLong, InvalidMarkup,
+                UnsupportedFormat, UnsupportedLanguage, UnknownSpeaker, StorybookTooLarge,
+                UnknownVoice, VoiceNotReady, IdempotencyConflict, DictionaryNotFound,
+                QuotaExceeded, QueueUnavailable, *PROVIDER),
     ),
     ("GET", "/v1/storybooks"): Op(
         "Your storybooks, newest first", "storybooks", params=(Param("limit", integer(1, 50, 50)),
