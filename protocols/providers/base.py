@@ -5,15 +5,25 @@ applied to the text (``pronounce``); and how any provider names its account."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
+import av
 import msgspec
+import trio
 
 from protocols.dictionaries import PhonemeRule, Rule, is_chorus_dictionary
+from protocols.domain.audio import AudioFormat, encode_pcm, pcm_duration
 from protocols.domain.pronunciation import Pronounced, apply_rules
-from protocols.domain.ssml import Pause
-from protocols.domain.timing import Run, plan
+from protocols.domain.ssml import Pause, charged_characters, spoken_text
+from protocols.domain.timing import Run, alignment, plan
 from protocols.errors import InvalidInput, SynthesisFailed
-from protocols.messages import SpeechParams, VoiceInfo
+from protocols.messages import (
+    SpeechParams,
+    SynthesisRequest,
+    SynthesisResult,
+    VoiceInfo,
+    WordTiming,
+)
 from protocols.ports import DictionaryMirror, Lexicon, VoiceManager
 from protocols.providers.local_voices import LocalVoices
 
@@ -23,6 +33,27 @@ def account_name(provider: str, secret: str = "") -> str:
     hash of its credential, so two deployments on one Redis with different keys do not share
     slots, and the key itself is never in Redis."""
     return f"{provider}-{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
+
+
+async def clip_result(
+    pcm: bytes, sample_rate: int, fmt: AudioFormat, request: SynthesisRequest, text: str,
+    words: Sequence[WordTiming], *, engine: str,
+) -> SynthesisResult:
+    """A local engine's whole clip: its PCM encoded to ``fmt`` (in a worker thread), charged
+    for the request's text without markup, timed from ``words`` over ``text`` (normalized).
+    Raises ``SynthesisFailed`` when there is no audio or it cannot be encoded."""
+    if not pcm:
+        raise SynthesisFailed(f"{engine} produced no audio")
+    try:
+        audio = await trio.to_thread.run_sync(encode_pcm, pcm, sample_rate, fmt)
+    except (av.FFmpegError, ValueError) as exc:
+        raise SynthesisFailed(f"encoding to {fmt.name} failed: {exc}") from exc
+    duration = pcm_duration(pcm, sample_rate)
+    return SynthesisResult(
+        audio=audio, content_type=fmt.content_type, duration_s=duration,
+        characters=charged_characters(request.text),
+        alignment=alignment(spoken_text(text), words, duration),
+    )
 
 
 class LocalProvider:

@@ -20,20 +20,19 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, TypeVar
 
-import av
 import espeakng_loader
 import trio
 
 from protocols.dictionaries import PhonemeRule
-from protocols.domain.audio import FORMAT_NAMES, encode_pcm, parse_format, pcm_duration, silence
+from protocols.domain.audio import FORMAT_NAMES, parse_format, pcm_duration, silence
 from protocols.domain.phonemes import to_espeak
 from protocols.domain.ssml import Pause, charged_characters, spoken_text
 from protocols.domain.text import normalize_text, split_text
-from protocols.domain.timing import Group, alignment, spread
+from protocols.domain.timing import Group, spread
 from protocols.errors import InvalidInput, SynthesisFailed, TextEmpty, UnknownVoice
 from protocols.live import ChunkSink
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo, WordTiming
-from protocols.providers.base import LocalProvider
+from protocols.providers.base import LocalProvider, clip_result
 from protocols.providers.streaming import STREAM_PART_CHARS, Part, stream_parts, stream_plan
 
 SAMPLE_RATE = 22050
@@ -370,20 +369,8 @@ class EspeakProvider(LocalProvider):
                                      pcm_duration(part, SAMPLE_RATE))
                 at += len(chunk)
                 pcm += part
-        if not pcm:
-            raise SynthesisFailed("espeak-ng produced no audio")
-        pcm = bytes(pcm)
-        try:
-            audio = await trio.to_thread.run_sync(encode_pcm, pcm, SAMPLE_RATE, fmt)
-        except (av.FFmpegError, ValueError) as exc:
-            raise SynthesisFailed(f"encoding to {fmt.name} failed: {exc}") from exc
-        duration = pcm_duration(pcm, SAMPLE_RATE)
-        return SynthesisResult(
-            audio=audio,
-            content_type=fmt.content_type,
-            duration_s=duration,
-            characters=charged_characters(request.text),
-            alignment=alignment(spoken_text(text), words, duration),
+        return await clip_result(
+            bytes(pcm), SAMPLE_RATE, fmt, request, text, words, engine="espeak-ng"
         )
 
     async def synthesize_streaming(

@@ -37,14 +37,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import av
 import trio
 
 from protocols.dictionaries import PhonemeRule
 from protocols.domain.audio import (
     FORMAT_NAMES,
     AudioFormat,
-    encode_pcm,
     parse_format,
     pcm_duration,
     silence,
@@ -52,11 +50,11 @@ from protocols.domain.audio import (
 from protocols.domain.phonemes import to_piper_ipa
 from protocols.domain.ssml import Pause, charged_characters, spoken_text
 from protocols.domain.text import normalize_text, split_text
-from protocols.domain.timing import Run, alignment, spread
+from protocols.domain.timing import Run, spread
 from protocols.errors import SynthesisFailed, TextEmpty, UnknownVoice
 from protocols.live import ChunkSink
 from protocols.messages import SynthesisRequest, SynthesisResult, VoiceInfo, WordTiming
-from protocols.providers.base import LocalProvider
+from protocols.providers.base import LocalProvider, clip_result
 from protocols.providers.streaming import STREAM_PART_CHARS, Part, stream_parts, stream_plan
 
 MODULES = ("piper", "onnxruntime")  # what the engine needs besides a voice wheel
@@ -239,19 +237,7 @@ class PiperProvider(LocalProvider):
                 words += spread(said, t0, t0 + pcm_duration(part, rate))
                 at += len(chunk)
                 pcm += part
-        if not pcm:
-            raise SynthesisFailed("Piper produced no audio")
-        pcm = bytes(pcm)
-        try:
-            audio = await trio.to_thread.run_sync(encode_pcm, pcm, rate, fmt)
-        except (av.FFmpegError, ValueError) as exc:
-            raise SynthesisFailed(f"encoding to {fmt.name} failed: {exc}") from exc
-        duration = pcm_duration(pcm, rate)
-        return SynthesisResult(
-            audio=audio, content_type=fmt.content_type, duration_s=duration,
-            characters=charged_characters(request.text),
-            alignment=alignment(spoken_text(text), words, duration),
-        )
+        return await clip_result(bytes(pcm), rate, fmt, request, text, words, engine="Piper")
 
     async def synthesize_streaming(
         self, request: SynthesisRequest, sink: ChunkSink
