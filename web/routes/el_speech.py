@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from quart import Blueprint, Response, request
 
-from protocols.domain.audio import parse_format
 from protocols.domain.voices import not_found
 from protocols.errors import InvalidInput
 from protocols.messages import Alignment, Job, JobRequest
@@ -29,6 +28,7 @@ from web.compat.jobs import Waiter, chunks, headers, stored_clip
 from web.compat.requests import job_request, model_for, request_ids, text_of, voice_settings
 from web.inputs import json_object, stored_id
 from web.routes.jobs import idempotency_key
+from web.routes.live import relay
 
 if TYPE_CHECKING:
     from web.context import WebContext
@@ -93,13 +93,10 @@ def blueprint(ctx: WebContext) -> Blueprint:
     async def stream(voice_id: str) -> Response:
         job = await submit(voice_id, stream=True)
         if not job.status.terminal and ctx.follow_audio is not None:
-            body: AsyncIterator[bytes] = ctx.follow_audio(job)
-            content_type = _content_type(job)
-        else:
-            job = await waiter.finished(job)
-            audio, data = await stored_clip(ctx, job)
-            body, content_type = chunks(data), audio.content_type
-        response = Response(body, 200, headers(job), content_type=content_type)
+            return await relay(ctx, job, headers(job))
+        job = await waiter.finished(job)
+        audio, data = await stored_clip(ctx, job)
+        response = Response(chunks(data), 200, headers(job), content_type=audio.content_type)
         response.timeout = None  # as long as the clip takes (the job is bounded itself)
         return response
 
@@ -115,7 +112,8 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     @bp.post("/v1/text-to-speech/<voice_id>/stream/with-timestamps")
     async def stream_with_timestamps(voice_id: str) -> Response:
-        job = await waiter.finished(await submit(voice_id, stream=True))
+        # made whole, then sent as lines: nothing follows it live, so nothing is published
+        job = await waiter.finished(await submit(voice_id))
         data, alignment = await timed(job)
         response = Response(_lines(data, alignment), 200, headers(job), content_type=NDJSON)
         response.timeout = None
@@ -123,9 +121,6 @@ def blueprint(ctx: WebContext) -> Blueprint:
 
     return bp
 
-
-def _content_type(job: Job) -> str:
-    return parse_format(job.output_format).content_type
 
 
 async def _lines(data: bytes, alignment: Alignment) -> AsyncIterator[bytes]:

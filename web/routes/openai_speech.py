@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from quart import Blueprint, Response, request
 
-from protocols.domain.audio import parse_format
 from protocols.errors import InvalidInput
-from protocols.messages import Job, JobRequest, VoiceInfo
+from protocols.messages import JobRequest, VoiceInfo
 from web.auth import current_user
 from web.compat import errors
 from web.compat.jobs import Waiter, chunks, headers, stored_clip
@@ -36,6 +35,7 @@ from web.compat.transcode import EDGE_FORMATS, SOURCE, encode
 from web.inputs import json_object
 from web.routes.compat_models import OPENAI_MODELS
 from web.routes.jobs import idempotency_key
+from web.routes.live import relay
 
 if TYPE_CHECKING:
     from web.context import WebContext
@@ -145,18 +145,17 @@ def blueprint(ctx: WebContext) -> Blueprint:
         edge = EDGE_FORMATS.get(response_format(raw))
         job, _ = await ctx.intake.submit(req, user)
         if req.stream and not job.status.terminal and ctx.follow_audio is not None:
-            body: AsyncIterator[bytes] = ctx.follow_audio(job)
-            content_type = _content_type(job)
+            return await relay(ctx, job, headers(job))
+        job = await waiter.finished(job)
+        audio, data = await stored_clip(ctx, job)
+        content_type = audio.content_type
+        if edge is not None:
+            data, content_type = await encode(data, edge), edge.content_type
+        body: AsyncIterator[bytes]
+        if raw.get("stream_format") == "sse":
+            body, content_type = sse(data, job.characters), "text/event-stream"
         else:
-            job = await waiter.finished(job)
-            audio, data = await stored_clip(ctx, job)
-            content_type = audio.content_type
-            if edge is not None:
-                data, content_type = await encode(data, edge), edge.content_type
-            if raw.get("stream_format") == "sse":
-                body, content_type = sse(data, job.characters), "text/event-stream"
-            else:
-                body = chunks(data)
+            body = chunks(data)
         response = Response(body, 200, headers(job), content_type=content_type)
         response.timeout = None
         return response
@@ -167,6 +166,3 @@ def blueprint(ctx: WebContext) -> Blueprint:
 def _named(voice: Any) -> bool:
     return isinstance(voice, str) and voice.lower() in VOICES
 
-
-def _content_type(job: Job) -> str:
-    return parse_format(job.output_format).content_type
