@@ -80,9 +80,15 @@ class FaultProxy:
     async def _pump(
         self, source: trio.abc.Stream, sink: trio.abc.Stream, done: trio.CancelScope
     ) -> None:
-        while data := await source.receive_some(65536):
-            await self._healed.wait()
-            if self.latency:
-                await trio.sleep(self.latency)
-            await sink.send_all(data)
+        # A side that resets or closes (the service aborting a connection while Redis is
+        # "away", say) ends this connection, never the proxy: the error is caught here, where
+        # it happens, because out of the nursery it would come wrapped in an ExceptionGroup.
+        try:
+            while data := await source.receive_some(65536):
+                await self._healed.wait()
+                if self.latency:
+                    await trio.sleep(self.latency)
+                await sink.send_all(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
         done.cancel()  # one side closed: close both
