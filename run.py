@@ -93,6 +93,7 @@ def build_service(
         role=kind,
         store=store,
         books=store,  # type: ignore[arg-type]  # PgStore is every Postgres port at once
+        accounts=store,  # type: ignore[arg-type]
         dictionaries=dictionaries,
         provider=provider,
         blobs=blob_store(settings),

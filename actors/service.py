@@ -54,7 +54,7 @@ from protocols.domain.voices import VoiceCatalog
 from protocols.errors import ChorusError, QueueUnavailable, StoreUnavailable
 from protocols.messages import SpeechJob, Voice, VoiceStatus
 from protocols.metrics import instruments as metrics
-from protocols.ports import BlobStore, BookStore, JobStore, SpeechProvider
+from protocols.ports import AccountStore, BlobStore, BookStore, JobStore, SpeechProvider
 from protocols.redis.coordination import Coordinator
 from protocols.redis.openers import RedisOpeners
 from protocols.redis.voice_queue import RedisVoiceSyncQueue
@@ -88,6 +88,7 @@ class Service:
         voices: VoiceCatalog,
         redis: RedisOpeners,
         books: BookStore | None = None,
+        accounts: AccountStore | None = None,
         dictionaries: DictionaryCatalog | None = None,
         role: Role = Role.serve,
         front: Front | None = None,
@@ -137,6 +138,9 @@ class Service:
         )
         #: storybooks (the same Postgres store, seen as that port); None: no storybooks here
         self.books = books
+        #: users, API keys and server secrets (None: no admin routes, audio URLs unsigned
+        #: unless CHORUS_SIGNING_KEY is set)
+        self.accounts = accounts
         self.runner: StorybookRunner | None = None
         self.storybooks = (
             StorybookIntake(settings, store=self.books, provider=provider, voices=self.voices,

@@ -238,7 +238,7 @@ async def front_door(
             dictionaries=service.dictionaries, queue_figures=queue_figures,
             alignment_of=service.store.alignment_of,
             mark_job_cancelled=service.mark_job_cancelled,
-            accounts=service.store if hasattr(service.store, "list_api_keys") else None,
+            accounts=service.accounts,
             audio_signer=await audio_signer(service),
             overview=partial(ops.of_service, service, queue),
             redrive=partial(ops.redrive_one, service, queue),
@@ -253,12 +253,12 @@ async def audio_signer(service: Service) -> AudioSigner | None:
     s = service.settings
     if s.signing_key is not None:
         return AudioSigner(s.signing_key.reveal().encode(), s.audio_url_ttl_s)
-    secret = getattr(service.store, "server_secret", None)
-    if secret is None:
+    if service.accounts is None:
         return None
     with trio.move_on_after(s.db_timeout_s):
         try:
-            return AudioSigner(await secret(SIGNING_SECRET), s.audio_url_ttl_s)
+            secret = await service.accounts.server_secret(SIGNING_SECRET)
+            return AudioSigner(secret, s.audio_url_ttl_s)
         except ChorusError as exc:
             logging.getLogger("chorus.web").warning(
                 "audio URLs are not signed (no signing key): %s", exc.code
