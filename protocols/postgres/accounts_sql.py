@@ -13,7 +13,9 @@ _KEY = "id, owner, label, created_at, revoked_at"
 
 
 def _key(row: Any) -> ApiKey:
-    return ApiKey(**dict(row))
+    fields = dict(row)
+    fields.pop("key_hash", None)
+    return ApiKey(**fields)
 
 
 async def get_user(conn: Any, user_id: str) -> User | None:
@@ -45,13 +47,22 @@ async def create_key(
     return _key(row)
 
 
+#: users.api_key_hash is where the previous release looks keys up (kept by migration 0008 for a
+#: rolling upgrade): it is cleared when the key it holds is revoked, and moved to the successor
+#: when that key is rotated, by the statement or transaction that revokes it. So a key revoked
+#: here authenticates on no host, old or new.
+_REVOKE = (
+    "WITH k AS (UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1"
+    " RETURNING *), mirror AS (UPDATE users u SET api_key_hash = NULL FROM k"
+    " WHERE u.id = k.owner AND u.api_key_hash = k.key_hash)"
+    f" SELECT {_KEY} FROM k"
+)
+_MOVE_MIRROR = "UPDATE users SET api_key_hash = $2 WHERE id = $1 AND api_key_hash = $3"
+
+
 async def revoke_key(conn: Any, key_id: str) -> ApiKey | None:
     """Revoked now (a repeat keeps the first time); None if there is no such key."""
-    row = await conn.fetchrow(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1"
-        f" RETURNING {_KEY}",
-        key_id,
-    )
+    row = await conn.fetchrow(_REVOKE, key_id)
     return None if row is None else _key(row)
 
 
@@ -63,7 +74,7 @@ async def rotate_key(
     async with conn.transaction():
         old = await conn.fetchrow(
             "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
-            f" RETURNING {_KEY}",
+            f" RETURNING {_KEY}, key_hash",
             key_id,
         )
         if old is None:
@@ -73,6 +84,7 @@ async def rotate_key(
             f" RETURNING {_KEY}",
             new_id, old["owner"], key_hash, old["label"],
         )
+        await conn.execute(_MOVE_MIRROR, old["owner"], key_hash, old["key_hash"])
     return _key(old), _key(new)
 
 

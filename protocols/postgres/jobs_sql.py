@@ -6,7 +6,6 @@ imports neither asyncio nor asyncpg (errors are recognised by SQLSTATE).
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
 import msgspec
@@ -139,19 +138,18 @@ async def count_users(conn: Any) -> int:
 
 
 async def create_user(conn: Any, user_id: str, name: str, role: str, key_hash: bytes) -> User:
-    """The user and its first API key (``api_keys``, migration 0008), in one transaction."""
+    """The user and its first API key, in one statement: the key's hash goes into
+    users.api_key_hash, where the previous release looks keys up, and migration 0008's trigger
+    makes it the user's first ``api_keys`` row, as it does for a user an old host creates."""
     try:
-        async with conn.transaction():
-            row = await conn.fetchrow(
-                f"INSERT INTO users (id, name, role) VALUES ($1, $2, $3) RETURNING {_USER}",
-                user_id,
-                name,
-                role,
-            )
-            await conn.execute(
-                "INSERT INTO api_keys (id, owner, key_hash, label) VALUES ($1, $2, $3, 'first')",
-                "key_" + uuid.uuid4().hex, user_id, key_hash,
-            )
+        row = await conn.fetchrow(
+            "INSERT INTO users (id, name, role, api_key_hash) VALUES ($1, $2, $3, $4)"
+            f" RETURNING {_USER}",
+            user_id,
+            name,
+            role,
+            key_hash,
+        )
     except Exception as exc:
         if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
             raise

@@ -50,7 +50,7 @@ async def test_a_server_secret_is_made_once(store: PgStore) -> None:
 
 async def test_migration_0008_keeps_the_key_each_user_had(database_url: str) -> None:
     """A database made before 0008: each user's one key (users.api_key_hash) becomes its
-    first row in api_keys, and keeps working."""
+    first row in api_keys, and keeps working, on hosts of either release until revoked."""
     with trio.fail_after(60):
         earlier = [(v, sql) for v, sql in _migrations() if v < "0008"]
         setup = ["CREATE TABLE schema_migrations (version text PRIMARY KEY,"
@@ -66,5 +66,10 @@ async def test_migration_0008_keeps_the_key_each_user_had(database_url: str) -> 
             assert user is not None and user.id == "u1"
             (row,) = await store.list_api_keys("u1")
             assert row.label == "first" and row.revoked_at is None
+            # the previous release's lookup (kept through a rolling upgrade) agrees
+            old_lookup = ("SELECT id FROM users WHERE api_key_hash ="
+                          " decode(encode(sha256('chk_old'::bytea), 'hex'), 'hex')")
+            assert await trio.to_thread.run_sync(run_psql, database_url, old_lookup) == "u1"
             await store.revoke_api_key(row.id)
             assert await store.authenticate("chk_old") is None
+            assert await trio.to_thread.run_sync(run_psql, database_url, old_lookup) == ""
