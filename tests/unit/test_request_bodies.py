@@ -16,7 +16,7 @@ import trio
 from protocols.messages import Job, VoiceSettings
 from tests.unit.test_voices import VEnv, add_voice
 from tests.unit.test_voices import venv as venv  # the fixture
-from tests.unit.test_web import Env, capped, problem_of
+from tests.unit.test_web import Env, capped, post_job, problem_of
 from tests.unit.test_web import env as env  # the fixture
 from web.inputs import field_of
 
@@ -58,6 +58,21 @@ def following(seen: list[Job]) -> Any:
         yield b"audio"
 
     return follow
+
+
+@capped
+async def test_a_job_body_refusal_names_the_field(env: Env) -> None:
+    for body, field in (({"text": 5}, "text"), ({}, "text"),
+                        ({"text": "Hi.", "voice_settings": {"speed": 3}}, "voice_settings.speed"),
+                        ({"text": "Hi.", "pronunciation_dictionary_locators": [
+                            {"pronunciation_dictionary_id": ""}]},
+                         "pronunciation_dictionary_locators[0].pronunciation_dictionary_id")):
+        problem = await problem_of(await post_job(env, body), 422, "invalid_input")
+        assert problem["field"] == field, (body, problem)
+    problem = await problem_of(await post_job(env, {"text": "Hi.", "b": 1, "a": 2}), 422,
+                               "unknown_field")
+    assert problem["fields"] == ["a", "b"]
+    assert not env.submitted
 
 
 # --- ElevenLabs ---------------------------------------------------------------------------------
