@@ -6,6 +6,10 @@
 - ``reject_nul``: the same refusal for values that come another way (form fields, headers,
   query parameters).
 - ``encode_cursor`` / ``decode_cursor``: the opaque cursors of paginated lists.
+- ``decode_as``: such an object as the request's msgspec Struct (the one ``/openapi.json``
+  shows): unknown fields refused all at once if the Struct forbids them, and a
+  ``ValidationError`` as ``InvalidInput`` naming its field (``field_of``), as ``reject_nul``
+  spells it.
 - ``stored_id``: an id taken from the URL path. One holding U+0000 cannot exist, so it is
   answered as not found without asking the store.
 
@@ -16,13 +20,15 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import msgspec
 
-from protocols.errors import ChorusError, InvalidCursor, MalformedJSON, NotFound
-from web.problems import InvalidCharacter, JSONTooDeep
+from protocols.errors import ChorusError, InvalidCursor, InvalidInput, MalformedJSON, NotFound
+from web.problems import InvalidCharacter, JSONTooDeep, UnknownField
+
+T = TypeVar("T")
 
 #: deepest nesting of arrays and objects a body may have (a job needs 3)
 MAX_JSON_DEPTH = 32
@@ -30,6 +36,11 @@ NUL = "\x00"
 #: a complete JSON string (escapes included), so brackets inside strings are not counted
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
+#: where msgspec says a ValidationError is (the end of its message: "- at `$.a[0]`", or
+#: "- at `key` in `$.labels`") ...
+_AT = re.compile(r" (?:at|in) `\$([^`]*)`$")
+#: ... and the field it found missing there
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`")
 
 
 def nests_deeper(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -78,6 +89,46 @@ def json_object(body: bytes) -> dict[str, Any]:
         for key, item in value.items():
             reject_nul(item, str(key), key=key)
     return value
+
+
+def field_of(exc: msgspec.ValidationError) -> str | None:
+    """The field a ``ValidationError`` is about, spelt as ``reject_nul`` spells it
+    (``voice_settings.speed``, ``pronunciation_dictionary_locators[0].version_id``; a value
+    under a key of a mapping counts as the mapping's, ``labels``); None: the body itself."""
+    text = str(exc)
+    at = _AT.search(text)
+    path = at.group(1).lstrip(".").split("[...]", 1)[0] if at else ""
+    if missing := _MISSING.match(text):
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    return path or None
+
+
+def decode_as(
+    raw: dict[str, Any], kind: type[T], errors: Mapping[str, type[InvalidInput]] | None = None
+) -> T:
+    """``raw`` (from ``json_object``) as the Struct ``kind``.
+
+    Raises ``UnknownField`` (422, naming them all) if ``kind`` forbids unknown fields and
+    ``raw`` has some, else ``InvalidInput`` (422) with ``field`` (``field_of``) for anything
+    that does not fit; ``errors`` gives another error class by top-level field (e.g.
+    ``{"name": InvalidName}``)."""
+    if kind.__struct_config__.forbid_unknown_fields:  # type: ignore[attr-defined]
+        known = frozenset(f.encode_name for f in msgspec.structs.fields(kind))
+        unknown = sorted(str(name)[:64] for name in set(raw) - known)
+        if unknown:
+            names = ", ".join(f"'{name}'" for name in unknown)
+            raise UnknownField(
+                f"Unknown field(s): {names}. Allowed: {', '.join(sorted(known))}.",
+                fields=unknown,
+            )
+    try:
+        return msgspec.convert(raw, kind)
+    except msgspec.ValidationError as exc:
+        field = field_of(exc)
+        if field is None:
+            raise InvalidInput(str(exc)) from exc
+        error = (errors or {}).get(re.split(r"[.\[]", field, maxsplit=1)[0], InvalidInput)
+        raise error(str(exc), field=field) from exc
 
 
 def reject_nul(value: Any, field: str, *, key: str = "") -> None:

@@ -1,66 +1,86 @@
-"""Compatible request bodies -> ``JobRequest``: the fields Chorus acts on, checked as
-``POST /v1/jobs`` checks them; the fields ElevenLabs documents that Chorus has no use for are
-accepted and ignored (README, "Use it from the ElevenLabs / OpenAI SDK")."""
+"""The compatible request bodies as the Structs the routes decode them with (``decode_as``) and
+``/openapi.json`` shows (``web/openapi/compat_catalog.py``), then -> ``JobRequest``, checked as
+``POST /v1/jobs`` checks it. The fields Chorus acts on are typed and bounded as ``JobRequest``
+bounds them; the fields ElevenLabs documents that Chorus has no use for are accepted and
+ignored (README, "Use it from the ElevenLabs / OpenAI SDK")."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from protocols.errors import InvalidInput
+from protocols.dictionaries import DictionaryRef
 from protocols.messages import JobRequest, VoiceSettings
 from protocols.ports import SpeechProvider
+from web.inputs import decode_as
 
-SETTINGS_FIELDS = frozenset(VoiceSettings.__struct_fields__)
-MAX_REQUEST_IDS = 3
+RequestIds = Annotated[list[str], msgspec.Meta(max_length=3)]
+VoiceId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+#: OpenAI's formats (``web.routes.openai_speech.FORMATS`` says what each is made as)
+ResponseFormat = Literal["mp3", "opus", "wav", "pcm", "aac", "flac"]
+
+
+class ElevenLabsVoiceSettings(VoiceSettings, forbid_unknown_fields=False):
+    """ElevenLabs' ``voice_settings``: the fields Chorus knows, in their ranges; newer ones
+    (``clone_strength``, ...) are ignored."""
+
+
+class ElevenLabsSpeech(msgspec.Struct, kw_only=True):
+    """``POST /v1/text-to-speech/{voice_id}`` (and ``/stream``, ``/with-timestamps``): the
+    fields Chorus reads (``web.routes.el_speech.parse``); other fields ElevenLabs documents
+    are accepted and ignored. ``previous_request_ids`` / ``next_request_ids`` are checked,
+    unused."""
+
+    text: str
+    model_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    language_code: Annotated[str, msgspec.Meta(min_length=1, max_length=35)] | None = None
+    voice_settings: ElevenLabsVoiceSettings | None = None
+    seed: Annotated[int, msgspec.Meta(ge=0, le=4294967295)] | None = None
+    pronunciation_dictionary_locators: (
+        Annotated[list[DictionaryRef], msgspec.Meta(max_length=3)] | None
+    ) = None
+    previous_request_ids: RequestIds | None = None
+    next_request_ids: RequestIds | None = None
+
+
+class VoiceRef(msgspec.Struct, kw_only=True):
+    """OpenAI's custom voice, ``{"id": ...}``."""
+
+    id: VoiceId
+
+
+class OpenAISpeech(msgspec.Struct, kw_only=True):
+    """``POST /v1/audio/speech``: OpenAI's request (``web.routes.openai_speech``); a
+    ``response_format`` outside the list is ``400 unsupported_response_format``."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    input: str
+    voice: VoiceId | VoiceRef
+    response_format: ResponseFormat = "mp3"
+    speed: Annotated[float, msgspec.Meta(ge=0.25, le=4)] | None = None
+    instructions: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    stream_format: Literal["audio", "sse"] = "audio"
 
 
 def job_request(fields: dict[str, Any]) -> JobRequest:
     """``fields`` (None values left out) as a ``JobRequest``; ``InvalidInput`` (422) naming
     what does not fit."""
-    try:
-        return msgspec.convert({k: v for k, v in fields.items() if v is not None}, JobRequest)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(str(exc)) from exc
+    return decode_as({k: v for k, v in fields.items() if v is not None}, JobRequest)
 
 
-def text_of(raw: dict[str, Any], name: str) -> str:
-    text = raw.get(name)
-    if not isinstance(text, str):
-        raise InvalidInput(f"{name} is required and must be a string.", field=name)
-    return text
+def settings_of(given: VoiceSettings | None) -> dict[str, Any] | None:
+    """Decoded voice settings as ``JobRequest`` fields (unset ones left out); none -> None."""
+    return None if given is None else msgspec.to_builtins(given)
 
 
-def voice_settings(value: Any) -> dict[str, Any] | None:
-    """ElevenLabs ``voice_settings``: the fields Chorus knows (``clone_strength`` and other
-    newer ones are ignored); null -> none."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise InvalidInput("voice_settings must be an object.", field="voice_settings")
-    return {k: v for k, v in value.items() if k in SETTINGS_FIELDS and v is not None}
-
-
-def request_ids(raw: dict[str, Any], name: str) -> None:
-    """``previous_request_ids`` / ``next_request_ids``: checked (at most 3 strings), unused."""
-    value = raw.get(name)
-    if value is None:
-        return
-    if (not isinstance(value, list) or len(value) > MAX_REQUEST_IDS
-            or not all(isinstance(v, str) for v in value)):
-        raise InvalidInput(f"{name} must be a list of at most 3 request ids.", field=name)
-
-
-def model_for(provider: SpeechProvider, model_id: Any) -> str | None:
+def model_for(provider: SpeechProvider, model_id: str | None) -> str | None:
     """An ElevenLabs ``model_id`` for this provider: as given to a provider with a model
     catalogue (ElevenLabs); an ``eleven_*`` id given to a local engine means "its own model"
     (so an app's hard-coded model keeps working offline); anything else as given (the
     provider refuses what it does not offer, 422)."""
     if model_id is None:
         return None
-    if not isinstance(model_id, str):
-        raise InvalidInput("model_id must be a string.", field="model_id")
     if getattr(provider, "models", None) is None and model_id.startswith("eleven_"):
         return None
     return model_id

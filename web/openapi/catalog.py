@@ -85,6 +85,7 @@ from web.problems import NotReady as ServiceNotReady
 from web.routes.admin_users import NewKey, NewUser, Quota
 from web.routes.job_control import UnknownParameter
 from web.routes.timings import NoAudio
+from web.routes.voice_bodies import PreviewRequest, VoicePatch
 from web.routes.voice_uploads import (
     FileTooLarge,
     InvalidLabels,
@@ -181,7 +182,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         errors=(UnknownVoice, *PROVIDER),
     ),
     ("PATCH", "/v1/voices/<voice_id>"): Op(
-        "Edit a voice of yours", "voices", body=shapes.VoicePatch,
+        "Edit a voice of yours", "voices", body=VoicePatch,
         answers={200: Answer("the voice as edited", shape=shapes.VoiceView)},
         errors=(*JSON_BODY, UnknownVoice, Forbidden, InvalidName, InvalidLabels, *PROVIDER),
     ),
@@ -194,7 +195,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         errors=(UnknownVoice, NotFound),
     ),
     ("POST", "/v1/voices/<voice_id>/preview"): Op(
-        "Make a voice's preview again (a job of yours)", "voices", body=shapes.PreviewRequest,
+        "Make a voice's preview again (a job of yours)", "voices", body=PreviewRequest,
         body_optional=True, params=(IDEMPOTENCY,),
         answers={
             202: Answer("the preview job, queued", shape=shapes.PreviewRemade, headers=LOCATION),

@@ -1,6 +1,7 @@
 """The ElevenLabs- and OpenAI-shaped routes in the operations table (``catalog.py`` takes them
-in): their own request bodies and answers (``compat_shapes.py``), and their errors in their own
-shapes (``errors_as``), as ``web/compat/errors.py`` renders them."""
+in): their own request bodies (the Structs the routes decode with, ``web/compat/requests.py``)
+and answers (``compat_shapes.py``), and their errors in their own shapes (``errors_as``), as
+``web/compat/errors.py`` renders them."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from protocols.errors import (
     VoiceNotReady,
 )
 from web.compat.jobs import JobFailed, SyncWaitTimeout
+from web.compat.requests import ElevenLabsSpeech, OpenAISpeech
 from web.openapi import compat_shapes as shapes
 from web.openapi.terms import (
     AUDIO,
@@ -57,7 +59,7 @@ SPEECH_ERRORS: tuple[Error, ...] = (
     EnqueueFailed, *PROVIDER, JobFailed, SyncWaitTimeout,
 )
 EL_SPEECH: dict[str, Any] = dict(
-    errors_as="elevenlabs", body=shapes.ElevenLabsSpeech, errors=SPEECH_ERRORS,
+    errors_as="elevenlabs", body=ElevenLabsSpeech, errors=SPEECH_ERRORS,
     params=(
         Param("output_format", STRING, "e.g. mp3_44100_128, pcm_24000"),
         Param("optimize_streaming_latency", {"type": "string", "enum": ["0", "1", "2", "3", "4"]},
@@ -66,7 +68,7 @@ EL_SPEECH: dict[str, Any] = dict(
     ),
 )
 OPENAI_SPEECH: dict[str, Any] = dict(
-    errors_as="openai", body=shapes.OpenAISpeech, params=(IDEMPOTENCY,),
+    errors_as="openai", body=OpenAISpeech, params=(IDEMPOTENCY,),
     answers={200: Answer("the audio bytes (Content-Type: the format's), or server-sent events"
                          " (stream_format sse)", "audio/*", headers=EL_HEADERS,
                          also=("text/event-stream",))},

@@ -1,15 +1,15 @@
-"""The JSON of the ElevenLabs- and OpenAI-shaped routes (``web/routes/el_*.py``,
+"""The JSON answers of the ElevenLabs- and OpenAI-shaped routes (``web/routes/el_*.py``,
 ``openai_speech.py``, ``compat_models.py``) as msgspec Structs, for the OpenAPI document only,
-checked against the views by ``tests/unit/test_openapi.py`` as ``shapes.py`` is: their request
-bodies (the fields the routes read), their answers and their two error shapes."""
+checked against the views by ``tests/unit/test_openapi.py`` as ``shapes.py`` is: their answers
+and their two error shapes. Their request bodies are the Structs the routes decode with
+(``web/compat/requests.py``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 
-from protocols.dictionaries import DictionaryRef
 from protocols.messages import VoiceSettings
 
 
@@ -35,21 +35,6 @@ class OpenAIError(msgspec.Struct, kw_only=True):
     """Every error of the OpenAI-shaped routes (``web/compat/errors.py``)."""
 
     error: OpenAIErrorInfo
-
-
-class ElevenLabsSpeech(msgspec.Struct, kw_only=True):
-    """``POST /v1/text-to-speech/{voice_id}`` (and ``/stream``, ``/with-timestamps``): the
-    fields Chorus reads (``web.routes.el_speech.parse``); other fields ElevenLabs documents
-    are accepted and ignored. Names kept in the route's ``FIELDS`` by the tests."""
-
-    text: str
-    model_id: str | None = None
-    language_code: str | None = None
-    voice_settings: VoiceSettings | None = None
-    seed: int | None = None
-    pronunciation_dictionary_locators: list[DictionaryRef] | None = None
-    previous_request_ids: Annotated[list[str], msgspec.Meta(max_length=3)] | None = None
-    next_request_ids: Annotated[list[str], msgspec.Meta(max_length=3)] | None = None
 
 
 class CharacterTimes(msgspec.Struct, kw_only=True):
@@ -196,15 +181,3 @@ class OpenAIModels(msgspec.Struct, kw_only=True):
 
     object: Literal["list"]
     data: list[OpenAIModel]
-
-
-class OpenAISpeech(msgspec.Struct, kw_only=True):
-    """``POST /v1/audio/speech``: OpenAI's request (``web.routes.openai_speech.parse``)."""
-
-    model: Annotated[str, msgspec.Meta(min_length=1)]
-    input: str
-    voice: Annotated[str, msgspec.Meta(min_length=1)] | dict[str, str]
-    response_format: Literal["mp3", "opus", "wav", "pcm", "aac", "flac"] = "mp3"
-    speed: Annotated[float, msgspec.Meta(ge=0.25, le=4)] | None = None
-    instructions: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
-    stream_format: Literal["audio", "sse"] = "audio"

@@ -259,27 +259,6 @@ class Ready(msgspec.Struct, kw_only=True):
     checks: dict[str, bool]
 
 
-class VoicePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``PATCH /v1/voices/{voice_id}``: the fields to change (checked by the route, field by
-    field; ``labels`` may also be given as JSON text). ``tests/unit/test_openapi.py`` keeps
-    these names equal to the route's ``PATCHABLE``."""
-
-    name: str | None = None
-    description: str | None = None
-    labels: dict[str, str] | str | None = None
-    visibility: Literal["private", "public"] | None = None
-    voice_settings: VoiceSettings | None = None
-
-
-class PreviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/voices/{voice_id}/preview``: optional; an empty body uses the language's
-    sample text. Names kept equal to the route's ``PREVIEW_FIELDS`` by the tests."""
-
-    text: str | None = None
-    idempotency_key: str | None = None
-
-
-
 # -- the job list and a job's timings (web/routes/job_control.py, timings.py) -------------------
 
 

@@ -22,8 +22,8 @@ from quart import Blueprint, Response, request
 from protocols.errors import Forbidden, InvalidInput, NotFound, StoreUnavailable
 from protocols.messages import ApiKey, User
 from web.auth import current_user, forget_user
-from web.inputs import json_object, stored_id
-from web.problems import UnknownField, json_response
+from web.inputs import decode_as, json_object, stored_id
+from web.problems import json_response
 from web.views import iso
 
 if TYPE_CHECKING:
@@ -67,16 +67,7 @@ def key_view(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
 
 
 async def body_of(kind: type[T]) -> T:
-    raw = json_object(await request.get_data(cache=False) or b"{}")
-    fields = frozenset(kind.__struct_fields__)  # type: ignore[attr-defined]
-    unknown = sorted(str(name)[:64] for name in set(raw) - fields)
-    if unknown:
-        raise UnknownField(f"Unknown field(s): {', '.join(unknown)}. Allowed: "
-                           f"{', '.join(sorted(fields))}.", fields=unknown)
-    try:
-        return msgspec.convert(raw, kind)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(str(exc)) from exc
+    return decode_as(json_object(await request.get_data(cache=False) or b"{}"), kind)
 
 
 def blueprint(ctx: WebContext) -> Blueprint:

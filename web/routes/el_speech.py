@@ -1,7 +1,8 @@
 """ElevenLabs' text to speech on Chorus: ``POST /v1/text-to-speech/<voice_id>``, ``/stream``,
 ``/with-timestamps`` and ``/stream/with-timestamps``, in ElevenLabs' request and response
 shapes (errors ``{"detail": {"status", "message"}}``; headers ``request-id``,
-``history-item-id``, ``character-cost``).
+``history-item-id``, ``character-cost``). The body is decoded by ``ElevenLabsSpeech``
+(``web/compat/requests.py``), the Struct ``/openapi.json`` shows.
 
 Each call is an ordinary job (``Intake.submit``: cache, quota, durable queue): a cache hit
 answers at once; otherwise the route waits for the job (``web/compat/jobs.py``) and sends the
@@ -25,8 +26,8 @@ from protocols.messages import Alignment, Job, JobRequest
 from web.auth import current_user
 from web.compat import errors, timings
 from web.compat.jobs import Waiter, chunks, headers, stored_clip
-from web.compat.requests import job_request, model_for, request_ids, text_of, voice_settings
-from web.inputs import json_object, stored_id
+from web.compat.requests import ElevenLabsSpeech, job_request, model_for, settings_of
+from web.inputs import decode_as, json_object, stored_id
 from web.routes.jobs import idempotency_key
 from web.routes.live import relay
 
@@ -39,24 +40,24 @@ LINE_BYTES = 32 * 1024
 
 
 def parse(voice_id: str, body: bytes, *, stream: bool) -> JobRequest:
-    raw = json_object(body)
-    for name in ("previous_request_ids", "next_request_ids"):
-        request_ids(raw, name)
+    """The body decoded by ``ElevenLabsSpeech`` (the Struct ``/openapi.json`` shows) and the
+    query, as a ``JobRequest``."""
+    asked = decode_as(json_object(body), ElevenLabsSpeech)
     latency = request.args.get("optimize_streaming_latency")
     if latency is not None and latency not in ("0", "1", "2", "3", "4"):
         raise InvalidInput("optimize_streaming_latency must be 0 to 4.",
                            field="optimize_streaming_latency")
     return job_request({
-        "text": text_of(raw, "text"),
+        "text": asked.text,
         "voice_id": stored_id(voice_id, "voice", not_found),
-        "language": raw.get("language_code"),
+        "language": asked.language_code,
         "output_format": request.args.get("output_format") or None,
-        "model_id": raw.get("model_id"),
+        "model_id": asked.model_id,
         # asked for low latency and no model named: the provider's fastest model
         "preference": "latency" if latency not in (None, "0") else None,
-        "voice_settings": voice_settings(raw.get("voice_settings")),
-        "seed": raw.get("seed"),
-        "pronunciation_dictionary_locators": raw.get("pronunciation_dictionary_locators"),
+        "voice_settings": settings_of(asked.voice_settings),
+        "seed": asked.seed,
+        "pronunciation_dictionary_locators": asked.pronunciation_dictionary_locators,
         "idempotency_key": idempotency_key(None),
         "stream": stream,
     })

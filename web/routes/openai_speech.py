@@ -1,5 +1,7 @@
 """OpenAI's ``POST /v1/audio/speech`` on Chorus (also at ``/openai/v1/audio/speech``), with
-OpenAI's errors (``{"error": {"message", "type", "param", "code"}}``).
+OpenAI's errors (``{"error": {"message", "type", "param", "code"}}``). The body is decoded by
+``OpenAISpeech`` (``web/compat/requests.py``), the Struct ``/openapi.json`` shows; an error
+names its field in ``param``.
 
 - ``model``: ``tts-1`` -> preference ``latency``, ``tts-1-hd`` -> ``quality``,
   ``gpt-4o-mini-tts*`` -> ``expressive`` (the provider picks its model for it); any other
@@ -30,9 +32,9 @@ from protocols.messages import JobRequest, VoiceInfo
 from web.auth import current_user
 from web.compat import errors
 from web.compat.jobs import Waiter, chunks, headers, stored_clip
-from web.compat.requests import job_request, text_of
+from web.compat.requests import OpenAISpeech, VoiceRef, job_request
 from web.compat.transcode import EDGE_FORMATS, SOURCE, encode
-from web.inputs import json_object
+from web.inputs import decode_as, json_object
 from web.routes.compat_models import OPENAI_MODELS
 from web.routes.jobs import idempotency_key
 from web.routes.live import relay
@@ -44,7 +46,6 @@ VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "s
           "verse", "marin", "cedar")
 FORMATS = {"mp3": "mp3_44100_128", "opus": "opus_48000_64", "wav": "wav_24000",
            "pcm": "pcm_24000", "aac": SOURCE, "flac": SOURCE}
-MAX_INSTRUCTIONS = 4096
 SSE_BYTES = 16 * 1024
 
 
@@ -54,12 +55,10 @@ class UnsupportedResponseFormat(InvalidInput):
     title = "This response_format is not offered"
 
 
-def response_format(raw: dict[str, Any]) -> str:
-    name = raw.get("response_format", "mp3")
-    if name not in FORMATS:
-        raise UnsupportedResponseFormat(
-            f"response_format must be one of {', '.join(FORMATS)}.", field="response_format")
-    return str(name)
+def decode(raw: dict[str, Any]) -> OpenAISpeech:
+    """The body decoded by ``OpenAISpeech`` (the Struct ``/openapi.json`` shows); a
+    ``response_format`` it does not list is ``UnsupportedResponseFormat`` (400)."""
+    return decode_as(raw, OpenAISpeech, {"response_format": UnsupportedResponseFormat})
 
 
 def preference(model: str) -> str:
@@ -68,47 +67,32 @@ def preference(model: str) -> str:
     return OPENAI_MODELS.get(model, "balanced")
 
 
-def speed(raw: dict[str, Any]) -> dict[str, float] | None:
-    value = raw.get("speed")
-    if value is None:
+def speed(value: float | None) -> dict[str, float] | None:
+    """``speed`` (0.25-4, checked by ``OpenAISpeech``) held to the 0.7-1.2 the voice settings
+    allow; 1 (or none) -> no settings."""
+    if value is None or value == 1:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.25 <= value <= 4:
-        raise InvalidInput("speed must be a number from 0.25 to 4.0.", field="speed")
-    if value == 1:
-        return None
-    return {"speed": min(1.2, max(0.7, float(value)))}
+    return {"speed": min(1.2, max(0.7, value))}
 
 
-def pick_voice(value: Any, defaults: Sequence[VoiceInfo]) -> str | None:
+def voice_name(voice: str | VoiceRef) -> str:
+    return voice.id if isinstance(voice, VoiceRef) else voice
+
+
+def pick_voice(value: str, defaults: Sequence[VoiceInfo]) -> str | None:
     """An OpenAI voice name -> a default voice id (None: the provider's default); else the id
     as given."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    if not isinstance(value, str) or not value:
-        raise InvalidInput("voice is required: a voice name or id.", field="voice")
     if value.lower() in VOICES:
         return defaults[VOICES.index(value.lower()) % len(defaults)].voice_id if defaults else None
     return value
 
 
-def parse(raw: dict[str, Any], voice_id: str | None) -> JobRequest:
-    model = raw.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidInput("model is required.", field="model")
-    instructions = raw.get("instructions")
-    if instructions is not None and (
-        not isinstance(instructions, str) or len(instructions) > MAX_INSTRUCTIONS
-    ):
-        raise InvalidInput("instructions must be a string of at most 4096 characters.",
-                           field="instructions")
-    stream_format = raw.get("stream_format", "audio")
-    if stream_format not in ("audio", "sse"):
-        raise InvalidInput("stream_format must be audio or sse.", field="stream_format")
+def parse(body: OpenAISpeech, voice_id: str | None) -> JobRequest:
     return job_request({
-        "text": text_of(raw, "input"), "voice_id": voice_id,
-        "output_format": FORMATS[response_format(raw)], "preference": preference(model),
-        "voice_settings": speed(raw), "idempotency_key": idempotency_key(None),
-        "stream": stream_format == "audio" and response_format(raw) not in EDGE_FORMATS,
+        "text": body.input, "voice_id": voice_id,
+        "output_format": FORMATS[body.response_format], "preference": preference(body.model),
+        "voice_settings": speed(body.speed), "idempotency_key": idempotency_key(None),
+        "stream": body.stream_format == "audio" and body.response_format not in EDGE_FORMATS,
     })
 
 
@@ -138,11 +122,11 @@ def blueprint(ctx: WebContext) -> Blueprint:
     @bp.post("/openai/v1/audio/speech")
     async def speech() -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
-        raw = json_object(await request.get_data(cache=False))
-        voice = raw.get("voice")
-        voice_id = pick_voice(voice, await english_voices() if _named(voice) else [])
-        req = parse(raw, voice_id)
-        edge = EDGE_FORMATS.get(response_format(raw))
+        body = decode(json_object(await request.get_data(cache=False)))
+        voice = voice_name(body.voice)
+        named = voice.lower() in VOICES
+        req = parse(body, pick_voice(voice, await english_voices() if named else []))
+        edge = EDGE_FORMATS.get(body.response_format)
         job, _ = await ctx.intake.submit(req, user)
         if req.stream and not job.status.terminal and ctx.follow_audio is not None:
             return await relay(ctx, job, headers(job))
@@ -151,18 +135,13 @@ def blueprint(ctx: WebContext) -> Blueprint:
         content_type = audio.content_type
         if edge is not None:
             data, content_type = await encode(data, edge), edge.content_type
-        body: AsyncIterator[bytes]
-        if raw.get("stream_format") == "sse":
-            body, content_type = sse(data, job.characters), "text/event-stream"
+        answer: AsyncIterator[bytes]
+        if body.stream_format == "sse":
+            answer, content_type = sse(data, job.characters), "text/event-stream"
         else:
-            body = chunks(data)
-        response = Response(body, 200, headers(job), content_type=content_type)
+            answer = chunks(data)
+        response = Response(answer, 200, headers(job), content_type=content_type)
         response.timeout = None
         return response
 
     return bp
-
-
-def _named(voice: Any) -> bool:
-    return isinstance(voice, str) and voice.lower() in VOICES
-

@@ -1,6 +1,7 @@
 """Voices: list, get, clone, edit (forwarded to the provider), delete, and the preview clip (got,
 or made again: ``actors/voices/previews.py``); ``protocols/domain/voices.py`` holds the rules.
-Another user's private voice answers exactly like a voice that does not exist."""
+Another user's private voice answers exactly like a voice that does not exist. The JSON bodies
+are decoded by the Structs of ``voice_bodies.py`` (the ones ``/openapi.json`` shows)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec import UNSET
 from quart import Blueprint, Response, request
 
 from actors.voices.previews import remake_preview
@@ -21,9 +23,10 @@ from protocols.errors import (
 from protocols.events import EventKind
 from protocols.messages import Visibility, Voice, VoiceSettings, VoiceStatus
 from web.auth import current_user
-from web.inputs import decode_cursor, encode_cursor, json_object, reject_nul, stored_id
-from web.problems import UnknownField, json_response
+from web.inputs import decode_cursor, encode_cursor, reject_nul, stored_id
+from web.problems import json_response
 from web.routes.jobs import idempotency_key
+from web.routes.voice_bodies import preview_request, voice_patch
 from web.routes.voice_uploads import (
     InvalidLabels,
     check_description,
@@ -40,8 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("chorus.web")
 
 PAGE = 100
-PATCHABLE = frozenset({"name", "description", "labels", "visibility", "voice_settings"})
-PREVIEW_FIELDS = frozenset({"text", "idempotency_key"})
 
 
 def primary(language: str) -> str:
@@ -68,15 +69,6 @@ def voice_view(voice: Voice, viewer: str) -> dict[str, Any]:
     if voice.preview_pending and voice.owner == viewer:  # being made: follow this job
         view["preview_job_id"] = voice.preview_job_id
     return view
-
-
-def check_settings(value: Any) -> VoiceSettings:
-    """A voice's default ``voice_settings``: ElevenLabs' names and ranges; null or ``{}``
-    clears them."""
-    try:
-        return msgspec.convert(value or {}, VoiceSettings)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(f"voice_settings: {exc}", field="voice_settings") from exc
 
 
 def _choice(name: str, allowed: type) -> str | None:
@@ -168,25 +160,23 @@ def blueprint(ctx: WebContext) -> Blueprint:
     async def patch_voice(voice_id: str) -> Response:
         user = await current_user(ctx.store, ctx.known_keys)
         await catalog.owned(stored_id(voice_id, "voice", not_found), user.id)
-        body = json_object(await request.get_data(cache=False))
-        if unknown := sorted(set(body) - PATCHABLE):
-            raise UnknownField(f"Unknown field(s): {', '.join(unknown)}.", fields=unknown)
+        patch = voice_patch(await request.get_data(cache=False))
         changes: dict[str, Any] = {}
-        if "name" in body:
-            changes["name"] = check_name(body["name"])
-        if "description" in body:
-            changes["description"] = check_description(body["description"])
-        if "labels" in body:
+        if patch.name is not UNSET:
+            changes["name"] = check_name(patch.name)
+        if patch.description is not UNSET:
+            changes["description"] = check_description(patch.description)
+        if patch.labels is not UNSET:
             try:
-                changes["labels"] = check_labels(body["labels"] or {})
+                changes["labels"] = check_labels(patch.labels or {})
             except RecursionError as exc:
                 raise too_deep() from exc
-        if "visibility" in body:
-            changes["visibility"] = check_visibility(body["visibility"]).value
+        if patch.visibility is not UNSET:
+            changes["visibility"] = check_visibility(patch.visibility).value
         for name, value in changes.items():  # labels may have been JSON text with escapes
             reject_nul(value, name)
-        if "voice_settings" in body:
-            changes["voice_settings"] = check_settings(body["voice_settings"])
+        if patch.voice_settings is not UNSET:  # null or {} clears them
+            changes["voice_settings"] = patch.voice_settings or VoiceSettings()
         # name, description and labels at the provider first; a refusal changes nothing
         voice = await catalog.edit(voice_id, user.id, **changes)
         if changes:
@@ -200,21 +190,11 @@ def blueprint(ctx: WebContext) -> Blueprint:
         owner: 202 with the job and the voice (200 once the job has ended: the cache)."""
         user = await current_user(ctx.store, ctx.known_keys)
         await catalog.owned(stored_id(voice_id, "voice", not_found), user.id)
-        raw = await request.get_data(cache=False)
-        body = json_object(raw) if raw.strip() else {}
-        if unknown := sorted(str(k)[:64] for k in set(body) - PREVIEW_FIELDS):
-            raise UnknownField(f"Unknown field(s): {', '.join(unknown)}.", fields=unknown)
-        text, key = body.get("text"), body.get("idempotency_key")
-        for name, value in (("text", text), ("idempotency_key", key)):
-            if value is not None and not isinstance(value, str):
-                raise InvalidInput(f"{name} must be a string.", field=name)
-            reject_nul(value or "", name)
-        if key is not None and not 1 <= len(key) <= 255:
-            raise InvalidInput("idempotency_key must be 1 to 255 characters.",
-                               field="idempotency_key")
+        asked = preview_request(await request.get_data(cache=False))
         job, voice = await remake_preview(
-            intake=ctx.intake, catalog=catalog, user=user, voice_id=voice_id, text=text,
-            idempotency_key=idempotency_key(key), track=ctx.track_voice, events=ctx.events,
+            intake=ctx.intake, catalog=catalog, user=user, voice_id=voice_id, text=asked.text,
+            idempotency_key=idempotency_key(asked.idempotency_key), track=ctx.track_voice,
+            events=ctx.events,
         )
         return json_response(
             {"job": job_view(job, ctx.audio_signer), "voice": voice_view(voice, user.id)},
