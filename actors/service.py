@@ -2,9 +2,11 @@
 
 serve = everything; api = HTTP + Producer + StorybookRunner; worker = VoiceSync + TTS pool +
 StreamReader;
-every role runs the EventPublisher (first to start, last to stop: everything else publishes).
-Start order: events -> VoiceSync -> TTS pool -> StreamReader -> Producer -> StorybookRunner ->
-HTTP; stop in reverse. The runner lives where the Producer is: it submits lines as jobs.
+every role runs the ProcessReporter (its entry in the shared process list, with the restarts of
+both supervisors) and the EventPublisher (first to start, last to stop: everything else
+publishes). Start order: reporter -> events -> VoiceSync -> TTS pool -> StreamReader ->
+Producer -> StorybookRunner -> HTTP; stop in reverse. The runner lives where the Producer is:
+it submits lines as jobs.
 The Service owns the channels, the Ledger and Pacing; every child incarnation gets clones.
 The process is composed in ``run.py`` (``build_service``): the provider, store, blobs, voice
 catalog and Redis openers come in, and the HTTP front door as a callable (``web.app.front_door``),
@@ -14,8 +16,10 @@ so nothing here imports the web stack.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import StrEnum
@@ -25,6 +29,7 @@ from typing import Any
 import trio
 
 from actors.events.publisher import EventPublisher
+from actors.ops.reporter import ProcessReporter
 from actors.pipeline.attempt import Attempt
 from actors.pipeline.intake import Intake
 from actors.pipeline.ledger import Ledger
@@ -55,6 +60,7 @@ from protocols.errors import ChorusError, QueueUnavailable, StoreUnavailable
 from protocols.messages import SpeechJob, Voice, VoiceStatus
 from protocols.metrics import instruments as metrics
 from protocols.ports import AccountStore, BlobStore, BookStore, JobStore, SpeechProvider
+from protocols.processes import ProcessInfo
 from protocols.redis.coordination import Coordinator
 from protocols.redis.openers import RedisOpeners
 from protocols.redis.voice_queue import RedisVoiceSyncQueue
@@ -153,7 +159,17 @@ class Service:
         )
         self._front = front
         self._on_http_ready = on_http_ready
-        self._on_event = partial(_counted, on_event or _log_event)  # both supervisors report here
+        #: this process in the deployment's process list, with its supervisors' restarts
+        host = socket.gethostname()
+        self.reporter = ProcessReporter(
+            redis.processes,
+            ProcessInfo(id=f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}", role=role.value,
+                        consumer=self.consumer, host=host, pid=os.getpid(),
+                        started_at=time.time()),
+            heartbeat_s=settings.process_heartbeat_s, timeout_s=settings.redis_timeout_s,
+        )
+        # both supervisors report here
+        self._on_event = partial(_counted, self.reporter.note, on_event or _log_event)
         self._policy = SupervisorPolicy(
             strategy=Strategy.one_for_one,
             intensity=settings.restart_intensity,
@@ -247,8 +263,11 @@ class Service:
     def _children(self) -> list[ChildSpec]:
         s = self.settings
         children: list[ChildSpec] = [
+            # first to start, last to stop: the process is listed for its whole life
+            ChildSpec(id="reporter", start=self.reporter.run, restart=Restart.permanent,
+                      shutdown=2 * s.redis_timeout_s + 1),
             ChildSpec(id="events", start=self.events.run, restart=Restart.permanent,
-                      shutdown=2 * s.redis_timeout_s + 1)
+                      shutdown=2 * s.redis_timeout_s + 1),
         ]
         if self.role in (Role.serve, Role.worker):
             self.voice_sync = VoiceSync(
@@ -401,13 +420,19 @@ class Service:
             "storybooks": self.runner.statistics() if self.runner else None,
             "actors": [a.statistics() for a in self.actors],
             "supervisor": self.supervisor.statistics(),
+            "reporter": self.reporter.statistics(),
         }
 
 
-def _counted(report: Callable[[SupervisorEvent], None], event: SupervisorEvent) -> None:
-    """Count restarts (``chorus_supervisor_restarts_total``), then report the event."""
+def _counted(
+    note: Callable[[SupervisorEvent], None], report: Callable[[SupervisorEvent], None],
+    event: SupervisorEvent,
+) -> None:
+    """Count restarts (``chorus_supervisor_restarts_total``, and the process list's through
+    ``note``), then report the event."""
     if event.kind == "restart":
         metrics.supervisor_restart(event.child_id or "")
+    note(event)
     report(event)
 
 

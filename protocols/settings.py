@@ -176,6 +176,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_dir: str | None = None  # multi-process metric files; None -> data_dir/metrics
     access_log: bool = True  # one INFO line per HTTP request (logger chorus.access)
     log_format: str = "text"  # text | json (one JSON object per line)
+    #: each process's heartbeat into the shared process list (the overview); a process not
+    #: heard of for 3 heartbeats has aged out
+    process_heartbeat_s: float = 5.0
 
     @property
     def book_window(self) -> int:
@@ -301,6 +304,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         put("access_log", "CHORUS_ACCESS_LOG", flag)
         put("log_format", "CHORUS_LOG_FORMAT")
         put("sync_wait_s", "CHORUS_SYNC_WAIT_S", float)
+        put("process_heartbeat_s", "CHORUS_PROCESS_HEARTBEAT_S", float)
         raw.update(overrides)
         settings = cls(**raw)  # type: ignore[arg-type]
         settings.validate()
@@ -327,6 +331,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("CHORUS_SUPPORTED_LANGUAGES is a comma-separated list of tags")
         if len(self.elevenlabs_dictionaries) > 3:
             raise ConfigError("ELEVENLABS_PRONUNCIATION_DICTIONARIES takes at most 3 entries")
+        if not self.process_heartbeat_s > 0:
+            raise ConfigError("CHORUS_PROCESS_HEARTBEAT_S must be positive")
         if self.fake_latency_s < 0:
             raise ConfigError("CHORUS_FAKE_LATENCY_S cannot be negative")
         if self.concurrency < 1:

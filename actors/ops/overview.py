@@ -3,14 +3,16 @@
 Gathered on request, read-only, from where each figure lives: the queue (each lane's stream
 length and pending entries, the consumer group's consumers, the dead letters:
 ``protocols/redis/ops.py``), the provider semaphore (slots in use across every process),
-Postgres (jobs by status and the cache hit rate over a recent window, every user together) and
-this process's supervisors (restart counts: per process, so an ``api`` process reports its own
-tree, not its workers').
+Postgres (jobs by status and the cache hit rate over a recent window, every user together),
+every process of the deployment with its supervisors' restarts (the list each process's
+``ProcessReporter`` beats into Redis, ``protocols/redis/processes.py``: workers on other hosts
+included) and this process's supervisors in detail (each child's state and restarts).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -18,7 +20,9 @@ import msgspec
 from actors.pipeline.dead_letters import redrive
 from actors.supervision.supervisor import Supervisor
 from protocols.messages import DeadLetter
+from protocols.processes import ProcessRecord
 from protocols.redis.ops import ConsumerFigure, LaneFigure, dead_lane, queue_figures
+from protocols.redis.processes import RedisProcesses
 from protocols.redis.queue import RedisQueue
 
 if TYPE_CHECKING:
@@ -68,6 +72,27 @@ class SupervisionView(msgspec.Struct, frozen=True, kw_only=True):
     children: list[ChildView]
 
 
+class ChildRestarts(msgspec.Struct, frozen=True, kw_only=True):
+    supervisor: str
+    id: str
+    restarts: int
+
+
+class ProcessView(msgspec.Struct, frozen=True, kw_only=True):
+    """One process of the deployment, as it last reported itself."""
+
+    id: str
+    role: str
+    consumer: str  # "" for an api process
+    host: str
+    pid: int
+    started_at: float  # unix seconds
+    last_seen: float  # unix seconds (Redis' clock)
+    restarts: int  # its supervisors' restart decisions since it started
+    children: list[ChildRestarts]  # the children restarted at least once
+    current: bool  # the process answering this request
+
+
 class Overview(msgspec.Struct, frozen=True, kw_only=True):
     role: str
     consumer: str
@@ -79,12 +104,27 @@ class Overview(msgspec.Struct, frozen=True, kw_only=True):
     cache: Cache
     jobs_by_status: dict[str, int]
     supervision: SupervisionView
+    #: every process heard of within 3 heartbeats (CHORUS_PROCESS_HEARTBEAT_S)
+    processes: list[ProcessView] = []
 
 
 def _dead_view(letter: DeadLetter) -> DeadLetterView:
     return DeadLetterView(
         id=letter.dead_id, job_id=letter.job.job_id, lane=dead_lane(letter),
         reason=letter.reason, deliveries=letter.deliveries, dead_at=letter.dead_at,
+    )
+
+
+def process_view(record: ProcessRecord, current_id: str) -> ProcessView:
+    info = record.info
+    children = []
+    for key, n in sorted(record.restarts.items()):
+        sup, _, child = key.partition("/")
+        children.append(ChildRestarts(supervisor=sup, id=child, restarts=n))
+    return ProcessView(
+        id=info.id, role=info.role, consumer=info.consumer, host=info.host, pid=info.pid,
+        started_at=info.started_at, last_seen=record.last_seen,
+        restarts=sum(record.restarts.values()), children=children, current=info.id == current_id,
     )
 
 
@@ -108,6 +148,8 @@ async def gather(
     supervisors: Sequence[Supervisor],
     role: str,
     consumer: str,
+    processes: Callable[[], Awaitable[list[ProcessRecord]]] | None = None,
+    process_id: str = "",
     window_s: float = WINDOW_S,
 ) -> Overview:
     """Raises ``QueueUnavailable`` / ``StoreUnavailable`` when Redis or Postgres is away."""
@@ -116,6 +158,7 @@ async def gather(
     rows = await store.job_figures(window_s)
     jobs = sum(n for _, n, _ in rows)
     cached = sum(c for _, _, c in rows)
+    listed = await processes() if processes is not None else []
     return Overview(
         role=role, consumer=consumer, lanes=q.lanes, consumers=q.consumers,
         dead_letters=q.dead_letters, recent_dead=[_dead_view(d) for d in q.recent_dead],
@@ -124,6 +167,7 @@ async def gather(
                     hit_rate=round(cached / jobs, 4) if jobs else None),
         jobs_by_status={status: n for status, n, _ in sorted(rows)},
         supervision=supervision(supervisors),
+        processes=[process_view(r, process_id) for r in listed],
     )
 
 
@@ -135,6 +179,9 @@ async def of_service(service: Service, queue: RedisQueue) -> Overview:
         slots_in_use=service.coordinator(queue.client).slots_in_use,
         provider=service.provider.name, slot_limit=service.settings.provider_concurrency,
         supervisors=sups, role=str(service.role.value), consumer=service.consumer,
+        processes=partial(RedisProcesses(queue.client, service.keys).processes,
+                          service.reporter.stale_s),
+        process_id=service.reporter.info.id,
     )
 
 

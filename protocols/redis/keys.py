@@ -90,3 +90,19 @@ class Keys(msgspec.Struct, frozen=True):
         """A ``stream`` job's audio chunks while it is made (bounded, expiring;
         ``protocols.redis.live``)."""
         return f"{self.prefix}:live:{job_id}"
+
+    @property
+    def processes(self) -> str:
+        """The set of live processes' ids (``protocols.redis.processes``); an id whose hash has
+        expired is dropped when the set is read."""
+        return f"{self.prefix}:procs"
+
+    def process(self, process_id: str) -> str:
+        """One process's hash (role, consumer, host, pid, started_at, last_seen, its
+        supervisors' restarts per child), expiring unless its heartbeat refreshes it."""
+        return f"{self.process_prefix}{process_id}"
+
+    @property
+    def process_prefix(self) -> str:
+        """What every process hash's key starts with (the listing script builds keys)."""
+        return f"{self.prefix}:proc:"

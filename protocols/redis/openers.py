@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from protocols.redis.event_bus import RedisEventBus, open_event_bus
 from protocols.redis.keys import Keys
 from protocols.redis.live import RedisLive, open_live
+from protocols.redis.processes import RedisProcesses, open_processes
 from protocols.redis.queue import RedisQueue, open_queue
 from protocols.redis.voice_queue import RedisVoiceSyncQueue
 from protocols.settings import Settings
@@ -66,3 +67,7 @@ class RedisOpeners:
         """VoiceSync's schedule, on a queue client of its own."""
         async with self.queue() as queue:
             yield RedisVoiceSyncQueue(queue.client, self.keys)
+
+    def processes(self) -> AbstractAsyncContextManager[RedisProcesses]:
+        """The deployment's process list (the reporter's heartbeats), on a client of its own."""
+        return open_processes(self.url, self.keys, stream_timeout=self.settings.redis_timeout_s)

@@ -8,7 +8,9 @@ and reply (``help(scripts.LOCK_ACQUIRE)``). The adapters register them on their 
 - coordination (``protocols.redis.coordination``): the provider semaphore (``SEM_ACQUIRE``,
   ``SEM_RECLAIM``, ``SLOTS_RENEW``), single-flight locks (``LOCK_ACQUIRE``, ``LOCKS_RENEW``,
   ``LOCK_RELEASE``, ``LOCKS_RELEASE``) and a job's first try at both (``FLIGHT_START``,
-  ``FLIGHTS_START``, ``READ_AND_TRY``).
+  ``FLIGHTS_START``, ``READ_AND_TRY``);
+- the processes' heartbeats (``protocols.redis.processes``): ``PROCESS_BEAT``,
+  ``PROCESSES_LIST``.
 
 Times in scripts are Redis' own clock (``TIME``), so hosts' clocks do not matter. A script
 runs atomically, but a call that times out has an unknown outcome: every script is safe to
@@ -31,6 +33,8 @@ __all__ = [
     "LOCKS_RENEW",
     "LOCK_ACQUIRE",
     "LOCK_RELEASE",
+    "PROCESSES_LIST",
+    "PROCESS_BEAT",
     "PUBLISH",
     "READ_AND_TRY",
     "READ_LANES",
@@ -492,9 +496,58 @@ return out
 """,
 )
 
+# -- the processes' heartbeats -------------------------------------------------------------------
+
+PROCESS_BEAT = LuaScript(
+    name="process_beat",
+    doc="""One process's heartbeat (``RedisProcesses.beat``).
+
+    KEYS: the set of process ids, the process's hash.
+    ARGV: the process id, the hash's ttl (ms), then field/value pairs (role, consumer, host,
+    pid, started_at and the restart totals ``r:<supervisor>/<child>``).
+    Reply: Redis' clock (ms), also written as the hash's ``last_seen``.
+
+    The fields are set to the values given (totals, not increments: a beat that timed out and
+    is sent again writes the same), the hash's ttl is set and the id is added to the set,
+    whose own ttl is raised to the hash's if shorter (it expires once no process beats).
+    """,
+    source=_NOW_MS + """
+redis.call('HSET', KEYS[2], 'last_seen', now, unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return now
+""",
+)
+
+PROCESSES_LIST = LuaScript(
+    name="processes_list",
+    doc="""Every process whose hash still lives (``RedisProcesses.processes``).
+
+    KEYS: the set of process ids.
+    ARGV: the prefix of a process hash's key (the id follows it).
+    Reply: Redis' clock (ms), then per live process: its id and its hash (a flat field/value
+    list).
+
+    Ids whose hash has expired (a process gone without a word) are removed from the set.
+    """,
+    source=_NOW_MS + """
+local out = {now}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local fields = redis.call('HGETALL', ARGV[1] .. id)
+  if #fields == 0 then
+    redis.call('SREM', KEYS[1], id)
+  else
+    out[#out + 1] = {id, fields}
+  end
+end
+return out
+""",
+)
+
 #: every script above
 ALL: tuple[LuaScript, ...] = (
     ENQUEUE, READ_LANES, PUBLISH, TRACK, RESCHEDULE, SEM_ACQUIRE, SEM_RECLAIM, SLOTS_RENEW,
     LOCK_ACQUIRE, LOCKS_RENEW, LOCK_RELEASE, LOCKS_RELEASE, FLIGHT_START, FLIGHTS_START,
-    READ_AND_TRY,
+    READ_AND_TRY, PROCESS_BEAT, PROCESSES_LIST,
 )

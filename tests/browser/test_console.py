@@ -24,7 +24,10 @@ import httpx
 import pytest
 import trio
 
+from protocols.processes import ProcessInfo
 from protocols.providers.elevenlabs.stand_in.server import FakeElevenLabs
+from protocols.redis.keys import Keys
+from protocols.redis.processes import open_processes
 from tests.support.procs import ChorusProcess, chorus_process, unique_prefix
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,6 +40,8 @@ pytestmark = [
 ]
 
 ACCOUNT_KEY = "sk-console-browser"
+FAR_WORKER = ProcessInfo(id="other-host:4242:f00d", role="worker", consumer="far-worker",
+                         host="other-host", pid=4242, started_at=1_790_000_000.0)
 LIMIT_S = 60
 TIMEOUT_MS = 15_000
 WAIT_AUDIO = """async () => {
@@ -60,7 +65,7 @@ def shots_dir(tmp_path: Path) -> Path:
 @asynccontextmanager
 async def live_chorus(
     tmp_path: Path, redis_url: str, database_url: str, fake: FakeElevenLabs,
-    extra: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None, prefix: str | None = None,
 ) -> AsyncIterator[ChorusProcess]:
     env = {
         "CHORUS_PROVIDER": "",  # unset: ElevenLabs, because its key is set
@@ -71,7 +76,7 @@ async def live_chorus(
     }
     async with chorus_process(
         data_dir=tmp_path / "data", redis_url=redis_url, database_url=database_url,
-        consumer="console-worker", prefix=unique_prefix(), env=env,
+        consumer="console-worker", prefix=prefix or unique_prefix(), env=env,
     ) as proc:
         yield proc
 
@@ -203,6 +208,15 @@ def admin_session(base: str, key: str, dead_job: str, shots: Path) -> dict[str, 
             expect(stats).to_contain_text("Cache hit rate")
             expect(stats).to_contain_text("Provider slots in use")
             expect(page.locator("#children-body")).to_contain_text("tts-0")
+            # every process of the deployment: this serve process and a worker elsewhere
+            expect(page.locator("#processes-body tr")).to_have_count(2)
+            expect(page.locator('#processes-body tr[data-role="serve"]')).to_contain_text(
+                "serve (this)")
+            worker = page.locator('#processes-body tr[data-role="worker"]')
+            expect(worker).to_contain_text("far-worker")
+            expect(worker).to_contain_text("other-host")
+            expect(worker).to_contain_text("3 · stream-reader ×1 · tts-1 ×2")
+            expect(stats).to_contain_text("2 processes")
             dead = page.locator("#dead-body tr")
             expect(dead).to_have_count(1)
             expect(dead).to_contain_text(dead_job)
@@ -235,10 +249,11 @@ async def test_the_console_for_a_user_then_an_admin(redis_url, database_url, sto
     dead-letters a job at once."""
     shots = shots_dir(tmp_path)
     env = {"CHORUS_MAX_DELIVERIES": "1", "CHORUS_PROVIDER_MAX_ATTEMPTS": "1"}
+    prefix = unique_prefix()
     with FakeElevenLabs(api_key=ACCOUNT_KEY) as fake, trio.fail_after(LIMIT_S):
         _, key = await store.create_user("browser-user")
         _, admin_key = await store.create_user("ops", admin=True)
-        async with live_chorus(tmp_path, redis_url, database_url, fake, env) as proc:
+        async with live_chorus(tmp_path, redis_url, database_url, fake, env, prefix) as proc:
             base = f"http://127.0.0.1:{proc.port}"
             seen = await in_browser_thread(user_session, base, key, fake, shots)
 
@@ -254,6 +269,10 @@ async def test_the_console_for_a_user_then_an_admin(redis_url, database_url, sto
                 dead = (await http.post("/v1/jobs", json={"text": "Dies first."})).json()
                 await wait_status(http, dead["id"], "dead")
                 cache = (await http.get("/v1/admin/overview")).json()["cache"]
+                # a worker on another host, as its reporter beats into the shared list
+                async with open_processes(redis_url, Keys(prefix), stream_timeout=5) as procs:
+                    await procs.beat(FAR_WORKER, {"tts-pool/tts-1": 2, "root/stream-reader": 1},
+                                     LIMIT_S)
 
                 ops = await in_browser_thread(admin_session, base, admin_key, dead["id"], shots)
                 await wait_status(http, dead["id"], "succeeded")  # the redrive took

@@ -264,8 +264,8 @@ async def test_actor_crash_mid_job_restarts_only_that_actor(redis_url, store, tm
     assert of(svc.events, "restart") == crashed  # only that actor, once
     assert of(svc.events, "give_up") == []
     assert sorted(of(svc.events, "start", "root")) == [
-        "events", "http", "producer", "storybook-runner", "stream-reader", "sweeper",
-        "tts-pool", "voice-sync",
+        "events", "http", "producer", "reporter", "storybook-runner", "stream-reader",
+        "sweeper", "tts-pool", "voice-sync",
     ]
     (crash,) = [e for e in svc.events if e.kind == "crash"]
     assert [str(e) for e in leaves(crash.exception)] == ["injected: actor dies mid-job"]
@@ -394,10 +394,10 @@ async def test_crash_loop_gives_up_and_loses_nothing(redis_url, store, tmp_path)
         last_give_up = events.index(give_ups[-1])
         assert of(events[last_give_up:], "stop", "root") == [
             "http", "storybook-runner", "producer", "sweeper", "stream-reader", "voice-sync",
-            "events",
+            "events", "reporter",
         ]
         # ... each in time, although no actor was left to take the reader's next delivery
-        assert [e.error for e in events[last_give_up:] if e.kind == "stop"] == [None] * 7
+        assert [e.error for e in events[last_give_up:] if e.kind == "stop"] == [None] * 8
 
         # nothing lost: every job is still in Postgres, unfinished, and its entry in the stream;
         # every job that was started has its entry pending (PEL) for this consumer
@@ -499,7 +499,7 @@ async def test_graceful_stop_finishes_running_jobs_and_keeps_queued(redis_url, s
         assert len(of(svc.events, "shutdown", "root")) == 1
         assert of(svc.events, "stop", "root") == [
             "http", "storybook-runner", "producer", "sweeper", "stream-reader", "tts-pool",
-            "voice-sync", "events",
+            "voice-sync", "events", "reporter",
         ]
         assert all(e.error is None for e in svc.events if e.kind == "stop")  # nobody killed
         assert of(svc.events, "crash") == []

@@ -16,7 +16,7 @@ REDIS_PACKAGE = Path(scripts.__file__).parent
 
 def test_all_holds_every_script_of_the_module_once():
     defined = [v for v in vars(scripts).values() if isinstance(v, LuaScript)]
-    assert len(scripts.ALL) == len(set(scripts.ALL)) == len(defined) == 15
+    assert len(scripts.ALL) == len(set(scripts.ALL)) == len(defined) == 17
     assert set(scripts.ALL) == set(defined)
     assert len({s.name for s in scripts.ALL}) == len(scripts.ALL)
 

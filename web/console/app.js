@@ -321,7 +321,8 @@ async function loadOverview() {
     stat("Dead letters", o.dead_letters),
     stat("Provider slots in use", `${o.slots.in_use} / ${o.slots.limit}`, o.slots.provider),
     stat("Cache hit rate", rate, `${o.cache.cached} of ${o.cache.jobs} jobs, last 24 h`),
-    stat("Supervisor restarts", o.supervision.total_restarts, `${o.role} process`),
+    stat("Supervisor restarts", o.processes.reduce((n, p) => n + p.restarts, 0),
+      `${o.processes.length} processes`),
   );
   $("lanes-body").replaceChildren(...o.lanes.map((l) => el("tr", {},
     el("td", {}, l.lane), el("td", { class: "mono" }, l.stream), el("td", {}, l.length),
@@ -337,6 +338,12 @@ async function loadOverview() {
   $("dead-note").textContent = !o.dead_letters ? "No dead letters."
     : o.dead_letters > o.recent_dead.length
       ? `Showing the oldest ${o.recent_dead.length} of ${o.dead_letters}.` : "";
+  $("processes-body").replaceChildren(...o.processes.map((p) => el("tr",
+    { dataset: { role: p.role }, class: p.current ? "current" : "" },
+    el("td", {}, p.current ? `${p.role} (this)` : p.role), el("td", { class: "mono" }, p.consumer),
+    el("td", {}, p.host), el("td", {}, p.pid), el("td", {}, when(p.started_at)),
+    el("td", {}, when(p.last_seen)),
+    el("td", {}, [p.restarts, ...p.children.map((c) => `${c.id} ×${c.restarts}`)].join(" · ")))));
   $("children-body").replaceChildren(...o.supervision.children.map((c) => el("tr", {},
     el("td", {}, c.supervisor), el("td", {}, c.id), el("td", {}, c.state),
     el("td", {}, c.restarts))));

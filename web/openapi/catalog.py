@@ -423,7 +423,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         answers={200: Answer("the user", shape=shapes.UserView)}, errors=(*ADMIN, NotFound),
     ),
     ("GET", "/v1/admin/overview"): Op(
-        "The queue, consumers, dead letters, slots, cache and restarts at a glance", "admin",
+        "The queue, consumers, dead letters, slots, cache and every process's restarts", "admin",
         answers={200: Answer("the figures", shape=Overview)}, errors=(Forbidden, QueueUnavailable),
     ),
     ("POST", "/v1/admin/dead-letters/<letter_id>/redrive"): Op(
