@@ -2,7 +2,8 @@
 
 - ``GET /v1/admin/overview``: stream length and pending entries per lane, the consumers, dead
   letters (count and the oldest few), provider slots in use, jobs by status and the cache hit
-  rate over the last day, this process's supervisor restarts (``actors/ops/overview.py``).
+  rate over the last day, every process of the deployment with its supervisors' restarts (the
+  shared process list) and this process's tree in detail (``actors/ops/overview.py``).
 - ``POST /v1/admin/dead-letters/<id>/redrive``: put one dead-lettered job back on its lane (by
   dead-letter id or job id), the code path of ``run.py dead-letters redrive``. 404 if none.
 """
