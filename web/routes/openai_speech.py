@@ -143,7 +143,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
         voice_id = pick_voice(voice, await english_voices() if _named(voice) else [])
         req = parse(raw, voice_id)
         edge = EDGE_FORMATS.get(response_format(raw))
-        job, _ = await ctx.intake.submit(req, user)
+        job, _ = await ctx.intake.submit(req, user, with_audio=True)
         if req.stream and not job.status.terminal and ctx.follow_audio is not None:
             return await relay(ctx, job, headers(job))
         job = await waiter.finished(job)
