@@ -202,9 +202,10 @@ class Service:
 
     def count(self, name: str) -> None:
         """Add one to a shared counter in Redis (a figure, best effort: batched by the shared
-        coordinator's keeper, so only while ``coordination()`` is open)."""
+        coordinator's keeper, so only while ``coordination()`` is open; within
+        ``COUNT_LINGER_S``: counted per request, it must not cost a round trip each)."""
         if self._shared_coordinator is not None:
-            self._shared_coordinator.count_soon(name)
+            self._shared_coordinator.count_soon(name, linger=True)
 
     def coordinator(self, client) -> Coordinator:
         s = self.settings

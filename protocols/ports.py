@@ -66,13 +66,17 @@ class JobStore(Protocol):
 
     # jobs
     async def create_job(
-        self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None
+        self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None,
+        durable: bool = True,
     ) -> tuple[Job, bool]:
         """Insert, or return the owner's existing job with the same idempotency key
         (``created`` False). Raises ``IdempotencyConflict`` if that job's request differs.
         ``cached``: existing audio with the job's cache key; the job is created succeeded
         pointing at it (nothing charged). Else with a ``quota`` (characters a month) the job
-        must fit: used + reserved by unfinished jobs + its own, or ``QuotaExceeded``."""
+        must fit: used + reserved by unfinished jobs + its own, or ``QuotaExceeded``.
+        ``durable`` False, for a hit on the owner's own audio only: the row may be committed
+        without waiting for the database's log flush (a history record of an answer that
+        carries the audio itself; docs/ARCHITECTURE.md, "What a request costs")."""
         ...
     async def discard_job(self, job_id: str) -> bool:
         """Delete a job whose enqueue failed, unless a worker already started it (its XADD did

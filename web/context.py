@@ -27,6 +27,7 @@ from protocols.ports import (
 )
 from protocols.settings import Settings
 from web.auth import KnownKeys
+from web.compat.clips import ClipCache
 from web.signing import AudioSigner
 
 
@@ -95,3 +96,5 @@ class WebContext:
     overview: Callable[[], Awaitable[Overview]] | None = None
     #: put a dead letter back on its lane (by dead-letter or job id); the job ids redriven
     redrive: Callable[[str], Awaitable[list[str]]] | None = None
+    #: clips the compatible routes sent recently, by audio id (``web/compat/clips.py``)
+    clips: ClipCache = dataclasses.field(default_factory=ClipCache)

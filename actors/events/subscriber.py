@@ -2,11 +2,13 @@
 
 Run as a supervised child (``await nursery.start(sub.run, stop)``). On start it creates the
 group if needed, then handles its own pending entries first (those delivered to this consumer
-name but not acked: a crash or stop in the middle of a batch), then new ones. The events of one
-read are acked together (one XACK) once handled, also when a handler raises or the stop comes
-half-way (those handled so far); an event whose handler raised (the subscriber crashes, its
-supervisor restarts it) or that was read but not handled before a stop comes back to the same
-consumer name on its next start, and so may a handled one whose ack did not reach Redis.
+name but not acked: a crash or stop in the middle of a batch), then new ones. Handled events
+are acked together (one XACK) every ``ACK_EVERY_S`` or ``batch`` events, whichever comes
+first (events that come one at a time, a cache hit's each, would cost an XACK each), and at
+once when a handler raises or the stop comes (those handled so far); an event whose handler
+raised (the subscriber crashes, its supervisor restarts it) or that was read but not handled
+before a stop comes back to the same consumer name on its next start, and so may a handled one
+whose ack did not reach Redis (or that waited for its ack when the process died).
 Events of other kinds than ``kinds`` are acked without calling the handler.
 
 At-least-once: a crash between the handler's effect and its ack repeats the event; handlers
@@ -30,6 +32,8 @@ from protocols.redis.event_bus import RedisEventBus
 log = logging.getLogger("chorus.events")
 
 ACK_LIMIT_S = 5.0
+#: handled events wait at most this long (or until the next read past it) for their XACK
+ACK_EVERY_S = 0.2
 
 
 class SubscriberStatistics(msgspec.Struct, frozen=True):
@@ -69,6 +73,8 @@ class EventSubscriber:
             await bus.ensure_group(self.group, self._start)
             task_status.started()
             after = "0"  # own pending entries first, then ">" (new ones)
+            unacked: list[str] = []  # handled, not yet acked (``ACK_EVERY_S``)
+            since = trio.current_time()
             while not stop.is_set():
                 events, unusable = await bus.read_group(
                     self.group, self.consumer, after, count=self._batch, block_ms=self._block_ms
@@ -80,18 +86,30 @@ class EventSubscriber:
                     self._recovered += len(events)
                     ids = [e.id for e in events] + unusable
                     after = max(ids, key=id_key)
-                done = list(unusable)
+                if not unacked:
+                    since = trio.current_time()
+                failed = True  # stays True if a handler raises (or we are cancelled)
                 try:
                     for event in events:
                         if stop.is_set():
                             break  # read, not handled: it stays pending for our next start
                         await self._handle(event)
-                        done.append(event.id)
+                        unacked.append(event.id)
+                    failed = False
                 finally:
-                    if done:  # one XACK per read (a cancelled ack: they come back, harmless)
-                        with trio.CancelScope(shield=True):
-                            with trio.move_on_after(ACK_LIMIT_S):
-                                await bus.ack(self.group, done)
+                    unacked.extend(unusable)
+                    due = (failed or stop.is_set() or len(unacked) >= self._batch
+                           or trio.current_time() - since >= ACK_EVERY_S)
+                    if unacked and due:
+                        done, unacked = unacked, []
+                        await self._ack(bus, done)
+            await self._ack(bus, unacked)  # stopped: what is handled is acked
+
+    async def _ack(self, bus: RedisEventBus, ids: list[str]) -> None:
+        """One XACK, shielded and bounded (a cancelled ack: they come back, harmless)."""
+        if ids:
+            with trio.CancelScope(shield=True), trio.move_on_after(ACK_LIMIT_S):
+                await bus.ack(self.group, ids)
 
     async def _handle(self, event: Event) -> None:
         if self._kinds is None or event.kind in self._kinds:

@@ -115,15 +115,19 @@ class Intake:
 
     async def submit(
         self, request: JobRequest, user: User, *, lane: Lane = Lane.interactive,
-        quota: bool = True, book_id: str = "",
+        quota: bool = True, book_id: str = "", with_audio: bool = False,
     ) -> tuple[Job, bool]:
         """The accepted job, and whether this call created it (False: an idempotent repeat
         of ``request.idempotency_key``, answered with the job as it is now). Raises the typed
         error of a request that cannot be accepted (nothing is then left behind).
         ``lane``: the stream it waits in; ``quota`` False: the characters were already
         reserved (a storybook line, checked with its whole book); ``book_id``: the storybook
-        it is a line of (its stream entry names it: ``SpeechJob.book_id``)."""
-        return await self._submit(request, user, lane=lane, quota=quota, book_id=book_id)
+        it is a line of (its stream entry names it: ``SpeechJob.book_id``); ``with_audio``: the
+        caller answers with the clip itself (a compatible convert), so a cache hit's job row is
+        a history record, committed without waiting for the log flush (``create_job``'s
+        ``durable``; docs/ARCHITECTURE.md). A job answered by its id is always durable."""
+        return await self._submit(request, user, lane=lane, quota=quota, book_id=book_id,
+                                  with_audio=with_audio)
 
     async def submit_in_order(
         self, requests: Sequence[JobRequest], user: User, *, lane: Lane = Lane.interactive,
@@ -172,13 +176,14 @@ class Intake:
     async def _submit(
         self, request: JobRequest, user: User, *, lane: Lane, quota: bool, book_id: str,
         turn: Callable[[], Awaitable[None]] | None = None, voice_for: VoiceLookup | None = None,
+        with_audio: bool = False,
     ) -> tuple[Job, bool]:
         new = await self._settle(
             request, user.id, lane=lane, defaults=user.dictionaries,
             voice_for=voice_for or self.voices.for_job,
         )
         job, created = await self._accept(user, new, quota=quota, book_id=book_id, turn=turn,
-                                          stream=request.stream)
+                                          stream=request.stream, with_audio=with_audio)
         if created:  # the seed's TTS_CREATION: a job was accepted
             self._events.publish(job_event(
                 EventKind.tts_creation, job.id, job.owner, voice_id=job.voice_id,
@@ -275,12 +280,13 @@ class Intake:
     async def _accept(
         self, user: User, new: NewJob, *, quota: bool, book_id: str = "",
         turn: Callable[[], Awaitable[None]] | None = None, stream: bool = False,
+        with_audio: bool = False,
     ) -> tuple[Job, bool]:
         """create_job + enqueue, shielded: a submit cancelled half-way (client gone, server
         stopping) never leaves a job that is in the database but not in the stream. ``turn``:
         awaited just before the enqueue (``submit_in_order``); what it raises fails the
         submit as an enqueue would."""
-        if (hit := await self._from_cache(new)) is not None:
+        if (hit := await self._from_cache(new, durable=not with_audio)) is not None:
             return hit
         await self._check_account(new)
         store = self.store
@@ -309,7 +315,8 @@ class Intake:
             return started, True
         raise QueueUnavailable("Submitting the job did not finish in time.")
 
-    async def _from_cache(self, new: NewJob) -> tuple[Job, bool] | None:
+    async def _from_cache(self, new: NewJob, *, durable: bool = True
+                          ) -> tuple[Job, bool] | None:
         """Existing audio with the job's cache key: the job is created succeeded, pointing at
         it; the provider is not touched and nothing is charged."""
         found = await self._find_clip(new.owner, new.cache_key)
@@ -317,7 +324,7 @@ class Intake:
         metrics.cache_lookup("submit", found is not None)
         if found is None:
             return None
-        return await self.store.create_job(new, cached=found)
+        return await self.store.create_job(new, cached=found, durable=durable)
 
     async def _find_clip(self, owner: str, cache_key: str) -> Audio | None:
         """The audio a hit links to, if its file exists. A clip found is remembered for

@@ -47,6 +47,9 @@ from protocols.settings import Settings
 log = logging.getLogger("chorus.voices")
 
 DEFAULTS_TTL_S = 600.0
+#: a default voice's row, once read, is used this long without asking the store again (the
+#: provider's voices, visible to everyone: a change made in another process shows within it)
+DEFAULT_ROW_TTL_S = 5.0
 RESTORE_S = 30.0  # putting a voice back at the provider after a failed edit
 #: what ``PATCH /v1/voices/{id}`` forwards to the provider (the rest lives in Chorus only)
 AT_PROVIDER = ("name", "description", "labels")
@@ -89,6 +92,8 @@ class VoiceCatalog:
         self._ttl = defaults_ttl_s
         self._synced_at = -float("inf")
         self._lock = trio.Lock()
+        #: voice id -> (until when, on trio's clock; its row): default voices only (``_row``)
+        self._default_rows: dict[str, tuple[float, Voice]] = {}
 
     async def ensure_defaults(self, *, force: bool = False) -> None:
         """Upsert the provider's default voices (at most every ``defaults_ttl_s``; idempotent).
@@ -102,6 +107,7 @@ class VoiceCatalog:
                 log.warning("could not list the %s default voices: %s", self.provider, exc.detail)
                 return
             await self.store.upsert_default_voices(self.provider, voices)
+            self._default_rows.clear()
             self._synced_at = trio.current_time()
 
     async def visible(self, voice_id: str, viewer: str) -> Voice:
@@ -120,7 +126,7 @@ class VoiceCatalog:
         """The voice a job of ``viewer`` will speak with (what is sent to the provider)."""
         if voice_id is None:
             return await self.speech.resolve_voice(None, language)
-        row = await self.store.get_voice(voice_id)
+        row = await self._row(voice_id)
         if row is None:  # a provider id: only usable through its row when it is a clone
             row = await self.store.voice_by_provider_id(self.provider, voice_id)
             if row is not None and row.visibility is Visibility.default:
@@ -144,6 +150,23 @@ class VoiceCatalog:
             return await self.speech.resolve_voice(voice_id, language)
         except UnknownVoice:
             raise not_found(voice_id) from None
+
+    async def _row(self, voice_id: str) -> Voice | None:
+        """``store.get_voice``; a default voice's row is remembered for ``DEFAULT_ROW_TTL_S``
+        (every job naming a default voice would read it otherwise). Only default rows: they
+        are everyone's, so nothing private is ever kept or shown from here."""
+        now = trio.current_time()
+        known = self._default_rows.get(voice_id)
+        if known is not None and known[0] > now:
+            return known[1]
+        row = await self.store.get_voice(voice_id)
+        if row is not None and row.visibility is Visibility.default:
+            if len(self._default_rows) >= 1000:
+                self._default_rows.clear()
+            self._default_rows[voice_id] = (now + DEFAULT_ROW_TTL_S, row)
+        else:
+            self._default_rows.pop(voice_id, None)
+        return row
 
     async def clone(
         self, *, owner: str, name: str, description: str, labels: dict[str, str],
@@ -196,6 +219,7 @@ class VoiceCatalog:
             raise
 
     async def _update(self, voice: Voice, viewer: str, changes: dict[str, Any]) -> Voice:
+        self._default_rows.pop(voice.id, None)
         updated = await self.store.update_voice(voice.id, viewer, **changes)
         if updated is None:  # deleted meanwhile
             raise not_found(voice.id)
@@ -219,6 +243,7 @@ class VoiceCatalog:
         """Remove the voice at the provider, then here. Audio made with it is kept."""
         voice = await self.owned(voice_id, viewer)
         await self.manager.delete(voice.provider_voice_id)
+        self._default_rows.pop(voice.id, None)
         gone = await self.store.delete_voice(voice.id, viewer)
         if gone is None:
             raise not_found(voice_id)

@@ -366,6 +366,13 @@ _INSERT_JOBS = (
     " audio_id, request_id)"
     f" ON CONFLICT DO NOTHING RETURNING {_JOB}"
 )
+#: the same, its transaction committed without waiting for the WAL flush (``synchronous_commit``
+#: off for this statement's own transaction only: ``set_config(..., is_local => true)``)
+_INSERT_JOBS_NO_FLUSH = _INSERT_JOBS.replace(
+    " ON CONFLICT DO NOTHING",
+    " CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush"
+    " ON CONFLICT DO NOTHING",
+)
 
 
 def _columns(jobs: list[tuple[NewJob, str | None]]) -> list[list[Any]]:
@@ -382,13 +389,16 @@ def _columns(jobs: list[tuple[NewJob, str | None]]) -> list[list[Any]]:
     return columns
 
 
-async def create_jobs(conn: Any, jobs: list[tuple[NewJob, str | None]]) -> list[Job | None]:
+async def create_jobs(conn: Any, jobs: list[tuple[NewJob, str | None]], flush: bool = True
+                      ) -> list[Job | None]:
     """Insert new jobs in one statement: each (job, None) queued (no quota to check), each
     (job, audio id) succeeded from the cache, pointing at that audio row of its owner's. Each
     job as inserted, or None where it was not (its id or idempotency key exists, or its owner
-    does not): those go through ``create_job`` one by one."""
+    does not): those go through ``create_job`` one by one. ``flush`` False: the commit does
+    not wait for the WAL flush (cache hits answered with their audio only)."""
     try:
-        rows = await conn.fetch(_INSERT_JOBS, *_columns(jobs))
+        rows = await conn.fetch(_INSERT_JOBS if flush else _INSERT_JOBS_NO_FLUSH,
+                                *_columns(jobs))
     except Exception as exc:
         if getattr(exc, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
             raise

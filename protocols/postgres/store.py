@@ -230,6 +230,11 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin, Accoun
         self._create_many: Coalescer[tuple[NewJob, str | None], Job | None] = Coalescer(
             self._create_batch
         )
+        #: the same for hits answered with their audio, committed without waiting for the
+        #: WAL flush (``create_job(durable=False)``)
+        self._create_hits: Coalescer[tuple[NewJob, str | None], Job | None] = Coalescer(
+            self._create_hits_batch
+        )
         self._find_many: Coalescer[tuple[str, str], Audio | None] = Coalescer(self._find_batch)
         #: concurrent submits with a quota: one transaction per owner under its quota lock
         self._create_within: Coalescer[tuple[NewJob, int], tuple[Job, bool] | None] = Coalescer(
@@ -320,10 +325,16 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin, Accoun
     # jobs
 
     async def create_job(
-        self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None
+        self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None,
+        durable: bool = True,
     ) -> tuple[Job, bool]:
         own = cached is not None and cached.owner == job.owner  # a hit: nothing to charge
-        if (quota is None and cached is None) or own:
+        if own and not durable:  # a history record: no wait for the log flush
+            assert cached is not None
+            created = await self._create_hits((job, cached.id))
+            if created is not None:
+                return created, True
+        elif (quota is None and cached is None) or own:
             created = await self._create_many((job, cached.id if cached is not None else None))
             if created is not None:
                 return created, True
@@ -371,6 +382,15 @@ class PgStore(VoiceStoreMixin, StorybookStoreMixin, DictionaryStoreMixin, Accoun
         try:
             created = await self._call(q.create_jobs, jobs)
         except ChorusError:  # e.g. an unknown owner fails the batch: each goes on its own
+            created = [None] * len(jobs)
+        return [outcome.Value(job) for job in created]
+
+    async def _create_hits_batch(
+        self, jobs: list[tuple[NewJob, str | None]]
+    ) -> list[outcome.Outcome[Job | None]]:
+        try:
+            created = await self._call(q.create_jobs, jobs, False)
+        except ChorusError:
             created = [None] * len(jobs)
         return [outcome.Value(job) for job in created]
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import random
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -52,6 +53,9 @@ log = logging.getLogger("chorus.coordination")
 POLL_MIN_S = 0.01
 POLL_MAX_S = 0.1
 RELEASE_LINGER_S = 0.005
+#: counts of ``count_soon(..., linger=True)`` wait at most this long for a round trip that goes
+#: anyway (a slot's release), else go on their own: one request's count is not one round trip
+COUNT_LINGER_S = 0.5
 #: a released lock's "done" marker lives this long: a job submitted less than
 #: ``DONE_MARKER_S - CLOCK_MARGIN_S`` ago whose lock try finds no marker cannot have cached
 #: audio that its submit did not already see (``actors.pipeline.tts_actor``, the early call)
@@ -187,6 +191,8 @@ class Coordinator:
         self._locks_kept: set[Lock] = set()  # renewed by the keeper task (``keep``)
         self._slots_kept: set[str] = set()
         self._counts_due: collections.Counter[str] = collections.Counter()  # ``count_soon``
+        self._counts_by = math.inf  # when the counts due go at the latest (trio's clock)
+        self._waiting = trio.CancelScope()  # the keeper's wait for a release or a renewal
         self._work = trio.Event()  # wakes an idle keeper
         self._keeping = False  # inside ``keeping()``: the keeper task runs
 
@@ -444,7 +450,7 @@ class Coordinator:
                 self._work = trio.Event()
                 await self._work.wait()
                 next_renewal = trio.current_time() + period
-            with trio.move_on_at(next_renewal):
+            with trio.move_on_at(min(next_renewal, self._counts_by)) as self._waiting:
                 await self._release_wanted.wait()
                 await trio.sleep(RELEASE_LINGER_S)
             if self._release_wanted.is_set():
@@ -460,6 +466,7 @@ class Coordinator:
         if tokens:
             await self._release_slot(self.keys.semaphore(self.account), *tokens)
         counts, self._counts_due = self._counts_due, collections.Counter()
+        self._counts_by = math.inf
         for name, by in counts.items():
             await self.count(name, by)
 
@@ -504,10 +511,16 @@ class Coordinator:
 
     # -- counters -----------------------------------------------------------------------------
 
-    def count_soon(self, name: str, by: int = 1) -> None:
-        """``count``, by the keeper task with the next slot release (no round trip now)."""
+    def count_soon(self, name: str, by: int = 1, *, linger: bool = False) -> None:
+        """``count``, by the keeper task with the next slot release (no round trip now).
+        ``linger``: a count made per request (the Intake's cache hits and misses) waits up to
+        ``COUNT_LINGER_S`` for that release, then goes with the others due."""
         self._counts_due[name] += by
-        self._release_wanted.set()
+        if not linger:
+            self._release_wanted.set()
+        elif self._counts_by == math.inf:
+            self._counts_by = trio.current_time() + COUNT_LINGER_S
+            self._waiting.deadline = min(self._waiting.deadline, self._counts_by)
         self._wake_keeper()
 
     async def count(self, name: str, by: int = 1) -> None:

@@ -80,6 +80,7 @@ class FakeJobStore(FakeVoiceStoreMixin):
         self.audio: dict[str, Audio] = {}
         self.audio_by_cache_key: dict[tuple[str, str], str] = {}  # (owner, cache key) -> id
         self.charged: dict[tuple[str, str], int] = {}  # (owner, job id) -> characters
+        self.not_durable: list[str] = []  # jobs created with ``durable=False``
 
     async def _enter(self, method: str, *sent: object) -> None:
         """One call: a checkpoint, counted; ``sent`` is what the call hands the database. Like
@@ -151,9 +152,12 @@ class FakeJobStore(FakeVoiceStoreMixin):
         )
 
     async def create_job(
-        self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None
+        self, job: NewJob, *, quota: int | None = None, cached: Audio | None = None,
+        durable: bool = True,
     ) -> tuple[Job, bool]:
         await self._enter("create_job", job)
+        if not durable:
+            self.not_durable.append(job.id)
         existing_id = None
         if job.idempotency_key is not None:
             existing_id = self.by_idempotency_key.get((job.owner, job.idempotency_key))

@@ -129,20 +129,25 @@ class Waiter:
 
 
 async def stored_clip(ctx: WebContext, job: Job) -> tuple[Audio, bytes]:
-    """A finished job's audio row and bytes; ``JobFailed`` if it ended without audio."""
+    """A finished job's audio row and bytes; ``JobFailed`` if it ended without audio. A clip
+    sent recently comes from ``ctx.clips`` (no look-up, no read)."""
     if job.status is not JobStatus.succeeded or job.audio_id is None:
         raise JobFailed(
             f"Job {job.id} {job.status.value}: {job.error_code or 'no audio'}"
             f"{': ' + job.error_message if job.error_message else ''}",
             job_id=job.id, error=job.error_code,
         )
+    if (known := ctx.clips.get(job.audio_id, job.owner)) is not None:
+        return known  # sent recently (``web/compat/clips.py``: rows and blobs never change)
     audio = await ctx.store.get_audio(job.audio_id, owner=job.owner)
     if audio is None:
         raise AudioMissing(f"job {job.id} names audio {job.audio_id}, which has no row")
     try:
-        return audio, await ctx.blobs.get(audio.path)
+        data = await ctx.blobs.get(audio.path)
     except FileNotFoundError as exc:
         raise AudioMissing(f"audio {audio.id} has no file at {audio.path}") from exc
+    ctx.clips.put(audio, data)
+    return audio, data
 
 
 async def chunks(data: bytes, size: int = CHUNK) -> AsyncIterator[bytes]:

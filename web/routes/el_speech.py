@@ -74,7 +74,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
         model = model_for(ctx.provider, req.model_id)
         if model != req.model_id:
             req = msgspec.structs.replace(req, model_id=model)
-        job, _ = await ctx.intake.submit(req, user)
+        job, _ = await ctx.intake.submit(req, user, with_audio=True)
         return job
 
     async def timed(job: Job) -> tuple[bytes, Alignment]:

@@ -127,7 +127,7 @@ def blueprint(ctx: WebContext) -> Blueprint:
         named = voice.lower() in VOICES
         req = parse(body, pick_voice(voice, await english_voices() if named else []))
         edge = EDGE_FORMATS.get(body.response_format)
-        job, _ = await ctx.intake.submit(req, user)
+        job, _ = await ctx.intake.submit(req, user, with_audio=True)
         if req.stream and not job.status.terminal and ctx.follow_audio is not None:
             return await relay(ctx, job, headers(job))
         job = await waiter.finished(job)
