@@ -166,6 +166,8 @@ def job_started(job: Job) -> None:
         metrics.job_started(waited, job.lane.value)
     else:
         metrics.job_transition("running")
+    if not log.isEnabledFor(logging.INFO):  # its line is not written: not made either
+        return
     log.info(
         "job %s started (attempt %d%s)", job.id, job.attempts,
         f", waited {waited:.3f}s" if waited is not None else "",
@@ -181,6 +183,8 @@ def job_ended(job: Job) -> None:
     if job.started_at is not None and job.finished_at is not None:
         duration = (job.finished_at - job.started_at).total_seconds()
     metrics.job_finished(job.status.value, duration)
+    if not log.isEnabledFor(logging.INFO):
+        return
     log.info(
         "job %s %s%s%s", job.id, job.status.value,
         f" in {duration:.3f}s" if duration is not None else "",

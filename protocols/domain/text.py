@@ -13,7 +13,9 @@ import unicodedata
 
 # A run of whitespace that contains a line break collapses to one "\n" (a sentence boundary for
 # split_text and a pause for the engines); any other run collapses to one space.
-_WS_RUN = re.compile(r"\s+")
+#: whitespace that ``normalize_text`` changes: a run of two or more, or one that is not a space
+#: (a lone space, by far the most common, is left alone without a call per match)
+_WS_RUN = re.compile(r"\s{2,}|[^\S ]")
 
 # Sentence end: terminators, then closing quotes/brackets, then whitespace (or the end of the
 # text). ASCII "." needs the whitespace so "3.14", "e.g." inside words and URLs stay whole.

@@ -22,7 +22,8 @@ from protocols.dictionaries import PhonemeRule
 from protocols.domain.ssml import Hint, Pause, Text, markup_spans, parse
 from protocols.messages import Alignment, WordTiming
 
-_WORD = re.compile(r"\S+")
+WORD = re.compile(r"\S+")  # a word: a run of non-space characters
+_WORD = WORD
 
 
 class Group(NamedTuple):

@@ -530,9 +530,10 @@ _FINISH = (
     " u AS (INSERT INTO usage (job_id, owner, period, characters, provider_cost)"
     f" SELECT j.id, j.owner, {_PERIOD}, $12, $11 FROM j WHERE $12 > 0"
     " ON CONFLICT (job_id) DO NOTHING),"
-    # the clip's timings, beside the audio row (by cache key, as its file): new audio only
-    " l AS (INSERT INTO audio_alignments (cache_key, alignment) SELECT $4, $13::jsonb FROM j"
-    " WHERE $13::jsonb IS NOT NULL ON CONFLICT (cache_key) DO UPDATE"
+    # the clip's timings, beside the audio row (by cache key, as its file): new audio only;
+    # JSON text (migration 0010: never queried inside, so not parsed into jsonb)
+    " l AS (INSERT INTO audio_alignments (cache_key, alignment) SELECT $4, $13::text FROM j"
+    " WHERE $13::text IS NOT NULL ON CONFLICT (cache_key) DO UPDATE"
     " SET alignment = EXCLUDED.alignment)"
     " UPDATE jobs SET status = 'succeeded', audio_id = a.id, finished_at = now(),"
     " error_code = NULL, error_message = NULL, request_ids = $10,"
@@ -576,7 +577,7 @@ _alignment_decoder = msgspec.json.Decoder(Alignment)
 async def get_alignment(conn: Any, cache_key: str) -> Alignment | None:
     """The timings stored with the audio of ``cache_key`` (None: none were stored)."""
     raw = await conn.fetchval(
-        "SELECT alignment::text FROM audio_alignments WHERE cache_key = $1", cache_key
+        "SELECT alignment FROM audio_alignments WHERE cache_key = $1", cache_key
     )
     return None if raw is None else _alignment_decoder.decode(raw)
 

@@ -30,6 +30,8 @@ def test_normalize_text():
     assert normalize_text("cafe\u0301") == "café"  # NFC
     assert normalize_text("\u1100\u1161") == "가"  # conjoining jamo → syllable
     assert normalize_text(" \n\t ") == ""
+    # one whitespace character that is not a space is one too; lone spaces stay as they are
+    assert normalize_text("a\tb\u00a0c\u3000d e\rf\u2028g") == "a b c d e\nf g"
 
 
 def test_speakable_needs_a_letter_digit_mark_or_symbol():

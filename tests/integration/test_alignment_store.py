@@ -1,0 +1,63 @@
+"""A clip's timings in Postgres (``audio_alignments``; JSON text since migration 0010): stored
+with the audio row by ``finish_job`` / ``finish_jobs``, read back whole, and the rows a
+database held as jsonb before 0010 still read back the same."""
+
+from __future__ import annotations
+
+import msgspec
+import trio
+
+from protocols.embedded.servers import run_psql
+from protocols.messages import Audio
+from protocols.postgres.store import PgStore, _migrations
+from protocols.providers.fake import _alignment
+from tests.conftest import DB_TIMEOUT_S
+from tests.integration.test_store import new_audio, new_job
+
+CAP_S = 30
+SHORT = "Hello there"
+LONG = " ".join(f"word{i}, and more" for i in range(80))  # ~10 kB of JSON: past a page's share
+
+
+def _audio(owner: str, cache_key: str) -> Audio:
+    """Only its cache key matters to ``alignment_of``."""
+    return msgspec.convert(
+        {**msgspec.to_builtins(new_audio(owner, cache_key)), "id": "aud_x",
+         "created_at": "2026-12-06T00:00:00Z"}, Audio,
+    )
+
+
+async def test_timings_are_stored_with_the_clip_and_read_back_whole(store: PgStore) -> None:
+    with trio.fail_after(CAP_S):
+        user, _ = await store.create_user("timed")
+        for i in range(2):
+            await store.create_job(new_job(user.id, f"j{i}"))
+            await store.start_job(f"j{i}")
+        short, long = _alignment(SHORT), _alignment(LONG)
+        await store.finish_job("j0", msgspec.structs.replace(new_audio(user.id, "k0"),
+                                                             alignment=short))
+        await store.finish_jobs([("j1", msgspec.structs.replace(new_audio(user.id, "k1"),
+                                                                alignment=long))])
+        assert await store.alignment_of(_audio(user.id, "k0")) == short
+        assert await store.alignment_of(_audio(user.id, "k1")) == long
+        assert await store.alignment_of(_audio(user.id, "nothing")) is None
+
+
+async def test_timings_stored_as_jsonb_before_0010_read_back_the_same(database_url: str) -> None:
+    """A database at 0009 with a clip's timings in the jsonb column: after 0010 (the column
+    as text) the store reads the same Alignment."""
+    stored = _alignment("Before, the upgrade.")
+    with trio.fail_after(60):
+        setup = ["CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                 " applied_at timestamptz NOT NULL DEFAULT now())"]
+        for version, sql in _migrations():
+            if version < "0010":
+                setup += [sql, f"INSERT INTO schema_migrations (version) VALUES ('{version}')"]
+        encoded = msgspec.json.encode(stored).decode().replace("'", "''")
+        setup.append("INSERT INTO audio_alignments (cache_key, alignment)"
+                     f" VALUES ('old-key', '{encoded}'::jsonb)")
+        for sql in setup:
+            await trio.to_thread.run_sync(run_psql, database_url, sql)
+        async with PgStore.open(database_url, timeout=DB_TIMEOUT_S) as store:
+            assert await store.alignment_of(_audio("u", "old-key")) == stored
+
