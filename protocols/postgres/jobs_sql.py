@@ -531,7 +531,7 @@ _FINISH = (
     f" SELECT j.id, j.owner, {_PERIOD}, $12, $11 FROM j WHERE $12 > 0"
     " ON CONFLICT (job_id) DO NOTHING),"
     # the clip's timings, beside the audio row (by cache key, as its file): new audio only;
-    # JSON text (migration 0010: never queried inside, so not parsed into jsonb)
+    # JSON text (migration 0007: never queried inside, so not parsed into jsonb)
     " l AS (INSERT INTO audio_alignments (cache_key, alignment) SELECT $4, $13::text FROM j"
     " WHERE $13::text IS NOT NULL ON CONFLICT (cache_key) DO UPDATE"
     " SET alignment = EXCLUDED.alignment)"

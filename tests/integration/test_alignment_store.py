@@ -1,17 +1,14 @@
-"""A clip's timings in Postgres (``audio_alignments``; JSON text since migration 0010): stored
-with the audio row by ``finish_job`` / ``finish_jobs``, read back whole, and the rows a
-database held as jsonb before 0010 still read back the same."""
+"""A clip's timings in Postgres (``audio_alignments``, JSON text): stored with the audio row by
+``finish_job`` / ``finish_jobs`` and read back whole, short and long (out of line)."""
 
 from __future__ import annotations
 
 import msgspec
 import trio
 
-from protocols.embedded.servers import run_psql
 from protocols.messages import Audio
-from protocols.postgres.store import PgStore, _migrations
+from protocols.postgres.store import PgStore
 from protocols.providers.fake import _alignment
-from tests.conftest import DB_TIMEOUT_S
 from tests.integration.test_store import new_audio, new_job
 
 CAP_S = 30
@@ -41,23 +38,3 @@ async def test_timings_are_stored_with_the_clip_and_read_back_whole(store: PgSto
         assert await store.alignment_of(_audio(user.id, "k0")) == short
         assert await store.alignment_of(_audio(user.id, "k1")) == long
         assert await store.alignment_of(_audio(user.id, "nothing")) is None
-
-
-async def test_timings_stored_as_jsonb_before_0010_read_back_the_same(database_url: str) -> None:
-    """A database at 0009 with a clip's timings in the jsonb column: after 0010 (the column
-    as text) the store reads the same Alignment."""
-    stored = _alignment("Before, the upgrade.")
-    with trio.fail_after(60):
-        setup = ["CREATE TABLE schema_migrations (version text PRIMARY KEY,"
-                 " applied_at timestamptz NOT NULL DEFAULT now())"]
-        for version, sql in _migrations():
-            if version < "0010":
-                setup += [sql, f"INSERT INTO schema_migrations (version) VALUES ('{version}')"]
-        encoded = msgspec.json.encode(stored).decode().replace("'", "''")
-        setup.append("INSERT INTO audio_alignments (cache_key, alignment)"
-                     f" VALUES ('old-key', '{encoded}'::jsonb)")
-        for sql in setup:
-            await trio.to_thread.run_sync(run_psql, database_url, sql)
-        async with PgStore.open(database_url, timeout=DB_TIMEOUT_S) as store:
-            assert await store.alignment_of(_audio("u", "old-key")) == stored
-
