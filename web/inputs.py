@@ -113,7 +113,9 @@ def decode_as(
     that does not fit; ``errors`` gives another error class by top-level field (e.g.
     ``{"name": InvalidName}``)."""
     if kind.__struct_config__.forbid_unknown_fields:  # type: ignore[attr-defined]
-        known = frozenset(f.encode_name for f in msgspec.structs.fields(kind))
+        # the names as sent (renames applied); not msgspec.structs.fields(), which resolves
+        # the type hints again on every call (~0.4 ms: a third of a cache hit's CPU)
+        known = frozenset(kind.__struct_encode_fields__)  # type: ignore[attr-defined]
         unknown = sorted(str(name)[:64] for name in set(raw) - known)
         if unknown:
             names = ", ".join(f"'{name}'" for name in unknown)
