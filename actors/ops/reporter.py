@@ -69,9 +69,6 @@ class ProcessReporter:
         self._totals[child] = self._totals.get(child, 0) + 1
         self._wake.set()
 
-    def restarts(self) -> dict[str, int]:
-        return dict(self._totals)
-
     def statistics(self) -> ReporterStatistics:
         total = sum(self._totals.values())
         return ReporterStatistics(self._beats, self._failed, total,

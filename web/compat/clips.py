@@ -27,16 +27,13 @@ class ClipCache:
         self.max_bytes, self.max_clip = max_bytes, max_clip
         self._clips: OrderedDict[str, tuple[Audio, bytes]] = OrderedDict()
         self.size = 0
-        self.hits = self.misses = 0
 
     def get(self, audio_id: str, owner: str) -> tuple[Audio, bytes] | None:
         """The clip ``audio_id`` if remembered and owned by ``owner``; else None."""
         found = self._clips.get(audio_id)
         if found is None or found[0].owner != owner:
-            self.misses += 1
             return None
         self._clips.move_to_end(audio_id)
-        self.hits += 1
         return found
 
     def put(self, audio: Audio, data: bytes) -> None:
