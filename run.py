@@ -148,9 +148,12 @@ async def _serve(
             await _run_service(settings, role, redis_url, database_url)
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:  # the service's own exception, not wrapped
-        if len(group.exceptions) != 1:
+        single: BaseException = group
+        while isinstance(single, BaseExceptionGroup) and len(single.exceptions) == 1:
+            single = single.exceptions[0]  # one group per nursery on its way out
+        if single is group or isinstance(single, BaseExceptionGroup):
             raise
-        raise group.exceptions[0] from group.exceptions[0].__cause__
+        raise single from single.__cause__
 
 
 async def _run_service(settings: Settings, role: str, redis_url: str, database_url: str) -> None:
@@ -171,10 +174,12 @@ async def _run_service(settings: Settings, role: str, redis_url: str, database_u
             settings, role, redis_url=redis_url, store=store, provider=provider,
             on_http_ready=announce,
         )
-        if role == "worker":
-            print(f"Chorus worker {service.consumer} started", flush=True)
-        async with service.coordination():
-            await run_with_signals(service.supervisor)
+        async with service.coordination(), trio.open_nursery() as nursery:
+            # ready once every child is: the stream reader has made its consumer group, so a
+            # worker's "started" line promises a queue that can be read and inspected
+            await nursery.start(run_with_signals, service.supervisor)
+            if role == "worker":
+                print(f"Chorus worker {service.consumer} started", flush=True)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -143,7 +143,10 @@ async def cluster(
             await front.wait_for_line("listening on", 30)
         for proc in procs.values():
             await proc.wait_for_line(WORKER_READY, 30)
-        yield Cluster(front, procs, prefix, redis_url, database_url)
+        c = Cluster(front, procs, prefix, redis_url, database_url)
+        for name in procs:  # "started" promises the consumer group: no NOGROUP from here on
+            assert await c.own_pending(name) == 0
+        yield c
 
 
 async def start_worker(
